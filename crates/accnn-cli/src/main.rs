@@ -1,0 +1,380 @@
+//! `accnn`: accelerate a trained CNN by low-rank decomposition of its layers.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use accnn::{Analysis, Factorisation, Precision, RankPlan, Scope};
+use accnn_graph::Model;
+use accnn_graph::io::write_files_atomically;
+use accnn_graph::mxnet::{CheckpointPaths, load_checkpoint, parse_tuple_shape, same_file, save_checkpoint};
+use accnn_rank::RankConfig;
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Make a trained CNN faster and smaller: each convolution becomes a vertical and a horizontal one,
+/// each fully-connected layer two thin ones, with ranks chosen for a speed-up ratio or from a config.
+#[derive(Parser, Debug)]
+#[command(
+    name = "accnn",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    accelerate: AccelerateArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Decompose one convolution layer (as the original acc_conv.py).
+    Conv(LayerArgs),
+    /// Decompose one fully-connected layer (as the original acc_fc.py).
+    Fc(LayerArgs),
+    /// Print every layer with its shapes, MACs, parameters and largest rank.
+    Inspect {
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ModelArgs {
+    /// Model prefix: reads PREFIX-symbol.json and PREFIX-EPOCH.params.
+    #[arg(short = 'm', long = "model", value_name = "PREFIX", required = true)]
+    model: Option<String>,
+    /// Epoch of the params file to read.
+    #[arg(long, default_value_t = 1)]
+    load_epoch: u32,
+    /// Input shape C,H,W. Default: the data variable's __shape__ attribute if the symbol has one,
+    /// else 3,224,224.
+    #[arg(long, value_name = "C,H,W")]
+    data_shape: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct AccelerateArgs {
+    /// Target theoretical speed-up: MACs of the budgeted layers divided by this ratio.
+    #[arg(long, conflicts_with = "config", required_unless_present = "config")]
+    ratio: Option<f64>,
+    /// Take the ranks from this config.json instead of selecting them.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Prefix of the new model: writes NEW-symbol.json and NEW-0001.params.
+    #[arg(long, value_name = "NEW", required = true)]
+    save_model: Option<String>,
+    /// Where to write the chosen ranks [default: config.json, when ranks were selected by --ratio].
+    #[arg(long, value_name = "FILE")]
+    config_out: Option<PathBuf>,
+    /// Budget and decompose convolutions only, like the original tool.
+    #[arg(long)]
+    conv_only: bool,
+    /// Floating-point precision of the SVDs.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
+    precision: PrecisionArg,
+}
+
+#[derive(Args, Debug)]
+struct LayerArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Name of the layer to decompose.
+    #[arg(long)]
+    layer: String,
+    /// Rank: filters of the vertical convolution, or width of the reducing FC layer.
+    #[arg(long = "K", alias = "k", value_name = "K")]
+    k: usize,
+    /// Prefix of the new model: writes NEW-symbol.json and NEW-0001.params.
+    #[arg(long, value_name = "NEW")]
+    save_model: String,
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
+    precision: PrecisionArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PrecisionArg {
+    Auto,
+    F32,
+    F64,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::Auto => Precision::Auto,
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::F64 => Precision::F64,
+        }
+    }
+}
+
+struct Loaded {
+    prefix: String,
+    paths: CheckpointPaths,
+    model: Model,
+    analysis: Analysis,
+}
+
+fn load(args: &ModelArgs) -> Result<Loaded> {
+    let prefix = args.model.clone().context("--model is required")?;
+    let paths = CheckpointPaths::new(&prefix, args.load_epoch);
+    let model = load_checkpoint(&prefix, args.load_epoch).with_context(|| format!("cannot read model '{prefix}'"))?;
+    for warning in model.non_finite_params() {
+        eprintln!("warning: {warning}");
+    }
+    let data_shape = match &args.data_shape {
+        Some(text) => {
+            let dims: Vec<usize> = text
+                .split(',')
+                .map(|d| d.trim().parse::<usize>().ok().filter(|&d| d > 0))
+                .collect::<Option<_>>()
+                .with_context(|| format!("--data-shape '{text}': expected positive integers C,H,W"))?;
+            std::iter::once(1).chain(dims).collect()
+        }
+        None => {
+            let data = model.data_input()?;
+            match model.graph.nodes[data]
+                .attrs
+                .get("__shape__")
+                .and_then(|s| parse_tuple_shape(s))
+            {
+                Some(mut shape) => {
+                    if let Some(b) = shape.first_mut() {
+                        *b = 1;
+                    }
+                    shape
+                }
+                None => vec![1, 3, 224, 224],
+            }
+        }
+    };
+    let analysis = Analysis::new(&model, &data_shape)
+        .with_context(|| format!("model '{prefix}' with input shape {:?}", &data_shape[1..]))?;
+    Ok(Loaded {
+        prefix,
+        paths,
+        model,
+        analysis,
+    })
+}
+
+fn factorise(loaded: &Loaded, wanted: &[bool], precision: Precision) -> Result<Vec<Option<Factorisation>>> {
+    let count = wanted.iter().filter(|w| **w).count() as u64;
+    let bar = ProgressBar::new(count);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} SVD {pos}/{len} {wide_bar} {elapsed} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    let mut out = Vec::with_capacity(wanted.len());
+    for (layer, &want) in loaded.analysis.layers.iter().zip(wanted) {
+        if !want {
+            out.push(None);
+            continue;
+        }
+        bar.set_message(layer.name.clone());
+        out.push(Some(Factorisation::new(&loaded.model, layer, precision)?));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+/// Refuses outputs that would overwrite the input checkpoint.
+fn check_outputs(input: &CheckpointPaths, out: &CheckpointPaths, extra: &[&Path]) -> Result<()> {
+    for target in [&out.symbol, &out.params] {
+        for source in [&input.symbol, &input.params]
+            .into_iter()
+            .map(PathBuf::as_path)
+            .chain(extra.iter().copied())
+        {
+            if same_file(target, source) {
+                bail!(
+                    "--save-model would overwrite the input file {}; choose another prefix",
+                    source.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn save(loaded: &Loaded, model: &Model, new_prefix: &str) -> Result<CheckpointPaths> {
+    let paths = save_checkpoint(model, new_prefix, 1).with_context(|| format!("cannot write model '{new_prefix}'"))?;
+    println!("wrote {} and {}", paths.symbol.display(), paths.params.display());
+    let _ = &loaded.prefix;
+    Ok(paths)
+}
+
+fn accelerate(model_args: &ModelArgs, args: &AccelerateArgs) -> Result<()> {
+    let new_prefix = args.save_model.clone().context("--save-model is required")?;
+    let loaded = load(model_args)?;
+    let out_paths = CheckpointPaths::new(&new_prefix, 1);
+    let mut inputs: Vec<&Path> = Vec::new();
+    if let Some(c) = &args.config {
+        inputs.push(c);
+    }
+    check_outputs(&loaded.paths, &out_paths, &inputs)?;
+    let config_out = match (&args.config_out, &args.config) {
+        (Some(p), _) => Some(p.clone()),
+        (None, None) => Some(PathBuf::from("config.json")),
+        (None, Some(_)) => None,
+    };
+    if let (Some(out), Some(input)) = (&config_out, &args.config) {
+        if same_file(out, input) {
+            bail!("--config-out would overwrite the input config {}", input.display());
+        }
+    }
+    let scope = if args.conv_only { Scope::ConvOnly } else { Scope::All };
+    let layers = &loaded.analysis.layers;
+    let started = Instant::now();
+    let (plan, svds) = if let Some(path) = &args.config {
+        let config = RankConfig::read(path)?;
+        let plan =
+            accnn::plan_from_config(&loaded.analysis, &config).with_context(|| format!("config {}", path.display()))?;
+        let mut wanted = vec![false; layers.len()];
+        for p in &plan.layers {
+            wanted[p.layer] = true;
+        }
+        let svds = factorise(&loaded, &wanted, args.precision.into())?;
+        (plan, svds)
+    } else {
+        let ratio = args.ratio.context("give --ratio or --config")?;
+        let wanted: Vec<bool> = layers
+            .iter()
+            .map(|l| scope.includes(l.kind) && l.can_reduce_cost())
+            .collect();
+        let svds = factorise(&loaded, &wanted, args.precision.into())?;
+        let plan = accnn::plan_for_ratio(&loaded.analysis, &svds, ratio, scope)?;
+        (plan, svds)
+    };
+    let svd_seconds = started.elapsed().as_secs_f64();
+    let (model, report) = accnn::apply_plan(&loaded.model, &loaded.analysis, &svds, &plan)?;
+    print!("{report}");
+    if let Some(ratio) = args.ratio {
+        let achieved = report.scope_speedup(scope);
+        let what = if args.conv_only {
+            "convolutions"
+        } else {
+            "convolution + FC layers"
+        };
+        println!("requested {ratio:.3}x over {what}: achieved {achieved:.3}x");
+    }
+    println!("factorisation and rank selection took {svd_seconds:.1} s");
+    save(&loaded, &model, &new_prefix)?;
+    if let Some(out) = config_out {
+        let text = plan.to_config(&loaded.analysis).to_json();
+        write_files_atomically(&[(out.as_path(), text.as_bytes())])?;
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+fn single_layer(args: &LayerArgs, kind: accnn::LayerKind) -> Result<()> {
+    let loaded = load(&args.model)?;
+    check_outputs(&loaded.paths, &CheckpointPaths::new(&args.save_model, 1), &[])?;
+    let index = loaded
+        .analysis
+        .layers
+        .iter()
+        .position(|l| l.name == args.layer)
+        .with_context(|| {
+            format!(
+                "--layer '{}': the model has no convolution or fully-connected layer of that name",
+                args.layer
+            )
+        })?;
+    let layer = &loaded.analysis.layers[index];
+    if layer.kind != kind {
+        bail!(
+            "--layer '{}' is a {:?} layer; use the other subcommand",
+            args.layer,
+            layer.kind
+        );
+    }
+    let config = match kind {
+        accnn::LayerKind::Convolution => RankConfig {
+            conv_params: vec![(args.layer.clone(), args.k)],
+            ..Default::default()
+        },
+        accnn::LayerKind::FullyConnected => RankConfig {
+            fc_params: vec![(args.layer.clone(), args.k)],
+            ..Default::default()
+        },
+    };
+    let plan: RankPlan = accnn::plan_from_config(&loaded.analysis, &config).context("--K")?;
+    let mut wanted = vec![false; loaded.analysis.layers.len()];
+    wanted[index] = true;
+    let svds = factorise(&loaded, &wanted, args.precision.into())?;
+    let (model, report) = accnn::apply_plan(&loaded.model, &loaded.analysis, &svds, &plan)?;
+    print!("{report}");
+    save(&loaded, &model, &args.save_model)?;
+    Ok(())
+}
+
+fn inspect(args: &ModelArgs) -> Result<()> {
+    let loaded = load(args)?;
+    let model = &loaded.model;
+    let shapes = &loaded.analysis.shapes;
+    println!("model {} (input {:?})", loaded.prefix, loaded.analysis.data_shape);
+    println!(
+        "{:<24} {:<16} {:<20} {:<20} {:>14} {:>12} {:>8}",
+        "node", "op", "output shape", "weight", "MACs", "params", "max K"
+    );
+    for (i, node) in model.graph.nodes.iter().enumerate() {
+        if matches!(node.op, accnn_graph::Op::Variable) {
+            continue;
+        }
+        let layer = loaded.analysis.layers.iter().find(|l| l.node == i);
+        let shape = format!("{:?}", shapes.of(i));
+        let (weight, macs, params, max_k) = match layer {
+            Some(l) => (
+                format!("{:?}", l.weight_shape),
+                l.macs.to_string(),
+                l.params.to_string(),
+                l.max_width().to_string(),
+            ),
+            None => (String::new(), String::new(), String::new(), String::new()),
+        };
+        println!(
+            "{:<24} {:<16} {:<20} {:<20} {:>14} {:>12} {:>8}",
+            node.name,
+            node.op.mxnet_name(),
+            shape,
+            weight,
+            macs,
+            params,
+            max_k
+        );
+    }
+    let macs: u64 = loaded.analysis.layers.iter().map(|l| l.macs).sum();
+    let params: u64 = model.args.values().map(|t| t.len() as u64).sum();
+    println!("total: {macs} MACs in convolution and FC layers, {params} parameters");
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        None => accelerate(&cli.model, &cli.accelerate),
+        Some(Command::Conv(args)) => single_layer(args, accnn::LayerKind::Convolution),
+        Some(Command::Fc(args)) => single_layer(args, accnn::LayerKind::FullyConnected),
+        Some(Command::Inspect { model }) => inspect(model),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

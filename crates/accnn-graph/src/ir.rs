@@ -1,0 +1,326 @@
+//! The model IR: a topologically ordered DAG of operator nodes plus named weight tensors.
+//!
+//! Weights are graph inputs like in MXNet and ONNX: a convolution node takes its data, weight and bias
+//! as three [`Entry`] inputs, the latter two produced by [`Op::Variable`] nodes whose names key into
+//! [`Model::args`] (learned parameters) or [`Model::aux`] (running statistics).
+
+use std::collections::BTreeMap;
+
+use crate::error::GraphError;
+use crate::tensor::Tensor;
+
+/// Padding of a 2-D window: rows added above and below, columns added left and right.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Padding2d {
+    pub top: usize,
+    pub bottom: usize,
+    pub left: usize,
+    pub right: usize,
+}
+
+impl Padding2d {
+    /// The same padding on both sides of each axis, as MXNet's `pad=(h, w)`.
+    pub fn symmetric(h: usize, w: usize) -> Self {
+        Padding2d {
+            top: h,
+            bottom: h,
+            left: w,
+            right: w,
+        }
+    }
+
+    /// `Some((h, w))` when each axis is padded equally on both sides.
+    pub fn as_symmetric(&self) -> Option<(usize, usize)> {
+        (self.top == self.bottom && self.left == self.right).then_some((self.top, self.left))
+    }
+}
+
+/// Attributes of a 2-D convolution. Weight layout `(num_filter, channels / num_group, kh, kw)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvAttrs {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilate: [usize; 2],
+    pub pad: Padding2d,
+    pub num_filter: usize,
+    pub num_group: usize,
+    pub no_bias: bool,
+}
+
+/// Attributes of a fully-connected layer. Weight layout `(num_hidden, input_features)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FcAttrs {
+    pub num_hidden: usize,
+    pub no_bias: bool,
+    /// MXNet's `flatten`: collapse all axes after the first before the product (default true).
+    pub flatten: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Relu,
+    Sigmoid,
+    Tanh,
+    SoftRelu,
+    SoftSign,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    Max,
+    Avg,
+    Sum,
+}
+
+/// How MXNet rounds a pooling window count: `valid` floors, `full` ceils, `same` keeps `ceil(size/stride)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolConvention {
+    Valid,
+    Full,
+    Same,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolAttrs {
+    pub kind: PoolKind,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub pad: Padding2d,
+    pub global: bool,
+    pub convention: PoolConvention,
+    /// Whether padded cells count in the divisor of average pooling (MXNet default true).
+    pub count_include_pad: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchNormAttrs {
+    pub eps: f64,
+    /// MXNet's `fix_gamma` (default true): gamma is taken as 1 whatever is stored.
+    pub fix_gamma: bool,
+    pub axis: usize,
+}
+
+/// The operators accnn understands. Anything else is refused when a model is read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// A graph input or a weight; its value, if any, lives in [`Model::args`] or [`Model::aux`].
+    Variable,
+    Convolution(ConvAttrs),
+    FullyConnected(FcAttrs),
+    Activation(Activation),
+    Pooling(PoolAttrs),
+    Flatten,
+    Dropout,
+    BatchNorm(BatchNormAttrs),
+    /// Elementwise sum of two inputs; `broadcast` allows numpy-style broadcasting.
+    Add {
+        broadcast: bool,
+    },
+    Concat {
+        axis: usize,
+    },
+    /// Softmax over `axis` (MXNet `softmax`, default last axis written as -1).
+    Softmax {
+        axis: i64,
+    },
+    /// MXNet's training head: softmax over axis 1 at inference; the label input is ignored.
+    SoftmaxOutput,
+    /// MXNet `Reshape` with its special codes 0 (copy), -1 (infer), -2 (copy rest), -3 (merge two).
+    Reshape {
+        shape: Vec<i64>,
+    },
+}
+
+impl Op {
+    /// The name MXNet's symbol JSON gives this operator.
+    pub fn mxnet_name(&self) -> &'static str {
+        match self {
+            Op::Variable => "null",
+            Op::Convolution(_) => "Convolution",
+            Op::FullyConnected(_) => "FullyConnected",
+            Op::Activation(_) => "Activation",
+            Op::Pooling(_) => "Pooling",
+            Op::Flatten => "Flatten",
+            Op::Dropout => "Dropout",
+            Op::BatchNorm(_) => "BatchNorm",
+            Op::Add { broadcast: false } => "elemwise_add",
+            Op::Add { broadcast: true } => "broadcast_add",
+            Op::Concat { .. } => "Concat",
+            Op::Softmax { .. } => "softmax",
+            Op::SoftmaxOutput => "SoftmaxOutput",
+            Op::Reshape { .. } => "Reshape",
+        }
+    }
+
+    /// Number of outputs the node has in MXNet (hidden ones included), for `node_row_ptr`.
+    pub fn mxnet_output_count(&self) -> usize {
+        match self {
+            Op::BatchNorm(_) => 3,
+            Op::Dropout => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// One output of one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Entry {
+    pub node: usize,
+    pub output: usize,
+}
+
+impl Entry {
+    pub fn new(node: usize) -> Self {
+        Entry { node, output: 0 }
+    }
+}
+
+/// An operator application.
+///
+/// `attrs` holds the attributes exactly as the file spelled them (plus MXNet's hidden `__x__`
+/// attributes), so that nodes accnn does not touch are written back as they were read; `op` is
+/// their parsed meaning. Nodes made by accnn get `attrs` from [`crate::mxnet::op_attrs`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub name: String,
+    pub op: Op,
+    pub inputs: Vec<Entry>,
+    pub attrs: BTreeMap<String, String>,
+}
+
+/// A DAG whose nodes are stored in topological order: every input refers to an earlier node.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Graph {
+    pub nodes: Vec<Node>,
+    /// The model's outputs.
+    pub heads: Vec<Entry>,
+}
+
+impl Graph {
+    /// Checks the topological-order invariant and output indices; names the offending node.
+    pub fn validate(&self) -> Result<(), GraphError> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if !seen.insert(node.name.as_str()) && !matches!(node.op, Op::Variable) {
+                return Err(GraphError::node(&node.name, "duplicate node name"));
+            }
+            for input in &node.inputs {
+                if input.node >= i {
+                    return Err(GraphError::node(
+                        &node.name,
+                        format!(
+                            "input refers to node #{} which is not before it (a cycle or a dangling reference)",
+                            input.node
+                        ),
+                    ));
+                }
+                if input.output >= self.nodes[input.node].op.mxnet_output_count() {
+                    return Err(GraphError::node(
+                        &node.name,
+                        format!(
+                            "input refers to output {} of '{}', which does not exist",
+                            input.output, self.nodes[input.node].name
+                        ),
+                    ));
+                }
+            }
+        }
+        for head in &self.heads {
+            if head.node >= self.nodes.len() {
+                return Err(GraphError::Invalid(format!(
+                    "model output refers to missing node #{}",
+                    head.node
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Index of the node called `name` (the last one, if a variable name repeats).
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().rposition(|n| n.name == name)
+    }
+
+    /// How many times each node's outputs are consumed (heads included).
+    pub fn use_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.nodes.len()];
+        for node in &self.nodes {
+            for input in &node.inputs {
+                counts[input.node] += 1;
+            }
+        }
+        for head in &self.heads {
+            counts[head.node] += 1;
+        }
+        counts
+    }
+}
+
+/// A graph plus its weights: everything a checkpoint holds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Model {
+    pub graph: Graph,
+    /// Learned parameters (MXNet `arg:` entries).
+    pub args: BTreeMap<String, Tensor>,
+    /// Auxiliary states such as BatchNorm running statistics (MXNet `aux:` entries).
+    pub aux: BTreeMap<String, Tensor>,
+}
+
+impl Model {
+    /// The value of a variable node, from `args` or `aux`.
+    pub fn param(&self, name: &str) -> Option<&Tensor> {
+        self.args.get(name).or_else(|| self.aux.get(name))
+    }
+
+    /// Names of variable nodes that have no stored value: the model's data (and label) inputs.
+    pub fn free_inputs(&self) -> Vec<usize> {
+        self.graph
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| matches!(n.op, Op::Variable) && self.param(&n.name).is_none())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// The node index of the data input: a free variable named `data`, else the only free variable
+    /// that is not a label of a `SoftmaxOutput`.
+    pub fn data_input(&self) -> Result<usize, GraphError> {
+        let labels: Vec<usize> = self
+            .graph
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::SoftmaxOutput))
+            .filter_map(|n| n.inputs.get(1).map(|e| e.node))
+            .collect();
+        let free: Vec<usize> = self.free_inputs().into_iter().filter(|i| !labels.contains(i)).collect();
+        if let Some(&i) = free.iter().find(|&&i| self.graph.nodes[i].name == "data") {
+            return Ok(i);
+        }
+        match free.as_slice() {
+            [only] => Ok(*only),
+            [] => Err(GraphError::Invalid(
+                "the model has no data input (every variable has a stored value)".into(),
+            )),
+            many => Err(GraphError::Invalid(format!(
+                "the model has several inputs without stored values ({}); accnn supports one data input",
+                many.iter()
+                    .map(|&i| self.graph.nodes[i].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// Warnings for weights holding NaN or infinite values, one per tensor.
+    pub fn non_finite_params(&self) -> Vec<String> {
+        self.args
+            .iter()
+            .chain(self.aux.iter())
+            .filter_map(|(name, t)| {
+                t.first_non_finite()
+                    .map(|i| format!("'{name}' holds a non-finite value at element {i}"))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,336 @@
+//! MXNet operator attributes: parsing them into [`Op`] and writing them back.
+
+use std::collections::BTreeMap;
+
+use crate::error::GraphError;
+use crate::ir::{Activation, BatchNormAttrs, ConvAttrs, FcAttrs, Op, Padding2d, PoolAttrs, PoolConvention, PoolKind};
+
+struct Attrs<'a> {
+    node: &'a str,
+    map: &'a BTreeMap<String, String>,
+}
+
+impl Attrs<'_> {
+    fn err(&self, message: impl Into<String>) -> GraphError {
+        GraphError::node(self.node, message)
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.map.get(key).map(|s| s.trim())
+    }
+
+    fn required(&self, key: &str) -> Result<&str, GraphError> {
+        self.get(key)
+            .ok_or_else(|| self.err(format!("missing attribute '{key}'")))
+    }
+
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool, GraphError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err(self.err(format!("attribute '{key}' = '{v}' is not a boolean"))),
+            },
+        }
+    }
+
+    fn usize(&self, key: &str) -> Result<usize, GraphError> {
+        let v = self.required(key)?;
+        v.parse()
+            .map_err(|_| self.err(format!("attribute '{key}' = '{v}' is not a non-negative integer")))
+    }
+
+    fn usize_or(&self, key: &str, default: usize) -> Result<usize, GraphError> {
+        if self.get(key).is_some() {
+            self.usize(key)
+        } else {
+            Ok(default)
+        }
+    }
+
+    fn ints(&self, key: &str) -> Result<Option<Vec<i64>>, GraphError> {
+        let Some(v) = self.get(key) else { return Ok(None) };
+        parse_tuple(v)
+            .map(Some)
+            .ok_or_else(|| self.err(format!("attribute '{key}' = '{v}' is not a tuple of integers")))
+    }
+
+    /// A 2-D window attribute such as `kernel`, `stride` or `pad`.
+    fn pair(&self, key: &str, default: Option<[usize; 2]>) -> Result<[usize; 2], GraphError> {
+        match self.ints(key)? {
+            None => default.ok_or_else(|| self.err(format!("missing attribute '{key}'"))),
+            Some(v) if v.is_empty() => default.ok_or_else(|| self.err(format!("empty attribute '{key}'"))),
+            Some(v) if v.len() == 2 && v.iter().all(|&x| x >= 0) => Ok([v[0] as usize, v[1] as usize]),
+            Some(v) => Err(self.err(format!(
+                "attribute '{key}' = {v:?}: accnn supports 2-D windows only (two non-negative values)"
+            ))),
+        }
+    }
+
+    fn f64_or(&self, key: &str, default: f64) -> Result<f64, GraphError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| self.err(format!("attribute '{key}' = '{v}' is not a number"))),
+        }
+    }
+}
+
+/// Parses `(3, 3)`, `[3,3]`, `(3,)` or `3` into integers.
+pub(crate) fn parse_tuple(text: &str) -> Option<Vec<i64>> {
+    let inner = text.trim().trim_start_matches(['(', '[']).trim_end_matches([')', ']']);
+    inner
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_end_matches('L').parse::<i64>().ok())
+        .collect()
+}
+
+fn positive(attrs: &Attrs, key: &str, v: [usize; 2]) -> Result<[usize; 2], GraphError> {
+    if v.contains(&0) {
+        return Err(attrs.err(format!("attribute '{key}' must be positive, got {v:?}")));
+    }
+    Ok(v)
+}
+
+/// Parses an MXNet operator name and attributes into an [`Op`].
+pub fn parse_op(node: &str, op: &str, map: &BTreeMap<String, String>) -> Result<Op, GraphError> {
+    let a = Attrs { node, map };
+    Ok(match op {
+        "null" => Op::Variable,
+        "Convolution" => {
+            let kernel = positive(&a, "kernel", a.pair("kernel", None)?)?;
+            let stride = positive(&a, "stride", a.pair("stride", Some([1, 1]))?)?;
+            let dilate = positive(&a, "dilate", a.pair("dilate", Some([1, 1]))?)?;
+            let [ph, pw] = a.pair("pad", Some([0, 0]))?;
+            if let Some(layout) = a.get("layout").filter(|l| *l != "NCHW" && *l != "None") {
+                return Err(a.err(format!(
+                    "layout '{layout}' is not supported; accnn reads NCHW convolutions"
+                )));
+            }
+            let num_filter = a.usize("num_filter")?;
+            let num_group = a.usize_or("num_group", 1)?;
+            if num_filter == 0 || num_group == 0 || num_filter % num_group != 0 {
+                return Err(a.err(format!(
+                    "num_filter {num_filter} is not a positive multiple of num_group {num_group}"
+                )));
+            }
+            Op::Convolution(ConvAttrs {
+                kernel,
+                stride,
+                dilate,
+                pad: Padding2d::symmetric(ph, pw),
+                num_filter,
+                num_group,
+                no_bias: a.bool_or("no_bias", false)?,
+            })
+        }
+        "FullyConnected" => {
+            let num_hidden = a.usize("num_hidden")?;
+            if num_hidden == 0 {
+                return Err(a.err("num_hidden must be positive"));
+            }
+            Op::FullyConnected(FcAttrs {
+                num_hidden,
+                no_bias: a.bool_or("no_bias", false)?,
+                flatten: a.bool_or("flatten", true)?,
+            })
+        }
+        "Activation" => Op::Activation(match a.required("act_type")? {
+            "relu" => Activation::Relu,
+            "sigmoid" => Activation::Sigmoid,
+            "tanh" => Activation::Tanh,
+            "softrelu" => Activation::SoftRelu,
+            "softsign" => Activation::SoftSign,
+            other => return Err(a.err(format!("unsupported act_type '{other}'"))),
+        }),
+        "relu" => Op::Activation(Activation::Relu),
+        "sigmoid" => Op::Activation(Activation::Sigmoid),
+        "tanh" => Op::Activation(Activation::Tanh),
+        "Pooling" => {
+            let global = a.bool_or("global_pool", false)?;
+            let kernel = if global {
+                a.pair("kernel", Some([1, 1]))?
+            } else {
+                a.pair("kernel", None)?
+            };
+            let kind = match a.get("pool_type").unwrap_or("max") {
+                "max" => PoolKind::Max,
+                "avg" => PoolKind::Avg,
+                "sum" => PoolKind::Sum,
+                other => return Err(a.err(format!("unsupported pool_type '{other}'"))),
+            };
+            let convention = match a.get("pooling_convention").unwrap_or("valid") {
+                "valid" => PoolConvention::Valid,
+                "full" => PoolConvention::Full,
+                "same" => PoolConvention::Same,
+                other => return Err(a.err(format!("unsupported pooling_convention '{other}'"))),
+            };
+            let [ph, pw] = a.pair("pad", Some([0, 0]))?;
+            Op::Pooling(PoolAttrs {
+                kind,
+                kernel: if global {
+                    kernel
+                } else {
+                    positive(&a, "kernel", kernel)?
+                },
+                stride: positive(&a, "stride", a.pair("stride", Some([1, 1]))?)?,
+                pad: Padding2d::symmetric(ph, pw),
+                global,
+                convention,
+                count_include_pad: a.bool_or("count_include_pad", true)?,
+            })
+        }
+        "Flatten" | "flatten" => Op::Flatten,
+        "Dropout" => Op::Dropout,
+        "BatchNorm" => {
+            let axis = match a.get("axis") {
+                None => 1,
+                Some(v) => match v.parse::<i64>() {
+                    Ok(1) => 1,
+                    _ => return Err(a.err(format!("BatchNorm axis {v} is not supported (only axis 1, NCHW)"))),
+                },
+            };
+            Op::BatchNorm(BatchNormAttrs {
+                eps: a.f64_or("eps", 1e-3)?,
+                fix_gamma: a.bool_or("fix_gamma", true)?,
+                axis,
+            })
+        }
+        "elemwise_add" | "_Plus" | "_plus" | "_add" => Op::Add { broadcast: false },
+        "broadcast_add" | "broadcast_plus" => Op::Add { broadcast: true },
+        "Concat" | "concat" => {
+            let dim = a.get("dim").unwrap_or("1");
+            match dim.parse::<usize>() {
+                Ok(axis) => Op::Concat { axis },
+                Err(_) => return Err(a.err(format!("Concat dim '{dim}' is not supported (non-negative axes only)"))),
+            }
+        }
+        "SoftmaxOutput" | "Softmax" => Op::SoftmaxOutput,
+        "softmax" => Op::Softmax {
+            axis: a.get("axis").map_or(Ok(-1), |v| {
+                v.parse().map_err(|_| a.err(format!("bad softmax axis '{v}'")))
+            })?,
+        },
+        "SoftmaxActivation" => {
+            if a.get("mode") == Some("channel") {
+                Op::Softmax { axis: 1 }
+            } else {
+                Op::Softmax { axis: -1 }
+            }
+        }
+        "Reshape" | "reshape" => {
+            if a.bool_or("reverse", false)? {
+                return Err(a.err("Reshape with reverse=True is not supported"));
+            }
+            let shape = match a.ints("shape")? {
+                Some(s) => s,
+                None => a
+                    .ints("target_shape")?
+                    .ok_or_else(|| a.err("missing attribute 'shape'"))?,
+            };
+            if shape.iter().any(|&d| d < -3) {
+                return Err(a.err(format!("Reshape code -4 (split) in {shape:?} is not supported")));
+            }
+            Op::Reshape { shape }
+        }
+        other => {
+            return Err(GraphError::UnsupportedOp {
+                node: node.to_string(),
+                op: other.to_string(),
+            });
+        }
+    })
+}
+
+fn tuple(v: [usize; 2]) -> String {
+    format!("({}, {})", v[0], v[1])
+}
+
+fn bool_text(b: bool) -> String {
+    if b { "True" } else { "False" }.to_string()
+}
+
+/// The MXNet attributes that describe `op`, for nodes accnn creates.
+///
+/// Fails only for a convolution or pooling window whose padding differs between the two sides of an
+/// axis, which MXNet cannot express.
+pub fn op_attrs(op: &Op) -> Result<BTreeMap<String, String>, GraphError> {
+    let mut m = BTreeMap::new();
+    let mut put = |k: &str, v: String| {
+        m.insert(k.to_string(), v);
+    };
+    let symmetric = |pad: &Padding2d| {
+        pad.as_symmetric()
+            .map(|(h, w)| tuple([h, w]))
+            .ok_or_else(|| GraphError::Invalid(format!("MXNet cannot express asymmetric padding {pad:?}")))
+    };
+    match op {
+        Op::Variable | Op::Flatten | Op::SoftmaxOutput | Op::Add { .. } => {}
+        Op::Convolution(c) => {
+            put("kernel", tuple(c.kernel));
+            put("stride", tuple(c.stride));
+            put("dilate", tuple(c.dilate));
+            put("pad", symmetric(&c.pad)?);
+            put("num_filter", c.num_filter.to_string());
+            put("num_group", c.num_group.to_string());
+            put("no_bias", bool_text(c.no_bias));
+        }
+        Op::FullyConnected(f) => {
+            put("num_hidden", f.num_hidden.to_string());
+            put("no_bias", bool_text(f.no_bias));
+            put("flatten", bool_text(f.flatten));
+        }
+        Op::Activation(a) => put(
+            "act_type",
+            match a {
+                Activation::Relu => "relu",
+                Activation::Sigmoid => "sigmoid",
+                Activation::Tanh => "tanh",
+                Activation::SoftRelu => "softrelu",
+                Activation::SoftSign => "softsign",
+            }
+            .to_string(),
+        ),
+        Op::Pooling(p) => {
+            put("kernel", tuple(p.kernel));
+            put("stride", tuple(p.stride));
+            put("pad", symmetric(&p.pad)?);
+            put("global_pool", bool_text(p.global));
+            put(
+                "pool_type",
+                match p.kind {
+                    PoolKind::Max => "max",
+                    PoolKind::Avg => "avg",
+                    PoolKind::Sum => "sum",
+                }
+                .to_string(),
+            );
+            put(
+                "pooling_convention",
+                match p.convention {
+                    PoolConvention::Valid => "valid",
+                    PoolConvention::Full => "full",
+                    PoolConvention::Same => "same",
+                }
+                .to_string(),
+            );
+        }
+        Op::Dropout => put("p", "0.5".to_string()),
+        Op::BatchNorm(b) => {
+            put("eps", b.eps.to_string());
+            put("fix_gamma", bool_text(b.fix_gamma));
+            put("axis", b.axis.to_string());
+        }
+        Op::Concat { axis } => put("dim", axis.to_string()),
+        Op::Softmax { axis } => put("axis", axis.to_string()),
+        Op::Reshape { shape } => put(
+            "shape",
+            format!("({})", shape.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")),
+        ),
+    }
+    Ok(m)
+}

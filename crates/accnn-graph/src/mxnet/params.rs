@@ -1,0 +1,266 @@
+//! MXNet's `.params` NDArray-list format.
+//!
+//! Layout (little endian): `u64 0x112`, `u64 reserved`, `u64 count`, `count` arrays, `u64 count`,
+//! `count` names (`u64 length` + bytes, prefixed `arg:` or `aux:`). An array is one of
+//! - legacy: `u32 ndim`, `ndim x u32 dims`, context, `i32 dtype`, data;
+//! - V1 (`0xF993FAC8`): magic, `u32 ndim`, `ndim x i64 dims`, context, dtype, data;
+//! - V2 (`0xF993FAC9`) and V3 (`0xF993FACA`, numpy shape semantics): magic, `i32 storage type`, then
+//!   as V1 (sparse storage adds a storage shape and aux arrays, which accnn refuses).
+//!
+//! The context is `i32 dev_type, i32 dev_id`. Every count and size is checked against the bytes left
+//! in the file before anything is allocated, so a corrupt or hostile file cannot exhaust memory.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::error::GraphError;
+use crate::tensor::{DType, Tensor, element_count};
+
+const LIST_MAGIC: u64 = 0x112;
+const V1_MAGIC: u32 = 0xF993_FAC8;
+const V2_MAGIC: u32 = 0xF993_FAC9;
+const V3_MAGIC: u32 = 0xF993_FACA;
+const MAX_NDIM: usize = 32;
+
+/// Arrays of a params file, split by their `arg:`/`aux:` prefix.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ParamSet {
+    pub args: BTreeMap<String, Tensor>,
+    pub aux: BTreeMap<String, Tensor>,
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    path: &'a Path,
+}
+
+impl<'a> Reader<'a> {
+    fn err(&self, message: impl std::fmt::Display) -> GraphError {
+        GraphError::format(self.path, format!("{message} (at byte {})", self.pos))
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], GraphError> {
+        let left = self.bytes.len() - self.pos;
+        if n > left {
+            return Err(self.err(format_args!("truncated: {what} needs {n} bytes, {left} left")));
+        }
+        let out = &self.bytes[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(out)
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, GraphError> {
+        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
+    }
+
+    fn i32(&mut self, what: &str) -> Result<i32, GraphError> {
+        Ok(i32::from_le_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, GraphError> {
+        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
+    }
+
+    fn i64(&mut self, what: &str) -> Result<i64, GraphError> {
+        Ok(i64::from_le_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
+    }
+
+    fn left(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    /// A count of items each at least `min_item_bytes` long, checked against the bytes left.
+    fn count(&mut self, what: &str, min_item_bytes: usize) -> Result<usize, GraphError> {
+        let n = self.u64(what)?;
+        let fits = usize::try_from(n)
+            .ok()
+            .filter(|&n| n.saturating_mul(min_item_bytes) <= self.left());
+        fits.ok_or_else(|| self.err(format_args!("{what} is {n}, more than the file can hold")))
+    }
+
+    /// Shape with `i64` dims (V1..V3). `None` means an empty ("none") array.
+    fn shape_i64(&mut self, numpy_semantics: bool) -> Result<Option<Vec<usize>>, GraphError> {
+        let ndim = self.i32("ndim")?;
+        if numpy_semantics && ndim == -1 {
+            return Ok(None);
+        }
+        if ndim < 0 || ndim as usize > MAX_NDIM {
+            return Err(self.err(format_args!("invalid number of dimensions {ndim}")));
+        }
+        if ndim == 0 && !numpy_semantics {
+            return Ok(None);
+        }
+        let mut dims = Vec::with_capacity(ndim as usize);
+        for _ in 0..ndim {
+            let d = self.i64("dimension")?;
+            if d < 0 {
+                return Err(self.err(format_args!("negative dimension {d}")));
+            }
+            dims.push(usize::try_from(d).map_err(|_| self.err(format_args!("dimension {d} too large")))?);
+        }
+        Ok(Some(dims))
+    }
+
+    fn array(&mut self, index: usize) -> Result<Option<Tensor>, GraphError> {
+        let first = self.u32("array header")?;
+        let shape = match first {
+            V2_MAGIC | V3_MAGIC => {
+                let stype = self.i32("storage type")?;
+                match stype {
+                    0 => {}
+                    1 | 2 => {
+                        let kind = if stype == 1 { "row_sparse" } else { "csr" };
+                        return Err(self.err(format_args!(
+                            "array #{index} uses {kind} storage; accnn reads dense arrays only (convert it with .tostype('default'))"
+                        )));
+                    }
+                    other => return Err(self.err(format_args!("array #{index} has unknown storage type {other}"))),
+                }
+                self.shape_i64(first == V3_MAGIC)?
+            }
+            V1_MAGIC => self.shape_i64(false)?,
+            ndim => {
+                // Legacy layout: the first word is the number of dimensions, dims are u32.
+                let ndim = ndim as usize;
+                if ndim > MAX_NDIM {
+                    return Err(self.err(format_args!("array #{index}: unknown header {first:#x}")));
+                }
+                if ndim == 0 {
+                    None
+                } else {
+                    let mut dims = Vec::with_capacity(ndim);
+                    for _ in 0..ndim {
+                        dims.push(self.u32("dimension")? as usize);
+                    }
+                    Some(dims)
+                }
+            }
+        };
+        let Some(shape) = shape else { return Ok(None) };
+        let _dev_type = self.i32("context")?;
+        let _dev_id = self.i32("context")?;
+        let flag = self.i32("dtype")?;
+        let dtype = match flag {
+            0 => DType::Float32,
+            1 => DType::Float64,
+            2 => DType::Float16,
+            3..=7 | 12 => {
+                return Err(self.err(format_args!(
+                    "array #{index} has integer dtype flag {flag}; accnn reads float32, float64 and float16 weights"
+                )));
+            }
+            other => return Err(self.err(format_args!("array #{index} has unknown dtype flag {other}"))),
+        };
+        let n = element_count(&shape).map_err(|e| self.err(e))?;
+        let bytes = n
+            .checked_mul(dtype.size())
+            .ok_or_else(|| self.err(format_args!("array #{index} of shape {shape:?} is too large")))?;
+        let raw = self.take(bytes, "array data")?;
+        let data: Vec<f32> = match dtype {
+            DType::Float32 => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
+                .collect(),
+            DType::Float64 => raw
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8")) as f32)
+                .collect(),
+            DType::Float16 => raw
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes(c.try_into().expect("2")).to_f32())
+                .collect(),
+        };
+        Ok(Some(Tensor::new(shape, data)?.with_stored_type(dtype)))
+    }
+}
+
+/// Parses the bytes of a params file; `path` is only used in error messages.
+pub fn parse_params(bytes: &[u8], path: &Path) -> Result<ParamSet, GraphError> {
+    let mut r = Reader { bytes, pos: 0, path };
+    let magic = r.u64("header")?;
+    if magic != LIST_MAGIC {
+        return Err(r.err(format_args!(
+            "not an MXNet params file (magic {magic:#x}, expected 0x112)"
+        )));
+    }
+    let _reserved = r.u64("header")?;
+    // The smallest array is a legacy empty one: a single u32.
+    let count = r.count("array count", 4)?;
+    let mut arrays = Vec::with_capacity(count);
+    for i in 0..count {
+        arrays.push(r.array(i)?);
+    }
+    let name_count = r.count("name count", 8)?;
+    if name_count != count {
+        return Err(r.err(format_args!("{count} arrays but {name_count} names")));
+    }
+    let mut set = ParamSet::default();
+    for (i, array) in arrays.into_iter().enumerate() {
+        let len = r.count("name length", 1)?;
+        let raw = r.take(len, "name")?;
+        let name = std::str::from_utf8(raw).map_err(|_| r.err(format_args!("name #{i} is not UTF-8")))?;
+        let (map, key) = if let Some(k) = name.strip_prefix("arg:") {
+            (&mut set.args, k)
+        } else if let Some(k) = name.strip_prefix("aux:") {
+            (&mut set.aux, k)
+        } else {
+            (&mut set.args, name)
+        };
+        let Some(array) = array else { continue };
+        if map.insert(key.to_string(), array).is_some() {
+            return Err(r.err(format_args!("array name '{name}' appears twice")));
+        }
+    }
+    if r.left() != 0 {
+        return Err(r.err(format_args!("{} unexpected bytes after the last name", r.left())));
+    }
+    Ok(set)
+}
+
+/// Reads a params file.
+pub fn read_params(path: &Path) -> Result<ParamSet, GraphError> {
+    let bytes = std::fs::read(path).map_err(|e| GraphError::io(path, e))?;
+    parse_params(&bytes, path)
+}
+
+/// Serialises arrays in the V2 dense layout that MXNet 1.x `nd.load` and `load_checkpoint` read.
+/// Every array is written as float32.
+pub fn encode_params(set: &ParamSet) -> Vec<u8> {
+    let total: usize = set
+        .args
+        .values()
+        .chain(set.aux.values())
+        .map(|t| t.len() * 4 + 64)
+        .sum();
+    let mut out = Vec::with_capacity(total + 64);
+    let count = (set.args.len() + set.aux.len()) as u64;
+    out.extend_from_slice(&LIST_MAGIC.to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    for tensor in set.args.values().chain(set.aux.values()) {
+        out.extend_from_slice(&V2_MAGIC.to_le_bytes());
+        out.extend_from_slice(&0i32.to_le_bytes()); // dense storage
+        out.extend_from_slice(&(tensor.shape().len() as u32).to_le_bytes());
+        for &d in tensor.shape() {
+            out.extend_from_slice(&(d as i64).to_le_bytes());
+        }
+        out.extend_from_slice(&1i32.to_le_bytes()); // cpu
+        out.extend_from_slice(&0i32.to_le_bytes()); // device 0
+        out.extend_from_slice(&0i32.to_le_bytes()); // float32
+        for v in tensor.data() {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    out.extend_from_slice(&count.to_le_bytes());
+    let names = set
+        .args
+        .keys()
+        .map(|k| format!("arg:{k}"))
+        .chain(set.aux.keys().map(|k| format!("aux:{k}")));
+    for name in names {
+        out.extend_from_slice(&(name.len() as u64).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+    }
+    out
+}

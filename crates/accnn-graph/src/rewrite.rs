@@ -1,0 +1,303 @@
+//! Graph rewriting: replacing a layer by its low-rank pair.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::error::GraphError;
+use crate::ir::{ConvAttrs, Entry, FcAttrs, Graph, Model, Node, Op, Padding2d};
+use crate::mxnet::op_attrs;
+use crate::tensor::Tensor;
+
+/// One layer to replace by two thinner layers.
+#[derive(Clone, Debug)]
+pub enum LayerSplit {
+    /// A `(N, C/g, kh, kw)` convolution becomes `NAME_v` with weight `vertical` `(K, C/g, kh, 1)`, no
+    /// bias, carrying the vertical stride, padding and dilation, followed by `NAME_h` with weight
+    /// `horizontal` `(N, K/g, 1, kw)`, the horizontal ones and the original bias. Both keep `num_group`.
+    Conv {
+        node: usize,
+        vertical: Tensor,
+        horizontal: Tensor,
+    },
+    /// An `(N, M)` fully-connected layer becomes `NAME_red` with weight `reduce` `(K, M)` and no
+    /// bias, followed by `NAME_rec` with weight `reconstruct` `(N, K)` and the original bias.
+    Fc {
+        node: usize,
+        reduce: Tensor,
+        reconstruct: Tensor,
+    },
+}
+
+impl LayerSplit {
+    fn node(&self) -> usize {
+        match self {
+            LayerSplit::Conv { node, .. } | LayerSplit::Fc { node, .. } => *node,
+        }
+    }
+}
+
+/// Attributes of the vertical half of a split convolution with `rank` intermediate channels.
+pub fn vertical_conv(c: &ConvAttrs, rank: usize) -> ConvAttrs {
+    ConvAttrs {
+        kernel: [c.kernel[0], 1],
+        stride: [c.stride[0], 1],
+        dilate: [c.dilate[0], 1],
+        pad: Padding2d {
+            top: c.pad.top,
+            bottom: c.pad.bottom,
+            left: 0,
+            right: 0,
+        },
+        num_filter: rank,
+        num_group: c.num_group,
+        no_bias: true,
+    }
+}
+
+/// Attributes of the horizontal half of a split convolution.
+pub fn horizontal_conv(c: &ConvAttrs) -> ConvAttrs {
+    ConvAttrs {
+        kernel: [1, c.kernel[1]],
+        stride: [1, c.stride[1]],
+        dilate: [1, c.dilate[1]],
+        pad: Padding2d {
+            top: 0,
+            bottom: 0,
+            left: c.pad.left,
+            right: c.pad.right,
+        },
+        num_filter: c.num_filter,
+        num_group: c.num_group,
+        no_bias: c.no_bias,
+    }
+}
+
+struct Builder {
+    nodes: Vec<Node>,
+    names: std::collections::HashSet<String>,
+}
+
+impl Builder {
+    fn push(
+        &mut self,
+        name: String,
+        op: Op,
+        inputs: Vec<Entry>,
+        hidden: &BTreeMap<String, String>,
+    ) -> Result<Entry, GraphError> {
+        if !self.names.insert(name.clone()) {
+            return Err(GraphError::node(
+                &name,
+                "a node of this name already exists; cannot create it",
+            ));
+        }
+        let mut attrs = op_attrs(&op)?;
+        attrs.extend(hidden.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.nodes.push(Node {
+            name,
+            op,
+            inputs,
+            attrs,
+        });
+        Ok(Entry::new(self.nodes.len() - 1))
+    }
+
+    fn variable(&mut self, name: String) -> Result<Entry, GraphError> {
+        self.push(name, Op::Variable, Vec::new(), &BTreeMap::new())
+    }
+}
+
+/// Applies the splits and returns the new model; weights no layer uses any more are dropped.
+pub fn apply_splits(model: &Model, splits: Vec<LayerSplit>) -> Result<Model, GraphError> {
+    let old = &model.graph;
+    let mut by_node: HashMap<usize, LayerSplit> = HashMap::new();
+    for s in splits {
+        let node = s.node();
+        if node >= old.nodes.len() {
+            return Err(GraphError::Invalid(format!("split refers to missing node #{node}")));
+        }
+        if by_node.insert(node, s).is_some() {
+            return Err(GraphError::node(&old.nodes[node].name, "split twice"));
+        }
+    }
+    let mut out = Model {
+        graph: Graph::default(),
+        args: model.args.clone(),
+        aux: model.aux.clone(),
+    };
+    let mut b = Builder {
+        nodes: Vec::with_capacity(old.nodes.len() + 4 * by_node.len()),
+        names: Default::default(),
+    };
+    b.names.extend(old.nodes.iter().map(|n| n.name.clone()));
+    let mut map: Vec<usize> = Vec::with_capacity(old.nodes.len());
+    let remap = |map: &[usize], e: &Entry| Entry {
+        node: map[e.node],
+        output: e.output,
+    };
+    for (i, node) in old.nodes.iter().enumerate() {
+        let Some(split) = by_node.remove(&i) else {
+            let inputs = node.inputs.iter().map(|e| remap(&map, e)).collect();
+            b.nodes.push(Node { inputs, ..node.clone() });
+            map.push(b.nodes.len() - 1);
+            continue;
+        };
+        let name = &node.name;
+        let hidden: BTreeMap<String, String> = node
+            .attrs
+            .iter()
+            .filter(|(k, _)| k.starts_with("__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let data = remap(
+            &map,
+            node.inputs
+                .first()
+                .ok_or_else(|| GraphError::node(name, "has no data input"))?,
+        );
+        let bias = node.inputs.get(2).map(|e| old.nodes[e.node].name.clone());
+        let bias_value = |has_bias: bool| -> Result<Option<Tensor>, GraphError> {
+            if !has_bias {
+                return Ok(None);
+            }
+            let var = bias
+                .as_ref()
+                .ok_or_else(|| GraphError::node(name, "has no bias input"))?;
+            model
+                .param(var)
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| GraphError::node(name, format!("bias '{var}' is missing")))
+        };
+        let (first, second, first_op, second_op, w1, w2, b2) = match (split, &node.op) {
+            (
+                LayerSplit::Conv {
+                    vertical, horizontal, ..
+                },
+                Op::Convolution(c),
+            ) => {
+                let rank = vertical.shape().first().copied().unwrap_or(0);
+                let expect_v = [rank, vertical.shape().get(1).copied().unwrap_or(0), c.kernel[0], 1];
+                let expect_h = [c.num_filter, rank / c.num_group.max(1), 1, c.kernel[1]];
+                if rank == 0
+                    || rank % c.num_group != 0
+                    || vertical.shape() != expect_v
+                    || horizontal.shape() != expect_h
+                {
+                    return Err(GraphError::node(
+                        name,
+                        format!(
+                            "factor shapes {:?} and {:?} do not fit the convolution",
+                            vertical.shape(),
+                            horizontal.shape()
+                        ),
+                    ));
+                }
+                (
+                    format!("{name}_v"),
+                    format!("{name}_h"),
+                    Op::Convolution(vertical_conv(c, rank)),
+                    Op::Convolution(horizontal_conv(c)),
+                    vertical,
+                    horizontal,
+                    bias_value(!c.no_bias)?,
+                )
+            }
+            (
+                LayerSplit::Fc {
+                    reduce, reconstruct, ..
+                },
+                Op::FullyConnected(f),
+            ) => {
+                let rank = reduce.shape().first().copied().unwrap_or(0);
+                if rank == 0 || reduce.shape().len() != 2 || reconstruct.shape() != [f.num_hidden, rank] {
+                    return Err(GraphError::node(
+                        name,
+                        format!(
+                            "factor shapes {:?} and {:?} do not fit the layer",
+                            reduce.shape(),
+                            reconstruct.shape()
+                        ),
+                    ));
+                }
+                (
+                    format!("{name}_red"),
+                    format!("{name}_rec"),
+                    Op::FullyConnected(FcAttrs {
+                        num_hidden: rank,
+                        no_bias: true,
+                        flatten: f.flatten,
+                    }),
+                    Op::FullyConnected(FcAttrs {
+                        num_hidden: f.num_hidden,
+                        no_bias: f.no_bias,
+                        flatten: f.flatten,
+                    }),
+                    reduce,
+                    reconstruct,
+                    bias_value(!f.no_bias)?,
+                )
+            }
+            (_, op) => {
+                return Err(GraphError::node(
+                    name,
+                    format!("cannot split a {} node this way", op.mxnet_name()),
+                ));
+            }
+        };
+        let w1_name = format!("{first}_weight");
+        let w1_var = b.variable(w1_name.clone())?;
+        let mid = b.push(first, first_op, vec![data, w1_var], &hidden)?;
+        let w2_name = format!("{second}_weight");
+        let w2_var = b.variable(w2_name.clone())?;
+        let mut inputs = vec![mid, w2_var];
+        if let Some(bias) = b2 {
+            let bias_name = format!("{second}_bias");
+            inputs.push(b.variable(bias_name.clone())?);
+            out.args.insert(bias_name, bias);
+        }
+        let last = b.push(second, second_op, inputs, &hidden)?;
+        out.args.insert(w1_name, w1);
+        out.args.insert(w2_name, w2);
+        map.push(last.node);
+    }
+    let heads: Vec<Entry> = old.heads.iter().map(|e| remap(&map, e)).collect();
+    out.graph = Graph { nodes: b.nodes, heads };
+    drop_unused_weights(&mut out);
+    out.graph.validate()?;
+    Ok(out)
+}
+
+/// Removes variable nodes nothing consumes any more, with their stored values.
+fn drop_unused_weights(model: &mut Model) {
+    let uses = model.graph.use_counts();
+    let dead: Vec<bool> = model
+        .graph
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| uses[i] == 0 && matches!(n.op, Op::Variable) && model.param(&n.name).is_some())
+        .collect();
+    if !dead.contains(&true) {
+        return;
+    }
+    let mut map = vec![usize::MAX; dead.len()];
+    let mut kept = Vec::with_capacity(dead.len());
+    for (i, node) in std::mem::take(&mut model.graph.nodes).into_iter().enumerate() {
+        if dead[i] {
+            model.args.remove(&node.name);
+            model.aux.remove(&node.name);
+            continue;
+        }
+        map[i] = kept.len();
+        kept.push(node);
+    }
+    for node in &mut kept {
+        for e in &mut node.inputs {
+            e.node = map[e.node];
+        }
+    }
+    for e in &mut model.graph.heads {
+        e.node = map[e.node];
+    }
+    model.graph.nodes = kept;
+}

@@ -1,0 +1,138 @@
+//! Choosing every layer's rank for a low-rank CNN under a compute budget.
+//!
+//! The objective is the one of Zhang et al. (arXiv 1411.4229) used by the original accnn: maximise
+//! `Σ_layers ln E_l(K_l)`, the log of the product of the energy each layer keeps, subject to
+//! `Σ_layers cost_l(K_l) <= budget`. Here it is solved exactly as a multiple-choice knapsack
+//! ([`knapsack::solve`]) where each layer may also stay whole (energy 1, its original cost): the
+//! original's dynamic program keyed by exact cost is both slow and approximate.
+//!
+//! ```
+//! use accnn_rank::{LayerKind, RankCandidate, select_ranks};
+//! let layer = |name: &str, energy: Vec<f64>| RankCandidate {
+//!     name: name.into(), kind: LayerKind::Convolution, original_cost: 90, cost_per_rank: 20,
+//!     rank_unit: 1, energy,
+//! };
+//! let layers = [layer("a", vec![0.9, 0.99, 1.0]), layer("b", vec![0.5, 0.8, 1.0])];
+//! // Two whole layers cost 180; a budget of 80 allows four ranks in total.
+//! let plan = select_ranks(&layers, 80).unwrap();
+//! assert_eq!(plan.ranks, vec![Some(1), Some(3)]);
+//! ```
+
+mod config;
+pub mod knapsack;
+
+pub use config::{RankConfig, RankConfigError};
+
+/// What kind of layer a candidate is; decides its section in `config.json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerKind {
+    Convolution,
+    FullyConnected,
+}
+
+/// One decomposable layer, as rank selection sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RankCandidate {
+    pub name: String,
+    pub kind: LayerKind,
+    /// Cost of the layer left whole.
+    pub original_cost: u64,
+    /// Cost of the decomposed pair per unit of rank: the pair at rank `k` costs `k * cost_per_rank`.
+    pub cost_per_rank: u64,
+    /// Channels of the intermediate layer per unit of rank (a grouped convolution's group count).
+    pub rank_unit: usize,
+    /// `energy[k - 1]`: the fraction of energy kept at rank `k`, non-decreasing, in `(0, 1]`.
+    pub energy: Vec<f64>,
+}
+
+impl RankCandidate {
+    /// Ranks whose pair is strictly cheaper than the whole layer.
+    pub fn useful_ranks(&self) -> std::ops::RangeInclusive<usize> {
+        let limit = if self.cost_per_rank == 0 {
+            self.energy.len()
+        } else {
+            ((self.original_cost.saturating_sub(1)) / self.cost_per_rank) as usize
+        };
+        1..=limit.min(self.energy.len())
+    }
+
+    /// Whether some rank makes the layer cheaper; layers for which none does stay whole.
+    pub fn can_reduce_cost(&self) -> bool {
+        !self.useful_ranks().is_empty()
+    }
+
+    /// Cost at `rank` units, `None` standing for the layer left whole.
+    pub fn cost(&self, rank: Option<usize>) -> u64 {
+        rank.map_or(self.original_cost, |k| k as u64 * self.cost_per_rank)
+    }
+}
+
+/// Ranks chosen for each candidate (in rank units; `None` = left whole), with the totals.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RankSelection {
+    pub ranks: Vec<Option<usize>>,
+    pub cost: u64,
+    /// `Σ ln E_l`, the objective reached.
+    pub log_energy: f64,
+    /// Branch-and-bound nodes visited.
+    pub search_nodes: u64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RankError {
+    #[error(
+        "the budget of {budget} MACs is below the {minimum} MACs the layers cost at rank 1; the largest reachable speed-up is about {max_ratio:.2}x"
+    )]
+    Infeasible { budget: u64, minimum: u64, max_ratio: f64 },
+    #[error("layer '{0}' has an energy profile that is empty or not in (0, 1]")]
+    BadEnergy(String),
+}
+
+/// Floor on energies inside the logarithm, so that a rank keeping nothing is merely very bad.
+const MIN_ENERGY: f64 = 1e-30;
+
+/// Maximises `Σ ln E_l(K_l)` with `Σ cost_l(K_l) <= budget`, each layer either whole or decomposed at a
+/// rank that makes it cheaper. Exact.
+pub fn select_ranks(layers: &[RankCandidate], budget: u64) -> Result<RankSelection, RankError> {
+    let mut items = Vec::with_capacity(layers.len());
+    let mut labels: Vec<Vec<Option<usize>>> = Vec::with_capacity(layers.len());
+    for layer in layers {
+        if layer.energy.is_empty()
+            || layer
+                .energy
+                .iter()
+                .any(|e| !(e.is_finite() && *e >= 0.0 && *e <= 1.0 + 1e-9))
+        {
+            return Err(RankError::BadEnergy(layer.name.clone()));
+        }
+        let mut options = vec![knapsack::Choice {
+            cost: layer.original_cost,
+            value: 0.0,
+        }];
+        let mut label = vec![None];
+        for k in layer.useful_ranks() {
+            options.push(knapsack::Choice {
+                cost: layer.cost(Some(k)),
+                value: layer.energy[k - 1].max(MIN_ENERGY).ln(),
+            });
+            label.push(Some(k));
+        }
+        items.push(options);
+        labels.push(label);
+    }
+    let Some(solution) = knapsack::solve(&items, budget) else {
+        let minimum: u64 = items.iter().map(|o| o.iter().map(|c| c.cost).min().unwrap_or(0)).sum();
+        let whole: u64 = layers.iter().map(|l| l.original_cost).sum();
+        return Err(RankError::Infeasible {
+            budget,
+            minimum,
+            max_ratio: whole as f64 / minimum.max(1) as f64,
+        });
+    };
+    Ok(RankSelection {
+        ranks: solution.picks.iter().zip(&labels).map(|(&k, l)| l[k]).collect(),
+        cost: solution.cost,
+        log_energy: solution.value,
+        search_nodes: solution.nodes,
+    })
+}

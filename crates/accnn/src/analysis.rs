@@ -1,0 +1,131 @@
+//! Which layers can be decomposed, and what they cost whole and per unit of rank.
+
+use accnn_graph::cost::{LayerKind, conv_macs};
+use accnn_graph::rewrite::vertical_conv;
+use accnn_graph::shape::{Shapes, conv_output_hw, infer_shapes};
+use accnn_graph::{Model, Op, element_count};
+
+use crate::Error;
+
+/// A convolution or fully-connected layer of the model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Layer {
+    pub node: usize,
+    pub name: String,
+    pub kind: LayerKind,
+    /// Per-image multiply-accumulates of the layer left whole.
+    pub macs: u64,
+    pub params: u64,
+    pub input_shape: Vec<usize>,
+    pub output_shape: Vec<usize>,
+    /// Weight shape: `(N, C/g, kh, kw)` or `(N, M)`.
+    pub weight_shape: Vec<usize>,
+    /// Convolution groups (1 for fully-connected layers).
+    pub groups: usize,
+    /// Largest rank per group of the factorisation.
+    pub max_rank: usize,
+    /// MACs of the decomposed pair per unit of rank per group.
+    pub macs_per_rank: u64,
+}
+
+impl Layer {
+    /// Intermediate channels (or features) of the pair at `rank_per_group`: what config.json stores.
+    pub fn width(&self, rank_per_group: usize) -> usize {
+        rank_per_group * self.groups
+    }
+
+    /// Largest `width` the factorisation supports.
+    pub fn max_width(&self) -> usize {
+        self.max_rank * self.groups
+    }
+
+    /// MACs after decomposition at `rank_per_group` (`None`: left whole).
+    pub fn macs_at(&self, rank_per_group: Option<usize>) -> u64 {
+        rank_per_group.map_or(self.macs, |k| k as u64 * self.macs_per_rank)
+    }
+
+    /// Whether some rank makes the layer cheaper than whole.
+    pub fn can_reduce_cost(&self) -> bool {
+        self.macs_per_rank < self.macs
+    }
+}
+
+/// Shapes and the decomposable layers of a model for one input shape.
+#[derive(Clone, Debug)]
+pub struct Analysis {
+    pub data_shape: Vec<usize>,
+    pub shapes: Shapes,
+    pub layers: Vec<Layer>,
+}
+
+impl Analysis {
+    /// Infers shapes from `data_shape` (batch first) and lists every convolution and FC layer.
+    pub fn new(model: &Model, data_shape: &[usize]) -> Result<Self, Error> {
+        let shapes = infer_shapes(model, data_shape)?;
+        let costs = accnn_graph::cost::layer_costs(model, &shapes);
+        let mut layers = Vec::with_capacity(costs.len());
+        for cost in costs {
+            let node = &model.graph.nodes[cost.node];
+            let input = node.inputs[0];
+            let input_shape = shapes.outputs[input.node][input.output].clone();
+            let output_shape = shapes.of(cost.node).to_vec();
+            let weight_name = &model.graph.nodes[node.inputs[1].node].name;
+            let weight_shape = model.param(weight_name).map(|t| t.shape().to_vec()).unwrap_or_default();
+            let (groups, max_rank, macs_per_rank) = match &node.op {
+                Op::Convolution(c) => {
+                    let (h, w) = (input_shape[2], input_shape[3]);
+                    let (kh, kw) = (c.kernel[0], c.kernel[1]);
+                    let per_group_channels = input_shape[1] / c.num_group;
+                    let filters_g = c.num_filter / c.num_group;
+                    let max_rank = (per_group_channels * kh).min(filters_g * kw);
+                    // The vertical half keeps the full input width (kernel width 1, no horizontal
+                    // padding or stride), so its cost is counted on that width.
+                    let v = vertical_conv(c, c.num_group);
+                    let mid = conv_output_hw(&v, h, w).unwrap_or((0, 0));
+                    let vertical = conv_macs(&v, input_shape[1], mid);
+                    let horizontal = (c.num_filter * kw) as u64 * (output_shape[2] * output_shape[3]) as u64;
+                    (c.num_group, max_rank, vertical + horizontal)
+                }
+                Op::FullyConnected(f) => {
+                    let (rows, features) = if f.flatten {
+                        (1, element_count(&input_shape[1..])?)
+                    } else {
+                        (
+                            element_count(&input_shape[1..input_shape.len() - 1])?,
+                            input_shape[input_shape.len() - 1],
+                        )
+                    };
+                    (
+                        1,
+                        features.min(f.num_hidden),
+                        rows as u64 * (features + f.num_hidden) as u64,
+                    )
+                }
+                _ => continue,
+            };
+            layers.push(Layer {
+                node: cost.node,
+                name: cost.name,
+                kind: cost.kind,
+                macs: cost.macs,
+                params: cost.params,
+                input_shape,
+                output_shape,
+                weight_shape,
+                groups,
+                max_rank,
+                macs_per_rank,
+            });
+        }
+        Ok(Analysis {
+            data_shape: data_shape.to_vec(),
+            shapes,
+            layers,
+        })
+    }
+
+    /// The layer called `name`.
+    pub fn layer(&self, name: &str) -> Option<&Layer> {
+        self.layers.iter().find(|l| l.name == name)
+    }
+}

@@ -1,0 +1,82 @@
+//! One SVD per layer, computed once and reused for energies and factors.
+
+use accnn_decompose::{ConvSvd, DenseSvd, KernelShape, Precision};
+use accnn_graph::cost::LayerKind;
+use accnn_graph::rewrite::LayerSplit;
+use accnn_graph::{Model, Tensor};
+
+use crate::Error;
+use crate::analysis::Layer;
+
+/// The SVD of one layer's weight.
+pub enum Factorisation {
+    Conv(ConvSvd),
+    Dense(DenseSvd),
+}
+
+impl Factorisation {
+    /// Computes the SVD of `layer`'s weight.
+    pub fn new(model: &Model, layer: &Layer, precision: Precision) -> Result<Self, Error> {
+        let node = &model.graph.nodes[layer.node];
+        let weight_name = &model.graph.nodes[node.inputs[1].node].name;
+        let weight = model.param(weight_name).ok_or_else(|| Error::Layer {
+            layer: layer.name.clone(),
+            message: format!("weight '{weight_name}' is missing"),
+        })?;
+        let wrap = |e: accnn_decompose::DecomposeError| Error::Layer {
+            layer: layer.name.clone(),
+            message: e.to_string(),
+        };
+        Ok(match layer.kind {
+            LayerKind::Convolution => {
+                let s = weight.shape();
+                let shape = KernelShape {
+                    filters: s[0],
+                    channels: s[1],
+                    height: s[2],
+                    width: s[3],
+                };
+                Factorisation::Conv(ConvSvd::new(weight.data(), shape, layer.groups, precision).map_err(wrap)?)
+            }
+            LayerKind::FullyConnected => {
+                let s = weight.shape();
+                Factorisation::Dense(DenseSvd::new(weight.data(), s[0], s[1], precision).map_err(wrap)?)
+            }
+        })
+    }
+
+    /// Energy kept at per-group rank `1..=max_rank`.
+    pub fn energy(&self) -> Vec<f64> {
+        match self {
+            Factorisation::Conv(s) => s.energy(),
+            Factorisation::Dense(s) => s.energy(),
+        }
+    }
+
+    /// The graph rewrite replacing `layer` by its pair at `rank_per_group`.
+    pub fn split(&self, layer: &Layer, rank_per_group: usize) -> Result<LayerSplit, Error> {
+        let wrap = |e: accnn_decompose::DecomposeError| Error::Layer {
+            layer: layer.name.clone(),
+            message: e.to_string(),
+        };
+        Ok(match self {
+            Factorisation::Conv(s) => {
+                let f = s.factors(rank_per_group).map_err(wrap)?;
+                let (vs, hs) = (f.vertical_shape().to_vec(), f.horizontal_shape().to_vec());
+                LayerSplit::Conv {
+                    node: layer.node,
+                    vertical: Tensor::new(vs, f.vertical)?,
+                    horizontal: Tensor::new(hs, f.horizontal)?,
+                }
+            }
+            Factorisation::Dense(s) => {
+                let f = s.factors(rank_per_group).map_err(wrap)?;
+                LayerSplit::Fc {
+                    node: layer.node,
+                    reduce: Tensor::new(vec![f.rank, f.inputs], f.reduce)?,
+                    reconstruct: Tensor::new(vec![f.outputs, f.rank], f.reconstruct)?,
+                }
+            }
+        })
+    }
+}
