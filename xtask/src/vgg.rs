@@ -14,7 +14,7 @@ pub struct VggArgs {
     pub out: String,
     /// Input shape C,H,W.
     #[arg(long, default_value = "3,224,224", value_parser = parse_shape)]
-    pub data_shape: Vec<usize>,
+    pub data_shape: DataShape,
     /// Channels of the five convolution stages, divided by this (VGG-16: 64,128,256,512,512).
     #[arg(long, default_value_t = 1)]
     pub width_divisor: usize,
@@ -33,7 +33,7 @@ impl VggArgs {
     pub fn mini(out: String) -> Self {
         VggArgs {
             out,
-            data_shape: vec![1, 32, 32],
+            data_shape: DataShape([1, 32, 32]),
             width_divisor: 4,
             fc_width: 256,
             classes: 10,
@@ -42,9 +42,14 @@ impl VggArgs {
     }
 }
 
-fn parse_shape(text: &str) -> Result<Vec<usize>, String> {
+/// An input shape `C,H,W`.
+#[derive(Clone, Copy, Debug)]
+pub struct DataShape(pub [usize; 3]);
+
+fn parse_shape(text: &str) -> Result<DataShape, String> {
     let dims: Option<Vec<usize>> = text.split(',').map(|d| d.trim().parse().ok()).collect();
-    dims.filter(|d| d.len() == 3)
+    dims.and_then(|d| <[usize; 3]>::try_from(d).ok())
+        .map(DataShape)
         .ok_or_else(|| format!("expected C,H,W, got '{text}'"))
 }
 
@@ -115,7 +120,7 @@ pub fn build(args: &VggArgs) -> Model {
         model: Model::default(),
         rng: rand::rngs::StdRng::seed_from_u64(args.seed),
     };
-    let [c, h, w] = [args.data_shape[0], args.data_shape[1], args.data_shape[2]];
+    let [c, h, w] = args.data_shape.0;
     let mut x = b.node("data", Op::Variable, vec![]);
     b.model.graph.nodes[0]
         .attrs

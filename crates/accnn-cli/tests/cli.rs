@@ -1,0 +1,195 @@
+//! The `accnn` binary end to end on the committed fixture.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/vgg16-mini").to_string()
+}
+
+fn accnn(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_accnn"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("accnn runs")
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn ratio_run_writes_a_loadable_model_and_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = accnn(&["-m", &fixture(), "--ratio", "2", "--save-model", "fast"], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("theoretical speed-up: 2.0"), "{stdout}");
+    assert!(stdout.contains("conv1_2"));
+    let config = accnn_rank::RankConfig::read(&dir.path().join("config.json")).unwrap();
+    assert!(!config.conv_params.is_empty());
+    let model = accnn_graph::mxnet::load_checkpoint(&dir.path().join("fast").to_string_lossy(), 1).unwrap();
+    for (name, k) in &config.conv_params {
+        let node = model.graph.find(&format!("{name}_v")).expect("vertical half");
+        let accnn_graph::Op::Convolution(c) = &model.graph.nodes[node].op else {
+            panic!("not a conv")
+        };
+        assert_eq!(c.num_filter, *k);
+    }
+    // Feeding the written config back gives the same model.
+    let again = accnn(
+        &["-m", &fixture(), "--config", "config.json", "--save-model", "again"],
+        dir.path(),
+    );
+    assert!(again.status.success());
+    let a = std::fs::read(dir.path().join("fast-0001.params")).unwrap();
+    let b = std::fs::read(dir.path().join("again-0001.params")).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn single_layer_commands_and_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = accnn(
+        &[
+            "conv",
+            "-m",
+            &fixture(),
+            "--layer",
+            "conv3_2",
+            "--K",
+            "32",
+            "--save-model",
+            "one",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let model = accnn_graph::mxnet::load_checkpoint(&dir.path().join("one").to_string_lossy(), 1).unwrap();
+    assert!(model.graph.find("conv3_2_h").is_some() && model.graph.find("conv3_3").is_some());
+    let out = accnn(
+        &[
+            "fc",
+            "-m",
+            &fixture(),
+            "--layer",
+            "fc7",
+            "--K",
+            "64",
+            "--save-model",
+            "two",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success());
+    let model = accnn_graph::mxnet::load_checkpoint(&dir.path().join("two").to_string_lossy(), 1).unwrap();
+    assert_eq!(model.args["fc7_red_weight"].shape(), &[64, 256]);
+    let out = accnn(&["inspect", "-m", &fixture()], dir.path());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("conv5_3") && text.contains("19712512 MACs"), "{text}");
+}
+
+fn fails_cleanly(args: &[&str], cwd: &Path, expected: &str) {
+    let before = files(cwd);
+    let out = accnn(args, cwd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(
+        stderr.contains(expected),
+        "{args:?}: expected '{expected}' in: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(files(cwd), before, "{args:?} left files behind");
+}
+
+#[test]
+fn bad_input_fails_with_one_clear_line_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fx = fixture();
+    fails_cleanly(
+        &["-m", &fx, "--ratio", "2", "--save-model", &fx],
+        d,
+        "would overwrite the input file",
+    );
+    fails_cleanly(
+        &["conv", "-m", &fx, "--layer", "nope", "--K", "4", "--save-model", "x"],
+        d,
+        "--layer 'nope'",
+    );
+    fails_cleanly(
+        &[
+            "conv",
+            "-m",
+            &fx,
+            "--layer",
+            "conv2_1",
+            "--K",
+            "49",
+            "--save-model",
+            "x",
+        ],
+        d,
+        "between 1 and 48",
+    );
+    fails_cleanly(
+        &["fc", "-m", &fx, "--layer", "conv2_1", "--K", "4", "--save-model", "x"],
+        d,
+        "use the other subcommand",
+    );
+    fails_cleanly(
+        &["-m", &fx, "--ratio", "900", "--save-model", "x"],
+        d,
+        "largest reachable speed-up",
+    );
+    fails_cleanly(
+        &["-m", "missing", "--ratio", "2", "--save-model", "x"],
+        d,
+        "missing-symbol.json",
+    );
+    fails_cleanly(
+        &["-m", &fx, "--data-shape", "3,x", "--ratio", "2", "--save-model", "x"],
+        d,
+        "--data-shape '3,x'",
+    );
+    fails_cleanly(
+        &[
+            "-m",
+            &fx,
+            "--data-shape",
+            "3,32,32",
+            "--ratio",
+            "2",
+            "--save-model",
+            "x",
+        ],
+        d,
+        "conv1_1_weight",
+    );
+
+    // A truncated params file and a corrupt config: errors name the files.
+    let broken = tempfile::tempdir().unwrap();
+    std::fs::copy(format!("{fx}-symbol.json"), broken.path().join("m-symbol.json")).unwrap();
+    let params = std::fs::read(format!("{fx}-0001.params")).unwrap();
+    std::fs::write(broken.path().join("m-0001.params"), &params[..params.len() / 2]).unwrap();
+    fails_cleanly(
+        &["-m", "m", "--ratio", "2", "--save-model", "out"],
+        broken.path(),
+        "m-0001.params: truncated",
+    );
+    std::fs::write(d.join("bad.json"), r#"{"conv_params": {"conv2_1": 0}}"#).unwrap();
+    fails_cleanly(
+        &["-m", &fx, "--config", "bad.json", "--save-model", "x"],
+        d,
+        "bad.json: conv_params.conv2_1: rank 0",
+    );
+    std::fs::write(d.join("unknown.json"), r#"{"conv_params": {"conv9": 3}}"#).unwrap();
+    fails_cleanly(
+        &["-m", &fx, "--config", "unknown.json", "--save-model", "x"],
+        d,
+        "no convolution or fully-connected layer named 'conv9'",
+    );
+}
