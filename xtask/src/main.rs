@@ -1,5 +1,6 @@
 //! Project automation: `cargo xtask <command>`.
 
+mod mxnet_check;
 mod vgg;
 
 use anyhow::{Context, Result};
@@ -18,15 +19,18 @@ enum Command {
     GenVgg(vgg::VggArgs),
     /// Regenerate the committed fixture `fixtures/vgg16-mini` (1x32x32 input, 10 classes).
     GenFixture,
+    /// Check that checkpoints accnn writes load and run in MXNet 1.9 (needs a Python with mxnet).
+    MxnetCheck(mxnet_check::MxnetCheckArgs),
 }
 
 fn main() -> Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?;
     match Cli::parse().command {
         Command::GenVgg(args) => vgg::generate(&args),
+        Command::MxnetCheck(args) => mxnet_check::run(root, &args),
         Command::GenFixture => {
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .context("workspace root")?;
             let prefix = root.join("fixtures/vgg16-mini");
             vgg::generate(&vgg::VggArgs::mini(prefix.to_string_lossy().into_owned()))
         }

@@ -53,6 +53,11 @@ impl DenseSvd {
         Ok(DenseSvd { outputs, inputs, svd })
     }
 
+    /// The precision actually used ([`Precision::F32`] or [`Precision::F64`]).
+    pub fn precision(&self) -> Precision {
+        self.svd.precision()
+    }
+
     /// `min(outputs, inputs)`.
     pub fn max_rank(&self) -> usize {
         self.svd.rank()

@@ -78,6 +78,14 @@ impl ThinSvd {
         })
     }
 
+    /// The precision the factors were computed in.
+    pub(crate) fn precision(&self) -> Precision {
+        match self.factors {
+            Factors::F32 { .. } => Precision::F32,
+            Factors::F64 { .. } => Precision::F64,
+        }
+    }
+
     pub(crate) fn rank(&self) -> usize {
         self.singular_values.len()
     }

@@ -131,6 +131,11 @@ impl ConvSvd {
         self.shape
     }
 
+    /// The precision actually used ([`Precision::F32`] or [`Precision::F64`]).
+    pub fn precision(&self) -> Precision {
+        self.groups[0].precision()
+    }
+
     pub fn groups(&self) -> usize {
         self.groups.len()
     }

@@ -123,8 +123,8 @@ fn refuses_sparse_integer_and_corrupt_arrays() {
     let huge = v2_array(0xF993_FAC9, &[1 << 30], 0, &[]);
     assert!(err(&list(&[huge], &["arg:x"])).contains("truncated"));
     let ok = v2_array(0xF993_FAC9, &[1], 0, &f32_bytes(&[1.0]));
-    assert!(err(&list(&[ok.clone()], &["arg:x", "arg:y"])).contains("1 arrays but 2 names"));
-    let mut wrong_magic = list(&[ok.clone()], &["arg:x"]);
+    assert!(err(&list(std::slice::from_ref(&ok), &["arg:x", "arg:y"])).contains("1 arrays but 2 names"));
+    let mut wrong_magic = list(std::slice::from_ref(&ok), &["arg:x"]);
     wrong_magic[0] = 0x13;
     assert!(err(&wrong_magic).contains("not an MXNet params file"));
     let mut huge_count = list(&[ok], &["arg:x"]);

@@ -42,6 +42,21 @@ struct SuffixBound {
 }
 
 impl SuffixBound {
+    /// Slope of the relaxation at `budget`: the value of one more unit of cost (0 past the hull).
+    fn marginal_value(&self, budget: u64) -> f64 {
+        let extra = budget.saturating_sub(self.base_cost);
+        let i = self.cum_cost.partition_point(|&c| c <= extra);
+        if i >= self.cum_cost.len() {
+            return 0.0;
+        }
+        let (c0, v0) = if i == 0 {
+            (0, 0.0)
+        } else {
+            (self.cum_cost[i - 1], self.cum_value[i - 1])
+        };
+        (self.cum_value[i] - v0) / (self.cum_cost[i] - c0) as f64
+    }
+
     fn eval(&self, budget: u64) -> f64 {
         if budget < self.base_cost {
             return f64::NEG_INFINITY;
@@ -152,8 +167,31 @@ pub fn solve(items: &[Vec<Choice>], budget: u64) -> Option<Solution> {
     }
     let bounds = suffix_bounds(&reduced);
     let incumbent = lp_rounding(&reduced, budget);
-    let best_value: f64 = incumbent.iter().zip(&reduced).map(|(&k, it)| it.options[k].1).sum();
+    let mut best_value: f64 = incumbent.iter().zip(&reduced).map(|(&k, it)| it.options[k].1).sum();
     let tolerance = |v: f64| v + 1e-12 * v.abs().max(1.0);
+
+    // The relaxation's price of one unit of cost at the full budget: the slope of the hull segment
+    // the greedy relaxation stops in. With it, `v - λc` summed over items plus `λ·budget` bounds any
+    // completion (Lagrangian relaxation), in O(1) per option.
+    let lambda = bounds[0].marginal_value(budget);
+    let reduced_value = |&(c, v, _): &(u64, f64, usize)| v - lambda * c as f64;
+    let by_reduced_value: Vec<Vec<usize>> = reduced
+        .iter()
+        .map(|item| {
+            let mut order: Vec<usize> = (0..item.options.len()).collect();
+            order.sort_by(|&a, &b| reduced_value(&item.options[b]).total_cmp(&reduced_value(&item.options[a])));
+            order
+        })
+        .collect();
+    let mut lagrange_suffix = vec![0.0; reduced.len() + 1];
+    for i in (0..reduced.len()).rev() {
+        let best = reduced[i]
+            .options
+            .iter()
+            .map(reduced_value)
+            .fold(f64::NEG_INFINITY, f64::max);
+        lagrange_suffix[i] = lagrange_suffix[i + 1] + best;
+    }
 
     // Dynamic programming over items on Pareto-optimal partial solutions (cost, value): a partial
     // solution is dropped when a cheaper one is at least as good (dominance) or when even the
@@ -167,13 +205,45 @@ pub fn solve(items: &[Vec<Choice>], budget: u64) -> Option<Solution> {
     }];
     let mut nodes = 0u64;
     for (depth, item) in reduced.iter().enumerate() {
+        if depth + 1 == reduced.len() {
+            // The last item: each partial solution takes the most valuable option that fits (Pareto
+            // options are sorted by cost and value together), and only the best total matters.
+            let mut best: Option<State> = None;
+            for (p, s) in states.iter().enumerate() {
+                nodes += 1;
+                let left = budget - s.cost;
+                let fits = item.options.partition_point(|o| o.0 <= left);
+                if fits == 0 {
+                    continue;
+                }
+                let (cost, value, _) = item.options[fits - 1];
+                if s.value + value > tolerance(best_value) {
+                    best_value = s.value + value;
+                    best = Some(State {
+                        cost: s.cost + cost,
+                        value: s.value + value,
+                        parent: p,
+                        option: fits - 1,
+                    });
+                }
+            }
+            layers.push(std::mem::replace(&mut states, best.into_iter().collect()));
+            break;
+        }
         let rest = &bounds[depth + 1];
         let mut next: Vec<State> = Vec::new();
         for (p, s) in states.iter().enumerate() {
-            for (k, &(cost, value, _)) in item.options.iter().enumerate() {
+            // Options by decreasing reduced value: once the Lagrangian bound fails, it fails for
+            // every option after it.
+            let base = s.value + lambda * (budget - s.cost) as f64 + lagrange_suffix[depth + 1];
+            for &k in &by_reduced_value[depth] {
                 nodes += 1;
-                let Some(left) = budget.checked_sub(s.cost + cost) else {
+                let (cost, value, _) = item.options[k];
+                if base + value - lambda * cost as f64 <= tolerance(best_value) {
                     break;
+                }
+                let Some(left) = budget.checked_sub(s.cost + cost) else {
+                    continue;
                 };
                 let v = s.value + value;
                 if v + rest.eval(left) <= tolerance(best_value) {

@@ -48,11 +48,12 @@ pub struct RankCandidate {
 impl RankCandidate {
     /// Ranks whose pair is strictly cheaper than the whole layer.
     pub fn useful_ranks(&self) -> std::ops::RangeInclusive<usize> {
-        let limit = if self.cost_per_rank == 0 {
-            self.energy.len()
-        } else {
-            ((self.original_cost.saturating_sub(1)) / self.cost_per_rank) as usize
-        };
+        // A free pair (cost 0 per rank) is cheaper at every rank.
+        let limit = self
+            .original_cost
+            .saturating_sub(1)
+            .checked_div(self.cost_per_rank)
+            .map_or(self.energy.len(), |k| k as usize);
         1..=limit.min(self.energy.len())
     }
 
