@@ -55,7 +55,7 @@ pub fn run(root: &Path, args: &MxnetCheckArgs) -> Result<()> {
             ("x2", plan_for_ratio(&analysis, &svds, 2.0, Scope::All)?, None),
         ];
         for (tag, plan, tolerance) in plans {
-            let (fast, _) = apply_plan(&model, &analysis, &svds, &plan)?;
+            let (fast, _) = apply_plan(model.clone(), &analysis, &svds, &plan)?;
             let new = dir.join(format!("{stem}-{tag}")).to_string_lossy().into_owned();
             save_checkpoint(&fast, &new, 1)?;
             let chw = format!("{},{},{}", shape[1], shape[2], shape[3]);

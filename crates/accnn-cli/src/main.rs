@@ -7,7 +7,7 @@ use std::time::Instant;
 use accnn::{Analysis, Factorisation, Precision, RankPlan, Scope};
 use accnn_graph::Model;
 use accnn_graph::io::write_files_atomically;
-use accnn_graph::mxnet::{CheckpointPaths, load_checkpoint, parse_tuple_shape, same_file, save_checkpoint};
+use accnn_graph::mxnet::{CheckpointPaths, encode_params, load_checkpoint, parse_tuple_shape, same_file, symbol_json};
 use accnn_rank::RankConfig;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -205,11 +205,21 @@ fn check_outputs(input: &CheckpointPaths, out: &CheckpointPaths, extra: &[&Path]
     Ok(())
 }
 
-fn save(loaded: &Loaded, model: &Model, new_prefix: &str) -> Result<CheckpointPaths> {
-    let paths = save_checkpoint(model, new_prefix, 1).with_context(|| format!("cannot write model '{new_prefix}'"))?;
+/// Writes the new checkpoint and, if given, the config: all files appear together or none does.
+fn save(model: &Model, new_prefix: &str, config: Option<(&Path, String)>) -> Result<()> {
+    let paths = CheckpointPaths::new(new_prefix, 1);
+    let symbol = symbol_json(&model.graph);
+    let params = encode_params(&model.args, &model.aux);
+    let mut files: Vec<(&Path, &[u8])> = vec![(&paths.symbol, symbol.as_bytes()), (&paths.params, &params)];
+    if let Some((path, text)) = &config {
+        files.push((path, text.as_bytes()));
+    }
+    write_files_atomically(&files).with_context(|| format!("cannot write model '{new_prefix}'"))?;
     println!("wrote {} and {}", paths.symbol.display(), paths.params.display());
-    let _ = &loaded.prefix;
-    Ok(paths)
+    if let Some((path, _)) = config {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 fn accelerate(model_args: &ModelArgs, args: &AccelerateArgs) -> Result<()> {
@@ -226,9 +236,15 @@ fn accelerate(model_args: &ModelArgs, args: &AccelerateArgs) -> Result<()> {
         (None, None) => Some(PathBuf::from("config.json")),
         (None, Some(_)) => None,
     };
-    if let (Some(out), Some(input)) = (&config_out, &args.config) {
-        if same_file(out, input) {
-            bail!("--config-out would overwrite the input config {}", input.display());
+    if let Some(out) = &config_out {
+        let inputs = [loaded.paths.symbol.as_path(), loaded.paths.params.as_path()];
+        for input in inputs.into_iter().chain(args.config.as_deref()) {
+            if same_file(out, input) {
+                bail!("--config-out would overwrite the input file {}", input.display());
+            }
+        }
+        if same_file(out, &out_paths.symbol) || same_file(out, &out_paths.params) {
+            bail!("--config-out {} is one of the model files being written", out.display());
         }
     }
     let scope = if args.conv_only { Scope::ConvOnly } else { Scope::All };
@@ -255,7 +271,7 @@ fn accelerate(model_args: &ModelArgs, args: &AccelerateArgs) -> Result<()> {
         (plan, svds)
     };
     let svd_seconds = started.elapsed().as_secs_f64();
-    let (model, report) = accnn::apply_plan(&loaded.model, &loaded.analysis, &svds, &plan)?;
+    let (model, report) = accnn::apply_plan(loaded.model, &loaded.analysis, &svds, &plan)?;
     print!("{report}");
     if let Some(ratio) = args.ratio {
         let achieved = report.scope_speedup(scope);
@@ -267,13 +283,10 @@ fn accelerate(model_args: &ModelArgs, args: &AccelerateArgs) -> Result<()> {
         println!("requested {ratio:.3}x over {what}: achieved {achieved:.3}x");
     }
     println!("factorisation and rank selection took {svd_seconds:.1} s");
-    save(&loaded, &model, &new_prefix)?;
-    if let Some(out) = config_out {
-        let text = plan.to_config(&loaded.analysis).to_json();
-        write_files_atomically(&[(out.as_path(), text.as_bytes())])?;
-        println!("wrote {}", out.display());
-    }
-    Ok(())
+    let config = config_out
+        .as_deref()
+        .map(|out| (out, plan.to_config(&loaded.analysis).to_json()));
+    save(&model, &new_prefix, config)
 }
 
 fn single_layer(args: &LayerArgs, kind: accnn::LayerKind) -> Result<()> {
@@ -312,10 +325,9 @@ fn single_layer(args: &LayerArgs, kind: accnn::LayerKind) -> Result<()> {
     let mut wanted = vec![false; loaded.analysis.layers.len()];
     wanted[index] = true;
     let svds = factorise(&loaded, &wanted, args.precision.into())?;
-    let (model, report) = accnn::apply_plan(&loaded.model, &loaded.analysis, &svds, &plan)?;
+    let (model, report) = accnn::apply_plan(loaded.model, &loaded.analysis, &svds, &plan)?;
     print!("{report}");
-    save(&loaded, &model, &args.save_model)?;
-    Ok(())
+    save(&model, &args.save_model, None)
 }
 
 fn inspect(args: &ModelArgs) -> Result<()> {

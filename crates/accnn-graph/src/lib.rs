@@ -19,7 +19,7 @@
 //! # std::fs::write(format!("{prefix}-symbol.json"), text).unwrap();
 //! # let mut set = mxnet::ParamSet::default();
 //! # set.args.insert("fc_weight".into(), accnn_graph::Tensor::zeros(vec![2, 3]));
-//! # std::fs::write(format!("{prefix}-0001.params"), mxnet::encode_params(&set)).unwrap();
+//! # std::fs::write(format!("{prefix}-0001.params"), mxnet::encode_params(&set.args, &set.aux)).unwrap();
 //! let model = mxnet::load_checkpoint(&prefix, 1)?;
 //! let shapes = shape::infer_shapes(&model, &[1, 3])?;
 //! let costs = cost::layer_costs(&model, &shapes);

@@ -107,8 +107,21 @@ impl Builder {
 }
 
 /// Applies the splits and returns the new model; weights no layer uses any more are dropped.
-pub fn apply_splits(model: &Model, splits: Vec<LayerSplit>) -> Result<Model, GraphError> {
-    let old = &model.graph;
+///
+/// The model is consumed so that its weights move into the result instead of being copied (a
+/// VGG-16 holds half a gigabyte of them).
+pub fn apply_splits(model: Model, splits: Vec<LayerSplit>) -> Result<Model, GraphError> {
+    let Model {
+        graph: old_graph,
+        args,
+        aux,
+    } = model;
+    let old = &old_graph;
+    let lookup = Model {
+        graph: Graph::default(),
+        args,
+        aux,
+    };
     let mut by_node: HashMap<usize, LayerSplit> = HashMap::new();
     for s in splits {
         let node = s.node();
@@ -119,11 +132,8 @@ pub fn apply_splits(model: &Model, splits: Vec<LayerSplit>) -> Result<Model, Gra
             return Err(GraphError::node(&old.nodes[node].name, "split twice"));
         }
     }
-    let mut out = Model {
-        graph: Graph::default(),
-        args: model.args.clone(),
-        aux: model.aux.clone(),
-    };
+    // New weights, added once the old ones are no longer borrowed.
+    let mut added: Vec<(String, Tensor)> = Vec::with_capacity(3 * by_node.len());
     let mut b = Builder {
         nodes: Vec::with_capacity(old.nodes.len() + 4 * by_node.len()),
         names: Default::default(),
@@ -162,7 +172,7 @@ pub fn apply_splits(model: &Model, splits: Vec<LayerSplit>) -> Result<Model, Gra
             let var = bias
                 .as_ref()
                 .ok_or_else(|| GraphError::node(name, "has no bias input"))?;
-            model
+            lookup
                 .param(var)
                 .cloned()
                 .map(Some)
@@ -253,15 +263,19 @@ pub fn apply_splits(model: &Model, splits: Vec<LayerSplit>) -> Result<Model, Gra
         if let Some(bias) = b2 {
             let bias_name = format!("{second}_bias");
             inputs.push(b.variable(bias_name.clone())?);
-            out.args.insert(bias_name, bias);
+            added.push((bias_name, bias));
         }
         let last = b.push(second, second_op, inputs, &hidden)?;
-        out.args.insert(w1_name, w1);
-        out.args.insert(w2_name, w2);
+        added.push((w1_name, w1));
+        added.push((w2_name, w2));
         map.push(last.node);
     }
     let heads: Vec<Entry> = old.heads.iter().map(|e| remap(&map, e)).collect();
-    out.graph = Graph { nodes: b.nodes, heads };
+    let mut out = Model {
+        graph: Graph { nodes: b.nodes, heads },
+        ..lookup
+    };
+    out.args.extend(added);
     drop_unused_weights(&mut out);
     out.graph.validate()?;
     Ok(out)

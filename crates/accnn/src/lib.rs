@@ -15,7 +15,7 @@
 //! let analysis = Analysis::new(&model, &[1, 3, 8, 8])?;
 //! let svds = factorise_all(&model, &analysis, Default::default(), |_, _| {})?;
 //! let plan = plan_for_ratio(&analysis, &svds, 2.0, Scope::All)?;
-//! let (fast, report) = apply_plan(&model, &analysis, &svds, &plan)?;
+//! let (fast, report) = apply_plan(model, &analysis, &svds, &plan)?;
 //! assert!(report.speedup() > 1.9);
 //! # let _ = fast;
 //! # Ok(()) }

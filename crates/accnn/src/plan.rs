@@ -299,9 +299,10 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// Rewrites the model by `plan`. `svds` must hold the factorisation of every planned layer.
+/// Rewrites the model by `plan`. `svds` must hold the factorisation of every planned layer. The model is
+/// consumed so that its weights move into the result rather than being copied.
 pub fn apply_plan(
-    model: &Model,
+    model: Model,
     analysis: &Analysis,
     svds: &[Option<Factorisation>],
     plan: &RankPlan,

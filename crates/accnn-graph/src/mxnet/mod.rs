@@ -58,10 +58,7 @@ pub fn load_checkpoint(prefix: &str, epoch: u32) -> Result<Model, GraphError> {
 pub fn save_checkpoint(model: &Model, prefix: &str, epoch: u32) -> Result<CheckpointPaths, GraphError> {
     let paths = CheckpointPaths::new(prefix, epoch);
     let symbol = symbol_json(&model.graph);
-    let params = encode_params(&ParamSet {
-        args: model.args.clone(),
-        aux: model.aux.clone(),
-    });
+    let params = encode_params(&model.args, &model.aux);
     write_files_atomically(&[
         (paths.symbol.as_path(), symbol.as_bytes()),
         (paths.params.as_path(), &params),

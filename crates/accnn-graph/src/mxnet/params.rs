@@ -224,21 +224,16 @@ pub fn read_params(path: &Path) -> Result<ParamSet, GraphError> {
     parse_params(&bytes, path)
 }
 
-/// Serialises arrays in the V2 dense layout that MXNet 1.x `nd.load` and `load_checkpoint` read.
-/// Every array is written as float32.
-pub fn encode_params(set: &ParamSet) -> Vec<u8> {
-    let total: usize = set
-        .args
-        .values()
-        .chain(set.aux.values())
-        .map(|t| t.len() * 4 + 64)
-        .sum();
+/// Serialises arrays in the V2 dense layout that MXNet 1.x `nd.load` and `load_checkpoint` read:
+/// `args` as `arg:NAME`, `aux` as `aux:NAME`. Every array is written as float32.
+pub fn encode_params(args: &BTreeMap<String, Tensor>, aux: &BTreeMap<String, Tensor>) -> Vec<u8> {
+    let total: usize = args.values().chain(aux.values()).map(|t| t.len() * 4 + 64).sum();
     let mut out = Vec::with_capacity(total + 64);
-    let count = (set.args.len() + set.aux.len()) as u64;
+    let count = (args.len() + aux.len()) as u64;
     out.extend_from_slice(&LIST_MAGIC.to_le_bytes());
     out.extend_from_slice(&0u64.to_le_bytes());
     out.extend_from_slice(&count.to_le_bytes());
-    for tensor in set.args.values().chain(set.aux.values()) {
+    for tensor in args.values().chain(aux.values()) {
         out.extend_from_slice(&V2_MAGIC.to_le_bytes());
         out.extend_from_slice(&0i32.to_le_bytes()); // dense storage
         out.extend_from_slice(&(tensor.shape().len() as u32).to_le_bytes());
@@ -253,11 +248,10 @@ pub fn encode_params(set: &ParamSet) -> Vec<u8> {
         }
     }
     out.extend_from_slice(&count.to_le_bytes());
-    let names = set
-        .args
+    let names = args
         .keys()
         .map(|k| format!("arg:{k}"))
-        .chain(set.aux.keys().map(|k| format!("aux:{k}")));
+        .chain(aux.keys().map(|k| format!("aux:{k}")));
     for name in names {
         out.extend_from_slice(&(name.len() as u64).to_le_bytes());
         out.extend_from_slice(name.as_bytes());
