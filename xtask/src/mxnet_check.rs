@@ -3,9 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use accnn::{Analysis, LayerKind, Scope, apply_plan, factorise_all, plan_for_ratio, plan_from_config};
+use accnn::{Analysis, Scope, apply_plan, factorise_all, full_rank_plan, plan_for_ratio};
 use accnn_graph::mxnet::{load_checkpoint, save_checkpoint};
-use accnn_rank::RankConfig;
 use anyhow::{Context, Result, bail};
 
 #[derive(clap::Args, Debug)]
@@ -13,18 +12,6 @@ pub struct MxnetCheckArgs {
     /// A Python with mxnet==1.9.1 and numpy<1.24 installed.
     #[arg(long, default_value = "python3")]
     pub python: PathBuf,
-}
-
-fn full_rank(analysis: &Analysis) -> RankConfig {
-    let mut config = RankConfig::default();
-    for l in &analysis.layers {
-        let entry = (l.name.clone(), l.max_width());
-        match l.kind {
-            LayerKind::Convolution => config.conv_params.push(entry),
-            LayerKind::FullyConnected => config.fc_params.push(entry),
-        }
-    }
-    config
 }
 
 pub fn run(root: &Path, args: &MxnetCheckArgs) -> Result<()> {
@@ -47,11 +34,7 @@ pub fn run(root: &Path, args: &MxnetCheckArgs) -> Result<()> {
             .to_string_lossy()
             .into_owned();
         let plans = [
-            (
-                "full",
-                plan_from_config(&analysis, &full_rank(&analysis))?,
-                Some("1e-5"),
-            ),
+            ("full", full_rank_plan(&analysis), Some("1e-5")),
             ("x2", plan_for_ratio(&analysis, &svds, 2.0, Scope::All)?, None),
         ];
         for (tag, plan, tolerance) in plans {

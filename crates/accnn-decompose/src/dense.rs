@@ -1,7 +1,7 @@
 //! Truncated SVD of fully-connected (dense) weights.
 
+use crate::DecomposeError;
 use crate::matrix::{Precision, ThinSvd};
-use crate::{DecomposeError, energy_profile};
 
 /// The two weights replacing an `(outputs, inputs)` dense layer, row-major:
 /// `reduce` is `(rank, inputs)` and `reconstruct` is `(outputs, rank)`.
@@ -65,11 +65,6 @@ impl DenseSvd {
 
     pub fn singular_values(&self) -> &[f64] {
         &self.svd.singular_values
-    }
-
-    /// Fraction of the weight's energy kept at rank `1..=max_rank`.
-    pub fn energy(&self) -> Vec<f64> {
-        energy_profile(&[self.singular_values()])
     }
 
     pub fn factors(&self, rank: usize) -> Result<LinearFactors, DecomposeError> {

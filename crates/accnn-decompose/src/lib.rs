@@ -9,8 +9,8 @@
 //! - [`DenseSvd`]: a `(N, M)` fully-connected weight `W = U S Vᵀ` becomes `(K, M)` = `S_K^½ V_Kᵀ`
 //!   followed by `(N, K)` = `U_K S_K^½`.
 //!
-//! Each factorisation is computed once; its [`energy`](ConvSvd::energy) profile feeds rank selection
-//! and [`factors`](ConvSvd::factors) then costs only a copy for any rank.
+//! Each factorisation is computed once; its [`singular_values`](ConvSvd::singular_values) feed rank
+//! selection and [`factors`](ConvSvd::factors) then costs only a copy for any rank.
 //!
 //! ```
 //! use accnn_decompose::{ConvSvd, KernelShape, Precision};
@@ -45,21 +45,6 @@ pub enum DecomposeError {
     NoConvergence,
     #[error("the weight holds NaN or infinite values")]
     NonFinite,
-}
-
-/// Cumulative energy fractions `E(k) = Σ_{i<k} σ_i² / Σ σ_i²` for `k = 1..=len`, summed over several
-/// spectra at the same rank (one spectrum per convolution group). An all-zero weight keeps "all" of
-/// its zero energy at every rank.
-pub fn energy_profile(spectra: &[&[f64]]) -> Vec<f64> {
-    let len = spectra.iter().map(|s| s.len()).min().unwrap_or(0);
-    let total: f64 = spectra.iter().flat_map(|s| s.iter()).map(|s| s * s).sum();
-    let mut acc = 0.0;
-    (0..len)
-        .map(|k| {
-            acc += spectra.iter().map(|s| s[k] * s[k]).sum::<f64>();
-            if total > 0.0 { (acc / total).min(1.0) } else { 1.0 }
-        })
-        .collect()
 }
 
 /// Frobenius norm of what rank `rank` drops: `sqrt(Σ_{i≥rank} σ_i²)` over all spectra (Eckart–Young).

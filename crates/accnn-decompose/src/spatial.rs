@@ -1,7 +1,7 @@
 //! Spatial (vertical x horizontal) decomposition of convolution kernels.
 
+use crate::DecomposeError;
 use crate::matrix::{Precision, ThinSvd};
-use crate::{DecomposeError, energy_profile};
 
 /// Shape of a convolution kernel `(filters, channels per group, height, width)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,11 +148,6 @@ impl ConvSvd {
     /// Singular values of each group's reshaped kernel, non-increasing.
     pub fn singular_values(&self) -> Vec<&[f64]> {
         self.groups.iter().map(|s| s.singular_values.as_slice()).collect()
-    }
-
-    /// Fraction of the kernel's energy (squared Frobenius norm) kept at per-group rank `1..=max_rank`.
-    pub fn energy(&self) -> Vec<f64> {
-        energy_profile(&self.singular_values())
     }
 
     /// The factors at `rank_per_group` (the intermediate layer then has `groups * rank_per_group`

@@ -111,7 +111,6 @@ fn truncation_error_equals_the_dropped_singular_values() {
             (err - expected).abs() / expected < 1e-4,
             "rank {rank}: {err} vs {expected}"
         );
-        assert!((svd.energy()[rank - 1] - (1.0 - expected * expected / energy)).abs() < 1e-6);
     }
 }
 

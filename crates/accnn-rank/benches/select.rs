@@ -3,7 +3,7 @@
 //! `cargo bench -p accnn-rank`. Two spectra: geometric decay (trained-like) and flat (random weights,
 //! the hardest case for the exact search: many near-ties).
 
-use accnn_rank::{LayerKind, RankCandidate, select_ranks};
+use accnn_rank::{LayerKind, RankCandidate, energy_profile, select_ranks};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 /// (name, max rank, MACs whole, MACs per rank) of VGG-16's layers at 3x224x224.
@@ -31,9 +31,7 @@ fn layers(spectrum: impl Fn(usize, usize) -> f64) -> Vec<RankCandidate> {
         .iter()
         .enumerate()
         .map(|(l, &(name, rank, macs, per_rank))| {
-            let sq: Vec<f64> = (0..rank).map(|i| spectrum(l, i).powi(2)).collect();
-            let total: f64 = sq.iter().sum();
-            let mut acc = 0.0;
+            let values: Vec<f64> = (0..rank).map(|i| spectrum(l, i)).collect();
             RankCandidate {
                 name: name.into(),
                 kind: if name.starts_with("fc") {
@@ -44,13 +42,7 @@ fn layers(spectrum: impl Fn(usize, usize) -> f64) -> Vec<RankCandidate> {
                 original_cost: macs,
                 cost_per_rank: per_rank,
                 rank_unit: 1,
-                energy: sq
-                    .iter()
-                    .map(|s| {
-                        acc += s;
-                        acc / total
-                    })
-                    .collect(),
+                energy: energy_profile(&[&values]),
             }
         })
         .collect()

@@ -89,6 +89,26 @@ pub enum RankError {
     BadEnergy(String),
 }
 
+/// Cumulative energy fractions `E(k) = Σ_{i<k} σ_i² / Σ σ_i²` for `k = 1..=len`: the PCA energy kept at
+/// rank `k`. Several spectra (one per convolution group, all cut at the same rank) are summed. An
+/// all-zero weight keeps "all" of its zero energy at every rank.
+///
+/// ```
+/// let e = accnn_rank::energy_profile(&[&[3.0, 1.0]]);
+/// assert_eq!(e, vec![0.9, 1.0]);
+/// ```
+pub fn energy_profile(spectra: &[&[f64]]) -> Vec<f64> {
+    let len = spectra.iter().map(|s| s.len()).min().unwrap_or(0);
+    let total: f64 = spectra.iter().flat_map(|s| s.iter()).map(|s| s * s).sum();
+    let mut acc = 0.0;
+    (0..len)
+        .map(|k| {
+            acc += spectra.iter().map(|s| s[k] * s[k]).sum::<f64>();
+            if total > 0.0 { (acc / total).min(1.0) } else { 1.0 }
+        })
+        .collect()
+}
+
 /// Floor on energies inside the logarithm, so that a rank keeping nothing is merely very bad.
 const MIN_ENERGY: f64 = 1e-30;
 

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use accnn_rank::knapsack::{Choice, solve};
-use accnn_rank::{LayerKind, RankCandidate, RankConfig, RankError, select_ranks};
+use accnn_rank::{LayerKind, RankCandidate, RankConfig, RankError, energy_profile, select_ranks};
 use rand::{Rng, SeedableRng};
 
 /// Best value over every combination, by enumeration.
@@ -68,22 +68,14 @@ fn knapsack_matches_brute_force_on_random_instances() {
 
 /// A layer whose singular values decay as `decay^i`, like a trained layer's.
 fn layer(name: &str, max_rank: usize, decay: f64, original_cost: u64, cost_per_rank: u64) -> RankCandidate {
-    let sq: Vec<f64> = (0..max_rank).map(|i| decay.powi(2 * i as i32)).collect();
-    let total: f64 = sq.iter().sum();
-    let mut acc = 0.0;
+    let spectrum: Vec<f64> = (0..max_rank).map(|i| decay.powi(i as i32)).collect();
     RankCandidate {
         name: name.into(),
         kind: LayerKind::Convolution,
         original_cost,
         cost_per_rank,
         rank_unit: 1,
-        energy: sq
-            .iter()
-            .map(|s| {
-                acc += s;
-                acc / total
-            })
-            .collect(),
+        energy: energy_profile(&[&spectrum]),
     }
 }
 

@@ -48,8 +48,8 @@ impl Factorisation {
     /// Energy kept at per-group rank `1..=max_rank`.
     pub fn energy(&self) -> Vec<f64> {
         match self {
-            Factorisation::Conv(s) => s.energy(),
-            Factorisation::Dense(s) => s.energy(),
+            Factorisation::Conv(s) => accnn_rank::energy_profile(&s.singular_values()),
+            Factorisation::Dense(s) => accnn_rank::energy_profile(&[s.singular_values()]),
         }
     }
 

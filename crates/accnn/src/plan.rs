@@ -180,6 +180,18 @@ pub fn plan_from_config(analysis: &Analysis, config: &RankConfig) -> Result<Rank
     Ok(RankPlan { layers })
 }
 
+/// Every convolution and FC layer at its largest rank: the rewritten model computes exactly what the
+/// original does (up to rounding), which makes it the reference check of a decomposition path.
+pub fn full_rank_plan(analysis: &Analysis) -> RankPlan {
+    let layers = (0..analysis.layers.len())
+        .map(|layer| PlannedLayer {
+            layer,
+            rank: analysis.layers[layer].max_rank,
+        })
+        .collect();
+    RankPlan { layers }
+}
+
 /// Rank per group for a requested width `K`, or an error naming the layer and the valid range.
 pub(crate) fn plan_width(layer: &Layer, width: usize) -> Result<usize, Error> {
     let err = |message: String| Error::Layer {

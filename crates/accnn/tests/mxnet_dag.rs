@@ -2,10 +2,9 @@
 //! fixed input: the reader, the reference interpreter and full-rank decomposition are all checked
 //! against a real MXNet run.
 
-use accnn::{Analysis, LayerKind, apply_plan, factorise_all, plan_from_config};
+use accnn::{Analysis, apply_plan, factorise_all, full_rank_plan};
 use accnn_graph::mxnet::load_checkpoint;
 use accnn_graph::{Entry, Model};
-use accnn_rank::RankConfig;
 use accnn_reference::{Array, evaluate};
 
 struct Recorded {
@@ -70,15 +69,8 @@ fn full_rank_decomposition_of_an_mxnet_dag_matches_mxnet() {
     let io = recorded();
     let model = dag();
     let analysis = Analysis::new(&model, &io.shape).unwrap();
-    let mut config = RankConfig::default();
-    for l in &analysis.layers {
-        match l.kind {
-            LayerKind::Convolution => config.conv_params.push((l.name.clone(), l.max_width())),
-            LayerKind::FullyConnected => config.fc_params.push((l.name.clone(), l.max_width())),
-        }
-    }
     let svds = factorise_all(&model, &analysis, Default::default(), |_, _| {}).unwrap();
-    let plan = plan_from_config(&analysis, &config).unwrap();
+    let plan = full_rank_plan(&analysis);
     assert_eq!(plan.layers.len(), 7);
     let (fast, _) = apply_plan(model, &analysis, &svds, &plan).unwrap();
     let err = relative_error(&logits(&fast, &io), &io.logits);

@@ -1,6 +1,6 @@
 //! The whole pipeline checked by running models with the independent f64 reference interpreter.
 
-use accnn::{Analysis, LayerKind, Scope, apply_plan, factorise_all, plan_for_ratio, plan_from_config};
+use accnn::{Analysis, Scope, apply_plan, factorise_all, full_rank_plan, plan_for_ratio, plan_from_config};
 use accnn_graph::ir::{Activation, ConvAttrs, FcAttrs, Padding2d, PoolAttrs, PoolConvention, PoolKind};
 use accnn_graph::mxnet::{load_checkpoint, op_attrs};
 use accnn_graph::{Entry, Model, Node, Op, Tensor};
@@ -140,26 +140,16 @@ fn relative_error(a: &Array, b: &Array) -> f64 {
     (diff / norm).sqrt()
 }
 
-fn full_rank_plan(analysis: &Analysis) -> RankConfig {
-    let mut config = RankConfig::default();
-    for l in &analysis.layers {
-        let entry = (l.name.clone(), l.max_width());
-        match l.kind {
-            LayerKind::Convolution => config.conv_params.push(entry),
-            LayerKind::FullyConnected => config.fc_params.push(entry),
-        }
-    }
-    config
-}
-
 #[test]
 fn full_rank_decomposition_reproduces_every_output() {
     let model = awkward_model();
     let shape = [2, 3, 11, 9];
     let analysis = Analysis::new(&model, &shape).unwrap();
     let svds = factorise_all(&model, &analysis, Default::default(), |_, _| {}).unwrap();
-    let plan = plan_from_config(&analysis, &full_rank_plan(&analysis)).unwrap();
+    let plan = full_rank_plan(&analysis);
     assert_eq!(plan.layers.len(), 6);
+    // The same plan goes through config.json unchanged.
+    assert_eq!(plan_from_config(&analysis, &plan.to_config(&analysis)).unwrap(), plan);
     let (fast, report) = apply_plan(model.clone(), &analysis, &svds, &plan).unwrap();
     assert!(fast.graph.find("c3_v").is_some() && fast.graph.find("fc1_rec").is_some());
     assert!(fast.graph.find("c1_weight").is_none() && !fast.args.contains_key("c1_weight"));
@@ -242,7 +232,7 @@ fn full_rank_fixture_agrees_with_the_original() {
     let model = load_checkpoint(prefix, 1).unwrap();
     let analysis = Analysis::new(&model, &[1, 1, 32, 32]).unwrap();
     let svds = factorise_all(&model, &analysis, Default::default(), |_, _| {}).unwrap();
-    let plan = plan_from_config(&analysis, &full_rank_plan(&analysis)).unwrap();
+    let plan = full_rank_plan(&analysis);
     let (fast, _) = apply_plan(model.clone(), &analysis, &svds, &plan).unwrap();
     let x = input(&[1, 1, 32, 32], 3);
     // Compare the logits (before the softmax head) for a sharper test.
