@@ -272,6 +272,8 @@ fn accelerate(model_args: &ModelArgs, args: &AccelerateArgs) -> Result<()> {
     };
     let svd_seconds = started.elapsed().as_secs_f64();
     let (model, report) = accnn::apply_plan(loaded.model, &loaded.analysis, &svds, &plan)?;
+    // The SVD factors of big layers (fc6: 0.5 GB) are not needed while the new model is written.
+    drop(svds);
     print!("{report}");
     if let Some(ratio) = args.ratio {
         let achieved = report.scope_speedup(scope);
