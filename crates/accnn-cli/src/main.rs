@@ -1,5 +1,12 @@
 //! `accnn`: accelerate a trained CNN by low-rank decomposition of its layers.
 
+mod bench;
+
+// Large, short-lived buffers (activations, SVD workspaces) are reused instead of being returned to the
+// OS and faulted in again on every layer, which glibc's allocator does for big blocks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -37,6 +44,8 @@ enum Command {
     Conv(LayerArgs),
     /// Decompose one fully-connected layer (as the original acc_fc.py).
     Fc(LayerArgs),
+    /// Time a model against another (e.g. the accelerated one) and report the measured speed-up.
+    Bench(bench::BenchArgs),
     /// Print every layer with its shapes, MACs, parameters and largest rank.
     Inspect {
         #[command(flatten)]
@@ -45,17 +54,17 @@ enum Command {
 }
 
 #[derive(Args, Debug)]
-struct ModelArgs {
+pub(crate) struct ModelArgs {
     /// Model prefix: reads PREFIX-symbol.json and PREFIX-EPOCH.params.
     #[arg(short = 'm', long = "model", value_name = "PREFIX", required = true)]
-    model: Option<String>,
+    pub(crate) model: Option<String>,
     /// Epoch of the params file to read.
     #[arg(long, default_value_t = 1)]
-    load_epoch: u32,
+    pub(crate) load_epoch: u32,
     /// Input shape C,H,W. Default: the data variable's __shape__ attribute if the symbol has one,
     /// else 3,224,224.
     #[arg(long, value_name = "C,H,W")]
-    data_shape: Option<String>,
+    pub(crate) data_shape: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -114,14 +123,14 @@ impl From<PrecisionArg> for Precision {
     }
 }
 
-struct Loaded {
-    prefix: String,
-    paths: CheckpointPaths,
-    model: Model,
-    analysis: Analysis,
+pub(crate) struct Loaded {
+    pub(crate) prefix: String,
+    pub(crate) paths: CheckpointPaths,
+    pub(crate) model: Model,
+    pub(crate) analysis: Analysis,
 }
 
-fn load(args: &ModelArgs) -> Result<Loaded> {
+pub(crate) fn load(args: &ModelArgs) -> Result<Loaded> {
     let prefix = args.model.clone().context("--model is required")?;
     let paths = CheckpointPaths::new(&prefix, args.load_epoch);
     let model = load_checkpoint(&prefix, args.load_epoch).with_context(|| format!("cannot read model '{prefix}'"))?;
@@ -379,6 +388,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Conv(args)) => single_layer(args, accnn::LayerKind::Convolution),
         Some(Command::Fc(args)) => single_layer(args, accnn::LayerKind::FullyConnected),
         Some(Command::Inspect { model }) => inspect(model),
+        Some(Command::Bench(args)) => bench::run(args),
     }
 }
 

@@ -193,3 +193,54 @@ fn bad_input_fails_with_one_clear_line_and_writes_nothing() {
         "no convolution or fully-connected layer named 'conv9'",
     );
 }
+
+#[test]
+fn bench_reports_a_speedup_per_batch_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = accnn(
+        &[
+            "-m",
+            &fixture(),
+            "--ratio",
+            "3",
+            "--save-model",
+            "fast",
+            "--config-out",
+            "c.json",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success());
+    let out = accnn(
+        &[
+            "bench",
+            "-m",
+            &fixture(),
+            "--vs",
+            "fast",
+            "--batch",
+            "1,4",
+            "--rounds",
+            "2",
+            "--warmup",
+            "1",
+            "--json",
+            "b.json",
+        ],
+        dir.path(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("theoretical speed-up 3.0"), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("b.json")).unwrap()).unwrap();
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[1]["batch"], 4);
+    assert!(results[0]["speedup"].as_f64().unwrap() > 0.0);
+    fails_cleanly(
+        &["bench", "-m", &fixture(), "--vs", "fast", "--device", "cuda"],
+        dir.path(),
+        "no CUDA support",
+    );
+}

@@ -54,7 +54,9 @@ pub fn pool_output_hw(p: &PoolAttrs, h: usize, w: usize) -> Option<(usize, usize
     ))
 }
 
-fn reshape(node: &str, input: &[usize], codes: &[i64]) -> Result<Vec<usize>, GraphError> {
+/// The output shape of MXNet's `Reshape` with `codes` (0 copy, -1 infer, -2 copy the rest, -3 merge
+/// two) applied to `input`; `node` names the node in errors.
+pub fn reshape(node: &str, input: &[usize], codes: &[i64]) -> Result<Vec<usize>, GraphError> {
     let bad = || GraphError::node(node, format!("cannot reshape {input:?} with {codes:?}"));
     let mut out: Vec<Option<usize>> = Vec::new();
     let mut src = 0usize;

@@ -1,0 +1,296 @@
+//! CPU convolution as GEMMs over shifted views of the padded input.
+//!
+//! For a stride-1 convolution, tap `(i, j)` of the kernel multiplies the `(filters x channels)` slice
+//! `W[:, :, i, j]` with the padded input shifted by `i * dilate_h * Wp + j * dilate_w` in the
+//! flattened `(Hp x Wp)` plane: no im2col copy at all, one GEMM per tap accumulating into the output.
+//! Output positions are computed on the padded row pitch `Wp` and compacted afterwards, which
+//! wastes `(Wp - Wo) / Wp` of the work (none for the vertical `(kh, 1)` half of a decomposed pair).
+//! Strided convolutions fall back to im2col + one GEMM.
+
+use std::borrow::Cow;
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+use rayon::prelude::*;
+
+use accnn_graph::ir::ConvAttrs;
+
+/// Reduction length (input channels per tap) below which taps run as AXPYs instead of GEMMs.
+const SMALL_REDUCTION: usize = 8;
+
+/// A convolution with its weights laid out for the kernel.
+pub(crate) struct ConvKernel {
+    pub attrs: ConvAttrs,
+    /// Input channels per group.
+    pub channels: usize,
+    /// `[group][tap][filter][channel]`: one contiguous `(Fg x Cg)` matrix per group and tap.
+    taps: Vec<f32>,
+    /// `[filter][channel][i][j]` as stored: `(F x Cg*kh*kw)`, for im2col.
+    rows: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    pub threads: usize,
+    /// Apply ReLU to the output (a following ReLU fused into the convolution).
+    pub relu: bool,
+}
+
+impl ConvKernel {
+    pub fn new(attrs: ConvAttrs, channels: usize, weight: &[f32], bias: Option<Vec<f32>>, threads: usize) -> Self {
+        let (f, g) = (attrs.num_filter, attrs.num_group);
+        let (fg, cg) = (f / g, channels / g);
+        let taps_n = attrs.kernel[0] * attrs.kernel[1];
+        let mut taps = vec![0f32; weight.len()];
+        for group in 0..g {
+            for t in 0..taps_n {
+                for fl in 0..fg {
+                    for c in 0..cg {
+                        let src = ((group * fg + fl) * cg + c) * taps_n + t;
+                        taps[((group * taps_n + t) * fg + fl) * cg + c] = weight[src];
+                    }
+                }
+            }
+        }
+        ConvKernel {
+            attrs,
+            channels,
+            taps,
+            rows: weight.to_vec(),
+            bias,
+            threads,
+            relu: false,
+        }
+    }
+
+    /// Output spatial size for an `h x w` input.
+    fn output_hw(&self, h: usize, w: usize) -> (usize, usize) {
+        accnn_graph::shape::conv_output_hw(&self.attrs, h, w).unwrap_or((0, 0))
+    }
+
+    /// One group of one image, zero-padded to `(Cg, Hp, Wp)`: on both axes, or (`vertical` false)
+    /// on the horizontal axis only. Borrowed when there is nothing to pad.
+    fn pad<'x>(&self, x: &'x [f32], h: usize, w: usize, vertical: bool) -> (Cow<'x, [f32]>, usize, usize) {
+        let mut p = self.attrs.pad;
+        if !vertical {
+            (p.top, p.bottom) = (0, 0);
+        }
+        let (hp, wp) = (h + p.top + p.bottom, w + p.left + p.right);
+        let cg = self.channels / self.attrs.num_group;
+        if hp == h && wp == w {
+            return (Cow::Borrowed(&x[..cg * h * w]), hp, wp);
+        }
+        let mut out = vec![0f32; cg * hp * wp];
+        for c in 0..cg {
+            for y in 0..h {
+                let src = &x[(c * h + y) * w..(c * h + y + 1) * w];
+                let start = (c * hp + y + p.top) * wp + p.left;
+                out[start..start + w].copy_from_slice(src);
+            }
+        }
+        (Cow::Owned(out), hp, wp)
+    }
+
+    /// One image: `x` is `(C, H, W)`, the result `(F, Ho, Wo)`.
+    fn image(&self, x: &[f32], h: usize, w: usize, out: &mut [f32], par: Par) {
+        let a = &self.attrs;
+        let (g, cg, fg) = (a.num_group, self.channels / a.num_group, a.num_filter / a.num_group);
+        let (ho, wo) = self.output_hw(h, w);
+        let strided = a.stride != [1, 1];
+        for group in 0..g {
+            let xg = &x[group * cg * h * w..(group + 1) * cg * h * w];
+            let og = &mut out[group * fg * ho * wo..(group + 1) * fg * ho * wo];
+            // The shifted GEMMs clip rows instead of padding them, so they need horizontal padding only.
+            let (xp, hp, wp) = self.pad(xg, h, w, strided);
+            if strided {
+                self.im2col_gemm(&xp, (hp, wp), group, (ho, wo), og, par);
+            } else {
+                self.shifted_gemms(&xp, (h, wp), group, (ho, wo), og, par);
+            }
+        }
+    }
+
+    /// Stride-1 convolution of one padded group as one GEMM per tap over shifted views.
+    ///
+    /// The output is walked in tiles of whole rows, small enough that the tap GEMMs accumulate in
+    /// cache; tiles run in parallel. Positions are computed on the padded pitch `wp`, and the `wo`
+    /// valid ones of each row copied out (applying a fused ReLU).
+    fn shifted_gemms(
+        &self,
+        xp: &[f32],
+        (h, wp): (usize, usize),
+        group: usize,
+        (ho, wo): (usize, usize),
+        og: &mut [f32],
+        par: Par,
+    ) {
+        let a = &self.attrs;
+        let (cg, fg) = (self.channels / a.num_group, a.num_filter / a.num_group);
+        let workers = match par {
+            Par::Seq => 1,
+            Par::Rayon(n) => n.get(),
+        };
+        // About 1 MB of tile and input panel, and at least two tiles per worker when possible.
+        let rows = ((1usize << 18) / ((fg + cg) * wp)).clamp(1, ho.div_ceil(2 * workers).max(1));
+        let tile = |y0: usize| -> Vec<f32> {
+            let y1 = (y0 + rows).min(ho);
+            let len = (y1 - y0 - 1) * wp + wo;
+            let mut dst = vec![0f32; fg * len];
+            if let Some(bias) = &self.bias {
+                for (fl, row) in dst.chunks_mut(len).enumerate() {
+                    row.fill(bias[group * fg + fl]);
+                }
+            }
+            let [kh, kw] = a.kernel;
+            let top = a.pad.top;
+            for i in 0..kh {
+                // Output rows whose input row for this tap lies inside the image (the rest read
+                // vertical padding, i.e. zeros).
+                let shift = i * a.dilate[0];
+                let lo = y0.max(top.saturating_sub(shift));
+                let hi = y1.min((h + top).saturating_sub(shift));
+                if lo >= hi {
+                    continue;
+                }
+                let (d0, tlen) = ((lo - y0) * wp, (hi - lo - 1) * wp + wo);
+                for j in 0..kw {
+                    let offset = (lo + shift - top) * wp + j * a.dilate[1];
+                    let lhs_start = (group * kh * kw + i * kw + j) * fg * cg;
+                    let weights = &self.taps[lhs_start..lhs_start + fg * cg];
+                    if cg <= SMALL_REDUCTION {
+                        // A GEMM with a reduction this short runs far below peak: plain AXPYs win.
+                        for (fl, row) in dst.chunks_mut(len).enumerate() {
+                            let row = &mut row[d0..d0 + tlen];
+                            for c in 0..cg {
+                                let w = weights[fl * cg + c];
+                                let src = &xp[c * h * wp + offset..c * h * wp + offset + tlen];
+                                row.iter_mut().zip(src).for_each(|(d, x)| *d += w * x);
+                            }
+                        }
+                    } else {
+                        let lhs = MatRef::from_row_major_slice(weights, fg, cg);
+                        let rhs = MatRef::from_row_major_slice_with_stride(&xp[offset..], cg, tlen, h * wp);
+                        if tlen == len {
+                            let out = MatMut::from_row_major_slice_mut(&mut dst[..], fg, len);
+                            matmul(out, Accum::Add, lhs, rhs, 1.0f32, Par::Seq);
+                        } else {
+                            // A tile clipped at the image border: into scratch, then added.
+                            let mut part = vec![0f32; fg * tlen];
+                            let out = MatMut::from_row_major_slice_mut(&mut part[..], fg, tlen);
+                            matmul(out, Accum::Replace, lhs, rhs, 1.0f32, Par::Seq);
+                            for (row, src) in dst.chunks_mut(len).zip(part.chunks(tlen)) {
+                                row[d0..d0 + tlen].iter_mut().zip(src).for_each(|(d, v)| *d += v);
+                            }
+                        }
+                    }
+                }
+            }
+            dst
+        };
+        let starts: Vec<usize> = (0..ho).step_by(rows).collect();
+        let tiles: Vec<Vec<f32>> = if workers > 1 {
+            starts.par_iter().map(|&y0| tile(y0)).collect()
+        } else {
+            starts.iter().map(|&y0| tile(y0)).collect()
+        };
+        for (&y0, dst) in starts.iter().zip(&tiles) {
+            let y1 = (y0 + rows).min(ho);
+            let len = (y1 - y0 - 1) * wp + wo;
+            for fl in 0..fg {
+                for y in y0..y1 {
+                    let src = &dst[fl * len + (y - y0) * wp..fl * len + (y - y0) * wp + wo];
+                    let out = &mut og[(fl * ho + y) * wo..(fl * ho + y + 1) * wo];
+                    if self.relu {
+                        out.iter_mut().zip(src).for_each(|(o, v)| *o = v.max(0.0));
+                    } else {
+                        out.copy_from_slice(src);
+                    }
+                }
+            }
+        }
+    }
+
+    fn im2col_gemm(
+        &self,
+        xp: &[f32],
+        (hp, wp): (usize, usize),
+        group: usize,
+        (ho, wo): (usize, usize),
+        og: &mut [f32],
+        par: Par,
+    ) {
+        let a = &self.attrs;
+        let (cg, fg) = (self.channels / a.num_group, a.num_filter / a.num_group);
+        let [kh, kw] = a.kernel;
+        let k = cg * kh * kw;
+        let n = ho * wo;
+        let mut cols = vec![0f32; k * n];
+        for c in 0..cg {
+            for i in 0..kh {
+                for j in 0..kw {
+                    let row = &mut cols[((c * kh + i) * kw + j) * n..((c * kh + i) * kw + j + 1) * n];
+                    for y in 0..ho {
+                        let src_row = (c * hp + y * a.stride[0] + i * a.dilate[0]) * wp + j * a.dilate[1];
+                        for x in 0..wo {
+                            row[y * wo + x] = xp[src_row + x * a.stride[1]];
+                        }
+                    }
+                }
+            }
+        }
+        let mut accum = Accum::Replace;
+        if let Some(b) = &self.bias {
+            for fl in 0..fg {
+                og[fl * n..(fl + 1) * n].fill(b[group * fg + fl]);
+            }
+            accum = Accum::Add;
+        }
+        let lhs = MatRef::from_row_major_slice(&self.rows[group * fg * k..(group + 1) * fg * k], fg, k);
+        let rhs = MatRef::from_row_major_slice(&cols, k, n);
+        let dst = MatMut::from_row_major_slice_mut(&mut og[..], fg, n);
+        matmul(dst, accum, lhs, rhs, 1.0f32, par);
+        if self.relu {
+            og.iter_mut().for_each(|v| *v = v.max(0.0));
+        }
+    }
+}
+
+impl CustomOp1 for ConvKernel {
+    fn name(&self) -> &'static str {
+        "accnn-conv2d"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("accnn-conv2d runs on f32 tensors");
+        };
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("conv input must be contiguous".into()))?;
+        let x = &data[start..end];
+        let &[n, c, h, w] = layout.dims() else {
+            candle_core::bail!("accnn-conv2d expects NCHW input, got {:?}", layout.dims());
+        };
+        if c != self.channels {
+            candle_core::bail!("accnn-conv2d expects {} channels, got {c}", self.channels);
+        }
+        let (ho, wo) = self.output_hw(h, w);
+        let f = self.attrs.num_filter;
+        let mut out = vec![0f32; n * f * ho * wo];
+        let chunk = f * ho * wo;
+        if n > 1 && self.threads > 1 {
+            // Images in parallel, each GEMM sequential: better than splitting small GEMMs.
+            out.par_chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(b, o)| self.image(&x[b * c * h * w..(b + 1) * c * h * w], h, w, o, Par::Seq));
+        } else {
+            let par = if self.threads <= 1 {
+                Par::Seq
+            } else {
+                Par::rayon(self.threads)
+            };
+            for (b, o) in out.chunks_mut(chunk).enumerate() {
+                self.image(&x[b * c * h * w..(b + 1) * c * h * w], h, w, o, par);
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, f, ho, wo))))
+    }
+}

@@ -1,0 +1,381 @@
+//! Runs an accnn [`Model`] with [candle-core](candle_core).
+//!
+//! Convolutions and pooling run on accnn's own CPU kernels (candle custom ops): convolution as GEMMs
+//! over shifted views of the padded input, so that the `(kh, 1)` and `(1, kw)` halves of a decomposed
+//! layer cost what their FLOPs say rather than an im2col copy each (candle's own `conv2d` also takes one
+//! padding, stride and dilation for both axes, which the halves cannot use). Everything else is candle.
+//!
+//! ```
+//! # fn main() -> Result<(), accnn_infer::InferError> {
+//! # let model = accnn_infer::doc_model();
+//! use accnn_infer::{Engine, EngineOptions};
+//! let engine = Engine::new(&model, EngineOptions::default())?;
+//! let input = candle_core::Tensor::ones((2, 3, 8, 8), candle_core::DType::F32, &candle_core::Device::Cpu)?;
+//! let outputs = engine.run(&input)?;
+//! assert_eq!(outputs[0].dims(), &[2, 4]);
+//! # Ok(()) }
+//! ```
+
+mod conv;
+mod pool;
+pub mod timing;
+
+use std::sync::Arc;
+
+use accnn_graph::ir::{Activation, BatchNormAttrs};
+use accnn_graph::{Entry, GraphError, Model, Op};
+use candle_core::{CustomOp1, DType, Device, Tensor};
+
+use conv::ConvKernel;
+use pool::PoolKernel;
+
+/// Why a model could not be prepared or run.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error("node '{node}': {message}")]
+    Node { node: String, message: String },
+    #[error("cannot start the thread pool: {0}")]
+    Threads(String),
+}
+
+/// How to run a model.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EngineOptions {
+    /// Worker threads; 0 uses every core.
+    pub threads: usize,
+}
+
+enum Step {
+    /// The data input.
+    Input,
+    /// A stored value used directly as an operand (not as a layer's weight).
+    Value(Tensor),
+    /// A weight consumed by its layer at build time.
+    Weight,
+    /// A convolution or pooling kernel (candle custom op, shared between runs).
+    Kernel(Arc<Box<dyn CustomOp1 + Send + Sync>>),
+    Dense {
+        weight_t: Tensor,
+        bias: Option<Tensor>,
+        flatten: bool,
+    },
+    Activation(Activation),
+    /// `x * scale + shift` per channel (BatchNorm at inference).
+    Affine {
+        scale: Tensor,
+        shift: Tensor,
+    },
+    Flatten,
+    Identity,
+    Add,
+    Concat(usize),
+    Softmax(i64),
+    Reshape(Vec<i64>),
+}
+
+/// A model prepared for inference: weights re-laid out for the kernels, execution order fixed.
+pub struct Engine {
+    steps: Vec<(String, Step, Vec<Entry>)>,
+    heads: Vec<Entry>,
+    /// Index of the last step reading each node's outputs, to free them early.
+    last_use: Vec<usize>,
+    pool: rayon::ThreadPool,
+}
+
+fn param(model: &Model, node: &accnn_graph::Node, k: usize, what: &str) -> Result<Vec<f32>, InferError> {
+    let var = node.inputs.get(k).map(|e| &model.graph.nodes[e.node].name);
+    var.and_then(|v| model.param(v))
+        .map(|t| t.data().to_vec())
+        .ok_or_else(|| InferError::Node {
+            node: node.name.clone(),
+            message: format!("{what} is missing"),
+        })
+}
+
+fn input_channels(model: &Model, node: &accnn_graph::Node) -> Result<usize, InferError> {
+    let w = &model.graph.nodes[node.inputs[1].node].name;
+    let t = model.param(w).ok_or_else(|| InferError::Node {
+        node: node.name.clone(),
+        message: "weight is missing".into(),
+    })?;
+    let Op::Convolution(c) = &node.op else {
+        unreachable!("only called on convolutions")
+    };
+    Ok(t.shape()[1] * c.num_group)
+}
+
+impl Engine {
+    /// Prepares `model` for CPU inference.
+    pub fn new(model: &Model, options: EngineOptions) -> Result<Self, InferError> {
+        let graph = &model.graph;
+        let data = model.data_input()?;
+        let cpu = Device::Cpu;
+        let threads = if options.threads == 0 {
+            rayon::current_num_threads()
+        } else {
+            options.threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| InferError::Threads(e.to_string()))?;
+        // Variables feeding layers as weights are folded into the layers.
+        let mut weight_use = vec![false; graph.nodes.len()];
+        for node in &graph.nodes {
+            let n_weights = match node.op {
+                Op::Convolution(_) | Op::FullyConnected(_) => 2,
+                Op::BatchNorm(_) => 4,
+                Op::SoftmaxOutput => 1,
+                _ => 0,
+            };
+            for e in node.inputs.iter().skip(1).take(n_weights) {
+                weight_use[e.node] = true;
+            }
+        }
+        // A ReLU that is a convolution's only consumer is applied inside the convolution.
+        let uses = graph.use_counts();
+        let mut fused_relu = vec![false; graph.nodes.len()];
+        for node in &graph.nodes {
+            if let (Op::Activation(Activation::Relu), Some(e)) = (&node.op, node.inputs.first()) {
+                if matches!(graph.nodes[e.node].op, Op::Convolution(_)) && uses[e.node] == 1 {
+                    fused_relu[e.node] = true;
+                }
+            }
+        }
+        let mut steps = Vec::with_capacity(graph.nodes.len());
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let vector = |v: Vec<f32>, shape: &[usize]| Tensor::from_vec(v, shape, &cpu);
+            let step = match &node.op {
+                Op::Variable if i == data => Step::Input,
+                Op::Variable if weight_use[i] => Step::Weight,
+                Op::Variable => match model.param(&node.name) {
+                    Some(t) => Step::Value(vector(t.data().to_vec(), t.shape())?),
+                    None => Step::Weight, // an unused label
+                },
+                Op::Convolution(c) => {
+                    let weight = param(model, node, 1, "weight")?;
+                    let bias = if c.no_bias {
+                        None
+                    } else {
+                        Some(param(model, node, 2, "bias")?)
+                    };
+                    let mut kernel = ConvKernel::new(c.clone(), input_channels(model, node)?, &weight, bias, threads);
+                    kernel.relu = fused_relu[i];
+                    Step::Kernel(Arc::new(Box::new(kernel)))
+                }
+                Op::FullyConnected(f) => {
+                    let weight = param(model, node, 1, "weight")?;
+                    let inputs = weight.len() / f.num_hidden;
+                    let weight_t = vector(weight, &[f.num_hidden, inputs])?.t()?;
+                    let bias = if f.no_bias {
+                        None
+                    } else {
+                        Some(vector(param(model, node, 2, "bias")?, &[f.num_hidden])?)
+                    };
+                    Step::Dense {
+                        weight_t,
+                        bias,
+                        flatten: f.flatten,
+                    }
+                }
+                Op::Activation(_) if node.inputs.first().is_some_and(|e| fused_relu[e.node]) => Step::Identity,
+                Op::Activation(a) => Step::Activation(*a),
+                Op::Pooling(p) => Step::Kernel(Arc::new(Box::new(PoolKernel { attrs: p.clone() }))),
+                Op::BatchNorm(BatchNormAttrs { eps, fix_gamma, .. }) => {
+                    let (gamma, beta) = (param(model, node, 1, "gamma")?, param(model, node, 2, "beta")?);
+                    let (mean, var) = (
+                        param(model, node, 3, "moving mean")?,
+                        param(model, node, 4, "moving variance")?,
+                    );
+                    let c = mean.len();
+                    let scale: Vec<f32> = (0..c)
+                        .map(|k| (if *fix_gamma { 1.0 } else { gamma[k] as f64 } / (var[k] as f64 + eps).sqrt()) as f32)
+                        .collect();
+                    let shift: Vec<f32> = (0..c).map(|k| beta[k] - mean[k] * scale[k]).collect();
+                    Step::Affine {
+                        scale: vector(scale, &[1, c, 1, 1])?,
+                        shift: vector(shift, &[1, c, 1, 1])?,
+                    }
+                }
+                Op::Flatten => Step::Flatten,
+                Op::Dropout => Step::Identity,
+                Op::Add { .. } => Step::Add,
+                Op::Concat { axis } => Step::Concat(*axis),
+                Op::Softmax { axis } => Step::Softmax(*axis),
+                Op::SoftmaxOutput => Step::Softmax(1),
+                Op::Reshape { shape } => Step::Reshape(shape.clone()),
+            };
+            steps.push((node.name.clone(), step, node.inputs.clone()));
+        }
+        let mut last_use = vec![0usize; graph.nodes.len()];
+        for (i, node) in graph.nodes.iter().enumerate() {
+            for e in &node.inputs {
+                last_use[e.node] = i;
+            }
+        }
+        for h in &graph.heads {
+            last_use[h.node] = usize::MAX;
+        }
+        Ok(Engine {
+            steps,
+            heads: graph.heads.clone(),
+            last_use,
+            pool,
+        })
+    }
+
+    /// Runs the model on a batch `(N, C, H, W)` and returns the values of its outputs.
+    pub fn run(&self, input: &Tensor) -> Result<Vec<Tensor>, InferError> {
+        let input = input.to_dtype(DType::F32)?.contiguous()?;
+        self.pool.install(|| self.run_inner(&input))
+    }
+
+    fn run_inner(&self, input: &Tensor) -> Result<Vec<Tensor>, InferError> {
+        let mut values: Vec<Option<Tensor>> = vec![None; self.steps.len()];
+        let profile = std::env::var_os("ACCNN_PROFILE").is_some();
+        for (i, (name, step, inputs)) in self.steps.iter().enumerate() {
+            let started = std::time::Instant::now();
+            let arg = |k: usize| -> Result<&Tensor, InferError> {
+                inputs
+                    .get(k)
+                    .and_then(|e| values[e.node].as_ref())
+                    .ok_or_else(|| InferError::Node {
+                        node: name.clone(),
+                        message: format!("input #{k} has no value"),
+                    })
+            };
+            let wrap = |e: candle_core::Error| InferError::Node {
+                node: name.clone(),
+                message: e.to_string(),
+            };
+            let value = match step {
+                Step::Input => Some(input.clone()),
+                Step::Value(t) => Some(t.clone()),
+                Step::Weight => None,
+                Step::Kernel(k) => Some(arg(0)?.contiguous()?.apply_op1_arc(k.clone()).map_err(wrap)?),
+                Step::Dense {
+                    weight_t,
+                    bias,
+                    flatten,
+                } => {
+                    let x = arg(0)?;
+                    let x2 = if *flatten {
+                        x.flatten_from(1)?
+                    } else {
+                        let last = *x.dims().last().unwrap_or(&1);
+                        x.reshape(((), last))?
+                    };
+                    let mut y = x2.matmul(weight_t).map_err(wrap)?;
+                    if let Some(b) = bias {
+                        y = y.broadcast_add(b)?;
+                    }
+                    if !*flatten {
+                        let mut dims = x.dims().to_vec();
+                        *dims.last_mut().unwrap_or(&mut 0) = weight_t.dims()[1];
+                        y = y.reshape(dims)?;
+                    }
+                    Some(y)
+                }
+                Step::Activation(a) => {
+                    let x = arg(0)?;
+                    Some(match a {
+                        Activation::Relu => x.relu()?,
+                        Activation::Tanh => x.tanh()?,
+                        Activation::Sigmoid => (x.neg()?.exp()? + 1.0)?.recip()?,
+                        Activation::SoftRelu => (x.exp()? + 1.0)?.log()?,
+                        Activation::SoftSign => (x / (x.abs()? + 1.0)?)?,
+                    })
+                }
+                Step::Affine { scale, shift } => Some(arg(0)?.broadcast_mul(scale)?.broadcast_add(shift)?),
+                Step::Flatten => Some(arg(0)?.flatten_from(1)?),
+                Step::Identity => Some(arg(0)?.clone()),
+                Step::Add => Some(arg(0)?.broadcast_add(arg(1)?).map_err(wrap)?),
+                Step::Concat(axis) => {
+                    let parts: Vec<&Tensor> = (0..inputs.len()).map(arg).collect::<Result<_, _>>()?;
+                    Some(Tensor::cat(&parts, *axis).map_err(wrap)?)
+                }
+                Step::Softmax(axis) => {
+                    let x = arg(0)?;
+                    let rank = x.rank() as i64;
+                    let ax = if *axis < 0 { rank + axis } else { *axis } as usize;
+                    let e = x.broadcast_sub(&x.max_keepdim(ax)?)?.exp()?;
+                    Some(e.broadcast_div(&e.sum_keepdim(ax)?)?)
+                }
+                Step::Reshape(codes) => {
+                    let x = arg(0)?;
+                    let dims = accnn_graph::shape::reshape(name, x.dims(), codes)?;
+                    Some(x.reshape(dims)?)
+                }
+            };
+            if profile && !matches!(step, Step::Weight) {
+                eprintln!("{name:<16} {:8.3} ms", started.elapsed().as_secs_f64() * 1e3);
+            }
+            values[i] = value;
+            for e in inputs {
+                if self.last_use[e.node] == i {
+                    values[e.node] = None;
+                }
+            }
+        }
+        self.heads
+            .iter()
+            .map(|h| {
+                values[h.node].clone().ok_or_else(|| InferError::Node {
+                    node: self.steps[h.node].0.clone(),
+                    message: "output has no value".into(),
+                })
+            })
+            .collect()
+    }
+}
+
+#[doc(hidden)]
+/// A one-convolution, one-FC model for documentation examples.
+pub fn doc_model() -> Model {
+    use accnn_graph::ir::{ConvAttrs, FcAttrs, Padding2d};
+    use accnn_graph::{Node, Tensor as Weights};
+    let mut model = Model::default();
+    let node = |name: &str, op: Op, inputs: Vec<usize>| Node {
+        name: name.into(),
+        op,
+        inputs: inputs.into_iter().map(Entry::new).collect(),
+        attrs: Default::default(),
+    };
+    let conv = ConvAttrs {
+        kernel: [3, 3],
+        stride: [1, 1],
+        dilate: [1, 1],
+        pad: Padding2d::symmetric(1, 1),
+        num_filter: 2,
+        num_group: 1,
+        no_bias: true,
+    };
+    model.graph.nodes = vec![
+        node("data", Op::Variable, vec![]),
+        node("w", Op::Variable, vec![]),
+        node("conv", Op::Convolution(conv), vec![0, 1]),
+        node("fw", Op::Variable, vec![]),
+        node(
+            "fc",
+            Op::FullyConnected(FcAttrs {
+                num_hidden: 4,
+                no_bias: true,
+                flatten: true,
+            }),
+            vec![2, 3],
+        ),
+    ];
+    model.graph.heads = vec![Entry::new(4)];
+    model.args.insert(
+        "w".into(),
+        Weights::new(vec![2, 3, 3, 3], vec![0.1; 54]).expect("shape"),
+    );
+    model
+        .args
+        .insert("fw".into(), Weights::new(vec![4, 128], vec![0.01; 512]).expect("shape"));
+    model
+}

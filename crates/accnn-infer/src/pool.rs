@@ -1,0 +1,66 @@
+//! CPU pooling with MXNet's window conventions (valid/full/same, padding, count_include_pad).
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
+use rayon::prelude::*;
+
+use accnn_graph::ir::{PoolAttrs, PoolKind};
+
+pub(crate) struct PoolKernel {
+    pub attrs: PoolAttrs,
+}
+
+impl CustomOp1 for PoolKernel {
+    fn name(&self) -> &'static str {
+        "accnn-pool2d"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("accnn-pool2d runs on f32 tensors");
+        };
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("pool input must be contiguous".into()))?;
+        let x = &data[start..end];
+        let &[n, c, h, w] = layout.dims() else {
+            candle_core::bail!("accnn-pool2d expects NCHW input, got {:?}", layout.dims());
+        };
+        let p = &self.attrs;
+        let (ho, wo) = accnn_graph::shape::pool_output_hw(p, h, w)
+            .ok_or_else(|| candle_core::Error::Msg(format!("pooling window does not fit {h}x{w}")))?;
+        let (kernel, stride, pad) = if p.global {
+            ([h, w], [1, 1], [0, 0])
+        } else {
+            (p.kernel, p.stride, [p.pad.top, p.pad.left])
+        };
+        let mut out = vec![0f32; n * c * ho * wo];
+        out.par_chunks_mut(ho * wo).enumerate().for_each(|(plane, o)| {
+            let src = &x[plane * h * w..(plane + 1) * h * w];
+            for oy in 0..ho {
+                let y0 = (oy * stride[0]) as isize - pad[0] as isize;
+                let y1 = (y0 + kernel[0] as isize).min((h + pad[0]) as isize);
+                let (ya, yb) = (y0.max(0) as usize, (y1.min(h as isize)).max(0) as usize);
+                for ox in 0..wo {
+                    let x0 = (ox * stride[1]) as isize - pad[1] as isize;
+                    let x1 = (x0 + kernel[1] as isize).min((w + pad[1]) as isize);
+                    let (xa, xb) = (x0.max(0) as usize, (x1.min(w as isize)).max(0) as usize);
+                    let mut best = f32::NEG_INFINITY;
+                    let mut sum = 0f32;
+                    for y in ya..yb {
+                        for v in &src[y * w + xa..y * w + xb] {
+                            best = best.max(*v);
+                            sum += v;
+                        }
+                    }
+                    o[oy * wo + ox] = match p.kind {
+                        PoolKind::Max => best,
+                        PoolKind::Sum => sum,
+                        PoolKind::Avg if p.count_include_pad => sum / ((y1 - y0) * (x1 - x0)) as f32,
+                        PoolKind::Avg => sum / ((yb.saturating_sub(ya)) * (xb.saturating_sub(xa))).max(1) as f32,
+                    };
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, ho, wo))))
+    }
+}

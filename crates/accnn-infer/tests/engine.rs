@@ -1,0 +1,202 @@
+//! The engine against MXNet's recorded outputs and the independent f64 reference interpreter.
+
+use accnn_graph::ir::{ConvAttrs, Padding2d, PoolAttrs, PoolConvention, PoolKind};
+use accnn_graph::mxnet::load_checkpoint;
+use accnn_graph::{Entry, Model, Node, Op, Tensor as Weights};
+use accnn_infer::{Engine, EngineOptions};
+use accnn_reference::{Array, evaluate};
+use candle_core::{Device, Tensor};
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+
+fn root(rel: &str) -> String {
+    format!("{}/../../{rel}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n).map(|_| StandardNormal.sample(&mut rng)).collect()
+}
+
+fn run(model: &Model, shape: &[usize], x: &[f32], threads: usize) -> Vec<f64> {
+    let engine = Engine::new(model, EngineOptions { threads }).unwrap();
+    let input = Tensor::from_vec(x.to_vec(), shape, &Device::Cpu).unwrap();
+    let out = engine.run(&input).unwrap().remove(0);
+    out.flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect()
+}
+
+fn reference(model: &Model, shape: &[usize], x: &[f32]) -> Vec<f64> {
+    evaluate(
+        model,
+        &Array::new(shape.to_vec(), x.iter().map(|&v| v as f64).collect()),
+    )
+    .unwrap()
+    .remove(0)
+    .data
+}
+
+fn relative_error(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let diff: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum();
+    (diff / b.iter().map(|y| y * y).sum::<f64>()).sqrt()
+}
+
+fn with_head(mut model: Model, name: &str) -> Model {
+    let node = model.graph.find(name).unwrap();
+    model.graph.heads = vec![Entry::new(node)];
+    model
+}
+
+#[test]
+fn matches_mxnet_on_its_own_dag() {
+    let io: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root("fixtures/mxnet/dag-io.json")).unwrap()).unwrap();
+    let floats = |k: &str| {
+        io[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect::<Vec<f64>>()
+    };
+    let shape: Vec<usize> = io["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let x: Vec<f32> = floats("input").into_iter().map(|v| v as f32).collect();
+    let model = with_head(load_checkpoint(&root("fixtures/mxnet/dag"), 1).unwrap(), "fc2");
+    for threads in [1, 2] {
+        let err = relative_error(&run(&model, &shape, &x, threads), &floats("logits"));
+        assert!(err < 1e-5, "threads {threads}: relative error against MXNet {err}");
+    }
+}
+
+#[test]
+fn matches_the_reference_on_the_fixture_batched() {
+    let model = with_head(load_checkpoint(&root("fixtures/vgg16-mini"), 1).unwrap(), "fc8");
+    let shape = [3, 1, 32, 32];
+    let x = random(3 * 32 * 32, 1);
+    let err = relative_error(&run(&model, &shape, &x, 2), &reference(&model, &shape, &x));
+    assert!(err < 1e-5, "relative error {err}");
+}
+
+/// Every kernel path: stride-1 shifted GEMMs (square, vertical, horizontal, dilated, grouped,
+/// asymmetric padding), strided im2col, and pooling with both conventions and padding.
+#[test]
+fn every_convolution_and_pooling_path_matches_the_reference() {
+    let convs: Vec<(ConvAttrs, usize, bool)> = vec![
+        (conv([3, 3], [1, 1], [1, 1], Padding2d::symmetric(1, 1), 1), 6, true),
+        (conv([3, 1], [1, 1], [1, 1], Padding2d::symmetric(1, 0), 1), 6, false),
+        (conv([1, 3], [1, 1], [1, 1], Padding2d::symmetric(0, 1), 1), 6, true),
+        (conv([3, 3], [1, 1], [2, 3], Padding2d::symmetric(2, 3), 1), 6, true),
+        (conv([3, 3], [1, 1], [1, 1], Padding2d::symmetric(1, 1), 3), 6, true),
+        (
+            conv(
+                [2, 3],
+                [1, 1],
+                [1, 1],
+                Padding2d {
+                    top: 0,
+                    bottom: 1,
+                    left: 2,
+                    right: 0,
+                },
+                2,
+            ),
+            4,
+            true,
+        ),
+        (conv([3, 3], [2, 1], [1, 1], Padding2d::symmetric(1, 1), 1), 6, true),
+        (conv([3, 1], [2, 1], [1, 1], Padding2d::symmetric(1, 0), 1), 6, false),
+        (conv([1, 1], [1, 2], [1, 1], Padding2d::default(), 2), 6, true),
+    ];
+    for (i, (attrs, channels, bias)) in convs.into_iter().enumerate() {
+        let model = single_conv(attrs.clone(), channels, bias, i as u64);
+        let shape = [2, channels, 9, 11];
+        let x = random(2 * channels * 99, 100 + i as u64);
+        for threads in [1, 2] {
+            let err = relative_error(&run(&model, &shape, &x, threads), &reference(&model, &shape, &x));
+            assert!(err < 1e-5, "{attrs:?}, threads {threads}: relative error {err}");
+        }
+    }
+    for (kind, convention, pad, include) in [
+        (PoolKind::Max, PoolConvention::Valid, 0, true),
+        (PoolKind::Max, PoolConvention::Full, 1, true),
+        (PoolKind::Avg, PoolConvention::Full, 1, true),
+        (PoolKind::Avg, PoolConvention::Valid, 1, false),
+        (PoolKind::Sum, PoolConvention::Same, 0, true),
+    ] {
+        let attrs = PoolAttrs {
+            kind,
+            kernel: [3, 2],
+            stride: [2, 2],
+            pad: Padding2d::symmetric(pad, pad),
+            global: false,
+            convention,
+            count_include_pad: include,
+        };
+        let mut model = Model::default();
+        model.graph.nodes = vec![
+            node("data", Op::Variable, vec![]),
+            node("p", Op::Pooling(attrs.clone()), vec![0]),
+        ];
+        model.graph.heads = vec![Entry::new(1)];
+        let shape = [2, 3, 9, 8];
+        let x = random(2 * 3 * 72, 7);
+        let err = relative_error(&run(&model, &shape, &x, 2), &reference(&model, &shape, &x));
+        assert!(err < 1e-6, "{attrs:?}: relative error {err}");
+    }
+}
+
+fn conv(kernel: [usize; 2], stride: [usize; 2], dilate: [usize; 2], pad: Padding2d, groups: usize) -> ConvAttrs {
+    ConvAttrs {
+        kernel,
+        stride,
+        dilate,
+        pad,
+        num_filter: 6,
+        num_group: groups,
+        no_bias: false,
+    }
+}
+
+fn node(name: &str, op: Op, inputs: Vec<usize>) -> Node {
+    Node {
+        name: name.into(),
+        op,
+        inputs: inputs.into_iter().map(Entry::new).collect(),
+        attrs: Default::default(),
+    }
+}
+
+fn single_conv(mut attrs: ConvAttrs, channels: usize, bias: bool, seed: u64) -> Model {
+    attrs.no_bias = !bias;
+    let mut model = Model::default();
+    let [kh, kw] = attrs.kernel;
+    let wshape = vec![attrs.num_filter, channels / attrs.num_group, kh, kw];
+    let n: usize = wshape.iter().product();
+    model
+        .args
+        .insert("w".into(), Weights::new(wshape, random(n, seed)).unwrap());
+    let mut inputs = vec![0, 1];
+    model.graph.nodes = vec![node("data", Op::Variable, vec![]), node("w", Op::Variable, vec![])];
+    if bias {
+        model.args.insert(
+            "b".into(),
+            Weights::new(vec![attrs.num_filter], random(attrs.num_filter, seed + 50)).unwrap(),
+        );
+        model.graph.nodes.push(node("b", Op::Variable, vec![]));
+        inputs.push(2);
+    }
+    model.graph.nodes.push(node("c", Op::Convolution(attrs), inputs));
+    model.graph.heads = vec![Entry::new(model.graph.nodes.len() - 1)];
+    model
+}
