@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask <command>`.
 
 mod mxnet_check;
+mod train;
 mod vgg;
 
 use anyhow::{Context, Result};
@@ -19,6 +20,8 @@ enum Command {
     GenVgg(vgg::VggArgs),
     /// Regenerate the committed fixture `fixtures/vgg16-mini` (1x32x32 input, 10 classes).
     GenFixture,
+    /// Train the fixture on Fashion-MNIST (candle autograd), fold BatchNorm, write fixtures/vgg16-mini.
+    TrainFixture(train::TrainArgs),
     /// Check that checkpoints accnn writes load and run in MXNet 1.9 (needs a Python with mxnet).
     MxnetCheck(mxnet_check::MxnetCheckArgs),
 }
@@ -30,6 +33,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::GenVgg(args) => vgg::generate(&args),
         Command::MxnetCheck(args) => mxnet_check::run(root, &args),
+        Command::TrainFixture(args) => train::run(root, &args),
         Command::GenFixture => {
             let prefix = root.join("fixtures/vgg16-mini");
             vgg::generate(&vgg::VggArgs::mini(prefix.to_string_lossy().into_owned()))

@@ -7,6 +7,9 @@ use anyhow::Result;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
+/// VGG-16's five stages: (channels, convolutions).
+pub const STAGES: [(usize, usize); 5] = [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)];
+
 #[derive(clap::Args, Debug)]
 pub struct VggArgs {
     /// Output prefix (writes PREFIX-symbol.json and PREFIX-0001.params).
@@ -125,9 +128,8 @@ pub fn build(args: &VggArgs) -> Model {
     b.model.graph.nodes[0]
         .attrs
         .insert("__shape__".into(), format!("(1, {c}, {h}, {w})"));
-    let stages: [(usize, usize); 5] = [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)];
     let (mut cin, mut size) = (c, (h, w));
-    for (s, (width, convs)) in stages.iter().enumerate() {
+    for (s, (width, convs)) in STAGES.iter().enumerate() {
         let width = (width / args.width_divisor).max(1);
         for i in 1..=*convs {
             x = b.conv(&format!("conv{}_{i}", s + 1), x, cin, width);

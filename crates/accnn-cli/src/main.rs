@@ -1,6 +1,7 @@
 //! `accnn`: accelerate a trained CNN by low-rank decomposition of its layers.
 
 mod bench;
+mod eval;
 
 // Large, short-lived buffers (activations, SVD workspaces) are reused instead of being returned to the
 // OS and faulted in again on every layer, which glibc's allocator does for big blocks.
@@ -44,6 +45,8 @@ enum Command {
     Conv(LayerArgs),
     /// Decompose one fully-connected layer (as the original acc_fc.py).
     Fc(LayerArgs),
+    /// Top-1/top-5 accuracy on labelled images, and agreement with a reference model.
+    Eval(eval::EvalArgs),
     /// Time a model against another (e.g. the accelerated one) and report the measured speed-up.
     Bench(bench::BenchArgs),
     /// Print every layer with its shapes, MACs, parameters and largest rank.
@@ -389,6 +392,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Fc(args)) => single_layer(args, accnn::LayerKind::FullyConnected),
         Some(Command::Inspect { model }) => inspect(model),
         Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::Eval(args)) => eval::run(args),
     }
 }
 

@@ -17,6 +17,8 @@
 //! ```
 
 mod conv;
+pub mod data;
+pub mod eval;
 mod pool;
 pub mod timing;
 
@@ -38,6 +40,8 @@ pub enum InferError {
     Candle(#[from] candle_core::Error),
     #[error("node '{node}': {message}")]
     Node { node: String, message: String },
+    #[error("{path}: {message}")]
+    Data { path: std::path::PathBuf, message: String },
     #[error("cannot start the thread pool: {0}")]
     Threads(String),
 }

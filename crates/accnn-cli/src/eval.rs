@@ -1,0 +1,155 @@
+//! `accnn eval`: accuracy on labelled data, and agreement with a reference model.
+
+use std::path::{Path, PathBuf};
+
+use accnn_infer::data::{Dataset, Preprocess, load_idx, load_npz};
+use accnn_infer::eval::{agreement, predict, score};
+use accnn_infer::{Engine, EngineOptions};
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::{ModelArgs, load};
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Labelled images: a directory of MNIST/Fashion-MNIST IDX files, or a .npz with x (float32
+    /// N,C,H,W, preprocessed) and y (labels).
+    #[arg(long, value_name = "DATA")]
+    pub data: PathBuf,
+    /// Which IDX files to read from a directory: t10k (test) or train.
+    #[arg(long, default_value = "t10k")]
+    pub split: String,
+    /// Also run this model and report how often its best class agrees.
+    #[arg(long = "ref", value_name = "PREFIX")]
+    pub reference: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    pub ref_epoch: u32,
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Use at most this many images.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// IDX preprocessing: input = (pixel / 255 - mean) / std (the committed fixture: 0.286).
+    #[arg(long, default_value_t = 0.0)]
+    pub mean: f32,
+    /// IDX preprocessing (the committed fixture: 0.353).
+    #[arg(long, default_value_t = 1.0)]
+    pub std: f32,
+    /// IDX preprocessing: black border added on each side (the committed fixture: 2, 28 -> 32).
+    #[arg(long, default_value_t = 0)]
+    pub pad: usize,
+    /// Worker threads (0: every core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Also write the results as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+fn load_data(args: &EvalArgs) -> Result<Dataset> {
+    let path: &Path = &args.data;
+    if path.extension().is_some_and(|e| e == "npz") {
+        return Ok(load_npz(path, args.limit)?);
+    }
+    if !path.is_dir() {
+        bail!(
+            "--data {}: expected a directory of IDX files or a .npz file",
+            path.display()
+        );
+    }
+    if args.std <= 0.0 {
+        bail!("--std must be positive");
+    }
+    Ok(load_idx(
+        path,
+        &args.split,
+        Preprocess {
+            mean: args.mean,
+            std: args.std,
+            pad: args.pad,
+        },
+        args.limit,
+    )?)
+}
+
+pub fn run(args: &EvalArgs) -> Result<()> {
+    let data = load_data(args)?;
+    if data.is_empty() {
+        bail!("--data {}: no images", args.data.display());
+    }
+    let model = load(&args.model)?;
+    let expected = &model.analysis.data_shape[1..];
+    if data.shape[1..] != *expected {
+        bail!(
+            "--data {}: images are {:?} but model '{}' takes {:?} (check --pad, or --data-shape)",
+            args.data.display(),
+            &data.shape[1..],
+            model.prefix,
+            expected
+        );
+    }
+    let options = EngineOptions { threads: args.threads };
+    let run_one = |prefix: &str, engine: &Engine| -> Result<Vec<Vec<u32>>> {
+        let bar = ProgressBar::new(data.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {pos}/{len} {wide_bar} {elapsed}").expect("static template"),
+        );
+        bar.set_message(prefix.to_string());
+        let p =
+            predict(engine, &data, args.batch, |n| bar.inc(n as u64)).with_context(|| format!("running '{prefix}'"))?;
+        bar.finish_and_clear();
+        Ok(p)
+    };
+    let engine = Engine::new(&model.model, options)?;
+    let predictions = run_one(&model.prefix, &engine)?;
+    let scores = score(&predictions, &data.labels);
+    let mut line = format!(
+        "{}: {} images, top-1 {:.2}%",
+        model.prefix,
+        scores.count,
+        100.0 * scores.top1
+    );
+    if let Some(t5) = scores.top5 {
+        line += &format!(", top-5 {:.2}%", 100.0 * t5);
+    }
+    println!("{line}");
+    let mut json = format!(
+        "{{\"model\": {:?}, \"data\": {:?}, \"images\": {}, \"top1\": {:.6}, \"top5\": {}",
+        model.prefix,
+        args.data.display().to_string(),
+        scores.count,
+        scores.top1,
+        scores.top5.map_or("null".to_string(), |v| format!("{v:.6}"))
+    );
+    if let Some(reference) = &args.reference {
+        let ref_args = ModelArgs {
+            model: Some(reference.clone()),
+            load_epoch: args.ref_epoch,
+            data_shape: args.model.data_shape.clone(),
+        };
+        let other = load(&ref_args)?;
+        let ref_engine = Engine::new(&other.model, options)?;
+        let ref_predictions = run_one(reference, &ref_engine)?;
+        let ref_scores = score(&ref_predictions, &data.labels);
+        let agree = agreement(&predictions, &ref_predictions);
+        println!(
+            "{reference}: top-1 {:.2}%; top-1 agreement with {}: {:.2}%",
+            100.0 * ref_scores.top1,
+            model.prefix,
+            100.0 * agree
+        );
+        json += &format!(
+            ", \"ref\": {reference:?}, \"ref_top1\": {:.6}, \"agreement\": {agree:.6}",
+            ref_scores.top1
+        );
+    }
+    json += "}\n";
+    if let Some(path) = &args.json {
+        accnn_graph::io::write_files_atomically(&[(path.as_path(), json.as_bytes())])?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}

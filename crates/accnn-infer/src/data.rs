@@ -1,0 +1,178 @@
+//! Labelled image sets: MNIST/Fashion-MNIST IDX files.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::InferError;
+
+/// Preprocessed images `(N, C, H, W)` with integer labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    /// `[N, C, H, W]`.
+    pub shape: [usize; 4],
+    pub images: Vec<f32>,
+    pub labels: Vec<u32>,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The images and labels of `range`.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> (Vec<f32>, &[u32]) {
+        let per = self.shape[1] * self.shape[2] * self.shape[3];
+        (
+            self.images[range.start * per..range.end * per].to_vec(),
+            &self.labels[range],
+        )
+    }
+}
+
+/// How raw 8-bit pixels become network inputs: `((p / 255) - mean) / std`, with `pad` pixels of
+/// black border added on every side (28x28 Fashion-MNIST with `pad: 2` gives 32x32).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Preprocess {
+    pub mean: f32,
+    pub std: f32,
+    pub pad: usize,
+}
+
+fn err(path: &Path, message: impl Into<String>) -> InferError {
+    InferError::Data {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, InferError> {
+    let raw = std::fs::read(path).map_err(|e| err(path, e.to_string()))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| err(path, format!("bad gzip data: {e}")))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+fn find(dir: &Path, stem: &str) -> Result<PathBuf, InferError> {
+    [stem.to_string(), format!("{stem}.gz")]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.exists())
+        .ok_or_else(|| err(dir, format!("no {stem}[.gz] in this directory")))
+}
+
+/// One IDX file: its dimensions and its bytes (`u8` data only, magic `0x00000801` or `0x00000803`).
+fn read_idx(path: &Path, expected_dims: usize) -> Result<(Vec<usize>, Vec<u8>), InferError> {
+    let bytes = read_maybe_gz(path)?;
+    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] as usize != expected_dims {
+        return Err(err(
+            path,
+            format!("not an IDX file of {expected_dims}-D unsigned bytes"),
+        ));
+    }
+    let header = 4 + 4 * expected_dims;
+    if bytes.len() < header {
+        return Err(err(path, "truncated IDX header"));
+    }
+    let dims: Vec<usize> = (0..expected_dims)
+        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize)
+        .collect();
+    let n: usize = dims.iter().product();
+    if bytes.len() != header + n {
+        return Err(err(
+            path,
+            format!(
+                "holds {} data bytes, its dimensions {dims:?} need {n}",
+                bytes.len() - header
+            ),
+        ));
+    }
+    Ok((dims, bytes[header..].to_vec()))
+}
+
+/// Reads `{split}-images-idx3-ubyte[.gz]` and `{split}-labels-idx1-ubyte[.gz]` from `dir` (`split` is
+/// `train` or `t10k`), keeping at most `limit` images.
+pub fn load_idx(dir: &Path, split: &str, pre: Preprocess, limit: Option<usize>) -> Result<Dataset, InferError> {
+    let images_path = find(dir, &format!("{split}-images-idx3-ubyte"))?;
+    let labels_path = find(dir, &format!("{split}-labels-idx1-ubyte"))?;
+    let (dims, pixels) = read_idx(&images_path, 3)?;
+    let (ldims, labels) = read_idx(&labels_path, 1)?;
+    if dims[0] != ldims[0] {
+        return Err(err(&labels_path, format!("{} labels for {} images", ldims[0], dims[0])));
+    }
+    let n = limit.map_or(dims[0], |l| l.min(dims[0]));
+    let (h, w) = (dims[1], dims[2]);
+    let (hp, wp) = (h + 2 * pre.pad, w + 2 * pre.pad);
+    let background = (0.0 - pre.mean) / pre.std;
+    let mut images = vec![background; n * hp * wp];
+    for i in 0..n {
+        for y in 0..h {
+            for x in 0..w {
+                let p = pixels[(i * h + y) * w + x] as f32 / 255.0;
+                images[(i * hp + y + pre.pad) * wp + x + pre.pad] = (p - pre.mean) / pre.std;
+            }
+        }
+    }
+    Ok(Dataset {
+        shape: [n, 1, hp, wp],
+        images,
+        labels: labels[..n].iter().map(|&l| l as u32).collect(),
+    })
+}
+
+/// Reads a `.npz` holding `x` (float32 `N, C, H, W`, already preprocessed) and `y` (integer labels).
+/// Compressed (`savez_compressed`) archives are not supported by the reader.
+pub fn load_npz(path: &Path, limit: Option<usize>) -> Result<Dataset, InferError> {
+    let arrays = candle_core::Tensor::read_npz(path).map_err(|e| err(path, e.to_string()))?;
+    let get = |name: &str| {
+        arrays
+            .iter()
+            .find(|(n, _)| n == name || n == &format!("{name}.npy"))
+            .map(|(_, t)| t)
+            .ok_or_else(|| {
+                err(
+                    path,
+                    format!("no array '{name}' (expected x: float32 N,C,H,W and y: integer labels)"),
+                )
+            })
+    };
+    let (x, y) = (get("x")?, get("y")?);
+    let dims: [usize; 4] = x
+        .dims()
+        .try_into()
+        .map_err(|_| err(path, format!("x has shape {:?}, expected N,C,H,W", x.dims())))?;
+    if y.dims() != [dims[0]] {
+        return Err(err(path, format!("y has shape {:?} for {} images", y.dims(), dims[0])));
+    }
+    let n = limit.map_or(dims[0], |l| l.min(dims[0]));
+    let x = x
+        .narrow(0, 0, n)
+        .and_then(|t| t.to_dtype(candle_core::DType::F32))
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1::<f32>());
+    let y = y
+        .narrow(0, 0, n)
+        .and_then(|t| t.to_dtype(candle_core::DType::F32))
+        .and_then(|t| t.to_vec1::<f32>());
+    let (images, labels) = (
+        x.map_err(|e| err(path, e.to_string()))?,
+        y.map_err(|e| err(path, e.to_string()))?,
+    );
+    if labels.iter().any(|&l| l < 0.0 || l.fract() != 0.0) {
+        return Err(err(path, "y must hold non-negative integer labels"));
+    }
+    Ok(Dataset {
+        shape: [n, dims[1], dims[2], dims[3]],
+        images,
+        labels: labels.into_iter().map(|l| l as u32).collect(),
+    })
+}
