@@ -18,8 +18,6 @@ struct Cli {
 enum Command {
     /// Write a VGG-16-topology MXNet checkpoint with weights from a fixed seed.
     GenVgg(vgg::VggArgs),
-    /// Regenerate the committed fixture `fixtures/vgg16-mini` (1x32x32 input, 10 classes).
-    GenFixture,
     /// Train the fixture on Fashion-MNIST (candle autograd), fold BatchNorm, write fixtures/vgg16-mini.
     TrainFixture(train::TrainArgs),
     /// Check that checkpoints accnn writes load and run in MXNet 1.9 (needs a Python with mxnet).
@@ -34,9 +32,5 @@ fn main() -> Result<()> {
         Command::GenVgg(args) => vgg::generate(&args),
         Command::MxnetCheck(args) => mxnet_check::run(root, &args),
         Command::TrainFixture(args) => train::run(root, &args),
-        Command::GenFixture => {
-            let prefix = root.join("fixtures/vgg16-mini");
-            vgg::generate(&vgg::VggArgs::mini(prefix.to_string_lossy().into_owned()))
-        }
     }
 }

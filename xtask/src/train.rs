@@ -26,7 +26,7 @@ pub struct TrainArgs {
     /// Directory with the Fashion-MNIST IDX files.
     #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
     pub data: PathBuf,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 3)]
     pub epochs: usize,
     #[arg(long, default_value_t = 128)]
     pub batch: usize,

@@ -71,14 +71,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let options = EngineOptions { threads: args.threads };
     let a = Engine::new(&base.model, options).with_context(|| format!("model '{}'", base.prefix))?;
     let b = Engine::new(&other.model, options).with_context(|| format!("model '{}'", other.prefix))?;
-    println!(
+    say!(
         "{} vs {}: theoretical speed-up {theoretical:.3}x (conv + FC MACs)",
-        base.prefix, other.prefix
-    );
-    println!(
+        base.prefix,
+        other.prefix
+    )?;
+    say!(
         "{:>6}  {:>22}  {:>22}  {:>9}",
-        "batch", "MODEL ms (IQR)", "VS ms (IQR)", "speed-up"
-    );
+        "batch",
+        "MODEL ms (IQR)",
+        "VS ms (IQR)",
+        "speed-up"
+    )?;
     let mut rows = Vec::new();
     for &batch in &args.batch {
         let mut shape = base.analysis.data_shape.clone();
@@ -89,12 +93,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             let (q1, q3) = l.iqr();
             format!("{:.2} ({:.2}-{:.2})", l.median() * 1e3, q1 * 1e3, q3 * 1e3)
         };
-        println!(
+        say!(
             "{batch:>6}  {:>22}  {:>22}  {:>8.3}x",
             fmt(&c.a),
             fmt(&c.b),
             c.speedup()
-        );
+        )?;
         rows.push(format!(
             "{{\"batch\": {batch}, \"model_ms\": {:.4}, \"vs_ms\": {:.4}, \"speedup\": {:.4}}}",
             c.a.median() * 1e3,
@@ -111,7 +115,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             rows.join(", ")
         );
         accnn_graph::io::write_files_atomically(&[(path.as_path(), text.as_bytes())])?;
-        println!("wrote {}", path.display());
+        say!("wrote {}", path.display())?;
     }
     Ok(())
 }

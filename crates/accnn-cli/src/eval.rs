@@ -115,7 +115,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if let Some(t5) = scores.top5 {
         line += &format!(", top-5 {:.2}%", 100.0 * t5);
     }
-    println!("{line}");
+    say!("{line}")?;
     let mut json = format!(
         "{{\"model\": {:?}, \"data\": {:?}, \"images\": {}, \"top1\": {:.6}, \"top5\": {}",
         model.prefix,
@@ -135,12 +135,12 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         let ref_predictions = run_one(reference, &ref_engine)?;
         let ref_scores = score(&ref_predictions, &data.labels);
         let agree = agreement(&predictions, &ref_predictions);
-        println!(
+        say!(
             "{reference}: top-1 {:.2}%; top-1 agreement with {}: {:.2}%",
             100.0 * ref_scores.top1,
             model.prefix,
             100.0 * agree
-        );
+        )?;
         json += &format!(
             ", \"ref\": {reference:?}, \"ref_top1\": {:.6}, \"agreement\": {agree:.6}",
             ref_scores.top1
@@ -149,7 +149,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     json += "}\n";
     if let Some(path) = &args.json {
         accnn_graph::io::write_files_atomically(&[(path.as_path(), json.as_bytes())])?;
-        println!("wrote {}", path.display());
+        say!("wrote {}", path.display())?;
     }
     Ok(())
 }

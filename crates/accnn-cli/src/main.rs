@@ -1,5 +1,17 @@
 //! `accnn`: accelerate a trained CNN by low-rank decomposition of its layers.
 
+/// `println!` that neither panics nor stops the work when the reader of stdout has gone away
+/// (`accnn … | head`): the model is still written. Other write errors are returned.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        match writeln!(std::io::stdout().lock(), $($arg)*) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => other,
+        }
+    }};
+}
+
 mod bench;
 mod eval;
 
@@ -227,9 +239,9 @@ fn save(model: &Model, new_prefix: &str, config: Option<(&Path, String)>) -> Res
         files.push((path, text.as_bytes()));
     }
     write_files_atomically(&files).with_context(|| format!("cannot write model '{new_prefix}'"))?;
-    println!("wrote {} and {}", paths.symbol.display(), paths.params.display());
+    say!("wrote {} and {}", paths.symbol.display(), paths.params.display())?;
     if let Some((path, _)) = config {
-        println!("wrote {}", path.display());
+        say!("wrote {}", path.display())?;
     }
     Ok(())
 }
@@ -286,7 +298,7 @@ fn accelerate(model_args: &ModelArgs, args: &AccelerateArgs) -> Result<()> {
     let (model, report) = accnn::apply_plan(loaded.model, &loaded.analysis, &svds, &plan)?;
     // The SVD factors of big layers (fc6: 0.5 GB) are not needed while the new model is written.
     drop(svds);
-    print!("{report}");
+    say!("{}", report.to_string().trim_end())?;
     if let Some(ratio) = args.ratio {
         let achieved = report.scope_speedup(scope);
         let what = if args.conv_only {
@@ -294,9 +306,9 @@ fn accelerate(model_args: &ModelArgs, args: &AccelerateArgs) -> Result<()> {
         } else {
             "convolution + FC layers"
         };
-        println!("requested {ratio:.3}x over {what}: achieved {achieved:.3}x");
+        say!("requested {ratio:.3}x over {what}: achieved {achieved:.3}x")?;
     }
-    println!("factorisation and rank selection took {svd_seconds:.1} s");
+    say!("factorisation and rank selection took {svd_seconds:.1} s")?;
     let config = config_out
         .as_deref()
         .map(|out| (out, plan.to_config(&loaded.analysis).to_json()));
@@ -340,7 +352,7 @@ fn single_layer(args: &LayerArgs, kind: accnn::LayerKind) -> Result<()> {
     wanted[index] = true;
     let svds = factorise(&loaded, &wanted, args.precision.into())?;
     let (model, report) = accnn::apply_plan(loaded.model, &loaded.analysis, &svds, &plan)?;
-    print!("{report}");
+    say!("{}", report.to_string().trim_end())?;
     save(&model, &args.save_model, None)
 }
 
@@ -348,11 +360,17 @@ fn inspect(args: &ModelArgs) -> Result<()> {
     let loaded = load(args)?;
     let model = &loaded.model;
     let shapes = &loaded.analysis.shapes;
-    println!("model {} (input {:?})", loaded.prefix, loaded.analysis.data_shape);
-    println!(
+    say!("model {} (input {:?})", loaded.prefix, loaded.analysis.data_shape)?;
+    say!(
         "{:<24} {:<16} {:<20} {:<20} {:>14} {:>12} {:>8}",
-        "node", "op", "output shape", "weight", "MACs", "params", "max K"
-    );
+        "node",
+        "op",
+        "output shape",
+        "weight",
+        "MACs",
+        "params",
+        "max K"
+    )?;
     for (i, node) in model.graph.nodes.iter().enumerate() {
         if matches!(node.op, accnn_graph::Op::Variable) {
             continue;
@@ -368,7 +386,7 @@ fn inspect(args: &ModelArgs) -> Result<()> {
             ),
             None => (String::new(), String::new(), String::new(), String::new()),
         };
-        println!(
+        say!(
             "{:<24} {:<16} {:<20} {:<20} {:>14} {:>12} {:>8}",
             node.name,
             node.op.mxnet_name(),
@@ -377,11 +395,11 @@ fn inspect(args: &ModelArgs) -> Result<()> {
             macs,
             params,
             max_k
-        );
+        )?;
     }
     let macs: u64 = loaded.analysis.layers.iter().map(|l| l.macs).sum();
     let params: u64 = model.args.values().map(|t| t.len() as u64).sum();
-    println!("total: {macs} MACs in convolution and FC layers, {params} parameters");
+    say!("total: {macs} MACs in convolution and FC layers, {params} parameters")?;
     Ok(())
 }
 

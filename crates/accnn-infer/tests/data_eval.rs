@@ -113,3 +113,14 @@ fn fixture_accuracy_on_the_committed_subset_matches_the_reference_interpreter() 
     assert_eq!(ours.count, 120);
     assert!(ours.top5.unwrap() >= ours.top1);
 }
+
+#[test]
+fn the_committed_fixture_is_trained() {
+    // fixtures/README.md: at least 90% top-1 on Fashion-MNIST; the committed subset must show it.
+    let data = load_idx(&root("fixtures/fashion-mnist-1k"), "t10k", FIXTURE_PRE, None).unwrap();
+    assert_eq!(data.len(), 1000);
+    let model = load_checkpoint(&root("fixtures/vgg16-mini").to_string_lossy(), 1).unwrap();
+    let engine = Engine::new(&model, EngineOptions::default()).unwrap();
+    let scores = score(&predict(&engine, &data, 250, |_| {}).unwrap(), &data.labels);
+    assert!(scores.top1 >= 0.90, "{scores:?}");
+}
