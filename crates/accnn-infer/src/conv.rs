@@ -259,16 +259,7 @@ impl CustomOp1 for ConvKernel {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("accnn-conv2d runs on f32 tensors");
-        };
-        let (start, end) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("conv input must be contiguous".into()))?;
-        let x = &data[start..end];
-        let &[n, c, h, w] = layout.dims() else {
-            candle_core::bail!("accnn-conv2d expects NCHW input, got {:?}", layout.dims());
-        };
+        let (x, [n, c, h, w]) = crate::nchw_input(storage, layout, self.name())?;
         if c != self.channels {
             candle_core::bail!("accnn-conv2d expects {} channels, got {c}", self.channels);
         }

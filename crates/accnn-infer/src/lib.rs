@@ -233,6 +233,8 @@ impl Engine {
     }
 
     /// Runs the model on a batch `(N, C, H, W)` and returns the values of its outputs.
+    ///
+    /// With the environment variable `ACCNN_PROFILE` set, each node's wall time is printed to stderr.
     pub fn run(&self, input: &Tensor) -> Result<Vec<Tensor>, InferError> {
         let input = input.to_dtype(DType::F32)?.contiguous()?;
         self.pool.install(|| self.run_inner(&input))
@@ -335,6 +337,25 @@ impl Engine {
             })
             .collect()
     }
+}
+
+/// The contiguous `f32` data and `[N, C, H, W]` dimensions of a custom op's input.
+fn nchw_input<'a>(
+    storage: &'a candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    op: &str,
+) -> candle_core::Result<(&'a [f32], [usize; 4])> {
+    let candle_core::CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op} runs on f32 tensors");
+    };
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{op}: input must be contiguous")))?;
+    let dims: [usize; 4] = layout
+        .dims()
+        .try_into()
+        .map_err(|_| candle_core::Error::Msg(format!("{op} expects NCHW input, got {:?}", layout.dims())))?;
+    Ok((&data[start..end], dims))
 }
 
 #[doc(hidden)]

@@ -15,16 +15,7 @@ impl CustomOp1 for PoolKernel {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("accnn-pool2d runs on f32 tensors");
-        };
-        let (start, end) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("pool input must be contiguous".into()))?;
-        let x = &data[start..end];
-        let &[n, c, h, w] = layout.dims() else {
-            candle_core::bail!("accnn-pool2d expects NCHW input, got {:?}", layout.dims());
-        };
+        let (x, [n, c, h, w]) = crate::nchw_input(storage, layout, self.name())?;
         let p = &self.attrs;
         let (ho, wo) = accnn_graph::shape::pool_output_hw(p, h, w)
             .ok_or_else(|| candle_core::Error::Msg(format!("pooling window does not fit {h}x{w}")))?;
