@@ -31,6 +31,18 @@ pub struct VggArgs {
 }
 
 impl VggArgs {
+    /// VGG-16 itself: 3x224x224 input, 1000 classes, seed 42.
+    pub fn full(out: String) -> Self {
+        VggArgs {
+            out,
+            data_shape: DataShape([3, 224, 224]),
+            width_divisor: 1,
+            fc_width: 4096,
+            classes: 1000,
+            seed: 42,
+        }
+    }
+
     /// The committed fixture: Fashion-MNIST sized (1x32x32, 10 classes), a quarter of VGG-16's
     /// convolution widths and 256-wide FC layers (about 1 M parameters).
     pub fn mini(out: String) -> Self {

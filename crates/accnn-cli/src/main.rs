@@ -196,16 +196,26 @@ fn factorise(loaded: &Loaded, wanted: &[bool], precision: Precision) -> Result<V
             .expect("static template")
             .progress_chars("=> "),
     );
-    let mut out = Vec::with_capacity(wanted.len());
-    for (layer, &want) in loaded.analysis.layers.iter().zip(wanted) {
-        if !want {
-            out.push(None);
-            continue;
-        }
-        bar.set_message(layer.name.clone());
-        out.push(Some(Factorisation::new(&loaded.model, layer, precision)?));
-        bar.inc(1);
-    }
+    let nodes: std::collections::HashSet<usize> = loaded
+        .analysis
+        .layers
+        .iter()
+        .zip(wanted)
+        .filter(|(_, w)| **w)
+        .map(|(l, _)| l.node)
+        .collect();
+    let mut started = 0;
+    let out = accnn::factorise_where(
+        &loaded.model,
+        &loaded.analysis,
+        precision,
+        |l| nodes.contains(&l.node),
+        &mut |_, name| {
+            bar.set_position(started);
+            bar.set_message(name.to_string());
+            started += 1;
+        },
+    )?;
     bar.finish_and_clear();
     Ok(out)
 }

@@ -30,8 +30,8 @@ pub use accnn_graph::cost::LayerKind;
 pub use analysis::{Analysis, Layer};
 pub use factorise::Factorisation;
 pub use plan::{
-    LayerReport, PlannedLayer, RankPlan, Report, Scope, apply_plan, factorise_all, full_rank_plan, plan_for_ratio,
-    plan_from_config,
+    LayerReport, PlannedLayer, RankPlan, Report, Scope, apply_plan, factorise_all, factorise_where, full_rank_plan,
+    plan_for_ratio, plan_from_config,
 };
 
 /// Errors of the pipeline; each names the layer or file involved.

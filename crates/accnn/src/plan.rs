@@ -69,7 +69,8 @@ pub fn factorise_all(
     factorise_where(model, analysis, precision, |_| true, &mut progress)
 }
 
-pub(crate) fn factorise_where(
+/// Like [`factorise_all`], for the layers `wanted` selects only (the others get `None`).
+pub fn factorise_where(
     model: &Model,
     analysis: &Analysis,
     precision: Precision,
