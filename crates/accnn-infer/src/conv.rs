@@ -24,10 +24,10 @@ pub(crate) struct ConvKernel {
     pub attrs: ConvAttrs,
     /// Input channels per group.
     pub channels: usize,
-    /// `[group][tap][filter][channel]`: one contiguous `(Fg x Cg)` matrix per group and tap.
-    taps: Vec<f32>,
-    /// `[filter][channel][i][j]` as stored: `(F x Cg*kh*kw)`, for im2col.
-    rows: Vec<f32>,
+    /// One layout, chosen by the path that runs the convolution: for stride 1,
+    /// `[group][tap][filter][channel]` (one contiguous `(Fg x Cg)` matrix per group and tap, for the
+    /// shifted GEMMs); for strided ones, `[filter][channel][i][j]` as stored (`F x Cg*kh*kw`, for im2col).
+    weights: Vec<f32>,
     bias: Option<Vec<f32>>,
     pub threads: usize,
     /// Apply ReLU to the output (a following ReLU fused into the convolution).
@@ -39,6 +39,16 @@ impl ConvKernel {
         let (f, g) = (attrs.num_filter, attrs.num_group);
         let (fg, cg) = (f / g, channels / g);
         let taps_n = attrs.kernel[0] * attrs.kernel[1];
+        if attrs.stride != [1, 1] {
+            return ConvKernel {
+                attrs,
+                channels,
+                weights: weight.to_vec(),
+                bias,
+                threads,
+                relu: false,
+            };
+        }
         let mut taps = vec![0f32; weight.len()];
         for group in 0..g {
             for t in 0..taps_n {
@@ -53,8 +63,7 @@ impl ConvKernel {
         ConvKernel {
             attrs,
             channels,
-            taps,
-            rows: weight.to_vec(),
+            weights: taps,
             bias,
             threads,
             relu: false,
@@ -154,7 +163,7 @@ impl ConvKernel {
                 for j in 0..kw {
                     let offset = (lo + shift - top) * wp + j * a.dilate[1];
                     let lhs_start = (group * kh * kw + i * kw + j) * fg * cg;
-                    let weights = &self.taps[lhs_start..lhs_start + fg * cg];
+                    let weights = &self.weights[lhs_start..lhs_start + fg * cg];
                     if cg <= SMALL_REDUCTION {
                         // A GEMM with a reduction this short runs far below peak: plain AXPYs win.
                         for (fl, row) in dst.chunks_mut(len).enumerate() {
@@ -243,7 +252,7 @@ impl ConvKernel {
             }
             accum = Accum::Add;
         }
-        let lhs = MatRef::from_row_major_slice(&self.rows[group * fg * k..(group + 1) * fg * k], fg, k);
+        let lhs = MatRef::from_row_major_slice(&self.weights[group * fg * k..(group + 1) * fg * k], fg, k);
         let rhs = MatRef::from_row_major_slice(&cols, k, n);
         let dst = MatMut::from_row_major_slice_mut(&mut og[..], fg, n);
         matmul(dst, accum, lhs, rhs, 1.0f32, par);
