@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask <command>`.
 
 mod mxnet_check;
+mod onnx_check;
 mod train;
 mod vgg;
 
@@ -18,10 +19,23 @@ struct Cli {
 enum Command {
     /// Write a VGG-16-topology MXNet checkpoint with weights from a fixed seed.
     GenVgg(vgg::VggArgs),
+    /// Write a torchvision-style ResNet-18 ONNX model (BatchNorm kept) with weights from a fixed seed.
+    GenResnet18 {
+        /// The .onnx file to write.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[arg(long, default_value_t = 18)]
+        seed: u64,
+        #[arg(long, default_value_t = 1000)]
+        classes: usize,
+    },
     /// Train the fixture on Fashion-MNIST (candle autograd), fold BatchNorm, write fixtures/vgg16-mini.
     TrainFixture(train::TrainArgs),
     /// Check that checkpoints accnn writes load and run in MXNet 1.9 (needs a Python with mxnet).
     MxnetCheck(mxnet_check::MxnetCheckArgs),
+    /// Check that ONNX models accnn writes pass onnx.checker and match onnxruntime (needs a Python
+    /// with onnx and onnxruntime).
+    OnnxCheck(onnx_check::OnnxCheckArgs),
 }
 
 fn main() -> Result<()> {
@@ -30,7 +44,14 @@ fn main() -> Result<()> {
         .context("workspace root")?;
     match Cli::parse().command {
         Command::GenVgg(args) => vgg::generate(&args),
+        Command::GenResnet18 { out, seed, classes } => {
+            std::fs::write(&out, accnn_graph::onnx::zoo::resnet18(seed, classes))
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
         Command::MxnetCheck(args) => mxnet_check::run(root, &args),
+        Command::OnnxCheck(args) => onnx_check::run(root, &args),
         Command::TrainFixture(args) => train::run(root, &args),
     }
 }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use accnn::{Analysis, Scope, apply_plan, factorise_all, full_rank_plan, plan_for_ratio};
+use accnn_graph::fold_batch_norms;
 use accnn_graph::mxnet::{load_checkpoint, save_checkpoint};
 use anyhow::{Context, Result, bail};
 use rand::SeedableRng;
@@ -46,12 +47,32 @@ pub fn run(root: &Path, args: &MxnetCheckArgs) -> Result<()> {
             .context("prefix")?
             .to_string_lossy()
             .into_owned();
+        // BatchNorm folded into the convolutions, then every layer at full rank: MXNet must
+        // compute what the original computes.
+        let (folded, _) = fold_batch_norms(model.clone())?;
+        let folded_analysis = Analysis::new(&folded, &shape)?;
+        let folded_svds = factorise_all(&folded, &folded_analysis, Default::default(), |_, _| {})?;
+        let (folded_full, _) = apply_plan(
+            folded.clone(),
+            &folded_analysis,
+            &folded_svds,
+            &full_rank_plan(&folded_analysis),
+        )?;
         let plans = [
-            ("full", full_rank_plan(&analysis), Some("1e-5")),
-            ("x2", plan_for_ratio(&analysis, &svds, 2.0, Scope::All)?, None),
+            ("full", full_rank_plan(&analysis), Some("1e-5"), None),
+            ("x2", plan_for_ratio(&analysis, &svds, 2.0, Scope::All)?, None, None),
+            (
+                "folded-full",
+                full_rank_plan(&analysis),
+                Some("1e-5"),
+                Some(folded_full),
+            ),
         ];
-        for (tag, plan, tolerance) in plans {
-            let (fast, _) = apply_plan(model.clone(), &analysis, &svds, &plan)?;
+        for (tag, plan, tolerance, ready) in plans {
+            let fast = match ready {
+                Some(m) => m,
+                None => apply_plan(model.clone(), &analysis, &svds, &plan)?.0,
+            };
             let new = dir.join(format!("{stem}-{tag}")).to_string_lossy().into_owned();
             save_checkpoint(&fast, &new, 1)?;
             let chw = format!("{},{},{}", shape[1], shape[2], shape[3]);

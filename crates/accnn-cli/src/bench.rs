@@ -15,7 +15,7 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// The model to compare against MODEL (typically the accelerated one).
-    #[arg(long, value_name = "PREFIX")]
+    #[arg(long, value_name = "PREFIX|FILE.onnx")]
     pub vs: String,
     /// Epoch of the --vs params file.
     #[arg(long, default_value_t = 1)]
@@ -69,12 +69,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let macs = |a: &accnn::Analysis| a.layers.iter().map(|l| l.macs).sum::<u64>();
     let theoretical = macs(&base.analysis) as f64 / macs(&other.analysis).max(1) as f64;
     let options = EngineOptions { threads: args.threads };
-    let a = Engine::new(&base.model, options).with_context(|| format!("model '{}'", base.prefix))?;
-    let b = Engine::new(&other.model, options).with_context(|| format!("model '{}'", other.prefix))?;
+    let a = Engine::new(&base.model, options).with_context(|| format!("model '{}'", base.name))?;
+    let b = Engine::new(&other.model, options).with_context(|| format!("model '{}'", other.name))?;
     say!(
         "{} vs {}: theoretical speed-up {theoretical:.3}x (conv + FC MACs)",
-        base.prefix,
-        other.prefix
+        base.name,
+        other.name
     )?;
     say!(
         "{:>6}  {:>22}  {:>22}  {:>9}",
@@ -109,8 +109,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(path) = &args.json {
         let text = format!(
             "{{\"model\": {:?}, \"vs\": {:?}, \"theoretical_speedup\": {theoretical:.4}, \"threads\": {}, \"results\": [{}]}}\n",
-            base.prefix,
-            other.prefix,
+            base.name,
+            other.name,
             args.threads,
             rows.join(", ")
         );

@@ -23,7 +23,7 @@ pub struct EvalArgs {
     #[arg(long, default_value = "t10k")]
     pub split: String,
     /// Also run this model and report how often its best class agrees.
-    #[arg(long = "ref", value_name = "PREFIX")]
+    #[arg(long = "ref", value_name = "PREFIX|FILE.onnx")]
     pub reference: Option<String>,
     #[arg(long, default_value_t = 1)]
     pub ref_epoch: u32,
@@ -87,7 +87,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             "--data {}: images are {:?} but model '{}' takes {:?} (check --pad, or --data-shape)",
             args.data.display(),
             &data.shape[1..],
-            model.prefix,
+            model.name,
             expected
         );
     }
@@ -104,11 +104,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         Ok(p)
     };
     let engine = Engine::new(&model.model, options)?;
-    let predictions = run_one(&model.prefix, &engine)?;
+    let predictions = run_one(&model.name, &engine)?;
     let scores = score(&predictions, &data.labels);
     let mut line = format!(
         "{}: {} images, top-1 {:.2}%",
-        model.prefix,
+        model.name,
         scores.count,
         100.0 * scores.top1
     );
@@ -118,7 +118,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     say!("{line}")?;
     let mut json = format!(
         "{{\"model\": {:?}, \"data\": {:?}, \"images\": {}, \"top1\": {:.6}, \"top5\": {}",
-        model.prefix,
+        model.name,
         args.data.display().to_string(),
         scores.count,
         scores.top1,
@@ -138,7 +138,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         say!(
             "{reference}: top-1 {:.2}%; top-1 agreement with {}: {:.2}%",
             100.0 * ref_scores.top1,
-            model.prefix,
+            model.name,
             100.0 * agree
         )?;
         json += &format!(

@@ -24,10 +24,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use accnn::{Analysis, Factorisation, Precision, RankPlan, Scope};
-use accnn_graph::Model;
-use accnn_graph::io::write_files_atomically;
-use accnn_graph::mxnet::{CheckpointPaths, encode_params, load_checkpoint, parse_tuple_shape, same_file, symbol_json};
+use accnn::{Analysis, Factorisation, ModelFile, ModelSource, Precision, RankPlan, Scope, encode_model};
+use accnn_graph::io::{same_file, write_files_atomically};
+use accnn_graph::{FoldedBatchNorm, Model, fold_batch_norms};
 use accnn_rank::RankConfig;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -70,14 +69,14 @@ enum Command {
 
 #[derive(Args, Debug)]
 pub(crate) struct ModelArgs {
-    /// Model prefix: reads PREFIX-symbol.json and PREFIX-EPOCH.params.
-    #[arg(short = 'm', long = "model", value_name = "PREFIX", required = true)]
+    /// The model: an MXNet prefix (reads PREFIX-symbol.json and PREFIX-EPOCH.params) or an ONNX file.
+    #[arg(short = 'm', long = "model", value_name = "PREFIX|FILE.onnx", required = true)]
     pub(crate) model: Option<String>,
     /// Epoch of the params file to read.
     #[arg(long, default_value_t = 1)]
     pub(crate) load_epoch: u32,
-    /// Input shape C,H,W. Default: the data variable's __shape__ attribute if the symbol has one,
-    /// else 3,224,224.
+    /// Input shape C,H,W. Default: the shape the model declares (ONNX input, MXNet __shape__
+    /// attribute), else 3,224,224.
     #[arg(long, value_name = "C,H,W")]
     pub(crate) data_shape: Option<String>,
 }
@@ -90,7 +89,8 @@ struct AccelerateArgs {
     /// Take the ranks from this config.json instead of selecting them.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Prefix of the new model: writes NEW-symbol.json and NEW-0001.params.
+    /// The new model: an MXNet prefix (NEW-symbol.json, NEW-0001.params) or an ONNX path (NEW.onnx),
+    /// in the format the model was read in.
     #[arg(long, value_name = "NEW", required = true)]
     save_model: Option<String>,
     /// Where to write the chosen ranks [default: config.json, when ranks were selected by --ratio].
@@ -102,6 +102,9 @@ struct AccelerateArgs {
     /// Floating-point precision of the SVDs.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
     precision: PrecisionArg,
+    /// Keep BatchNorm layers instead of folding them into the convolutions before them.
+    #[arg(long)]
+    no_fold_bn: bool,
 }
 
 #[derive(Args, Debug)]
@@ -114,11 +117,15 @@ struct LayerArgs {
     /// Rank: filters of the vertical convolution, or width of the reducing FC layer.
     #[arg(long = "K", alias = "k", value_name = "K")]
     k: usize,
-    /// Prefix of the new model: writes NEW-symbol.json and NEW-0001.params.
+    /// The new model: an MXNet prefix (NEW-symbol.json, NEW-0001.params) or an ONNX path (NEW.onnx),
+    /// in the format the model was read in.
     #[arg(long, value_name = "NEW")]
     save_model: String,
     #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
     precision: PrecisionArg,
+    /// Keep BatchNorm layers instead of folding them into the convolutions before them.
+    #[arg(long)]
+    no_fold_bn: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -139,52 +146,59 @@ impl From<PrecisionArg> for Precision {
 }
 
 pub(crate) struct Loaded {
-    pub(crate) prefix: String,
-    pub(crate) paths: CheckpointPaths,
+    pub(crate) name: String,
+    pub(crate) inputs: Vec<PathBuf>,
+    pub(crate) source: ModelSource,
     pub(crate) model: Model,
     pub(crate) analysis: Analysis,
+    pub(crate) folded: Vec<FoldedBatchNorm>,
 }
 
+/// Reads the model, as it is.
 pub(crate) fn load(args: &ModelArgs) -> Result<Loaded> {
-    let prefix = args.model.clone().context("--model is required")?;
-    let paths = CheckpointPaths::new(&prefix, args.load_epoch);
-    let model = load_checkpoint(&prefix, args.load_epoch).with_context(|| format!("cannot read model '{prefix}'"))?;
-    for warning in model.non_finite_params() {
-        eprintln!("warning: {warning}");
-    }
-    let data_shape = match &args.data_shape {
+    load_with(args, false)
+}
+
+/// Reads the model; with `fold_bn`, BatchNorms after convolutions are folded into them.
+pub(crate) fn load_with(args: &ModelArgs, fold_bn: bool) -> Result<Loaded> {
+    let spec = args.model.clone().context("--model is required")?;
+    let given_shape = match &args.data_shape {
         Some(text) => {
             let dims: Vec<usize> = text
                 .split(',')
                 .map(|d| d.trim().parse::<usize>().ok().filter(|&d| d > 0))
                 .collect::<Option<_>>()
                 .with_context(|| format!("--data-shape '{text}': expected positive integers C,H,W"))?;
-            std::iter::once(1).chain(dims).collect()
+            Some(std::iter::once(1).chain(dims).collect::<Vec<usize>>())
         }
-        None => {
-            let data = model.data_input()?;
-            match model.graph.nodes[data]
-                .attrs
-                .get("__shape__")
-                .and_then(|s| parse_tuple_shape(s))
-            {
-                Some(mut shape) => {
-                    if let Some(b) = shape.first_mut() {
-                        *b = 1;
-                    }
-                    shape
-                }
-                None => vec![1, 3, 224, 224],
-            }
-        }
+        None => None,
+    };
+    let file = ModelFile::open(&spec, args.load_epoch, given_shape.as_deref())
+        .with_context(|| format!("cannot read model '{spec}'"))?;
+    let inputs = file.input_files();
+    let data_shape = match (given_shape, &file.declared_shape) {
+        (Some(shape), _) => shape,
+        (None, Some(declared)) => std::iter::once(1).chain(declared.iter().copied()).collect(),
+        (None, None) => vec![1, 3, 224, 224],
+    };
+    let ModelFile { model, source, .. } = file;
+    for warning in model.non_finite_params() {
+        eprintln!("warning: {warning}");
+    }
+    let (model, folded) = if fold_bn {
+        fold_batch_norms(model).with_context(|| format!("model '{spec}': folding BatchNorm"))?
+    } else {
+        (model, Vec::new())
     };
     let analysis = Analysis::new(&model, &data_shape)
-        .with_context(|| format!("model '{prefix}' with input shape {:?}", &data_shape[1..]))?;
+        .with_context(|| format!("model '{spec}' with input shape {:?}", &data_shape[1..]))?;
     Ok(Loaded {
-        prefix,
-        paths,
+        name: spec,
+        inputs,
+        source,
         model,
         analysis,
+        folded,
     })
 }
 
@@ -220,67 +234,63 @@ fn factorise(loaded: &Loaded, wanted: &[bool], precision: Precision) -> Result<V
     Ok(out)
 }
 
-/// Refuses outputs that would overwrite the input checkpoint.
-fn check_outputs(input: &CheckpointPaths, out: &CheckpointPaths, extra: &[&Path]) -> Result<()> {
-    for target in [&out.symbol, &out.params] {
-        for source in [&input.symbol, &input.params]
-            .into_iter()
-            .map(PathBuf::as_path)
-            .chain(extra.iter().copied())
-        {
-            if same_file(target, source) {
-                bail!(
-                    "--save-model would overwrite the input file {}; choose another prefix",
-                    source.display()
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Writes the new checkpoint and, if given, the config: all files appear together or none does.
-fn save(model: &Model, new_prefix: &str, config: Option<(&Path, String)>) -> Result<()> {
-    let paths = CheckpointPaths::new(new_prefix, 1);
-    let symbol = symbol_json(&model.graph);
-    let params = encode_params(&model.args, &model.aux);
-    let mut files: Vec<(&Path, &[u8])> = vec![(&paths.symbol, symbol.as_bytes()), (&paths.params, &params)];
+/// Writes the new model and, if given, the config: all files appear together or none does.
+fn save(
+    loaded_source: &ModelSource,
+    inputs: &[PathBuf],
+    model: &Model,
+    dest: &str,
+    config: Option<(&Path, String)>,
+) -> Result<()> {
+    let encoded = encode_model(loaded_source, model, dest, inputs)?;
+    let mut files: Vec<(&Path, &[u8])> = encoded.files.iter().map(|(p, b)| (p.as_path(), b.as_slice())).collect();
     if let Some((path, text)) = &config {
+        if let Some(clash) = inputs
+            .iter()
+            .chain(encoded.files.iter().map(|(p, _)| p))
+            .find(|p| same_file(path, p))
+        {
+            bail!("--config-out {} would overwrite {}", path.display(), clash.display());
+        }
         files.push((path, text.as_bytes()));
     }
-    write_files_atomically(&files).with_context(|| format!("cannot write model '{new_prefix}'"))?;
-    say!("wrote {} and {}", paths.symbol.display(), paths.params.display())?;
-    if let Some((path, _)) = config {
+    write_files_atomically(&files).with_context(|| format!("cannot write model '{dest}'"))?;
+    for (path, _) in &files {
         say!("wrote {}", path.display())?;
     }
     Ok(())
 }
 
-fn accelerate(model_args: &ModelArgs, args: &AccelerateArgs) -> Result<()> {
-    let new_prefix = args.save_model.clone().context("--save-model is required")?;
-    let loaded = load(model_args)?;
-    let out_paths = CheckpointPaths::new(&new_prefix, 1);
-    let mut inputs: Vec<&Path> = Vec::new();
-    if let Some(c) = &args.config {
-        inputs.push(c);
+fn say_folded(folded: &[FoldedBatchNorm]) -> Result<()> {
+    if !folded.is_empty() {
+        say!(
+            "folded {} BatchNorm layers into the convolutions before them",
+            folded.len()
+        )?;
     }
-    check_outputs(&loaded.paths, &out_paths, &inputs)?;
+    Ok(())
+}
+
+fn accelerate(model_args: &ModelArgs, args: &AccelerateArgs) -> Result<()> {
+    let dest = args.save_model.clone().context("--save-model is required")?;
+    let loaded = load_with(model_args, !args.no_fold_bn)?;
+    let mut keep = loaded.inputs.clone();
+    keep.extend(args.config.iter().cloned());
+    let targets = accnn::check_destination(&loaded.source, &dest, &keep)?;
     let config_out = match (&args.config_out, &args.config) {
         (Some(p), _) => Some(p.clone()),
         (None, None) => Some(PathBuf::from("config.json")),
         (None, Some(_)) => None,
     };
     if let Some(out) = &config_out {
-        let inputs = [loaded.paths.symbol.as_path(), loaded.paths.params.as_path()];
-        for input in inputs.into_iter().chain(args.config.as_deref()) {
-            if same_file(out, input) {
-                bail!("--config-out would overwrite the input file {}", input.display());
-            }
+        if let Some(input) = keep.iter().find(|p| same_file(out, p)) {
+            bail!("--config-out would overwrite the input file {}", input.display());
         }
-        if same_file(out, &out_paths.symbol) || same_file(out, &out_paths.params) {
+        if targets.iter().any(|t| same_file(out, t)) {
             bail!("--config-out {} is one of the model files being written", out.display());
         }
     }
+    say_folded(&loaded.folded)?;
     let scope = if args.conv_only { Scope::ConvOnly } else { Scope::All };
     let layers = &loaded.analysis.layers;
     let started = Instant::now();
@@ -322,12 +332,13 @@ fn accelerate(model_args: &ModelArgs, args: &AccelerateArgs) -> Result<()> {
     let config = config_out
         .as_deref()
         .map(|out| (out, plan.to_config(&loaded.analysis).to_json()));
-    save(&model, &new_prefix, config)
+    save(&loaded.source, &keep, &model, &dest, config)
 }
 
 fn single_layer(args: &LayerArgs, kind: accnn::LayerKind) -> Result<()> {
-    let loaded = load(&args.model)?;
-    check_outputs(&loaded.paths, &CheckpointPaths::new(&args.save_model, 1), &[])?;
+    let loaded = load_with(&args.model, !args.no_fold_bn)?;
+    accnn::check_destination(&loaded.source, &args.save_model, &loaded.inputs)?;
+    say_folded(&loaded.folded)?;
     let index = loaded
         .analysis
         .layers
@@ -363,14 +374,14 @@ fn single_layer(args: &LayerArgs, kind: accnn::LayerKind) -> Result<()> {
     let svds = factorise(&loaded, &wanted, args.precision.into())?;
     let (model, report) = accnn::apply_plan(loaded.model, &loaded.analysis, &svds, &plan)?;
     say!("{}", report.to_string().trim_end())?;
-    save(&model, &args.save_model, None)
+    save(&loaded.source, &loaded.inputs, &model, &args.save_model, None)
 }
 
 fn inspect(args: &ModelArgs) -> Result<()> {
     let loaded = load(args)?;
     let model = &loaded.model;
     let shapes = &loaded.analysis.shapes;
-    say!("model {} (input {:?})", loaded.prefix, loaded.analysis.data_shape)?;
+    say!("model {} (input {:?})", loaded.name, loaded.analysis.data_shape)?;
     say!(
         "{:<24} {:<16} {:<20} {:<20} {:>14} {:>12} {:>8}",
         "node",

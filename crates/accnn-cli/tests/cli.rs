@@ -244,3 +244,108 @@ fn bench_reports_a_speedup_per_batch_size() {
         "no CUDA support",
     );
 }
+
+#[test]
+fn onnx_models_go_through_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("block.onnx");
+    std::fs::write(&model, accnn_graph::onnx::zoo::residual_block(2, 17)).unwrap();
+    let m = model.to_string_lossy().into_owned();
+
+    let out = accnn(&["-m", &m, "--ratio", "1.5", "--save-model", "fast.onnx"], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("folded 3 BatchNorm layers"), "{stdout}");
+    assert!(stdout.contains("/block/downsample/downsample.0/Conv"), "{stdout}");
+    let fast = dir.path().join("fast.onnx");
+    let read = accnn_graph::onnx::read_onnx(&fast, None).expect("the written model reads");
+    assert!(
+        read.model.graph.nodes.iter().any(|n| n.name.ends_with("/conv2/Conv_v")),
+        "{stdout}"
+    );
+    assert!(
+        !read
+            .model
+            .graph
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, accnn_graph::Op::BatchNorm(_)))
+    );
+
+    // The written config applies again; --no-fold-bn keeps the BatchNorms.
+    let out = accnn(
+        &[
+            "-m",
+            &m,
+            "--config",
+            "config.json",
+            "--save-model",
+            "again.onnx",
+            "--no-fold-bn",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let again = accnn_graph::onnx::read_onnx(&dir.path().join("again.onnx"), None).expect("reads");
+    let bns = again
+        .model
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, accnn_graph::Op::BatchNorm(_)))
+        .count();
+    assert_eq!(bns, 3);
+
+    for args in [
+        vec!["inspect", "-m", &m],
+        vec![
+            "bench",
+            "-m",
+            &m,
+            "--vs",
+            "fast.onnx",
+            "--batch",
+            "1",
+            "--rounds",
+            "2",
+            "--warmup",
+            "1",
+        ],
+    ] {
+        let out = accnn(&args, dir.path());
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = accnn(
+        &[
+            "conv",
+            "-m",
+            &m,
+            "--layer",
+            "/block/conv2/Conv",
+            "--K",
+            "4",
+            "--save-model",
+            "one.onnx",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Writing over the input, or in the other format, is refused and leaves nothing behind.
+    let before = files(dir.path());
+    fails_cleanly(
+        &["-m", &m, "--ratio", "2", "--save-model", &m],
+        dir.path(),
+        "would overwrite the input file",
+    );
+    fails_cleanly(
+        &["-m", &m, "--ratio", "2", "--save-model", "prefix"],
+        dir.path(),
+        "give a path ending in .onnx",
+    );
+    assert_eq!(files(dir.path()), before);
+}

@@ -55,3 +55,11 @@ pub fn write_files_atomically(files: &[(&Path, &[u8])]) -> Result<(), GraphError
     }
     Ok(())
 }
+
+/// Whether `path` names the same file as `other` (both existing), or the same path text.
+pub fn same_file(path: &Path, other: &Path) -> bool {
+    match (path.canonicalize(), other.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => path == other,
+    }
+}

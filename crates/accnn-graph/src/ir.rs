@@ -56,13 +56,22 @@ pub struct FcAttrs {
     pub flatten: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
     Relu,
     Sigmoid,
     Tanh,
     SoftRelu,
     SoftSign,
+    /// `x` where positive, `slope * x` elsewhere.
+    LeakyRelu {
+        slope: f32,
+    },
+    /// `x` limited to `[min, max]` (ReLU6 is `Clip { min: 0, max: 6 }`).
+    Clip {
+        min: f32,
+        max: f32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,12 +81,15 @@ pub enum PoolKind {
     Sum,
 }
 
-/// How MXNet rounds a pooling window count: `valid` floors, `full` ceils, `same` keeps `ceil(size/stride)`.
+/// How a pooling window count is rounded: MXNet's `valid` floors, `full` ceils, `same` keeps
+/// `ceil(size/stride)`; `Ceil` is ONNX's and PyTorch's `ceil_mode`, which ceils but drops a last
+/// window that would start in the trailing padding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolConvention {
     Valid,
     Full,
     Same,
+    Ceil,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,6 +141,16 @@ pub enum Op {
     Reshape {
         shape: Vec<i64>,
     },
+    /// Elementwise product of two inputs with numpy-style broadcasting.
+    Mul,
+    /// Passes its input through.
+    Identity,
+    /// An operator accnn does not interpret, kept so that it can be written back as it was read.
+    /// Nothing downstream of it has a known shape; the engine cannot run it.
+    Opaque {
+        op_type: String,
+        outputs: usize,
+    },
 }
 
 impl Op {
@@ -138,6 +160,8 @@ impl Op {
             Op::Variable => "null",
             Op::Convolution(_) => "Convolution",
             Op::FullyConnected(_) => "FullyConnected",
+            Op::Activation(Activation::LeakyRelu { .. }) => "LeakyReLU",
+            Op::Activation(Activation::Clip { .. }) => "clip",
             Op::Activation(_) => "Activation",
             Op::Pooling(_) => "Pooling",
             Op::Flatten => "Flatten",
@@ -149,6 +173,9 @@ impl Op {
             Op::Softmax { .. } => "softmax",
             Op::SoftmaxOutput => "SoftmaxOutput",
             Op::Reshape { .. } => "Reshape",
+            Op::Mul => "broadcast_mul",
+            Op::Identity => "_copy",
+            Op::Opaque { .. } => "_opaque",
         }
     }
 
@@ -157,6 +184,7 @@ impl Op {
         match self {
             Op::BatchNorm(_) => 3,
             Op::Dropout => 2,
+            Op::Opaque { outputs, .. } => *outputs,
             _ => 1,
         }
     }

@@ -3,6 +3,8 @@
 //! - [`ir`]: [`Model`] = a topologically ordered [`Graph`] of [`Node`]s plus named weight [`Tensor`]s.
 //! - [`mxnet`]: MXNet checkpoints (`PREFIX-symbol.json` in the 2016 and 1.x dialects, `.params` in
 //!   the legacy, V1, V2 and V3 layouts), read and written.
+//! - [`onnx`]: ONNX models (opsets 9 to 21), read and written back with everything accnn did not
+//!   change kept as it was.
 //! - [`shape`]: shape inference from an input shape, with every weight checked against its layer.
 //! - [`cost`]: multiply-accumulates and parameters of convolution and fully-connected layers.
 //! - [`rewrite`]: replacing a layer by a low-rank pair of layers.
@@ -29,13 +31,17 @@
 
 pub mod cost;
 mod error;
+mod fold;
 pub mod io;
 pub mod ir;
 pub mod mxnet;
+mod names;
+pub mod onnx;
 pub mod rewrite;
 pub mod shape;
 mod tensor;
 
 pub use error::GraphError;
+pub use fold::{FoldedBatchNorm, fold_batch_norms};
 pub use ir::{Entry, Graph, Model, Node, Op};
 pub use tensor::{DType, Tensor, element_count};

@@ -35,8 +35,22 @@ impl LayerSplit {
     }
 }
 
+/// Whether a convolution is pointwise (1x1): its split is a channel SVD, `(K, C, 1, 1)` then
+/// `(N, K, 1, 1)`, and the first half takes all of the stride, padding and dilation so that the
+/// second runs on the smaller output grid.
+pub fn is_pointwise(c: &ConvAttrs) -> bool {
+    c.kernel == [1, 1]
+}
+
 /// Attributes of the vertical half of a split convolution with `rank` intermediate channels.
 pub fn vertical_conv(c: &ConvAttrs, rank: usize) -> ConvAttrs {
+    if is_pointwise(c) {
+        return ConvAttrs {
+            num_filter: rank,
+            no_bias: true,
+            ..c.clone()
+        };
+    }
     ConvAttrs {
         kernel: [c.kernel[0], 1],
         stride: [c.stride[0], 1],
@@ -55,6 +69,14 @@ pub fn vertical_conv(c: &ConvAttrs, rank: usize) -> ConvAttrs {
 
 /// Attributes of the horizontal half of a split convolution.
 pub fn horizontal_conv(c: &ConvAttrs) -> ConvAttrs {
+    if is_pointwise(c) {
+        return ConvAttrs {
+            stride: [1, 1],
+            dilate: [1, 1],
+            pad: Padding2d::default(),
+            ..c.clone()
+        };
+    }
     ConvAttrs {
         kernel: [1, c.kernel[1]],
         stride: [1, c.stride[1]],
@@ -90,7 +112,9 @@ impl Builder {
                 "a node of this name already exists; cannot create it",
             ));
         }
-        let mut attrs = op_attrs(&op)?;
+        // MXNet spellings of the attributes, for writing MXNet symbols. Layers read from ONNX may
+        // have asymmetric padding, which MXNet cannot express; they are never written as MXNet.
+        let mut attrs = op_attrs(&op).unwrap_or_default();
         attrs.extend(hidden.iter().map(|(k, v)| (k.clone(), v.clone())));
         self.nodes.push(Node {
             name,
@@ -282,7 +306,7 @@ pub fn apply_splits(model: Model, splits: Vec<LayerSplit>) -> Result<Model, Grap
 }
 
 /// Removes variable nodes nothing consumes any more, with their stored values.
-fn drop_unused_weights(model: &mut Model) {
+pub(crate) fn drop_unused_weights(model: &mut Model) {
     let uses = model.graph.use_counts();
     let dead: Vec<bool> = model
         .graph

@@ -5,15 +5,19 @@ use crate::ir::{ConvAttrs, Model, Op, Padding2d, PoolAttrs, PoolConvention};
 use crate::tensor::element_count;
 
 /// Output shapes of every node, indexed `[node][output]`.
+///
+/// Nodes downstream of an operator accnn does not interpret ([`Op::Opaque`]) have no known shape:
+/// their entries in `outputs` are empty and `unknown` names the opaque node responsible.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Shapes {
     pub outputs: Vec<Vec<Vec<usize>>>,
+    pub unknown: Vec<Option<usize>>,
 }
 
 impl Shapes {
-    /// Shape of output 0 of `node`.
+    /// Shape of output 0 of `node` (empty when unknown).
     pub fn of(&self, node: usize) -> &[usize] {
-        &self.outputs[node][0]
+        self.outputs[node].first().map_or(&[], Vec::as_slice)
     }
 }
 
@@ -37,20 +41,35 @@ pub fn pool_output_hw(p: &PoolAttrs, h: usize, w: usize) -> Option<(usize, usize
     if p.global {
         return Some((1, 1));
     }
-    let axis = |size: usize, pad: usize, k: usize, s: usize| -> Option<usize> {
+    let axis = |size: usize, pad_begin: usize, pad_total: usize, k: usize, s: usize| -> Option<usize> {
         match p.convention {
-            PoolConvention::Valid => window_output(size, 2 * pad, k, s, 1),
+            PoolConvention::Valid => window_output(size, pad_total, k, s, 1),
             PoolConvention::Full => {
-                let padded = size + 2 * pad;
+                let padded = size + pad_total;
                 (padded >= k).then(|| (padded - k).div_ceil(s) + 1)
+            }
+            PoolConvention::Ceil => {
+                let padded = size + pad_total;
+                let n = (padded >= k).then(|| (padded - k).div_ceil(s) + 1)?;
+                // The last window must start inside the input or the leading padding.
+                Some(if n > 1 && (n - 1) * s >= size + pad_begin {
+                    n - 1
+                } else {
+                    n
+                })
             }
             PoolConvention::Same => Some(size.div_ceil(s)),
         }
     };
-    let Padding2d { top, left, .. } = p.pad;
+    let Padding2d {
+        top,
+        bottom,
+        left,
+        right,
+    } = p.pad;
     Some((
-        axis(h, top, p.kernel[0], p.stride[0])?,
-        axis(w, left, p.kernel[1], p.stride[1])?,
+        axis(h, top, top + bottom, p.kernel[0], p.stride[0])?,
+        axis(w, left, left + right, p.kernel[1], p.stride[1])?,
     ))
 }
 
@@ -120,12 +139,42 @@ fn broadcast(node: &str, a: &[usize], b: &[usize]) -> Result<Vec<usize>, GraphEr
 /// Infers every node's output shapes from the data input's shape `data_shape` (batch included),
 /// checking each stored weight against the shape its layer needs.
 pub fn infer_shapes(model: &Model, data_shape: &[usize]) -> Result<Shapes, GraphError> {
+    infer_shapes_prefix(model, data_shape, model.graph.nodes.len())
+}
+
+/// Like [`infer_shapes`] for the first `count` nodes only: what a node's inputs are, before the
+/// node itself is settled (ONNX `auto_pad`).
+pub fn infer_shapes_prefix(model: &Model, data_shape: &[usize], count: usize) -> Result<Shapes, GraphError> {
     let graph = &model.graph;
     let data = model.data_input()?;
     let batch = data_shape.first().copied().unwrap_or(1);
     let mut outputs: Vec<Vec<Vec<usize>>> = Vec::with_capacity(graph.nodes.len());
-    for (i, node) in graph.nodes.iter().enumerate() {
+    let mut unknown: Vec<Option<usize>> = Vec::with_capacity(graph.nodes.len());
+    for (i, node) in graph.nodes.iter().enumerate().take(count) {
         let name = node.name.as_str();
+        let blocked = match &node.op {
+            Op::Opaque { .. } => Some(i),
+            _ => node.inputs.iter().find_map(|e| unknown[e.node]),
+        };
+        if let Some(opaque) = blocked {
+            if matches!(node.op, Op::Convolution(_) | Op::FullyConnected(_)) {
+                let culprit = &graph.nodes[opaque];
+                let Op::Opaque { op_type, .. } = &culprit.op else {
+                    unreachable!("only opaque nodes block shapes")
+                };
+                return Err(GraphError::node(
+                    name,
+                    format!(
+                        "the input shape of this layer depends on node '{}', whose operator '{op_type}' accnn does not support",
+                        culprit.name
+                    ),
+                ));
+            }
+            outputs.push(vec![Vec::new(); node.op.mxnet_output_count()]);
+            unknown.push(Some(opaque));
+            continue;
+        }
+        unknown.push(None);
         let input = |k: usize| -> Result<&Vec<usize>, GraphError> {
             let e = node
                 .inputs
@@ -223,7 +272,9 @@ pub fn infer_shapes(model: &Model, data_shape: &[usize]) -> Result<Shapes, Graph
                 }
                 vec![s, vec![ch], vec![ch]]
             }
-            Op::Activation(_) | Op::Softmax { .. } | Op::SoftmaxOutput => vec![input(0)?.clone()],
+            Op::Activation(_) | Op::Softmax { .. } | Op::SoftmaxOutput | Op::Identity => vec![input(0)?.clone()],
+            Op::Mul => vec![broadcast(name, input(0)?, input(1)?)?],
+            Op::Opaque { .. } => unreachable!("handled above"),
             Op::Dropout => {
                 let s = input(0)?.clone();
                 vec![s.clone(), s]
@@ -274,5 +325,5 @@ pub fn infer_shapes(model: &Model, data_shape: &[usize]) -> Result<Shapes, Graph
         };
         outputs.push(out);
     }
-    Ok(Shapes { outputs })
+    Ok(Shapes { outputs, unknown })
 }

@@ -76,6 +76,7 @@ enum Step {
     Flatten,
     Identity,
     Add,
+    Mul,
     Concat(usize),
     Softmax(i64),
     Reshape(Vec<i64>),
@@ -208,6 +209,14 @@ impl Engine {
                 Op::Flatten => Step::Flatten,
                 Op::Dropout => Step::Identity,
                 Op::Add { .. } => Step::Add,
+                Op::Mul => Step::Mul,
+                Op::Identity => Step::Identity,
+                Op::Opaque { op_type, .. } => {
+                    return Err(InferError::Node {
+                        node: node.name.clone(),
+                        message: format!("accnn's engine cannot run the operator '{op_type}'"),
+                    });
+                }
                 Op::Concat { axis } => Step::Concat(*axis),
                 Op::Softmax { axis } => Step::Softmax(*axis),
                 Op::SoftmaxOutput => Step::Softmax(1),
@@ -294,12 +303,15 @@ impl Engine {
                         Activation::Sigmoid => (x.neg()?.exp()? + 1.0)?.recip()?,
                         Activation::SoftRelu => (x.exp()? + 1.0)?.log()?,
                         Activation::SoftSign => (x / (x.abs()? + 1.0)?)?,
+                        Activation::LeakyRelu { slope } => (x.relu()? - (x.neg()?.relu()? * *slope as f64)?)?,
+                        Activation::Clip { min, max } => x.clamp(*min, *max)?,
                     })
                 }
                 Step::Affine { scale, shift } => Some(arg(0)?.broadcast_mul(scale)?.broadcast_add(shift)?),
                 Step::Flatten => Some(arg(0)?.flatten_from(1)?),
                 Step::Identity => Some(arg(0)?.clone()),
                 Step::Add => Some(arg(0)?.broadcast_add(arg(1)?).map_err(wrap)?),
+                Step::Mul => Some(arg(0)?.broadcast_mul(arg(1)?).map_err(wrap)?),
                 Step::Concat(axis) => {
                     let parts: Vec<&Tensor> = (0..inputs.len()).map(arg).collect::<Result<_, _>>()?;
                     Some(Tensor::cat(&parts, *axis).map_err(wrap)?)

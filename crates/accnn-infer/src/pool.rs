@@ -19,21 +19,27 @@ impl CustomOp1 for PoolKernel {
         let p = &self.attrs;
         let (ho, wo) = accnn_graph::shape::pool_output_hw(p, h, w)
             .ok_or_else(|| candle_core::Error::Msg(format!("pooling window does not fit {h}x{w}")))?;
-        let (kernel, stride, pad) = if p.global {
-            ([h, w], [1, 1], [0, 0])
+        // Windows start `pad` before the input and are clipped `end` after its start.
+        let (kernel, stride, pad, end) = if p.global {
+            ([h, w], [1, 1], [0, 0], [h, w])
         } else {
-            (p.kernel, p.stride, [p.pad.top, p.pad.left])
+            (
+                p.kernel,
+                p.stride,
+                [p.pad.top, p.pad.left],
+                [h + p.pad.bottom, w + p.pad.right],
+            )
         };
         let mut out = vec![0f32; n * c * ho * wo];
         out.par_chunks_mut(ho * wo).enumerate().for_each(|(plane, o)| {
             let src = &x[plane * h * w..(plane + 1) * h * w];
             for oy in 0..ho {
                 let y0 = (oy * stride[0]) as isize - pad[0] as isize;
-                let y1 = (y0 + kernel[0] as isize).min((h + pad[0]) as isize);
+                let y1 = (y0 + kernel[0] as isize).min(end[0] as isize);
                 let (ya, yb) = (y0.max(0) as usize, (y1.min(h as isize)).max(0) as usize);
                 for ox in 0..wo {
                     let x0 = (ox * stride[1]) as isize - pad[1] as isize;
-                    let x1 = (x0 + kernel[1] as isize).min((w + pad[1]) as isize);
+                    let x1 = (x0 + kernel[1] as isize).min(end[1] as isize);
                     let (xa, xb) = (x0.max(0) as usize, (x1.min(w as isize)).max(0) as usize);
                     let mut best = f32::NEG_INFINITY;
                     let mut sum = 0f32;

@@ -200,3 +200,26 @@ fn single_conv(mut attrs: ConvAttrs, channels: usize, bias: bool, seed: u64) -> 
     model.graph.heads = vec![Entry::new(model.graph.nodes.len() - 1)];
     model
 }
+
+#[test]
+fn onnx_graphs_match_the_reference() {
+    use accnn_graph::onnx::{decode_onnx, zoo};
+    // LeakyRelu, Clip (attribute and input forms), Mul by a constant, BatchNorm, residual adds,
+    // asymmetric and dilated convolution padding, average pooling without padded cells, concat,
+    // reshape, MatMul + Add, softmax.
+    for opset in [9, 13, 21] {
+        for (name, bytes, shape) in [
+            ("vgg_chain", zoo::vgg_chain(1, opset), vec![2, 3, 16, 16]),
+            ("residual_block", zoo::residual_block(2, opset), vec![2, 8, 12, 12]),
+            ("concat_branch", zoo::concat_branch(3, opset), vec![2, 4, 10, 10]),
+        ] {
+            let model = decode_onnx(&bytes, std::path::Path::new("m.onnx"), None)
+                .expect("reads")
+                .model;
+            let n: usize = shape.iter().product();
+            let x = random(n, 5);
+            let err = relative_error(&run(&model, &shape, &x, 2), &reference(&model, &shape, &x));
+            assert!(err < 1e-5, "{name} opset {opset}: relative error {err}");
+        }
+    }
+}

@@ -138,6 +138,14 @@ pub fn evaluate(model: &Model, input: &Array) -> Result<Vec<Array>, GraphError> 
                     Activation::Tanh => v.tanh(),
                     Activation::SoftRelu => v.exp().ln_1p(),
                     Activation::SoftSign => v / (1.0 + v.abs()),
+                    Activation::LeakyRelu { slope } => {
+                        if v > 0.0 {
+                            v
+                        } else {
+                            v * *slope as f64
+                        }
+                    }
+                    Activation::Clip { min, max } => v.max(*min as f64).min(*max as f64),
                 };
                 Array::new(out_shape, arg(0).data.iter().map(|&v| f(v)).collect())
             }
@@ -145,10 +153,15 @@ pub fn evaluate(model: &Model, input: &Array) -> Result<Vec<Array>, GraphError> 
                 let x = arg(0);
                 let (n, ch, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
                 let (ho, wo) = (out_shape[2], out_shape[3]);
-                let (kernel, stride, pad) = if p.global {
-                    ([h, wd], [1, 1], [0, 0])
+                let (kernel, stride, pad, end) = if p.global {
+                    ([h, wd], [1, 1], [0, 0], [h, wd])
                 } else {
-                    (p.kernel, p.stride, [p.pad.top, p.pad.left])
+                    (
+                        p.kernel,
+                        p.stride,
+                        [p.pad.top, p.pad.left],
+                        [h + p.pad.bottom, wd + p.pad.right],
+                    )
                 };
                 let mut out = vec![0.0; n_out];
                 for b in 0..n {
@@ -157,8 +170,8 @@ pub fn evaluate(model: &Model, input: &Array) -> Result<Vec<Array>, GraphError> 
                             for ox in 0..wo {
                                 let y0 = (oy * stride[0]) as isize - pad[0] as isize;
                                 let x0 = (ox * stride[1]) as isize - pad[1] as isize;
-                                let y1 = (y0 + kernel[0] as isize).min((h + pad[0]) as isize);
-                                let x1 = (x0 + kernel[1] as isize).min((wd + pad[1]) as isize);
+                                let y1 = (y0 + kernel[0] as isize).min(end[0] as isize);
+                                let x1 = (x0 + kernel[1] as isize).min(end[1] as isize);
                                 let padded_area = ((y1 - y0) * (x1 - x0)) as f64;
                                 let (ya, yb) = (y0.max(0), y1.min(h as isize));
                                 let (xa, xb) = (x0.max(0), x1.min(wd as isize));
@@ -201,8 +214,9 @@ pub fn evaluate(model: &Model, input: &Array) -> Result<Vec<Array>, GraphError> 
                     .collect();
                 Array::new(out_shape, out)
             }
-            Op::Dropout | Op::Flatten | Op::Reshape { .. } => Array::new(out_shape, arg(0).data.clone()),
-            Op::Add { .. } => {
+            Op::Dropout | Op::Flatten | Op::Reshape { .. } | Op::Identity => Array::new(out_shape, arg(0).data.clone()),
+            Op::Add { .. } | Op::Mul => {
+                let product = matches!(node.op, Op::Mul);
                 let (a, b) = (arg(0), arg(1));
                 let os = strides(&out_shape);
                 let pick = |arr: &Array, idx: usize| -> f64 {
@@ -217,7 +231,15 @@ pub fn evaluate(model: &Model, input: &Array) -> Result<Vec<Array>, GraphError> 
                 };
                 Array::new(
                     out_shape.clone(),
-                    (0..n_out).map(|idx| pick(a, idx) + pick(b, idx)).collect(),
+                    (0..n_out)
+                        .map(|idx| {
+                            if product {
+                                pick(a, idx) * pick(b, idx)
+                            } else {
+                                pick(a, idx) + pick(b, idx)
+                            }
+                        })
+                        .collect(),
                 )
             }
             Op::Concat { axis } => {
@@ -241,6 +263,12 @@ pub fn evaluate(model: &Model, input: &Array) -> Result<Vec<Array>, GraphError> 
                 softmax(arg(0), ax)
             }
             Op::SoftmaxOutput => softmax(arg(0), 1),
+            Op::Opaque { op_type, .. } => {
+                return Err(GraphError::UnsupportedOp {
+                    node: node.name.clone(),
+                    op: op_type.clone(),
+                });
+            }
         };
         values[i] = Some(value);
     }

@@ -23,12 +23,14 @@
 
 mod analysis;
 mod factorise;
+mod format;
 mod plan;
 
 pub use accnn_decompose::Precision;
 pub use accnn_graph::cost::LayerKind;
 pub use analysis::{Analysis, Layer};
 pub use factorise::Factorisation;
+pub use format::{EncodedModel, ModelFile, ModelSource, check_destination, encode_model, is_onnx};
 pub use plan::{
     LayerReport, PlannedLayer, RankPlan, Report, Scope, apply_plan, factorise_all, factorise_where, full_rank_plan,
     plan_for_ratio, plan_from_config,

@@ -4,7 +4,7 @@ mod ops;
 mod params;
 mod symbol;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub use ops::{op_attrs, parse_op};
 
@@ -64,12 +64,4 @@ pub fn save_checkpoint(model: &Model, prefix: &str, epoch: u32) -> Result<Checkp
         (paths.params.as_path(), &params),
     ])?;
     Ok(paths)
-}
-
-/// Whether `path` names the same file as `other` (both existing), or the same path text.
-pub fn same_file(path: &Path, other: &Path) -> bool {
-    match (path.canonicalize(), other.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => path == other,
-    }
 }

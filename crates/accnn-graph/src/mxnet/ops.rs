@@ -147,6 +147,18 @@ pub fn parse_op(node: &str, op: &str, map: &BTreeMap<String, String>) -> Result<
             "softsign" => Activation::SoftSign,
             other => return Err(a.err(format!("unsupported act_type '{other}'"))),
         }),
+        "LeakyReLU" => match a.get("act_type").unwrap_or("leaky") {
+            "leaky" => Op::Activation(Activation::LeakyRelu {
+                slope: a.f64_or("slope", 0.25)? as f32,
+            }),
+            other => return Err(a.err(format!("unsupported LeakyReLU act_type '{other}'"))),
+        },
+        "clip" => Op::Activation(Activation::Clip {
+            min: a.f64_or("a_min", f64::NEG_INFINITY)? as f32,
+            max: a.f64_or("a_max", f64::INFINITY)? as f32,
+        }),
+        "broadcast_mul" | "elemwise_mul" | "_mul" | "_Mul" => Op::Mul,
+        "_copy" | "identity" => Op::Identity,
         "relu" => Op::Activation(Activation::Relu),
         "sigmoid" => Op::Activation(Activation::Sigmoid),
         "tanh" => Op::Activation(Activation::Tanh),
@@ -269,7 +281,12 @@ pub fn op_attrs(op: &Op) -> Result<BTreeMap<String, String>, GraphError> {
             .ok_or_else(|| GraphError::Invalid(format!("MXNet cannot express asymmetric padding {pad:?}")))
     };
     match op {
-        Op::Variable | Op::Flatten | Op::SoftmaxOutput | Op::Add { .. } => {}
+        Op::Variable | Op::Flatten | Op::SoftmaxOutput | Op::Add { .. } | Op::Mul | Op::Identity => {}
+        Op::Opaque { op_type, .. } => {
+            return Err(GraphError::Invalid(format!(
+                "MXNet has no equivalent of the operator '{op_type}'"
+            )));
+        }
         Op::Convolution(c) => {
             put("kernel", tuple(c.kernel));
             put("stride", tuple(c.stride));
@@ -284,6 +301,14 @@ pub fn op_attrs(op: &Op) -> Result<BTreeMap<String, String>, GraphError> {
             put("no_bias", bool_text(f.no_bias));
             put("flatten", bool_text(f.flatten));
         }
+        Op::Activation(Activation::LeakyRelu { slope }) => {
+            put("act_type", "leaky".to_string());
+            put("slope", slope.to_string());
+        }
+        Op::Activation(Activation::Clip { min, max }) => {
+            put("a_min", min.to_string());
+            put("a_max", max.to_string());
+        }
         Op::Activation(a) => put(
             "act_type",
             match a {
@@ -292,6 +317,7 @@ pub fn op_attrs(op: &Op) -> Result<BTreeMap<String, String>, GraphError> {
                 Activation::Tanh => "tanh",
                 Activation::SoftRelu => "softrelu",
                 Activation::SoftSign => "softsign",
+                Activation::LeakyRelu { .. } | Activation::Clip { .. } => unreachable!("handled above"),
             }
             .to_string(),
         ),
@@ -313,7 +339,7 @@ pub fn op_attrs(op: &Op) -> Result<BTreeMap<String, String>, GraphError> {
                 "pooling_convention",
                 match p.convention {
                     PoolConvention::Valid => "valid",
-                    PoolConvention::Full => "full",
+                    PoolConvention::Full | PoolConvention::Ceil => "full",
                     PoolConvention::Same => "same",
                 }
                 .to_string(),

@@ -1,0 +1,352 @@
+//! accnn's IR back to ONNX, on top of the model it was read from.
+
+use std::collections::{HashMap, HashSet};
+
+use prost::Message;
+
+use super::attrs;
+use super::proto::{GraphProto, NodeProto, TensorProto};
+use super::tensor::{dtype_of, encode, externalise, fingerprint, new_tensor};
+use super::{Imported, OnnxSource};
+use crate::error::GraphError;
+use crate::ir::{ConvAttrs, Entry, FcAttrs, Model, Node, Op};
+use crate::names::TakenNames;
+use crate::tensor::Tensor;
+
+/// Protobuf messages cannot exceed 2 GiB; past this size weights must go to an external file.
+const PROTOBUF_LIMIT: usize = (1 << 31) - 1;
+/// Tensors at least this large go to the external data file when there is one.
+const EXTERNAL_MIN_BYTES: usize = 1024;
+
+/// A written ONNX model: the `.onnx` bytes and, when asked for, the external data file's bytes.
+pub struct EncodedOnnx {
+    pub model: Vec<u8>,
+    pub data: Option<Vec<u8>>,
+}
+
+/// Tensor names for the IR's entries: the original names wherever a node still computes what it
+/// computed, the replaced node's names for the last node of a replacement, fresh names otherwise.
+fn name_entries(source: &OnnxSource, model: &Model, graph: &GraphProto) -> Result<HashMap<Entry, String>, GraphError> {
+    let nodes = &model.graph.nodes;
+    let mut names: HashMap<Entry, String> = HashMap::new();
+    let record = |i: usize| -> Option<&Imported> { source.nodes.get(&nodes[i].name) };
+    let natural = |e: &Entry| -> Option<String> {
+        record(e.node)
+            .and_then(|r| r.outputs.get(e.output))
+            .filter(|s| !s.is_empty())
+            .cloned()
+    };
+    for (i, n) in nodes.iter().enumerate() {
+        if matches!(n.op, Op::Variable) {
+            names.insert(Entry::new(i), n.name.clone());
+        }
+    }
+    let alias = |names: &mut HashMap<Entry, String>, e: Entry, name: &str| -> Result<(), GraphError> {
+        match names.get(&e) {
+            Some(existing) if existing != name => Err(GraphError::node(
+                &nodes[e.node].name,
+                format!("its output would need two names in ONNX, '{existing}' and '{name}'"),
+            )),
+            _ => {
+                names.insert(e, name.to_string());
+                Ok(())
+            }
+        }
+    };
+    // A reader accnn left alone tells which tensor name its input must keep.
+    for (i, n) in nodes.iter().enumerate() {
+        let Some(r) = record(i).filter(|r| r.inputs.len() == n.inputs.len()) else {
+            continue;
+        };
+        for (k, e) in n.inputs.iter().enumerate() {
+            if !matches!(nodes[e.node].op, Op::Variable) && natural(e).as_deref() != Some(&r.inputs[k]) {
+                alias(&mut names, *e, &r.inputs[k])?;
+            }
+        }
+    }
+    if graph.output.len() == model.graph.heads.len() {
+        for (o, e) in graph.output.iter().zip(&model.graph.heads) {
+            if natural(e).as_deref() != Some(&o.name) {
+                alias(&mut names, *e, &o.name)?;
+            }
+        }
+    }
+    let mut used = TakenNames::new(names.values().cloned());
+    used.extend(graph.node.iter().flat_map(|n| n.output.iter().cloned()));
+    used.extend(graph.initializer.iter().map(|t| t.name.clone()));
+    used.extend(graph.input.iter().map(|i| i.name.clone()));
+    let claimed: HashSet<String> = names.values().cloned().collect();
+    for (i, n) in nodes.iter().enumerate() {
+        if matches!(n.op, Op::Variable) {
+            continue;
+        }
+        for k in 0..n.op.mxnet_output_count() {
+            let e = Entry { node: i, output: k };
+            if names.contains_key(&e) {
+                continue;
+            }
+            let name = match natural(&e) {
+                Some(name) if !claimed.contains(&name) => name,
+                _ => used.fresh(&format!("{}_output{k}", n.name)),
+            };
+            names.insert(e, name);
+        }
+    }
+    Ok(names)
+}
+
+/// New weights a re-emitted node needs beyond the IR's own variables.
+type ExtraTensors = Vec<(String, Tensor)>;
+
+/// ONNX nodes computing IR node `n`, which accnn created or changed.
+fn emit(
+    source: &OnnxSource,
+    model: &Model,
+    n: &Node,
+    inputs: &[String],
+    output: &str,
+    template: Option<NodeProto>,
+    fresh: &mut impl FnMut(&str) -> String,
+) -> Result<(Vec<NodeProto>, ExtraTensors), GraphError> {
+    let base = template.unwrap_or_else(|| NodeProto {
+        name: n.name.clone(),
+        ..Default::default()
+    });
+    let node = |op_type: &str, inputs: Vec<String>, output: String, attribute| NodeProto {
+        op_type: op_type.to_string(),
+        input: inputs,
+        output: vec![output],
+        attribute,
+        domain: String::new(),
+        ..base.clone()
+    };
+    let weight = |k: usize| -> Result<&Tensor, GraphError> {
+        let var = &model.graph.nodes[n.inputs[k].node].name;
+        model
+            .param(var)
+            .ok_or_else(|| GraphError::node(&n.name, format!("weight '{var}' is missing")))
+    };
+    match &n.op {
+        Op::Convolution(ConvAttrs {
+            kernel,
+            stride,
+            dilate,
+            pad,
+            num_group,
+            ..
+        }) => {
+            let pair = |v: [usize; 2]| [v[0] as i64, v[1] as i64];
+            let attribute = vec![
+                attrs::ints("kernel_shape", &pair(*kernel)),
+                attrs::ints("strides", &pair(*stride)),
+                attrs::ints(
+                    "pads",
+                    &[pad.top as i64, pad.left as i64, pad.bottom as i64, pad.right as i64],
+                ),
+                attrs::ints("dilations", &pair(*dilate)),
+                attrs::int("group", *num_group as i64),
+            ];
+            Ok((
+                vec![node("Conv", inputs.to_vec(), output.to_string(), attribute)],
+                Vec::new(),
+            ))
+        }
+        Op::FullyConnected(FcAttrs {
+            num_hidden,
+            no_bias,
+            flatten: true,
+        }) => {
+            let mut ins = inputs.to_vec();
+            let mut extra = Vec::new();
+            // Gemm's C is optional from opset 11 on.
+            if *no_bias && source.opset < 11 {
+                let zero = fresh(&format!("{}_zero_bias", n.name));
+                ins.push(zero.clone());
+                extra.push((zero, Tensor::zeros(vec![*num_hidden])));
+            }
+            let attribute = vec![attrs::int("transB", 1)];
+            Ok((vec![node("Gemm", ins, output.to_string(), attribute)], extra))
+        }
+        Op::FullyConnected(FcAttrs { no_bias, .. }) => {
+            // MatMul applies to the last axis: its weight is (inputs, outputs).
+            let w = weight(1)?;
+            let (rows, cols) = (w.shape()[0], w.shape()[1]);
+            let mut t = vec![0f32; rows * cols];
+            for r in 0..rows {
+                for c in 0..cols {
+                    t[c * rows + r] = w.data()[r * cols + c];
+                }
+            }
+            let transposed = fresh(&format!("{}_transposed", inputs[1]));
+            let extra = vec![(transposed.clone(), Tensor::new(vec![cols, rows], t)?)];
+            if *no_bias {
+                let m = node(
+                    "MatMul",
+                    vec![inputs[0].clone(), transposed],
+                    output.to_string(),
+                    vec![],
+                );
+                return Ok((vec![m], extra));
+            }
+            let mid = fresh(&format!("{}_matmul", n.name));
+            let mut m = node("MatMul", vec![inputs[0].clone(), transposed], mid.clone(), vec![]);
+            m.name = format!("{}_matmul", base.name);
+            let add = node("Add", vec![mid, inputs[2].clone()], output.to_string(), vec![]);
+            Ok((vec![m, add], extra))
+        }
+        op => Err(GraphError::node(
+            &n.name,
+            format!(
+                "accnn changed this {} node but cannot write it to ONNX",
+                op.mxnet_name()
+            ),
+        )),
+    }
+}
+
+/// Writes `model`, read from (and rewritten since) `source`, as ONNX. With `external` (a file name
+/// next to the model), tensors of 1 KiB and more go to that file instead of the model.
+pub fn encode_onnx(source: &OnnxSource, model: &Model, external: Option<&str>) -> Result<EncodedOnnx, GraphError> {
+    let original = source
+        .proto
+        .graph
+        .as_ref()
+        .ok_or_else(|| GraphError::Invalid("the original model has no graph".into()))?;
+    let names = name_entries(source, model, original)?;
+    let mut used = TakenNames::new(names.values().cloned());
+    used.extend(original.initializer.iter().map(|t| t.name.clone()));
+    used.extend(original.node.iter().flat_map(|n| n.output.iter().cloned()));
+    let mut fresh = |base: &str| used.fresh(base);
+    let mut nodes: Vec<NodeProto> = Vec::new();
+    let mut extra: ExtraTensors = Vec::new();
+    for (i, n) in model.graph.nodes.iter().enumerate() {
+        if matches!(n.op, Op::Variable) {
+            continue;
+        }
+        let inputs: Vec<String> = n.inputs.iter().map(|e| names[e].clone()).collect();
+        let record = source.nodes.get(&n.name);
+        if let Some(r) = record {
+            let same_outputs = r
+                .outputs
+                .iter()
+                .enumerate()
+                .all(|(k, o)| o.is_empty() || names.get(&Entry { node: i, output: k }) == Some(o));
+            if r.op == n.op && r.inputs == inputs && same_outputs {
+                nodes.extend(r.proto_nodes.iter().map(|&p| original.node[p].clone()));
+                continue;
+            }
+        }
+        let template = record.map(|r| original.node[r.proto_nodes[0]].clone());
+        let output = names[&Entry::new(i)].clone();
+        let (made, tensors) = emit(source, model, n, &inputs, &output, template, &mut fresh)?;
+        nodes.extend(made);
+        extra.extend(tensors);
+    }
+    let referenced: HashSet<String> = nodes.iter().flat_map(|n| n.input.iter().cloned()).collect();
+    let originally_referenced: HashSet<&str> = original
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().map(String::as_str))
+        .collect();
+    // Constant nodes first: they have no inputs, and their readers may come in any order after.
+    let mut constants: Vec<(usize, &str)> = Vec::new();
+    let mut initializers: Vec<TensorProto> = Vec::new();
+    let mut emitted: HashSet<String> = HashSet::new();
+    for (name, (index, print)) in &source.constant_nodes {
+        if !referenced.contains(name) {
+            continue;
+        }
+        match model.args.get(name) {
+            Some(t) if Some(fingerprint(t)) != *print => {
+                initializers.push(new_tensor(name, t, source.float_type));
+                emitted.insert(name.clone());
+            }
+            _ => constants.push((*index, name)),
+        }
+    }
+    constants.sort();
+    let mut all_nodes: Vec<NodeProto> = constants.iter().map(|(i, _)| original.node[*i].clone()).collect();
+    all_nodes.extend(nodes);
+    for t in &original.initializer {
+        let wanted = referenced.contains(&t.name) || !originally_referenced.contains(t.name.as_str());
+        if !wanted {
+            continue;
+        }
+        let tensor = match model.args.get(&t.name) {
+            Some(value) => {
+                let unchanged =
+                    source.initializers.get(&t.name).and_then(|i| i.fingerprint) == Some(fingerprint(value));
+                let stripped = matches!(
+                    dtype_of(t.data_type),
+                    Some(crate::DType::Float32 | crate::DType::Float16)
+                );
+                if unchanged && !stripped {
+                    t.clone()
+                } else {
+                    let dtype = dtype_of(t.data_type).unwrap_or(source.float_type);
+                    encode(t.clone(), value, dtype)
+                }
+            }
+            None => t.clone(),
+        };
+        emitted.insert(t.name.clone());
+        initializers.push(tensor);
+    }
+    for (name, value) in model
+        .args
+        .iter()
+        .map(|(k, v)| (k.clone(), v))
+        .chain(extra.iter().map(|(k, v)| (k.clone(), v)))
+    {
+        if referenced.contains(&name) && !emitted.contains(&name) {
+            initializers.push(new_tensor(&name, value, source.float_type));
+            emitted.insert(name);
+        }
+    }
+    let produced: HashSet<&str> = all_nodes
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .collect();
+    let original_inits: HashSet<&str> = original.initializer.iter().map(|t| t.name.as_str()).collect();
+    let mut graph = GraphProto {
+        node: Vec::new(),
+        initializer: Vec::new(),
+        input: original
+            .input
+            .iter()
+            .filter(|i| !original_inits.contains(i.name.as_str()) || emitted.contains(&i.name))
+            .cloned()
+            .collect(),
+        value_info: original
+            .value_info
+            .iter()
+            .filter(|v| produced.contains(v.name.as_str()))
+            .cloned()
+            .collect(),
+        ..original.clone()
+    };
+    graph.node = all_nodes;
+    let mut data = None;
+    if let Some(location) = external {
+        let mut bytes = Vec::new();
+        for t in &mut initializers {
+            if t.raw_data.len() >= EXTERNAL_MIN_BYTES {
+                externalise(t, &mut bytes, location);
+            }
+        }
+        data = Some(bytes);
+    }
+    graph.initializer = initializers;
+    let mut proto = source.proto.clone();
+    proto.graph = Some(graph);
+    let size = proto.encoded_len();
+    if size > PROTOBUF_LIMIT {
+        return Err(GraphError::Invalid(format!(
+            "the ONNX model would be {size} bytes, over protobuf's 2 GiB limit: write its weights to an external data file"
+        )));
+    }
+    Ok(EncodedOnnx {
+        model: proto.encode_to_vec(),
+        data,
+    })
+}

@@ -1,0 +1,311 @@
+//! Seeded ONNX models with known topologies, for tests and benchmarks: a torchvision-style
+//! ResNet-18 (as `torch.onnx.export` names it, BatchNorm kept) and three small graphs covering a
+//! chain, a residual block with a strided 1x1 shortcut, and a concatenation of branches.
+
+use super::attrs;
+use super::builder::GraphBuilder;
+use crate::tensor::Tensor;
+
+/// A small deterministic generator (xorshift64*), so that models need no random-number crate.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    fn uniform(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.uniform().max(1e-12), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+
+    fn tensor(&mut self, shape: Vec<usize>, f: impl Fn(&mut Self) -> f64) -> Tensor {
+        let n = shape.iter().product();
+        let data = (0..n).map(|_| f(self) as f32).collect();
+        Tensor::new(shape, data).expect("shape matches")
+    }
+}
+
+/// Layers with PyTorch-export names: `/PREFIX/Conv` nodes, `PREFIX.weight` initializers.
+struct Net {
+    b: GraphBuilder,
+    rng: Rng,
+}
+
+impl Net {
+    fn named(&mut self, name: &str, op: &str, inputs: &[&str], attribute: Vec<super::proto::AttributeProto>) -> String {
+        let out = format!("{name}_output_0");
+        self.b.named_node(name, op, inputs, &[&out], attribute);
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn conv(&mut self, prefix: &str, x: &str, cin: usize, cout: usize, k: usize, stride: usize, bias: bool) -> String {
+        let std = (2.0 / (cin * k * k) as f64).sqrt();
+        let w = self.rng.tensor(vec![cout, cin, k, k], |r| r.normal() * std);
+        let wname = format!("{}.weight", prefix.trim_start_matches('/').replace('/', "."));
+        self.b.initializer(&wname, w);
+        let mut inputs = vec![x.to_string(), wname.clone()];
+        if bias {
+            let bname = wname.replace(".weight", ".bias");
+            let t = self.rng.tensor(vec![cout], |r| 0.1 * r.normal());
+            self.b.initializer(&bname, t);
+            inputs.push(bname);
+        }
+        let p = (k / 2) as i64;
+        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        self.named(
+            &format!("{prefix}/Conv"),
+            "Conv",
+            &refs,
+            vec![
+                attrs::ints("kernel_shape", &[k as i64, k as i64]),
+                attrs::ints("strides", &[stride as i64, stride as i64]),
+                attrs::ints("pads", &[p, p, p, p]),
+                attrs::ints("dilations", &[1, 1]),
+                attrs::int("group", 1),
+            ],
+        )
+    }
+
+    fn bn(&mut self, prefix: &str, x: &str, c: usize) -> String {
+        let base = prefix.trim_start_matches('/').replace('/', ".");
+        let names: Vec<String> = ["weight", "bias", "running_mean", "running_var"]
+            .iter()
+            .map(|s| format!("{base}.{s}"))
+            .collect();
+        let gamma = self.rng.tensor(vec![c], |r| 0.5 + r.uniform());
+        let beta = self.rng.tensor(vec![c], |r| 0.1 * r.normal());
+        let mean = self.rng.tensor(vec![c], |r| 0.1 * r.normal());
+        let var = self.rng.tensor(vec![c], |r| 0.5 + r.uniform());
+        for (n, t) in names.iter().zip([gamma, beta, mean, var]) {
+            self.b.initializer(n, t);
+        }
+        let refs: Vec<&str> = std::iter::once(x).chain(names.iter().map(String::as_str)).collect();
+        self.named(
+            &format!("{prefix}/BatchNormalization"),
+            "BatchNormalization",
+            &refs,
+            vec![attrs::float("epsilon", 1e-5), attrs::float("momentum", 0.9)],
+        )
+    }
+
+    fn relu(&mut self, prefix: &str, x: &str) -> String {
+        self.named(&format!("{prefix}/Relu"), "Relu", &[x], vec![])
+    }
+
+    fn gemm(&mut self, prefix: &str, x: &str, inputs: usize, outputs: usize) -> String {
+        let base = prefix.trim_start_matches('/');
+        let w = self
+            .rng
+            .tensor(vec![outputs, inputs], |r| r.normal() / (inputs as f64).sqrt());
+        let b = self.rng.tensor(vec![outputs], |r| 0.1 * r.normal());
+        let (wn, bn) = (format!("{base}.weight"), format!("{base}.bias"));
+        self.b.initializer(&wn, w);
+        self.b.initializer(&bn, b);
+        self.named(
+            &format!("{prefix}/Gemm"),
+            "Gemm",
+            &[x, &wn, &bn],
+            vec![
+                attrs::float("alpha", 1.0),
+                attrs::float("beta", 1.0),
+                attrs::int("transB", 1),
+            ],
+        )
+    }
+
+    /// torchvision's BasicBlock: conv-bn-relu-conv-bn, plus a 1x1 conv-bn shortcut when the shape
+    /// changes, added and rectified.
+    fn basic_block(&mut self, prefix: &str, x: &str, cin: usize, cout: usize, stride: usize) -> String {
+        let c1 = self.conv(&format!("{prefix}/conv1"), x, cin, cout, 3, stride, false);
+        let b1 = self.bn(&format!("{prefix}/bn1"), &c1, cout);
+        let r1 = self.relu(&format!("{prefix}/relu"), &b1);
+        let c2 = self.conv(&format!("{prefix}/conv2"), &r1, cout, cout, 3, 1, false);
+        let b2 = self.bn(&format!("{prefix}/bn2"), &c2, cout);
+        let shortcut = if stride != 1 || cin != cout {
+            let d = self.conv(
+                &format!("{prefix}/downsample/downsample.0"),
+                x,
+                cin,
+                cout,
+                1,
+                stride,
+                false,
+            );
+            self.bn(&format!("{prefix}/downsample/downsample.1"), &d, cout)
+        } else {
+            x.to_string()
+        };
+        let sum = self.named(&format!("{prefix}/Add"), "Add", &[&b2, &shortcut], vec![]);
+        self.relu(&format!("{prefix}/relu_1"), &sum)
+    }
+}
+
+fn net(seed: u64, opset: i64) -> Net {
+    Net {
+        b: GraphBuilder::new(opset),
+        rng: Rng::new(seed),
+    }
+}
+
+/// ResNet-18 for `classes` classes at 3x224x224 with a symbolic batch, weights from `seed`,
+/// laid out and named as `torch.onnx.export` writes torchvision's model (opset 17, BatchNorm kept).
+pub fn resnet18(seed: u64, classes: usize) -> Vec<u8> {
+    let mut n = net(seed, 17);
+    n.b.input_symbolic_batch("input", &[1, 3, 224, 224]);
+    let c = n.conv("/conv1", "input", 3, 64, 7, 2, false);
+    let b = n.bn("/bn1", &c, 64);
+    let r = n.relu("/relu", &b);
+    let mut x = n.named(
+        "/maxpool/MaxPool",
+        "MaxPool",
+        &[&r],
+        vec![
+            attrs::ints("kernel_shape", &[3, 3]),
+            attrs::ints("strides", &[2, 2]),
+            attrs::ints("pads", &[1, 1, 1, 1]),
+            attrs::int("ceil_mode", 0),
+        ],
+    );
+    let mut cin = 64;
+    for (stage, cout) in [64usize, 128, 256, 512].into_iter().enumerate() {
+        for block in 0..2 {
+            let stride = if stage > 0 && block == 0 { 2 } else { 1 };
+            let prefix = format!("/layer{}/layer{}.{block}", stage + 1, stage + 1);
+            x = n.basic_block(&prefix, &x, cin, cout, stride);
+            cin = cout;
+        }
+    }
+    let pooled = n.named("/avgpool/GlobalAveragePool", "GlobalAveragePool", &[&x], vec![]);
+    let flat = n.named("/Flatten", "Flatten", &[&pooled], vec![attrs::int("axis", 1)]);
+    let logits = n.gemm("/fc", &flat, 512, classes);
+    n.b.named_node("/Identity", "Identity", &[&logits], &["output"], vec![]);
+    n.b.output("output", &[None, Some(classes)]);
+    n.b.finish()
+}
+
+/// A VGG-style chain at 3x16x16: conv-relu-conv-relu-maxpool-conv(strided, `auto_pad`)-relu, global
+/// pooling, flatten,
+/// and two FC layers (the first as MatMul + Add, the second as Gemm).
+pub fn vgg_chain(seed: u64, opset: i64) -> Vec<u8> {
+    let mut n = net(seed, opset);
+    n.b.input_symbolic_batch("data", &[1, 3, 16, 16]);
+    let mut x = "data".to_string();
+    for (i, (cin, cout)) in [(3usize, 16usize), (16, 16)].into_iter().enumerate() {
+        let c = n.conv(&format!("/features.{i}"), &x, cin, cout, 3, 1, true);
+        x = n.relu(&format!("/features.{i}"), &c);
+    }
+    let pooled = n.named(
+        "/pool/MaxPool",
+        "MaxPool",
+        &[&x],
+        vec![attrs::ints("kernel_shape", &[2, 2]), attrs::ints("strides", &[2, 2])],
+    );
+    // A strided convolution padded by auto_pad: SAME_UPPER pads 0 above and 1 below the 8 rows.
+    let w = n.rng.tensor(vec![32, 16, 3, 3], |r| r.normal() / 12.0);
+    n.b.initializer("features.2.weight", w);
+    let c = n.named(
+        "/features.2/Conv",
+        "Conv",
+        &[&pooled, "features.2.weight"],
+        vec![
+            attrs::ints("kernel_shape", &[3, 3]),
+            attrs::ints("strides", &[2, 2]),
+            attrs::string("auto_pad", "SAME_UPPER"),
+        ],
+    );
+    let r = n.relu("/features.2", &c);
+    let g = n.named("/gap/GlobalAveragePool", "GlobalAveragePool", &[&r], vec![]);
+    let f = n.named("/flatten/Flatten", "Flatten", &[&g], vec![]);
+    let w = n.rng.tensor(vec![32, 24], |r| r.normal() / 32f64.sqrt());
+    let bias = n.rng.tensor(vec![24], |r| 0.1 * r.normal());
+    n.b.initializer("fc1.weight_t", w);
+    n.b.initializer("fc1.bias", bias);
+    let m = n.named("/fc1/MatMul", "MatMul", &[&f, "fc1.weight_t"], vec![]);
+    let a = n.named("/fc1/Add", "Add", &[&m, "fc1.bias"], vec![]);
+    let r = n.relu("/fc1", &a);
+    let logits = n.gemm("/fc2", &r, 24, 10);
+    n.b.named_node(
+        "/softmax/Softmax",
+        "Softmax",
+        &[&logits],
+        &["prob"],
+        vec![attrs::int("axis", 1)],
+    );
+    n.b.output("prob", &[None, Some(10)]);
+    n.b.finish()
+}
+
+/// A ResNet block at 8x12x12 with BatchNorm after every convolution and a strided 1x1 shortcut,
+/// followed by a LeakyRelu, a Clip and a Mul by a constant.
+pub fn residual_block(seed: u64, opset: i64) -> Vec<u8> {
+    let mut n = net(seed, opset);
+    n.b.input_symbolic_batch("data", &[1, 8, 12, 12]);
+    let y = n.basic_block("/block", "data", 8, 16, 2);
+    let l = n.named("/leaky/LeakyRelu", "LeakyRelu", &[&y], vec![attrs::float("alpha", 0.1)]);
+    let scale = n.rng.tensor(vec![1, 16, 1, 1], |r| 0.5 + r.uniform());
+    n.b.initializer("scale", scale);
+    let m = n.named("/scale/Mul", "Mul", &[&l, "scale"], vec![]);
+    let clipped = if opset >= 11 {
+        n.b.initializer("clip_min", Tensor::new(vec![], vec![0.0]).expect("scalar"));
+        n.b.initializer("clip_max", Tensor::new(vec![], vec![6.0]).expect("scalar"));
+        n.named("/clip/Clip", "Clip", &[&m, "clip_min", "clip_max"], vec![])
+    } else {
+        n.named(
+            "/clip/Clip",
+            "Clip",
+            &[&m],
+            vec![attrs::float("min", 0.0), attrs::float("max", 6.0)],
+        )
+    };
+    n.b.named_node("/out/Identity", "Identity", &[&clipped], &["out"], vec![]);
+    n.b.output("out", &[None, Some(16), Some(6), Some(6)]);
+    n.b.finish()
+}
+
+/// Two branches from one input (3x3 and 1x1 convolutions, the first with asymmetric padding and a
+/// dilation, the second strided then average-pooled), concatenated on channels and reshaped.
+pub fn concat_branch(seed: u64, opset: i64) -> Vec<u8> {
+    let mut n = net(seed, opset);
+    n.b.input_symbolic_batch("data", &[1, 4, 10, 10]);
+    let w = n.rng.tensor(vec![6, 4, 3, 3], |r| r.normal() / 6.0);
+    n.b.initializer("left.weight", w);
+    let left = n.named(
+        "/left/Conv",
+        "Conv",
+        &["data", "left.weight"],
+        vec![
+            attrs::ints("kernel_shape", &[3, 3]),
+            attrs::ints("pads", &[1, 1, 3, 1]),
+            attrs::ints("dilations", &[2, 1]),
+            attrs::ints("strides", &[2, 2]),
+        ],
+    );
+    let right = n.conv("/right", "data", 4, 5, 1, 1, true);
+    let mut pool_attrs = vec![
+        attrs::ints("kernel_shape", &[3, 3]),
+        attrs::ints("strides", &[2, 2]),
+        attrs::ints("pads", &[1, 1, 1, 1]),
+        attrs::int("count_include_pad", 0),
+    ];
+    if opset >= 10 {
+        pool_attrs.push(attrs::int("ceil_mode", 0)); // (added in AveragePool-10)
+    }
+    let right = n.named("/right/AveragePool", "AveragePool", &[&right], pool_attrs);
+    let cat = n.named("/cat/Concat", "Concat", &[&left, &right], vec![attrs::int("axis", 1)]);
+    let shape_name = "shape";
+    n.b.int_initializer(shape_name, &[2], &[0, -1]);
+    let flat = n.named("/reshape/Reshape", "Reshape", &[&cat, shape_name], vec![]);
+    let logits = n.gemm("/head", &flat, 11 * 5 * 5, 7);
+    n.b.named_node("/out/Identity", "Identity", &[&logits], &["out"], vec![]);
+    n.b.output("out", &[None, Some(7)]);
+    n.b.finish()
+}

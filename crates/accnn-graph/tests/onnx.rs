@@ -1,0 +1,146 @@
+//! ONNX reading and writing: untouched models come back byte for byte; bad files are refused.
+
+use std::path::Path;
+
+use accnn_graph::onnx::{self, GraphBuilder, decode_onnx, encode_onnx, zoo};
+use accnn_graph::shape::infer_shapes;
+use accnn_graph::{Op, Tensor};
+
+fn models() -> Vec<(String, Vec<u8>)> {
+    let mut out = vec![("resnet18".to_string(), zoo::resnet18(7, 1000))];
+    for opset in [9, 11, 13, 17, 21] {
+        out.push((format!("vgg_chain@{opset}"), zoo::vgg_chain(1, opset)));
+        out.push((format!("residual_block@{opset}"), zoo::residual_block(2, opset)));
+        out.push((format!("concat_branch@{opset}"), zoo::concat_branch(3, opset)));
+    }
+    out
+}
+
+#[test]
+fn unchanged_models_are_written_back_byte_for_byte() {
+    for (name, bytes) in models() {
+        let read = decode_onnx(&bytes, Path::new("m.onnx"), None).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            !read.model.graph.nodes.iter().any(|n| matches!(n.op, Op::Opaque { .. })),
+            "{name}: every op is interpreted"
+        );
+        let written = encode_onnx(&read.source, &read.model, None).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(written.model == bytes, "{name}: rewritten bytes differ");
+    }
+}
+
+#[test]
+fn resnet18_reads_with_its_shapes() {
+    let bytes = zoo::resnet18(7, 1000);
+    let read = decode_onnx(&bytes, Path::new("r.onnx"), None).expect("reads");
+    let shapes = infer_shapes(&read.model, &[2, 3, 224, 224]).expect("shapes");
+    let head = read.model.graph.heads[0];
+    assert_eq!(shapes.outputs[head.node][head.output], vec![2, 1000]);
+    let convs = read
+        .model
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Convolution(_)))
+        .count();
+    assert_eq!(convs, 20, "17 3x3/7x7 convolutions and 3 shortcuts");
+    assert_eq!(
+        onnx::declared_input_shape(&read.source),
+        Some(vec![3, 224, 224]),
+        "symbolic batch, fixed image size"
+    );
+}
+
+#[test]
+fn unknown_ops_pass_through_and_are_named_when_they_block_a_layer() {
+    // An unknown op after the last layer passes through untouched.
+    let mut b = GraphBuilder::new(13);
+    b.input("x", &[1, 4]);
+    b.initializer("w", Tensor::new(vec![3, 4], vec![0.25; 12]).expect("shape"));
+    b.node("Gemm", &["x", "w"], &["y"], vec![onnx::attr_int("transB", 1)]);
+    b.node("Hardmax", &["y"], &["z"], vec![]);
+    b.output("z", &[Some(1), Some(3)]);
+    let bytes = b.finish();
+    let read = decode_onnx(&bytes, Path::new("u.onnx"), None).expect("reads");
+    assert!(infer_shapes(&read.model, &[1, 4]).is_ok());
+    let written = encode_onnx(&read.source, &read.model, None).expect("writes");
+    assert!(written.model == bytes);
+
+    // Before a layer it is an error naming the node and the op.
+    let mut b = GraphBuilder::new(13);
+    b.input("x", &[1, 4]);
+    b.node("Hardmax", &["x"], &["h"], vec![]);
+    b.initializer("w", Tensor::new(vec![3, 4], vec![0.25; 12]).expect("shape"));
+    b.node("Gemm", &["h", "w"], &["y"], vec![onnx::attr_int("transB", 1)]);
+    b.output("y", &[Some(1), Some(3)]);
+    let read = decode_onnx(&b.finish(), Path::new("u.onnx"), None).expect("reads");
+    let err = infer_shapes(&read.model, &[1, 4]).expect_err("blocked").to_string();
+    assert!(err.contains("Hardmax_h") && err.contains("'Hardmax'"), "{err}");
+}
+
+#[test]
+fn bad_files_are_refused_with_the_file_named() {
+    let err = decode_onnx(b"this is not protobuf at all", Path::new("junk.onnx"), None)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("junk.onnx"), "{err}");
+    let mut b = GraphBuilder::new(8);
+    b.input("x", &[1, 4]);
+    b.node("Relu", &["x"], &["y"], vec![]);
+    b.output("y", &[Some(1), Some(3)]);
+    let err = decode_onnx(&b.finish(), Path::new("old.onnx"), None)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("old.onnx") && err.contains("opset 8"), "{err}");
+    // An initializer whose data does not fill its shape.
+    let mut model = zoo::vgg_chain(1, 13);
+    let mut proto = <onnx::proto::ModelProto as prost::Message>::decode(&model[..]).expect("decodes");
+    let t = &mut proto.graph.as_mut().expect("graph").initializer[0];
+    t.dims[0] += 1;
+    model = prost::Message::encode_to_vec(&proto);
+    let err = decode_onnx(&model, Path::new("bad.onnx"), None)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("bad.onnx") && err.contains("features.0.weight"), "{err}");
+}
+
+#[test]
+fn external_data_is_read_and_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bytes = zoo::vgg_chain(1, 13);
+    let inline = decode_onnx(&bytes, Path::new("m.onnx"), None).expect("reads");
+    let written = encode_onnx(&inline.source, &inline.model, Some("m.onnx.data")).expect("writes");
+    let data = written.data.expect("an external data file");
+    assert!(written.model.len() < bytes.len() / 2, "the weights left the model");
+    let path = dir.path().join("m.onnx");
+    std::fs::write(&path, &written.model).expect("write");
+    std::fs::write(dir.path().join("m.onnx.data"), &data).expect("write");
+    let external = onnx::read_onnx(&path, None).expect("reads with external data");
+    assert_eq!(external.model, inline.model);
+    assert!(external.source.had_external_data());
+
+    // A location outside the model's folder, or a range past the file's end, is refused.
+    let proto = <onnx::proto::ModelProto as prost::Message>::decode(&written.model[..]).expect("decodes");
+    for (key, value, expected) in [
+        ("location", "../m.onnx.data", "plain relative path"),
+        ("length", "99999999", "lies outside"),
+    ] {
+        let mut bad = proto.clone();
+        let t = bad
+            .graph
+            .as_mut()
+            .expect("graph")
+            .initializer
+            .iter_mut()
+            .find(|t| !t.external_data.is_empty())
+            .expect("an external tensor");
+        t.external_data.iter_mut().find(|e| e.key == key).expect("entry").value = value.into();
+        let bad_path = dir.path().join("bad.onnx");
+        std::fs::write(&bad_path, prost::Message::encode_to_vec(&bad)).expect("write");
+        let err = onnx::read_onnx(&bad_path, None).err().expect("refused").to_string();
+        assert!(err.contains("bad.onnx") && err.contains(expected), "{err}");
+    }
+}

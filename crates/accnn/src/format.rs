@@ -1,0 +1,172 @@
+//! Model files in the formats accnn reads and writes: MXNet checkpoints and ONNX.
+//!
+//! A model is written back in the format it came in: an MXNet prefix gives `NEW-symbol.json` +
+//! `NEW-0001.params`, an ONNX file gives `NEW.onnx` (plus `NEW.onnx.data` when the original kept its
+//! weights in an external file or the new model would pass protobuf's 2 GiB limit).
+
+use std::path::{Path, PathBuf};
+
+use accnn_graph::Model;
+use accnn_graph::io::same_file;
+use accnn_graph::mxnet::{self, CheckpointPaths};
+use accnn_graph::onnx::{self, OnnxSource};
+
+use crate::Error;
+
+/// Where a model came from, with what writing it back needs.
+pub enum ModelSource {
+    Mxnet { prefix: String, paths: CheckpointPaths },
+    Onnx { path: PathBuf, source: Box<OnnxSource> },
+}
+
+/// A model read from disk.
+pub struct ModelFile {
+    pub model: Model,
+    pub source: ModelSource,
+    /// The input shape the file declares (without the batch), if it does.
+    pub declared_shape: Option<Vec<usize>>,
+}
+
+/// Whether `spec` names an ONNX file rather than an MXNet prefix.
+pub fn is_onnx(spec: &str) -> bool {
+    Path::new(spec)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
+impl ModelFile {
+    /// Reads an ONNX file (`*.onnx`) or an MXNet checkpoint (`PREFIX` with `epoch`).
+    /// `data_shape` (batch first) is needed only by ONNX layers with `auto_pad = SAME_*` when the
+    /// model's input size is symbolic.
+    pub fn open(spec: &str, epoch: u32, data_shape: Option<&[usize]>) -> Result<Self, Error> {
+        if is_onnx(spec) {
+            let path = PathBuf::from(spec);
+            let read = onnx::read_onnx(&path, data_shape)?;
+            let declared_shape = onnx::declared_input_shape(&read.source);
+            return Ok(ModelFile {
+                model: read.model,
+                source: ModelSource::Onnx {
+                    path,
+                    source: Box::new(read.source),
+                },
+                declared_shape,
+            });
+        }
+        let model = mxnet::load_checkpoint(spec, epoch)?;
+        let data = model.data_input()?;
+        let declared_shape = model.graph.nodes[data]
+            .attrs
+            .get("__shape__")
+            .and_then(|s| mxnet::parse_tuple_shape(s))
+            .map(|s| s.get(1..).unwrap_or(&[]).to_vec());
+        Ok(ModelFile {
+            model,
+            source: ModelSource::Mxnet {
+                prefix: spec.to_string(),
+                paths: CheckpointPaths::new(spec, epoch),
+            },
+            declared_shape,
+        })
+    }
+
+    /// The files the model was read from (the ONNX external data file is not listed).
+    pub fn input_files(&self) -> Vec<PathBuf> {
+        match &self.source {
+            ModelSource::Mxnet { paths, .. } => vec![paths.symbol.clone(), paths.params.clone()],
+            ModelSource::Onnx { path, .. } => vec![path.clone()],
+        }
+    }
+
+    /// What the user called the model.
+    pub fn name(&self) -> String {
+        match &self.source {
+            ModelSource::Mxnet { prefix, .. } => prefix.clone(),
+            ModelSource::Onnx { path, .. } => path.display().to_string(),
+        }
+    }
+}
+
+/// A model's files, ready to be written together.
+pub struct EncodedModel {
+    pub files: Vec<(PathBuf, Vec<u8>)>,
+}
+
+impl EncodedModel {
+    pub fn paths(&self) -> Vec<&Path> {
+        self.files.iter().map(|(p, _)| p.as_path()).collect()
+    }
+}
+
+/// The files a model from `source` saved as `dest` may occupy, checked against `inputs` (the files
+/// it was read from, or any other file that must survive): a clear error instead of an overwrite.
+pub fn check_destination(source: &ModelSource, dest: &str, inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
+    let targets = match source {
+        ModelSource::Mxnet { .. } => {
+            if is_onnx(dest) {
+                return Err(Error::Plan(format!(
+                    "--save-model {dest}: the model was read from an MXNet checkpoint and is written as one; give a prefix"
+                )));
+            }
+            let paths = CheckpointPaths::new(dest, 1);
+            vec![paths.symbol, paths.params]
+        }
+        ModelSource::Onnx { .. } => {
+            if !is_onnx(dest) {
+                return Err(Error::Plan(format!(
+                    "--save-model {dest}: the model was read from ONNX and is written as ONNX; give a path ending in .onnx"
+                )));
+            }
+            let path = PathBuf::from(dest);
+            let data = path.with_file_name(format!("{}.data", file_name(&path)));
+            vec![path, data]
+        }
+    };
+    for target in &targets {
+        if let Some(input) = inputs.iter().find(|i| same_file(target, i)) {
+            return Err(Error::Plan(format!(
+                "--save-model {dest} would overwrite the input file {}; choose another name",
+                input.display()
+            )));
+        }
+    }
+    Ok(targets)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The files of `model` written in `source`'s format to `dest` (an MXNet prefix, or an `.onnx`
+/// path), refusing any that would overwrite one of `inputs`.
+pub fn encode_model(
+    source: &ModelSource,
+    model: &Model,
+    dest: &str,
+    inputs: &[PathBuf],
+) -> Result<EncodedModel, Error> {
+    check_destination(source, dest, inputs)?;
+    let files = match source {
+        ModelSource::Mxnet { .. } => {
+            let paths = CheckpointPaths::new(dest, 1);
+            vec![
+                (paths.symbol, mxnet::symbol_json(&model.graph).into_bytes()),
+                (paths.params, mxnet::encode_params(&model.args, &model.aux)),
+            ]
+        }
+        ModelSource::Onnx { source, .. } => {
+            let path = PathBuf::from(dest);
+            let data_name = format!("{}.data", file_name(&path));
+            let weight_bytes: usize = model.args.values().map(|t| t.len() * 4).sum();
+            let external = source.had_external_data() || weight_bytes > (1 << 30) + (1 << 29);
+            let encoded = onnx::encode_onnx(source, model, external.then_some(data_name.as_str()))?;
+            let mut files = vec![(path.clone(), encoded.model)];
+            if let Some(data) = encoded.data {
+                files.push((path.with_file_name(&data_name), data));
+            }
+            files
+        }
+    };
+    Ok(EncodedModel { files })
+}

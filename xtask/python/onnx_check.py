@@ -1,0 +1,87 @@
+"""Checks ONNX models written by accnn with the onnx checker and onnxruntime.
+
+Run by `cargo xtask onnx-check`, which writes a manifest (JSON):
+  {"cases": [{"model": PATH, "input": F32 FILE, "shape": [..], "expected": F32 FILE,
+              "reference": PATH or null, "tolerance": FLOAT}],
+   "bench": [{"name": STR, "original": PATH, "accelerated": PATH, "shape": [..]}]}
+For each case: onnx.checker (full check, with shape inference) passes, onnxruntime runs the model,
+its output matches accnn's engine output `expected` (relative error < tolerance), and, with a
+`reference` model, matches that model's onnxruntime output too. Bench entries time both models in
+onnxruntime, alternating, and print medians. Exit status 1 if any case fails.
+"""
+
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+
+def session(path):
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def run(path, x):
+    s = session(path)
+    return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+
+def relative_error(a, b):
+    a = a.astype(np.float64).ravel()
+    b = b.astype(np.float64).ravel()
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def main():
+    manifest = json.load(open(sys.argv[1]))
+    failures = 0
+    for case in manifest["cases"]:
+        path = case["model"]
+        try:
+            onnx.checker.check_model(onnx.load(path), full_check=True)
+        except Exception as e:  # noqa: BLE001 - report and go on to the next model
+            print(f"FAIL {path}: onnx.checker: {e}")
+            failures += 1
+            continue
+        x = np.fromfile(case["input"], dtype=np.float32).reshape(case["shape"])
+        expected = np.fromfile(case["expected"], dtype=np.float32)
+        got = run(path, x)
+        err = relative_error(got, expected)
+        ok = err < case["tolerance"]
+        line = f"{'ok  ' if ok else 'FAIL'} {path}: onnxruntime vs accnn engine, relative error {err:.2e}"
+        if case.get("reference"):
+            ref_err = relative_error(got, run(case["reference"], x))
+            line += f"; vs the original in onnxruntime {ref_err:.2e}"
+            if case.get("reference_tolerance") is not None and ref_err >= case["reference_tolerance"]:
+                ok = False
+                line = "FAIL" + line[4:]
+        print(line)
+        failures += 0 if ok else 1
+    for bench in manifest.get("bench", []):
+        x = np.random.default_rng(0).standard_normal(bench["shape"], dtype=np.float32)
+        sessions = [session(bench["original"]), session(bench["accelerated"])]
+        feeds = [{s.get_inputs()[0].name: x} for s in sessions]
+        for s, f in zip(sessions, feeds):
+            for _ in range(3):
+                s.run(None, f)
+        times = [[], []]
+        for _ in range(bench.get("rounds", 20)):
+            for k in (0, 1):
+                t = time.perf_counter()
+                sessions[k].run(None, feeds[k])
+                times[k].append(time.perf_counter() - t)
+        a, b = statistics.median(times[0]), statistics.median(times[1])
+        print(
+            f"onnxruntime {bench['name']}: original {a * 1e3:.2f} ms, accelerated {b * 1e3:.2f} ms, "
+            f"speed-up {a / b:.2f}x (median of {len(times[0])} alternating runs)"
+        )
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()

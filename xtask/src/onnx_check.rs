@@ -1,0 +1,161 @@
+//! `cargo xtask onnx-check`: ONNX models accnn writes pass onnx.checker, run in onnxruntime, and
+//! compute there what accnn's engine computes; a seeded ResNet-18 decomposes to the requested ratio.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use accnn::{Analysis, Report, Scope, apply_plan, factorise_all, full_rank_plan, plan_for_ratio};
+use accnn_graph::onnx::{decode_onnx, encode_onnx, zoo};
+use accnn_graph::{Model, fold_batch_norms};
+use accnn_infer::{Engine, EngineOptions};
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+#[derive(clap::Args, Debug)]
+pub struct OnnxCheckArgs {
+    /// A Python with onnx and onnxruntime installed (.ci/run pins the versions).
+    #[arg(long, default_value = "python3")]
+    pub python: PathBuf,
+    /// Also time ResNet-18 and its ratio-2 decomposition in accnn's engine and in onnxruntime.
+    #[arg(long)]
+    pub bench: bool,
+}
+
+fn write_f32(path: &Path, values: &[f32]) -> Result<()> {
+    std::fs::write(path, values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn engine_output(model: &Model, input: &[f32], shape: &[usize]) -> Result<Vec<f32>> {
+    let engine = Engine::new(model, EngineOptions::default())?;
+    let x = candle_core::Tensor::from_slice(input, shape, &candle_core::Device::Cpu)?;
+    Ok(engine.run(&x)?.remove(0).flatten_all()?.to_vec1::<f32>()?)
+}
+
+struct Case {
+    name: String,
+    bytes: Vec<u8>,
+    shape: Vec<usize>,
+    ratios: Vec<f64>,
+}
+
+fn cases() -> Vec<Case> {
+    let mut out = Vec::new();
+    for opset in [9, 11, 13, 17, 21] {
+        for (name, bytes, shape) in [
+            ("vgg_chain", zoo::vgg_chain(1, opset), vec![2, 3, 16, 16]),
+            ("residual_block", zoo::residual_block(2, opset), vec![2, 8, 12, 12]),
+            ("concat_branch", zoo::concat_branch(3, opset), vec![2, 4, 10, 10]),
+        ] {
+            out.push(Case {
+                name: format!("{name}-opset{opset}"),
+                bytes,
+                shape,
+                ratios: vec![2.0],
+            });
+        }
+    }
+    out.push(Case {
+        name: "resnet18".into(),
+        bytes: zoo::resnet18(18, 1000),
+        shape: vec![2, 3, 224, 224],
+        ratios: vec![1.5, 2.0],
+    });
+    out
+}
+
+pub fn run(root: &Path, args: &OnnxCheckArgs) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("accnn-onnx-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut manifest_cases = Vec::new();
+    let mut bench = Vec::new();
+    let mut problems = Vec::new();
+    for case in cases() {
+        let original_path = dir.join(format!("{}.onnx", case.name));
+        std::fs::write(&original_path, &case.bytes)?;
+        let read = decode_onnx(&case.bytes, &original_path, None)?;
+        let n: usize = case.shape.iter().product();
+        let input: Vec<f32> = (0..n).map(|i| ((i * 7919 % 2003) as f32 / 1001.0) - 1.0).collect();
+        let input_path = dir.join(format!("{}.input.f32", case.name));
+        write_f32(&input_path, &input)?;
+        let mut add = |path: &Path, model: &Model, reference: Option<f64>| -> Result<()> {
+            let expected = dir.join(format!(
+                "{}.expected.f32",
+                path.file_stem().unwrap_or_default().to_string_lossy()
+            ));
+            write_f32(&expected, &engine_output(model, &input, &case.shape)?)?;
+            manifest_cases.push(json!({
+                "model": path, "input": input_path, "shape": case.shape, "expected": expected,
+                "tolerance": 1e-4,
+                "reference": reference.map(|_| original_path.clone()),
+                "reference_tolerance": reference,
+            }));
+            Ok(())
+        };
+        add(&original_path, &read.model, None)?;
+        let (model, _) = fold_batch_norms(read.model)?;
+        let mut one = case.shape.clone();
+        one[0] = 1;
+        let analysis = Analysis::new(&model, &one)?;
+        let svds = factorise_all(&model, &analysis, Default::default(), |_, _| {})?;
+        let mut plans = vec![("full".to_string(), full_rank_plan(&analysis), Some(1e-4))];
+        for &ratio in &case.ratios {
+            plans.push((
+                format!("x{ratio}"),
+                plan_for_ratio(&analysis, &svds, ratio, Scope::All)?,
+                None,
+            ));
+        }
+        for (tag, plan, reference) in plans {
+            let (fast, report): (Model, Report) = apply_plan(model.clone(), &analysis, &svds, &plan)?;
+            if let Some(ratio) = tag.strip_prefix('x').and_then(|r| r.parse::<f64>().ok()) {
+                let achieved = report.speedup();
+                println!("{}: requested {ratio}x, theoretical {achieved:.3}x", case.name);
+                if case.name == "resnet18" && (achieved / ratio - 1.0).abs() > 0.02 {
+                    problems.push(format!(
+                        "{}: theoretical {achieved:.3}x is not within 2% of {ratio}x",
+                        case.name
+                    ));
+                }
+            }
+            let path = dir.join(format!("{}-{tag}.onnx", case.name));
+            std::fs::write(&path, encode_onnx(&read.source, &fast, None)?.model)?;
+            add(&path, &fast, reference)?;
+            if args.bench && case.name == "resnet18" && tag == "x2" {
+                let (a, b) = (
+                    Engine::new(&model, EngineOptions::default())?,
+                    Engine::new(&fast, EngineOptions::default())?,
+                );
+                let x = candle_core::Tensor::from_slice(&input[..n / 2], one.as_slice(), &candle_core::Device::Cpu)?;
+                let c = accnn_infer::timing::compare(&a, &b, &x, 3, 20)?;
+                println!(
+                    "accnn engine resnet18 x2 (batch 1): original {:.2} ms, accelerated {:.2} ms, speed-up {:.2}x (theoretical {:.3}x)",
+                    c.a.median() * 1e3,
+                    c.b.median() * 1e3,
+                    c.speedup(),
+                    report.speedup()
+                );
+                bench.push(json!({"name": "resnet18 x2 (batch 1)", "original": original_path, "accelerated": path, "shape": one}));
+            }
+        }
+    }
+    let manifest = dir.join("manifest.json");
+    std::fs::write(
+        &manifest,
+        serde_json::to_vec_pretty(&json!({"cases": manifest_cases, "bench": bench}))?,
+    )?;
+    let status = Command::new(&args.python)
+        .arg(root.join("xtask/python/onnx_check.py"))
+        .arg(&manifest)
+        .status()
+        .with_context(|| format!("cannot run {}", args.python.display()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if !status.success() {
+        problems.push("some written models failed onnx.checker or disagree with onnxruntime".into());
+    }
+    if !problems.is_empty() {
+        bail!("onnx-check: {}", problems.join("; "));
+    }
+    println!("onnx-check: every written model passes onnx.checker and matches onnxruntime; ResNet-18 meets its ratios");
+    Ok(())
+}
