@@ -68,7 +68,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let macs = |a: &accnn::Analysis| a.layers.iter().map(|l| l.macs).sum::<u64>();
     let theoretical = macs(&base.analysis) as f64 / macs(&other.analysis).max(1) as f64;
-    let options = EngineOptions { threads: args.threads };
+    let options = EngineOptions {
+        threads: args.threads,
+        ..Default::default()
+    };
     let a = Engine::new(&base.model, options).with_context(|| format!("model '{}'", base.name))?;
     let b = Engine::new(&other.model, options).with_context(|| format!("model '{}'", other.name))?;
     say!(

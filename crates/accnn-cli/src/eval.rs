@@ -1,14 +1,15 @@
 //! `accnn eval`: accuracy on labelled data, and agreement with a reference model.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use accnn_infer::data::{Dataset, Preprocess, load_idx, load_npz};
+use accnn_infer::data::Dataset;
 use accnn_infer::eval::{agreement, predict, score};
 use accnn_infer::{Engine, EngineOptions};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::data::{DataSource, load_dataset};
 use crate::{ModelArgs, load};
 
 #[derive(Args, Debug)]
@@ -32,15 +33,8 @@ pub struct EvalArgs {
     /// Use at most this many images.
     #[arg(long)]
     pub limit: Option<usize>,
-    /// IDX preprocessing: input = (pixel / 255 - mean) / std (the committed fixture: 0.286).
-    #[arg(long, default_value_t = 0.0)]
-    pub mean: f32,
-    /// IDX preprocessing (the committed fixture: 0.353).
-    #[arg(long, default_value_t = 1.0)]
-    pub std: f32,
-    /// IDX preprocessing: black border added on each side (the committed fixture: 2, 28 -> 32).
-    #[arg(long, default_value_t = 0)]
-    pub pad: usize,
+    #[command(flatten)]
+    pub preprocess: crate::data::PreprocessArgs,
     /// Worker threads (0: every core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -50,29 +44,12 @@ pub struct EvalArgs {
 }
 
 fn load_data(args: &EvalArgs) -> Result<Dataset> {
-    let path: &Path = &args.data;
-    if path.extension().is_some_and(|e| e == "npz") {
-        return Ok(load_npz(path, args.limit)?);
-    }
-    if !path.is_dir() {
-        bail!(
-            "--data {}: expected a directory of IDX files or a .npz file",
-            path.display()
-        );
-    }
-    if args.std <= 0.0 {
-        bail!("--std must be positive");
-    }
-    Ok(load_idx(
-        path,
-        &args.split,
-        Preprocess {
-            mean: args.mean,
-            std: args.std,
-            pad: args.pad,
-        },
-        args.limit,
-    )?)
+    let source = DataSource {
+        path: args.data.clone(),
+        split: args.split.clone(),
+        limit: args.limit,
+    };
+    load_dataset(&source, &args.preprocess).map_err(|e| anyhow::anyhow!("--data {e:#}"))
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
@@ -91,7 +68,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             expected
         );
     }
-    let options = EngineOptions { threads: args.threads };
+    let options = EngineOptions {
+        threads: args.threads,
+        ..Default::default()
+    };
     let run_one = |prefix: &str, engine: &Engine| -> Result<Vec<Vec<u32>>> {
         let bar = ProgressBar::new(data.len() as u64);
         bar.set_style(

@@ -13,6 +13,8 @@ macro_rules! say {
 }
 
 mod bench;
+mod calibrate;
+mod data;
 mod eval;
 
 // Large, short-lived buffers (activations, SVD workspaces) are reused instead of being returned to the
@@ -105,6 +107,8 @@ struct AccelerateArgs {
     /// Keep BatchNorm layers instead of folding them into the convolutions before them.
     #[arg(long)]
     no_fold_bn: bool,
+    #[command(flatten)]
+    calibration: calibrate::CalibrationArgs,
 }
 
 #[derive(Args, Debug)]
@@ -126,6 +130,8 @@ struct LayerArgs {
     /// Keep BatchNorm layers instead of folding them into the convolutions before them.
     #[arg(long)]
     no_fold_bn: bool,
+    #[command(flatten)]
+    calibration: calibrate::CalibrationArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -294,28 +300,42 @@ fn accelerate(model_args: &ModelArgs, args: &AccelerateArgs) -> Result<()> {
     let scope = if args.conv_only { Scope::ConvOnly } else { Scope::All };
     let layers = &loaded.analysis.layers;
     let started = Instant::now();
-    let (plan, svds) = if let Some(path) = &args.config {
-        let config = RankConfig::read(path)?;
-        let plan =
-            accnn::plan_from_config(&loaded.analysis, &config).with_context(|| format!("config {}", path.display()))?;
-        let mut wanted = vec![false; layers.len()];
-        for p in &plan.layers {
-            wanted[p.layer] = true;
+    let config_plan = match &args.config {
+        Some(path) => {
+            let config = RankConfig::read(path)?;
+            Some(
+                accnn::plan_from_config(&loaded.analysis, &config)
+                    .with_context(|| format!("config {}", path.display()))?,
+            )
         }
-        let svds = factorise(&loaded, &wanted, args.precision.into())?;
-        (plan, svds)
-    } else {
-        let ratio = args.ratio.context("give --ratio or --config")?;
-        let wanted: Vec<bool> = layers
+        None => None,
+    };
+    let wanted: Vec<bool> = match &config_plan {
+        Some(plan) => (0..layers.len())
+            .map(|i| plan.layers.iter().any(|p| p.layer == i))
+            .collect(),
+        None => layers
             .iter()
             .map(|l| scope.includes(l.kind) && l.can_reduce_cost())
-            .collect();
-        let svds = factorise(&loaded, &wanted, args.precision.into())?;
-        let plan = accnn::plan_for_ratio(&loaded.analysis, &svds, ratio, scope)?;
-        (plan, svds)
+            .collect(),
+    };
+    let calibration = calibrate::prepare(&args.calibration, &loaded.model, &loaded.analysis, &wanted)?;
+    let svds = match &calibration {
+        Some(c) => calibrate::factorise(c, &loaded.model, &loaded.analysis, &wanted)?,
+        None => factorise(&loaded, &wanted, args.precision.into())?,
+    };
+    let plan = match config_plan {
+        Some(plan) => plan,
+        None => {
+            let ratio = args.ratio.context("give --ratio or --config")?;
+            accnn::plan_for_ratio(&loaded.analysis, &svds, ratio, scope)?
+        }
     };
     let svd_seconds = started.elapsed().as_secs_f64();
-    let (model, report) = accnn::apply_plan(loaded.model, &loaded.analysis, &svds, &plan)?;
+    let (model, report) = match &calibration {
+        Some(c) => calibrate::apply(c, loaded.model, &loaded.analysis, &svds, &plan)?,
+        None => accnn::apply_plan(loaded.model, &loaded.analysis, &svds, &plan)?,
+    };
     // The SVD factors of big layers (fc6: 0.5 GB) are not needed while the new model is written.
     drop(svds);
     say!("{}", report.to_string().trim_end())?;
@@ -371,8 +391,17 @@ fn single_layer(args: &LayerArgs, kind: accnn::LayerKind) -> Result<()> {
     let plan: RankPlan = accnn::plan_from_config(&loaded.analysis, &config).context("--K")?;
     let mut wanted = vec![false; loaded.analysis.layers.len()];
     wanted[index] = true;
-    let svds = factorise(&loaded, &wanted, args.precision.into())?;
-    let (model, report) = accnn::apply_plan(loaded.model, &loaded.analysis, &svds, &plan)?;
+    let calibration = calibrate::prepare(&args.calibration, &loaded.model, &loaded.analysis, &wanted)?;
+    let (model, report) = match &calibration {
+        Some(c) => {
+            let svds = calibrate::factorise(c, &loaded.model, &loaded.analysis, &wanted)?;
+            calibrate::apply(c, loaded.model, &loaded.analysis, &svds, &plan)?
+        }
+        None => {
+            let svds = factorise(&loaded, &wanted, args.precision.into())?;
+            accnn::apply_plan(loaded.model, &loaded.analysis, &svds, &plan)?
+        }
+    };
     say!("{}", report.to_string().trim_end())?;
     save(&loaded.source, &loaded.inputs, &model, &args.save_model, None)
 }

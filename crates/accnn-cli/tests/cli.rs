@@ -349,3 +349,80 @@ fn onnx_models_go_through_every_command() {
     );
     assert_eq!(files(dir.path()), before);
 }
+
+/// top-1 accuracy of `model` on the committed test subset, as `accnn eval` prints it.
+fn top1(model: &str, cwd: &Path) -> f64 {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/fashion-mnist-1k");
+    let out = accnn(
+        &[
+            "eval", "-m", model, "--data", data, "--mean", "0.286", "--std", "0.353", "--pad", "2",
+        ],
+        cwd,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let at = text.find("top-1 ").expect("a top-1 figure") + 6;
+    text[at..].split('%').next().unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn calibration_keeps_the_accuracy_data_free_decomposition_loses() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/fashion-mnist-train-512");
+    let free = accnn(&["-m", &fixture(), "--ratio", "3", "--save-model", "free"], dir.path());
+    assert!(free.status.success(), "{}", String::from_utf8_lossy(&free.stderr));
+    let calibrated = accnn(
+        &[
+            "-m",
+            &fixture(),
+            "--ratio",
+            "3",
+            "--save-model",
+            "calibrated",
+            "--config-out",
+            "c.json",
+            "--calibrate",
+            train,
+            "--mean",
+            "0.286",
+            "--std",
+            "0.353",
+            "--pad",
+            "2",
+        ],
+        dir.path(),
+    );
+    let stdout = String::from_utf8_lossy(&calibrated.stdout);
+    assert!(
+        calibrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&calibrated.stderr)
+    );
+    assert!(
+        stdout.contains("calibration: 512 images") && stdout.contains("after refit"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("achieved 3.000x"), "{stdout}");
+    let original = top1(&fixture(), dir.path());
+    let (free, calibrated) = (top1("free", dir.path()), top1("calibrated", dir.path()));
+    // The bar: the calibrated drop is at most a third of the data-free drop.
+    assert!(
+        original - calibrated <= (original - free) / 3.0,
+        "original {original}%, data-free {free}%, calibrated {calibrated}%"
+    );
+    // A calibration set whose images do not fit the model is refused before any work.
+    fails_cleanly(
+        &[
+            "-m",
+            &fixture(),
+            "--ratio",
+            "3",
+            "--save-model",
+            "x",
+            "--calibrate",
+            train,
+        ],
+        dir.path(),
+        "images are [1, 28, 28] but the model takes [1, 32, 32]",
+    );
+}

@@ -9,6 +9,9 @@
 //! - [`DenseSvd`]: a `(N, M)` fully-connected weight `W = U S Vᵀ` becomes `(K, M)` = `S_K^½ V_Kᵀ`
 //!   followed by `(N, K)` = `U_K S_K^½`.
 //!
+//! - [`WhitenedConvSvd`], [`LeastSquares`]: the data-aware variants, fitted to a layer's responses
+//!   on calibration data instead of its weights alone.
+//!
 //! Each factorisation is computed once; its [`singular_values`](ConvSvd::singular_values) feed rank
 //! selection and [`factors`](ConvSvd::factors) then costs only a copy for any rank.
 //!
@@ -26,10 +29,12 @@
 
 mod dense;
 mod matrix;
+mod response;
 mod spatial;
 
 pub use dense::{DenseSvd, LinearFactors};
 pub use matrix::Precision;
+pub use response::{LeastSquares, SecondMoment, WhitenedConvSvd};
 pub use spatial::{ConvSvd, KernelShape, SpatialFactors};
 
 /// Why a factorisation could not be computed.

@@ -47,10 +47,22 @@ pub enum InferError {
 }
 
 /// How to run a model.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct EngineOptions {
     /// Worker threads; 0 uses every core.
     pub threads: usize,
+    /// Apply a ReLU inside the convolution it follows (default). Off, every convolution's own
+    /// output stays observable through [`Engine::run_collect`].
+    pub fuse_activations: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            threads: 0,
+            fuse_activations: true,
+        }
+    }
 }
 
 enum Step {
@@ -146,7 +158,8 @@ impl Engine {
         let mut fused_relu = vec![false; graph.nodes.len()];
         for node in &graph.nodes {
             if let (Op::Activation(Activation::Relu), Some(e)) = (&node.op, node.inputs.first()) {
-                if matches!(graph.nodes[e.node].op, Op::Convolution(_)) && uses[e.node] == 1 {
+                if options.fuse_activations && matches!(graph.nodes[e.node].op, Op::Convolution(_)) && uses[e.node] == 1
+                {
                     fused_relu[e.node] = true;
                 }
             }
@@ -246,13 +259,27 @@ impl Engine {
     /// With the environment variable `ACCNN_PROFILE` set, each node's wall time is printed to stderr.
     pub fn run(&self, input: &Tensor) -> Result<Vec<Tensor>, InferError> {
         let input = input.to_dtype(DType::F32)?.contiguous()?;
-        self.pool.install(|| self.run_inner(&input))
+        self.pool.install(|| self.run_inner(&input, &self.heads))
     }
 
-    fn run_inner(&self, input: &Tensor) -> Result<Vec<Tensor>, InferError> {
+    /// Runs the model only as far as needed to compute the `wanted` outputs, and returns them.
+    pub fn run_collect(&self, input: &Tensor, wanted: &[Entry]) -> Result<Vec<Tensor>, InferError> {
+        let input = input.to_dtype(DType::F32)?.contiguous()?;
+        if let Some(e) = wanted.iter().find(|e| e.node >= self.steps.len()) {
+            return Err(InferError::Node {
+                node: format!("#{}", e.node),
+                message: "no such node".into(),
+            });
+        }
+        self.pool.install(|| self.run_inner(&input, wanted))
+    }
+
+    fn run_inner(&self, input: &Tensor, wanted: &[Entry]) -> Result<Vec<Tensor>, InferError> {
         let mut values: Vec<Option<Tensor>> = vec![None; self.steps.len()];
         let profile = std::env::var_os("ACCNN_PROFILE").is_some();
-        for (i, (name, step, inputs)) in self.steps.iter().enumerate() {
+        let last = wanted.iter().map(|e| e.node).max().unwrap_or(0);
+        let keep: std::collections::HashSet<usize> = wanted.iter().map(|e| e.node).collect();
+        for (i, (name, step, inputs)) in self.steps.iter().enumerate().take(last + 1) {
             let started = std::time::Instant::now();
             let arg = |k: usize| -> Result<&Tensor, InferError> {
                 inputs
@@ -334,18 +361,25 @@ impl Engine {
             }
             values[i] = value;
             for e in inputs {
-                if self.last_use[e.node] == i {
+                if self.last_use[e.node] == i && !keep.contains(&e.node) {
                     values[e.node] = None;
                 }
             }
         }
-        self.heads
+        wanted
             .iter()
             .map(|h| {
-                values[h.node].clone().ok_or_else(|| InferError::Node {
+                let value = values[h.node].as_ref().ok_or_else(|| InferError::Node {
                     node: self.steps[h.node].0.clone(),
                     message: "output has no value".into(),
-                })
+                })?;
+                if h.output > 0 {
+                    return Err(InferError::Node {
+                        node: self.steps[h.node].0.clone(),
+                        message: format!("output {} is not computed by the engine", h.output),
+                    });
+                }
+                Ok(value.clone())
             })
             .collect()
     }

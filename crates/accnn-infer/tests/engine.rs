@@ -19,7 +19,14 @@ fn random(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn run(model: &Model, shape: &[usize], x: &[f32], threads: usize) -> Vec<f64> {
-    let engine = Engine::new(model, EngineOptions { threads }).unwrap();
+    let engine = Engine::new(
+        model,
+        EngineOptions {
+            threads,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let input = Tensor::from_vec(x.to_vec(), shape, &Device::Cpu).unwrap();
     let out = engine.run(&input).unwrap().remove(0);
     out.flatten_all()

@@ -1,6 +1,6 @@
 //! One SVD per layer, computed once and reused for energies and factors.
 
-use accnn_decompose::{ConvSvd, DenseSvd, KernelShape, Precision};
+use accnn_decompose::{ConvSvd, DenseSvd, KernelShape, Precision, WhitenedConvSvd};
 use accnn_graph::cost::LayerKind;
 use accnn_graph::rewrite::LayerSplit;
 use accnn_graph::{Model, Tensor};
@@ -8,10 +8,16 @@ use accnn_graph::{Model, Tensor};
 use crate::Error;
 use crate::analysis::Layer;
 
-/// The SVD of one layer's weight.
+/// The SVD of one layer's weight, or the response-weighted one fitted on calibration data.
 pub enum Factorisation {
     Conv(ConvSvd),
     Dense(DenseSvd),
+    /// Data-aware: singular values are response energies. A dense layer is held as a 1x1
+    /// convolution; `kind` says which the layer is.
+    Response {
+        svd: WhitenedConvSvd,
+        kind: LayerKind,
+    },
 }
 
 impl Factorisation {
@@ -50,6 +56,7 @@ impl Factorisation {
         match self {
             Factorisation::Conv(s) => accnn_rank::energy_profile(&s.singular_values()),
             Factorisation::Dense(s) => accnn_rank::energy_profile(&[s.singular_values()]),
+            Factorisation::Response { svd, .. } => accnn_rank::energy_profile(&[svd.singular_values()]),
         }
     }
 
@@ -75,6 +82,22 @@ impl Factorisation {
                     node: layer.node,
                     reduce: Tensor::new(vec![f.rank, f.inputs], f.reduce)?,
                     reconstruct: Tensor::new(vec![f.outputs, f.rank], f.reconstruct)?,
+                }
+            }
+            Factorisation::Response { svd, kind } => {
+                let f = svd.factors(rank_per_group).map_err(wrap)?;
+                let (vs, hs) = (f.vertical_shape().to_vec(), f.horizontal_shape().to_vec());
+                match kind {
+                    LayerKind::Convolution => LayerSplit::Conv {
+                        node: layer.node,
+                        vertical: Tensor::new(vs, f.vertical)?,
+                        horizontal: Tensor::new(hs, f.horizontal)?,
+                    },
+                    LayerKind::FullyConnected => LayerSplit::Fc {
+                        node: layer.node,
+                        reduce: Tensor::new(vec![vs[0], vs[1]], f.vertical)?,
+                        reconstruct: Tensor::new(vec![hs[0], hs[1]], f.horizontal)?,
+                    },
                 }
             }
         })

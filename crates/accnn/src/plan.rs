@@ -321,17 +321,32 @@ pub fn apply_plan(
     plan: &RankPlan,
 ) -> Result<(Model, Report), Error> {
     let mut splits = Vec::with_capacity(plan.layers.len());
-    let mut energies = vec![1.0; analysis.layers.len()];
     for p in &plan.layers {
         let layer = &analysis.layers[p.layer];
-        let svd = svds.get(p.layer).and_then(Option::as_ref).ok_or_else(|| Error::Layer {
-            layer: layer.name.clone(),
-            message: "no factorisation was computed".into(),
-        })?;
-        energies[p.layer] = svd.energy().get(p.rank - 1).copied().unwrap_or(1.0);
-        splits.push(svd.split(layer, p.rank)?);
+        splits.push(planned_svd(analysis, svds, p.layer)?.split(layer, p.rank)?);
     }
-    let out = apply_splits(model, splits)?;
+    let report = plan_report(analysis, svds, plan)?;
+    Ok((apply_splits(model, splits)?, report))
+}
+
+fn planned_svd<'s>(
+    analysis: &Analysis,
+    svds: &'s [Option<Factorisation>],
+    layer: usize,
+) -> Result<&'s Factorisation, Error> {
+    svds.get(layer).and_then(Option::as_ref).ok_or_else(|| Error::Layer {
+        layer: analysis.layers[layer].name.clone(),
+        message: "no factorisation was computed".into(),
+    })
+}
+
+/// MACs, parameters and kept energy of every layer under `plan`, without rewriting anything.
+pub fn plan_report(analysis: &Analysis, svds: &[Option<Factorisation>], plan: &RankPlan) -> Result<Report, Error> {
+    let mut energies = vec![1.0; analysis.layers.len()];
+    for p in &plan.layers {
+        let svd = planned_svd(analysis, svds, p.layer)?;
+        energies[p.layer] = svd.energy().get(p.rank - 1).copied().unwrap_or(1.0);
+    }
     let layers = analysis
         .layers
         .iter()
@@ -364,5 +379,5 @@ pub fn apply_plan(
             }
         })
         .collect();
-    Ok((out, Report { layers }))
+    Ok(Report { layers })
 }

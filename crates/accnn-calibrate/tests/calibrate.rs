@@ -1,0 +1,169 @@
+//! Data-aware decomposition on small synthetic layers and an ONNX DAG, checked against the
+//! reference interpreter.
+
+use std::path::Path;
+
+use accnn::{Analysis, PlannedLayer, RankPlan, Scope, full_rank_plan, plan_for_ratio};
+use accnn_calibrate::{CalibrateOptions, collect, factorise, reconstruct};
+use accnn_graph::ir::{ConvAttrs, Padding2d};
+use accnn_graph::onnx::{decode_onnx, zoo};
+use accnn_graph::{Entry, Model, Node, Op, Tensor, fold_batch_norms};
+use accnn_infer::data::Dataset;
+use accnn_reference::{Array, evaluate};
+
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
+        })
+        .collect()
+}
+
+/// Images with correlated channels, so that the response-weighted factorisation differs from the
+/// weight SVD.
+fn images(count: usize, shape: [usize; 3], seed: u64) -> Dataset {
+    let [c, h, w] = shape;
+    let base = noise(count * h * w, seed);
+    let own = noise(count * c * h * w, seed + 1);
+    let mut data = vec![0f32; count * c * h * w];
+    for b in 0..count {
+        for ch in 0..c {
+            for p in 0..h * w {
+                data[(b * c + ch) * h * w + p] =
+                    base[b * h * w + p] * (ch as f32 + 1.0) + 0.3 * own[(b * c + ch) * h * w + p];
+            }
+        }
+    }
+    Dataset {
+        shape: [count, c, h, w],
+        images: data,
+        labels: vec![0; count],
+    }
+}
+
+fn one_conv() -> Model {
+    let mut model = Model::default();
+    let node = |name: &str, op: Op, inputs: Vec<usize>| Node {
+        name: name.into(),
+        op,
+        inputs: inputs.into_iter().map(Entry::new).collect(),
+        attrs: Default::default(),
+    };
+    let conv = ConvAttrs {
+        kernel: [3, 3],
+        stride: [1, 1],
+        dilate: [1, 1],
+        pad: Padding2d::symmetric(1, 1),
+        num_filter: 6,
+        num_group: 1,
+        no_bias: false,
+    };
+    model.graph.nodes = vec![
+        node("data", Op::Variable, vec![]),
+        node("w", Op::Variable, vec![]),
+        node("b", Op::Variable, vec![]),
+        node("conv", Op::Convolution(conv), vec![0, 1, 2]),
+    ];
+    model.graph.heads = vec![Entry::new(3)];
+    model
+        .args
+        .insert("w".into(), Tensor::new(vec![6, 4, 3, 3], noise(216, 7)).unwrap());
+    model
+        .args
+        .insert("b".into(), Tensor::new(vec![6], noise(6, 8)).unwrap());
+    model
+}
+
+fn outputs(model: &Model, data: &Dataset) -> Vec<f64> {
+    let shape = data.shape.to_vec();
+    let x = Array::new(shape, data.images.iter().map(|&v| v as f64).collect());
+    evaluate(model, &x).unwrap().remove(0).data
+}
+
+fn squared_error(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum()
+}
+
+#[test]
+fn refit_is_the_least_squares_optimum_of_the_layer_response() {
+    let model = one_conv();
+    let data = images(24, [4, 6, 6], 3);
+    let analysis = Analysis::new(&model, &[1, 4, 6, 6]).unwrap();
+    // Every output position is a sample: the fit is over exactly what the check measures.
+    let options = CalibrateOptions {
+        positions: 36,
+        ..Default::default()
+    };
+    let wanted = vec![true];
+    let stats = collect(&model, &analysis, &data, &wanted, &options).unwrap();
+    let svds = factorise(&model, &analysis, &stats, &wanted, &options).unwrap();
+    let plan = RankPlan {
+        layers: vec![PlannedLayer { layer: 0, rank: 3 }],
+    };
+    let fitted = reconstruct(model.clone(), &analysis, &svds, &plan, &stats, &data, &options).unwrap();
+    let fit = &fitted.fits[0];
+    assert!(fit.error_after < fit.error_before, "{fit:?}");
+
+    let target = outputs(&model, &data);
+    let best = squared_error(&outputs(&fitted.model, &data), &target);
+    let energy: f64 = target.iter().map(|v| v * v).sum();
+    assert!(
+        (best / energy - fit.error_after).abs() < 1e-4,
+        "reported {} vs measured {}",
+        fit.error_after,
+        best / energy
+    );
+    // Any change of the refitted half or bias makes the response error worse.
+    for (name, seed) in [("conv_h_weight", 11), ("conv_h_bias", 12)] {
+        for sign in [1.0f32, -1.0] {
+            let mut moved = fitted.model.clone();
+            let t = moved.args.get_mut(name).unwrap();
+            let step = noise(t.len(), seed);
+            for (v, d) in t.data_mut().iter_mut().zip(step) {
+                *v += sign * 1e-2 * d;
+            }
+            let worse = squared_error(&outputs(&moved, &data), &target);
+            assert!(worse > best, "{name}: {worse} <= {best}");
+        }
+    }
+}
+
+#[test]
+fn full_rank_calibration_reproduces_an_onnx_dag() {
+    let bytes = zoo::residual_block(2, 13);
+    let model = fold_batch_norms(decode_onnx(&bytes, Path::new("b.onnx"), None).unwrap().model)
+        .unwrap()
+        .0;
+    let data = images(16, [8, 12, 12], 5);
+    let analysis = Analysis::new(&model, &[1, 8, 12, 12]).unwrap();
+    let options = CalibrateOptions::default();
+    let wanted = vec![true; analysis.layers.len()];
+    let stats = collect(&model, &analysis, &data, &wanted, &options).unwrap();
+    let svds = factorise(&model, &analysis, &stats, &wanted, &options).unwrap();
+    let fitted = reconstruct(
+        model.clone(),
+        &analysis,
+        &svds,
+        &full_rank_plan(&analysis),
+        &stats,
+        &data,
+        &options,
+    )
+    .unwrap();
+    let (a, b) = (outputs(&fitted.model, &data), outputs(&model, &data));
+    let rel = (squared_error(&a, &b) / b.iter().map(|v| v * v).sum::<f64>()).sqrt();
+    assert!(rel < 1e-3, "relative error {rel}");
+    assert_eq!(fitted.fits.len(), analysis.layers.len());
+
+    // At a ratio, every refit lowers the response error the factorisation left.
+    let plan = plan_for_ratio(&analysis, &svds, 2.0, Scope::All).unwrap();
+    let fitted = reconstruct(model, &analysis, &svds, &plan, &stats, &data, &options).unwrap();
+    assert!(fitted.report.speedup() >= 2.0);
+    for f in &fitted.fits {
+        assert!(f.error_after <= f.error_before + 1e-12, "{f:?}");
+    }
+}

@@ -1,0 +1,52 @@
+//! Labelled or unlabelled image sets, as `eval` and `--calibrate` read them.
+
+use std::path::PathBuf;
+
+use accnn_infer::data::{Dataset, Preprocess, load_idx, load_npz};
+use anyhow::{Result, bail};
+use clap::Args;
+
+/// How IDX pixels become model inputs (a `.npz` is taken as already preprocessed).
+#[derive(Args, Debug, Clone)]
+pub(crate) struct PreprocessArgs {
+    /// IDX preprocessing: input = (pixel / 255 - mean) / std (the committed fixture: 0.286).
+    #[arg(long, default_value_t = 0.0)]
+    pub mean: f32,
+    /// IDX preprocessing (the committed fixture: 0.353).
+    #[arg(long, default_value_t = 1.0)]
+    pub std: f32,
+    /// IDX preprocessing: black border added on each side (the committed fixture: 2, 28 -> 32).
+    #[arg(long, default_value_t = 0)]
+    pub pad: usize,
+}
+
+/// Which images to read.
+pub(crate) struct DataSource {
+    pub path: PathBuf,
+    pub split: String,
+    pub limit: Option<usize>,
+}
+
+/// Reads a directory of MNIST/Fashion-MNIST IDX files or a `.npz` with `x` and `y`.
+pub(crate) fn load_dataset(source: &DataSource, pre: &PreprocessArgs) -> Result<Dataset> {
+    let path = &source.path;
+    if path.extension().is_some_and(|e| e == "npz") {
+        return Ok(load_npz(path, source.limit)?);
+    }
+    if !path.is_dir() {
+        bail!("{}: expected a directory of IDX files or a .npz file", path.display());
+    }
+    if pre.std <= 0.0 {
+        bail!("--std must be positive");
+    }
+    Ok(load_idx(
+        path,
+        &source.split,
+        Preprocess {
+            mean: pre.mean,
+            std: pre.std,
+            pad: pre.pad,
+        },
+        source.limit,
+    )?)
+}
