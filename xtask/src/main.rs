@@ -1,7 +1,9 @@
 //! Project automation: `cargo xtask <command>`.
 
+mod bench_speedup;
 mod mxnet_check;
 mod onnx_check;
+mod plot;
 mod train;
 mod vgg;
 
@@ -17,6 +19,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The results table: accuracy, MACs, theoretical and measured speed-up of every variant, plus
+    /// the accuracy-vs-speed-up plot, under --out (default results/).
+    BenchSpeedup(bench_speedup::BenchSpeedupArgs),
     /// Write a VGG-16-topology MXNet checkpoint with weights from a fixed seed.
     GenVgg(vgg::VggArgs),
     /// Write a torchvision-style ResNet-18 ONNX model (BatchNorm kept) with weights from a fixed seed.
@@ -44,6 +49,7 @@ fn main() -> Result<()> {
         .context("workspace root")?;
     match Cli::parse().command {
         Command::GenVgg(args) => vgg::generate(&args),
+        Command::BenchSpeedup(args) => bench_speedup::run(&args),
         Command::GenResnet18 { out, seed, classes } => {
             std::fs::write(&out, accnn_graph::onnx::zoo::resnet18(seed, classes))
                 .with_context(|| format!("cannot write {}", out.display()))?;

@@ -299,7 +299,15 @@ pub struct LayerFit {
     pub width: usize,
     pub error_before: f64,
     pub error_after: f64,
+    /// Whether the second half was refitted: it is not when there were fewer than
+    /// [`MIN_SAMPLES_PER_FEATURE`] samples per unknown of the regression.
+    pub refit: bool,
+    pub samples: u64,
+    pub features: usize,
 }
+
+/// Samples per regression unknown below which a layer keeps its factorisation's second half.
+pub const MIN_SAMPLES_PER_FEATURE: u64 = 4;
 
 /// The approximated model, its report, and one [`LayerFit`] per decomposed layer.
 pub struct Reconstruction {
@@ -500,16 +508,35 @@ fn refit_layer(
             old_bias.as_ref().map_or(0.0, |b| b[n] as f64)
         }
     });
+    let energy = ls.target_energy().max(f64::MIN_POSITIVE);
+    let error_before = ls.residual(&svd_b) / energy;
+    // With too few samples per unknown the regression would fit the calibration set, not the layer:
+    // the factorisation's own second half is kept.
+    let samples = ls.count();
+    if samples < MIN_SAMPLES_PER_FEATURE * features as u64 {
+        let fit = LayerFit {
+            name: layer.name.clone(),
+            width: rank,
+            error_before,
+            error_after: error_before,
+            refit: false,
+            samples,
+            features,
+        };
+        return Ok((second.clone(), None, fit));
+    }
     let fitted = ls.solve(options.ridge * 1e-3).map_err(|e| CalibrateError::Layer {
         layer: layer.name.clone(),
         message: e.to_string(),
     })?;
-    let energy = ls.target_energy().max(f64::MIN_POSITIVE);
     let fit = LayerFit {
         name: layer.name.clone(),
         width: rank,
-        error_before: ls.residual(&svd_b) / energy,
+        error_before,
         error_after: ls.residual(&fitted) / energy,
+        refit: true,
+        samples,
+        features,
     };
     let mut data_h = vec![0f32; second.len()];
     for n in 0..n_out {

@@ -138,7 +138,7 @@ fn full_rank_calibration_reproduces_an_onnx_dag() {
     let model = fold_batch_norms(decode_onnx(&bytes, Path::new("b.onnx"), None).unwrap().model)
         .unwrap()
         .0;
-    let data = images(16, [8, 12, 12], 5);
+    let data = images(64, [8, 12, 12], 5);
     let analysis = Analysis::new(&model, &[1, 8, 12, 12]).unwrap();
     let options = CalibrateOptions::default();
     let wanted = vec![true; analysis.layers.len()];
@@ -158,12 +158,31 @@ fn full_rank_calibration_reproduces_an_onnx_dag() {
     let rel = (squared_error(&a, &b) / b.iter().map(|v| v * v).sum::<f64>()).sqrt();
     assert!(rel < 1e-3, "relative error {rel}");
     assert_eq!(fitted.fits.len(), analysis.layers.len());
+    assert!(
+        fitted.fits.iter().all(|f| f.refit),
+        "enough samples for every layer: {:?}",
+        fitted.fits
+    );
 
     // At a ratio, every refit lowers the response error the factorisation left.
     let plan = plan_for_ratio(&analysis, &svds, 2.0, Scope::All).unwrap();
-    let fitted = reconstruct(model, &analysis, &svds, &plan, &stats, &data, &options).unwrap();
+    let fitted = reconstruct(model.clone(), &analysis, &svds, &plan, &stats, &data, &options).unwrap();
     assert!(fitted.report.speedup() >= 2.0);
     for f in &fitted.fits {
         assert!(f.error_after <= f.error_before + 1e-12, "{f:?}");
     }
+    // Too few samples per unknown: the factorisation's second half is kept, not overfitted.
+    let few = Dataset {
+        shape: [4, 8, 12, 12],
+        images: data.images[..4 * 8 * 144].to_vec(),
+        labels: vec![0; 4],
+    };
+    let stats = collect(&model, &analysis, &few, &wanted, &options).unwrap();
+    let fitted = reconstruct(model, &analysis, &svds, &plan, &stats, &few, &options).unwrap();
+    for f in &fitted.fits {
+        let enough = f.samples >= accnn_calibrate::MIN_SAMPLES_PER_FEATURE * f.features as u64;
+        assert_eq!(f.refit, enough, "{f:?}");
+        assert!(f.refit || f.error_after == f.error_before, "{f:?}");
+    }
+    assert!(fitted.fits.iter().any(|f| !f.refit), "{:?}", fitted.fits);
 }

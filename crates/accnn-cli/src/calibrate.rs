@@ -135,16 +135,28 @@ pub(crate) fn apply(
         "after refit"
     )?;
     for f in &r.fits {
-        say!(
-            "{:<width$}  {:>5}  {:>15.3}%  {:>15.3}%",
-            f.name,
-            f.width,
-            100.0 * f.error_before,
-            100.0 * f.error_after
-        )?;
+        if f.refit {
+            say!(
+                "{:<width$}  {:>5}  {:>15.3}%  {:>15.3}%",
+                f.name,
+                f.width,
+                100.0 * f.error_before,
+                100.0 * f.error_after
+            )?;
+        } else {
+            say!(
+                "{:<width$}  {:>5}  {:>15.3}%  kept: {} samples for {} unknowns (raise --calib-samples or --calib-positions)",
+                f.name,
+                f.width,
+                100.0 * f.error_before,
+                f.samples,
+                f.features
+            )?;
+        }
     }
+    let refitted = r.fits.iter().filter(|f| f.refit).count();
     say!(
-        "reconstruction: {} layers refitted on the approximated network's inputs in {:.1} s (response error: relative squared pre-activation error on the calibration samples)",
+        "reconstruction: {refitted} of {} layers refitted on the approximated network's inputs in {:.1} s (response error: relative squared pre-activation error on the calibration samples)",
         r.fits.len(),
         r.seconds
     )?;

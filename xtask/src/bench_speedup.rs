@@ -1,0 +1,511 @@
+//! `cargo xtask bench-speedup`: the original tool's results table, reproduced and extended.
+//!
+//! For a model (by default the committed trained fixture, then a seeded VGG-16 at 3x224x224) it
+//! builds every variant — the original, the ranks of a `config.json`, rank selection at each ratio
+//! with data-free factors and, when calibration images are at hand, data-aware ones — and measures
+//! accuracy, parameters, MACs, theoretical and measured CPU speed-up and the time the accelerate step
+//! took. Writes `bench-speedup.md`, `bench-speedup.json` and `accuracy-vs-speedup.{png,svg}`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use accnn::{Analysis, Factorisation, ModelFile, RankPlan, Scope, apply_plan, factorise_where, plan_for_ratio};
+use accnn_calibrate::CalibrateOptions;
+use accnn_graph::{Model, fold_batch_norms};
+use accnn_infer::data::{Dataset, Preprocess, load_idx, load_npz};
+use accnn_infer::eval::{predict, score};
+use accnn_infer::timing::compare;
+use accnn_infer::{Engine, EngineOptions};
+use accnn_rank::RankConfig;
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchSpeedupArgs {
+    /// A model to measure (MXNet prefix or .onnx) instead of the defaults.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Labelled images for the accuracy columns (IDX directory or .npz).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Calibration images for the data-aware rows (training images; IDX directory or .npz).
+    #[arg(long)]
+    pub calibrate: Option<PathBuf>,
+    /// IDX preprocessing of --data and --calibrate (defaults: the fixture's for the fixture).
+    #[arg(long)]
+    pub mean: Option<f32>,
+    #[arg(long)]
+    pub std: Option<f32>,
+    #[arg(long)]
+    pub pad: Option<usize>,
+    /// Ranks of the "config" row (default for VGG-16: fixtures/vgg16-config.json, the original's).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Theoretical speed-ups of the rank-selection sweep.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1.5, 2.0, 3.0, 4.0, 6.0])]
+    pub ratios: Vec<f64>,
+    /// Devices to time on: cpu, and cuda where the build has it.
+    #[arg(long, value_delimiter = ',', default_values_t = vec!["cpu".to_string()])]
+    pub device: Vec<String>,
+    /// A run of a few minutes: the committed test subset, ratios 2 and 3, fewer timing rounds.
+    #[arg(long)]
+    pub quick: bool,
+    /// Leave out the seeded VGG-16 section.
+    #[arg(long)]
+    pub no_vgg: bool,
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+    /// Worker threads (0: every core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// One model variant and what was measured on it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Row {
+    pub section: String,
+    pub variant: String,
+    pub method: String,
+    pub top1: Option<f64>,
+    pub top5: Option<f64>,
+    pub params: u64,
+    pub macs: u64,
+    pub theoretical: f64,
+    pub cpu_speedup_batch1: f64,
+    pub cpu_speedup_batch_n: Option<f64>,
+    pub batch_n: usize,
+    pub cpu_ms_batch1: f64,
+    pub gpu_speedup: Option<f64>,
+    pub accelerate_seconds: Option<f64>,
+}
+
+/// A model, the data to score it on and the variants to build.
+struct Section {
+    name: String,
+    model: Model,
+    data_shape: Vec<usize>,
+    eval: Option<(Dataset, String)>,
+    calibration: Option<Dataset>,
+    config: Option<RankConfig>,
+    ratios: Vec<f64>,
+    batch_n: usize,
+    rounds: usize,
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn load_data(path: &Path, split: &str, pre: Preprocess, limit: Option<usize>) -> Result<Dataset> {
+    if path.extension().is_some_and(|e| e == "npz") {
+        return Ok(load_npz(path, limit)?);
+    }
+    load_idx(path, split, pre, limit).with_context(|| format!("reading {}", path.display()))
+}
+
+fn params(model: &Model) -> u64 {
+    model.args.values().map(|t| t.len() as u64).sum()
+}
+
+fn engine(model: &Model, threads: usize) -> Result<Engine> {
+    Ok(Engine::new(
+        model,
+        EngineOptions {
+            threads,
+            ..Default::default()
+        },
+    )?)
+}
+
+struct Measured {
+    top1: Option<f64>,
+    top5: Option<f64>,
+    b1: f64,
+    bn: Option<f64>,
+    ms1: f64,
+}
+
+/// Accuracy of `variant`, and its speed-up over `original` in alternating runs.
+fn measure(section: &Section, original: &Engine, variant: &Model, threads: usize) -> Result<Measured> {
+    let e = engine(variant, threads)?;
+    let (top1, top5) = match &section.eval {
+        Some((data, _)) => {
+            let s = score(&predict(&e, data, 256, |_| {})?, &data.labels);
+            (Some(s.top1), s.top5)
+        }
+        None => (None, None),
+    };
+    let input = |batch: usize| -> Result<candle_core::Tensor> {
+        let mut shape = section.data_shape.clone();
+        shape[0] = batch;
+        Ok(candle_core::Tensor::randn(
+            0f32,
+            1f32,
+            shape,
+            &candle_core::Device::Cpu,
+        )?)
+    };
+    let c1 = compare(original, &e, &input(1)?, 2, section.rounds)?;
+    let bn = if section.batch_n > 1 {
+        Some(compare(original, &e, &input(section.batch_n)?, 1, section.rounds.div_ceil(2))?.speedup())
+    } else {
+        None
+    };
+    Ok(Measured {
+        top1,
+        top5,
+        b1: c1.speedup(),
+        bn,
+        ms1: c1.b.median() * 1e3,
+    })
+}
+
+fn run_section(section: &Section, threads: usize, rows: &mut Vec<Row>) -> Result<()> {
+    println!("== {}", section.name);
+    let model = &section.model;
+    let analysis = Analysis::new(model, &section.data_shape)?;
+    let macs = |a: &Analysis| a.layers.iter().map(|l| l.macs).sum::<u64>();
+    let original_macs = macs(&analysis);
+    let original = engine(model, threads)?;
+    let push = |variant: &str, method: &str, m: Model, seconds: Option<f64>, rows: &mut Vec<Row>| -> Result<()> {
+        let a = Analysis::new(&m, &section.data_shape)?;
+        let measured = measure(section, &original, &m, threads)?;
+        let row = Row {
+            section: section.name.clone(),
+            variant: variant.into(),
+            method: method.into(),
+            top1: measured.top1,
+            top5: measured.top5,
+            params: params(&m),
+            macs: macs(&a),
+            theoretical: original_macs as f64 / macs(&a).max(1) as f64,
+            cpu_speedup_batch1: measured.b1,
+            cpu_speedup_batch_n: measured.bn,
+            batch_n: section.batch_n,
+            cpu_ms_batch1: measured.ms1,
+            gpu_speedup: None,
+            accelerate_seconds: seconds,
+        };
+        println!(
+            "  {:<28} top-1 {:>7}  theoretical {:>6.3}x  CPU {:>6.3}x (batch 1)",
+            row.variant,
+            row.top1.map_or("n/a".into(), |t| format!("{:.2}%", 100.0 * t)),
+            row.theoretical,
+            row.cpu_speedup_batch1
+        );
+        rows.push(row);
+        Ok(())
+    };
+    push("model0", "original", model.clone(), None, rows)?;
+    // One data-free factorisation of every reducible layer serves every data-free variant.
+    let started = Instant::now();
+    let wanted = |l: &accnn::Layer| l.can_reduce_cost();
+    let svds = factorise_where(model, &analysis, Default::default(), wanted, &mut |_, _| {})?;
+    let svd_seconds = started.elapsed().as_secs_f64();
+    let apply = |plan: &RankPlan, svds: &[Option<Factorisation>]| -> Result<(Model, f64)> {
+        let t = Instant::now();
+        let (m, _) = apply_plan(model.clone(), &analysis, svds, plan)?;
+        Ok((m, t.elapsed().as_secs_f64()))
+    };
+    if let Some(config) = &section.config {
+        let plan = accnn::plan_from_config(&analysis, config)?;
+        let (m, s) = apply(&plan, &svds)?;
+        push("model1", "config.json ranks, data-free", m, Some(svd_seconds + s), rows)?;
+    }
+    for &ratio in &section.ratios {
+        let t = Instant::now();
+        let plan = plan_for_ratio(&analysis, &svds, ratio, Scope::All)?;
+        let (m, s) = apply(&plan, &svds)?;
+        let seconds = svd_seconds + t.elapsed().as_secs_f64();
+        let _ = s;
+        push(
+            &format!("{ratio}x data-free"),
+            "rank selection, weight SVD",
+            m,
+            Some(seconds),
+            rows,
+        )?;
+    }
+    drop(svds);
+    if let Some(calibration) = &section.calibration {
+        let options = CalibrateOptions {
+            batch: (4_000_000 / section.data_shape[1..].iter().product::<usize>().max(1)).clamp(1, 64),
+            threads,
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let wanted: Vec<bool> = analysis.layers.iter().map(|l| l.can_reduce_cost()).collect();
+        let stats = accnn_calibrate::collect(model, &analysis, calibration, &wanted, &options)?;
+        let svds = accnn_calibrate::factorise(model, &analysis, &stats, &wanted, &options)?;
+        let shared = started.elapsed().as_secs_f64();
+        for &ratio in &section.ratios {
+            let t = Instant::now();
+            let plan = plan_for_ratio(&analysis, &svds, ratio, Scope::All)?;
+            let r =
+                accnn_calibrate::reconstruct(model.clone(), &analysis, &svds, &plan, &stats, calibration, &options)?;
+            let seconds = shared + t.elapsed().as_secs_f64();
+            push(
+                &format!("{ratio}x data-aware"),
+                &format!(
+                    "response ranks + least-squares refit, {} calibration images",
+                    calibration.len()
+                ),
+                r.model,
+                Some(seconds),
+                rows,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn percent(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{:.2}%", 100.0 * v))
+}
+
+/// The Markdown table of `rows`.
+pub fn markdown(rows: &[Row], notes: &[String]) -> String {
+    let mut out = String::new();
+    let mut section = "";
+    for r in rows {
+        if r.section != section {
+            section = &r.section;
+            out += &format!(
+                "\n### {section}\n\n| variant | method | top-1 | top-5 | params | MACs | theoretical | CPU batch 1 | CPU batch {} | GPU | accelerate (s) |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+                r.batch_n
+            );
+        }
+        out += &format!(
+            "| {} | {} | {} | {} | {:.2} M | {:.3} G | {:.3}x | {:.3}x ({:.2} ms) | {} | {} | {} |\n",
+            r.variant,
+            r.method,
+            percent(r.top1),
+            percent(r.top5),
+            r.params as f64 / 1e6,
+            r.macs as f64 / 1e9,
+            r.theoretical,
+            r.cpu_speedup_batch1,
+            r.cpu_ms_batch1,
+            r.cpu_speedup_batch_n.map_or("n/a".into(), |v| format!("{v:.3}x")),
+            r.gpu_speedup.map_or("n/a".into(), |v| format!("{v:.3}x")),
+            r.accelerate_seconds.map_or("-".into(), |v| format!("{v:.1}")),
+        );
+    }
+    for n in notes {
+        out += &format!("\n{n}\n");
+    }
+    out
+}
+
+pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
+    let started = Instant::now();
+    let root = root();
+    let mut notes = vec![format!(
+        "Measured {} on this machine ({} threads); speed-ups are medians of alternating runs of the original and the variant. Command: `cargo xtask bench-speedup{}`.",
+        chrono_free_date(),
+        if args.threads == 0 {
+            rayon::current_num_threads()
+        } else {
+            args.threads
+        },
+        std::env::args().skip(2).map(|a| format!(" {a}")).collect::<String>()
+    )];
+    if args.device.iter().any(|d| d == "cuda") {
+        notes
+            .push("GPU: this build of accnn has no CUDA path yet; the GPU column says n/a rather than a guess.".into());
+    } else {
+        notes.push("GPU: not requested (--device cpu); n/a.".into());
+    }
+    let ratios: Vec<f64> = if args.quick && args.ratios == [1.5, 2.0, 3.0, 4.0, 6.0] {
+        vec![2.0, 3.0]
+    } else {
+        args.ratios.clone()
+    };
+    let rounds = if args.quick { 5 } else { 15 };
+    let mut sections = Vec::new();
+    match &args.model {
+        Some(spec) => {
+            let file = ModelFile::open(spec, 1, None)?;
+            let shape: Vec<usize> = std::iter::once(1)
+                .chain(file.declared_shape.clone().unwrap_or(vec![3, 224, 224]))
+                .collect();
+            let pre = Preprocess {
+                mean: args.mean.unwrap_or(0.0),
+                std: args.std.unwrap_or(1.0),
+                pad: args.pad.unwrap_or(0),
+            };
+            let limit = args.quick.then_some(1000);
+            let eval = match &args.data {
+                Some(d) => Some((load_data(d, "t10k", pre, limit)?, d.display().to_string())),
+                None => None,
+            };
+            let calibration = match &args.calibrate {
+                Some(c) => Some(load_data(c, "train", pre, Some(512))?),
+                None => None,
+            };
+            let config = args.config.as_ref().map(|p| RankConfig::read(p)).transpose()?;
+            sections.push(Section {
+                name: spec.clone(),
+                model: fold_batch_norms(file.model)?.0,
+                data_shape: shape,
+                eval,
+                calibration,
+                config,
+                ratios: ratios.clone(),
+                batch_n: 8,
+                rounds,
+            });
+        }
+        None => {
+            let pre = Preprocess {
+                mean: args.mean.unwrap_or(0.286),
+                std: args.std.unwrap_or(0.353),
+                pad: args.pad.unwrap_or(2),
+            };
+            let installed = Path::new("/usr/share/datasets/fashion-mnist");
+            let (eval_dir, what) = match (&args.data, args.quick) {
+                (Some(d), _) => (d.clone(), d.display().to_string()),
+                (None, false) if installed.join("t10k-images-idx3-ubyte.gz").exists() => (
+                    installed.to_path_buf(),
+                    "the full Fashion-MNIST test set (10,000 images)".into(),
+                ),
+                _ => (
+                    root.join("fixtures/fashion-mnist-1k"),
+                    "the committed 1,000-image test subset (install dataset-fashion-mnist for the full test set)"
+                        .into(),
+                ),
+            };
+            notes.push(format!("Fixture accuracy on {what}."));
+            let calib = args
+                .calibrate
+                .clone()
+                .unwrap_or_else(|| root.join("fixtures/fashion-mnist-train-512"));
+            let fixture = root.join("fixtures/vgg16-mini").to_string_lossy().into_owned();
+            sections.push(Section {
+                name: "vgg16-mini (trained fixture, Fashion-MNIST, 1x32x32)".into(),
+                model: ModelFile::open(&fixture, 1, None)?.model,
+                data_shape: vec![1, 1, 32, 32],
+                eval: Some((load_data(&eval_dir, "t10k", pre, None)?, what)),
+                calibration: Some(load_data(&calib, "train", pre, Some(512))?),
+                config: None,
+                ratios: ratios.clone(),
+                batch_n: 64,
+                rounds,
+            });
+            if !args.no_vgg {
+                let config_path = args
+                    .config
+                    .clone()
+                    .unwrap_or_else(|| root.join("fixtures/vgg16-config.json"));
+                sections.push(Section {
+                    name: "VGG-16 (weights from seed 42, 3x224x224; speed only)".into(),
+                    model: crate::vgg::build(&crate::vgg::VggArgs::full(String::new())),
+                    data_shape: vec![1, 3, 224, 224],
+                    eval: None,
+                    calibration: None,
+                    config: Some(RankConfig::read(&config_path)?),
+                    ratios: vec![3.0],
+                    batch_n: if args.quick { 1 } else { 8 },
+                    rounds: if args.quick { 3 } else { 7 },
+                });
+                notes.push(
+                    "VGG-16: model1 takes the original tool's vgg16-config.json; its theoretical speed-up is computed from the MACs, not typed in. Random weights make accuracy meaningless there (n/a)."
+                        .into(),
+                );
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for section in &sections {
+        run_section(section, args.threads, &mut rows)?;
+    }
+    if rows.is_empty() {
+        bail!("nothing was measured");
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    notes.push(format!(
+        "Total time of this run: {:.0} s.",
+        started.elapsed().as_secs_f64()
+    ));
+    let md = markdown(&rows, &notes);
+    let json = serde_json::to_string_pretty(&json!({"rows": rows, "notes": notes}))?;
+    let (png, svg) = (
+        args.out.join("accuracy-vs-speedup.png"),
+        args.out.join("accuracy-vs-speedup.svg"),
+    );
+    crate::plot::accuracy_vs_speedup(&rows, &png, &svg)?;
+    let md_path = args.out.join("bench-speedup.md");
+    let json_path = args.out.join("bench-speedup.json");
+    accnn_graph::io::write_files_atomically(&[
+        (md_path.as_path(), md.as_bytes()),
+        (json_path.as_path(), json.as_bytes()),
+    ])?;
+    println!("{md}");
+    for p in [&md_path, &json_path, &png, &svg] {
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// Today's date from the system clock, without a date crate.
+fn chrono_free_date() -> String {
+    std::process::Command::new("date")
+        .arg("+%Y-%m-%d")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "today".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The quick path end to end on a tiny ONNX DAG: table, JSON and both plots are written, and the
+    /// sweep meets its ratios.
+    #[test]
+    fn quick_run_on_a_tiny_model_writes_the_table_json_and_plots() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let model = dir.path().join("block.onnx");
+        std::fs::write(&model, accnn_graph::onnx::zoo::residual_block(2, 13)).expect("write");
+        let out = dir.path().join("results");
+        let args = BenchSpeedupArgs {
+            model: Some(model.to_string_lossy().into_owned()),
+            data: None,
+            calibrate: None,
+            mean: None,
+            std: None,
+            pad: None,
+            config: None,
+            ratios: vec![1.5, 2.0],
+            device: vec!["cpu".into()],
+            quick: true,
+            no_vgg: true,
+            out: out.clone(),
+            threads: 1,
+        };
+        run(&args).expect("runs");
+        for f in [
+            "bench-speedup.md",
+            "bench-speedup.json",
+            "accuracy-vs-speedup.png",
+            "accuracy-vs-speedup.svg",
+        ] {
+            assert!(std::fs::metadata(out.join(f)).expect(f).len() > 100, "{f} is empty");
+        }
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("bench-speedup.json")).expect("json")).expect("parses");
+        let rows = json["rows"].as_array().expect("rows");
+        assert_eq!(rows.len(), 3, "the original and one row per ratio");
+        for (row, ratio) in rows[1..].iter().zip([1.5, 2.0]) {
+            assert!(row["theoretical"].as_f64().expect("number") >= ratio);
+            assert!(row["top1"].is_null(), "no labelled data, no accuracy");
+        }
+        let png = std::fs::read(out.join("accuracy-vs-speedup.png")).expect("png");
+        assert_eq!(&png[..4], &[0x89, b'P', b'N', b'G']);
+    }
+}
