@@ -16,6 +16,7 @@ mod bench;
 mod calibrate;
 mod data;
 mod eval;
+mod latency;
 
 // Large, short-lived buffers (activations, SVD workspaces) are reused instead of being returned to the
 // OS and faulted in again on every layer, which glibc's allocator does for big blocks.
@@ -107,6 +108,24 @@ struct AccelerateArgs {
     /// Keep BatchNorm layers instead of folding them into the convolutions before them.
     #[arg(long)]
     no_fold_bn: bool,
+    /// Make every chosen rank K a multiple of N (and at least N), the budget still met: widths that
+    /// GEMM kernels and tensor cores run at full speed.
+    #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "config")]
+    align: usize,
+    /// What --ratio divides: MACs (theoretical), or latency measured on this machine's CPU with
+    /// accnn's engine (every budgeted layer timed whole and at up to 16 ranks; a decomposition that
+    /// is not faster is never chosen).
+    #[arg(long, value_enum, default_value_t = CostArg::Macs, requires = "ratio")]
+    cost: CostArg,
+    /// Batch size the latency is measured at (--cost latency).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Worker threads the latency is measured with (0: every core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Measured latencies are kept here between runs [default: ~/.cache/accnn/latency-cpu.json].
+    #[arg(long, value_name = "FILE")]
+    latency_cache: Option<PathBuf>,
     #[command(flatten)]
     calibration: calibrate::CalibrationArgs,
 }
@@ -132,6 +151,12 @@ struct LayerArgs {
     no_fold_bn: bool,
     #[command(flatten)]
     calibration: calibrate::CalibrationArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum CostArg {
+    Macs,
+    Latency,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -297,6 +322,9 @@ fn accelerate(model_args: &ModelArgs, args: &AccelerateArgs) -> Result<()> {
         }
     }
     say_folded(&loaded.folded)?;
+    if args.cost == CostArg::Latency && args.config.is_some() {
+        bail!("--cost latency chooses ranks for a --ratio; with --config the ranks are given");
+    }
     let scope = if args.conv_only { Scope::ConvOnly } else { Scope::All };
     let layers = &loaded.analysis.layers;
     let started = Instant::now();
@@ -324,11 +352,30 @@ fn accelerate(model_args: &ModelArgs, args: &AccelerateArgs) -> Result<()> {
         Some(c) => calibrate::factorise(c, &loaded.model, &loaded.analysis, &wanted)?,
         None => factorise(&loaded, &wanted, args.precision.into())?,
     };
+    let mut latency_plan = None;
     let plan = match config_plan {
         Some(plan) => plan,
+        None if args.cost == CostArg::Latency => {
+            let ratio = args.ratio.context("give --ratio")?;
+            let cache = args.latency_cache.clone().or_else(latency::default_cache);
+            let l = latency::plan(
+                &loaded.model,
+                &loaded.analysis,
+                &svds,
+                ratio,
+                scope,
+                args.align,
+                args.batch,
+                args.threads,
+                cache.as_deref(),
+            )?;
+            let plan = l.plan.clone();
+            latency_plan = Some(l);
+            plan
+        }
         None => {
             let ratio = args.ratio.context("give --ratio or --config")?;
-            accnn::plan_for_ratio(&loaded.analysis, &svds, ratio, scope)?
+            accnn::plan_for_ratio_aligned(&loaded.analysis, &svds, ratio, scope, args.align)?
         }
     };
     let svd_seconds = started.elapsed().as_secs_f64();
@@ -349,6 +396,18 @@ fn accelerate(model_args: &ModelArgs, args: &AccelerateArgs) -> Result<()> {
         say!("requested {ratio:.3}x over {what}: achieved {achieved:.3}x")?;
     }
     say!("factorisation and rank selection took {svd_seconds:.1} s")?;
+    if let Some(l) = &latency_plan {
+        let measured = latency::model_seconds(&model, &loaded.analysis.data_shape, args.batch, args.threads)?;
+        say!(
+            "latency at batch {} on this CPU: original {:.2} ms; new model predicted {:.2} ms, measured {:.2} ms ({:+.1}%); measured speed-up {:.3}x",
+            args.batch,
+            l.original_seconds * 1e3,
+            l.predicted_seconds * 1e3,
+            measured * 1e3,
+            100.0 * (measured / l.predicted_seconds - 1.0),
+            l.original_seconds / measured
+        )?;
+    }
     let config = config_out
         .as_deref()
         .map(|out| (out, plan.to_config(&loaded.analysis).to_json()));

@@ -44,7 +44,7 @@ fn ratio_run_writes_a_loadable_model_and_the_config() {
         &["-m", &fixture(), "--config", "config.json", "--save-model", "again"],
         dir.path(),
     );
-    assert!(again.status.success());
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     let a = std::fs::read(dir.path().join("fast-0001.params")).unwrap();
     let b = std::fs::read(dir.path().join("again-0001.params")).unwrap();
     assert_eq!(a, b);
@@ -424,5 +424,78 @@ fn calibration_keeps_the_accuracy_data_free_decomposition_loses() {
         ],
         dir.path(),
         "images are [1, 28, 28] but the model takes [1, 32, 32]",
+    );
+}
+
+#[test]
+fn aligned_ranks_and_the_latency_cost_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = accnn(
+        &[
+            "-m",
+            &fixture(),
+            "--ratio",
+            "2",
+            "--align",
+            "8",
+            "--save-model",
+            "a8",
+            "--config-out",
+            "a8.json",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = accnn_rank::RankConfig::read(&dir.path().join("a8.json")).unwrap();
+    assert!(!config.conv_params.is_empty());
+    for (name, k) in config.conv_params.iter().chain(&config.fc_params) {
+        assert_eq!(k % 8, 0, "{name}: K = {k}");
+    }
+    assert!(String::from_utf8_lossy(&out.stdout).contains("achieved 2.0"));
+
+    // Latency budget: layers are timed once into the cache, and the prediction is reported.
+    let cache = dir.path().join("latency.json");
+    let c = cache.to_string_lossy().into_owned();
+    let args = [
+        "-m",
+        &fixture(),
+        "--ratio",
+        "1.3",
+        "--cost",
+        "latency",
+        "--save-model",
+        "l",
+        "--latency-cache",
+        &c,
+    ];
+    let out = accnn(&args, dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("predicted") && stdout.contains("measured speed-up"),
+        "{stdout}"
+    );
+    let entries: std::collections::BTreeMap<String, f64> =
+        serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+    assert!(entries.keys().any(|k| k.contains("|whole")) && entries.keys().any(|k| k.contains("|rank")));
+    assert!(entries.values().all(|&t| t > 0.0 && t.is_finite()));
+    let again = accnn(&args, dir.path());
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let reread: std::collections::BTreeMap<String, f64> =
+        serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+    assert_eq!(reread, entries, "the second run takes every latency from the cache");
+    fails_cleanly(
+        &[
+            "-m",
+            &fixture(),
+            "--config",
+            "a8.json",
+            "--cost",
+            "latency",
+            "--save-model",
+            "x",
+        ],
+        dir.path(),
+        "--ratio",
     );
 }

@@ -19,6 +19,7 @@
 mod conv;
 pub mod data;
 pub mod eval;
+pub mod latency;
 mod pool;
 pub mod timing;
 

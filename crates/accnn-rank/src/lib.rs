@@ -82,7 +82,7 @@ pub struct RankSelection {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RankError {
     #[error(
-        "the budget of {budget} MACs is below the {minimum} MACs the layers cost at rank 1; the largest reachable speed-up is about {max_ratio:.2}x"
+        "the budget of {budget} is below the {minimum} the layers cost at their cheapest allowed ranks; the largest reachable speed-up is about {max_ratio:.2}x"
     )]
     Infeasible { budget: u64, minimum: u64, max_ratio: f64 },
     #[error("layer '{0}' has an energy profile that is empty or not in (0, 1]")]
@@ -112,28 +112,70 @@ pub fn energy_profile(spectra: &[&[f64]]) -> Vec<f64> {
 /// Floor on energies inside the logarithm, so that a rank keeping nothing is merely very bad.
 const MIN_ENERGY: f64 = 1e-30;
 
+/// How one layer may be decomposed: its cost whole and at each rank it may take, in any cost unit
+/// (MACs, measured microseconds). Ranks are per group, `energy[k - 1]` is the energy rank `k` keeps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerChoices {
+    pub name: String,
+    pub whole_cost: u64,
+    pub ranks: Vec<(usize, u64)>,
+    pub energy: Vec<f64>,
+}
+
+impl RankCandidate {
+    /// This layer's choices under its linear MAC cost, keeping only ranks whose width
+    /// (`rank * rank_unit`, the filters of the first half) is a multiple of `align`.
+    pub fn choices(&self, align: usize) -> LayerChoices {
+        let align = align.max(1);
+        LayerChoices {
+            name: self.name.clone(),
+            whole_cost: self.original_cost,
+            ranks: self
+                .useful_ranks()
+                .filter(|&k| (k * self.rank_unit) % align == 0)
+                .map(|k| (k, self.cost(Some(k))))
+                .collect(),
+            energy: self.energy.clone(),
+        }
+    }
+}
+
 /// Maximises `Σ ln E_l(K_l)` with `Σ cost_l(K_l) <= budget`, each layer either whole or decomposed at a
 /// rank that makes it cheaper. Exact.
 pub fn select_ranks(layers: &[RankCandidate], budget: u64) -> Result<RankSelection, RankError> {
+    select_ranks_aligned(layers, budget, 1)
+}
+
+/// [`select_ranks`] with every chosen width a multiple of `align` (hardware-friendly ranks: GEMM
+/// tiles, tensor-core multiples). A layer with no aligned rank cheaper than whole stays whole.
+pub fn select_ranks_aligned(layers: &[RankCandidate], budget: u64, align: usize) -> Result<RankSelection, RankError> {
+    let choices: Vec<LayerChoices> = layers.iter().map(|l| l.choices(align)).collect();
+    select_among(&choices, budget)
+}
+
+/// The exact optimum over explicit per-rank costs (measured latencies, say). Options that cost as
+/// much as the whole layer or more are never taken: a decomposition that is not faster is no option.
+pub fn select_among(layers: &[LayerChoices], budget: u64) -> Result<RankSelection, RankError> {
     let mut items = Vec::with_capacity(layers.len());
     let mut labels: Vec<Vec<Option<usize>>> = Vec::with_capacity(layers.len());
     for layer in layers {
-        if layer.energy.is_empty()
+        let bad = layer.energy.is_empty()
             || layer
                 .energy
                 .iter()
                 .any(|e| !(e.is_finite() && *e >= 0.0 && *e <= 1.0 + 1e-9))
-        {
+            || layer.ranks.iter().any(|&(k, _)| k == 0 || k > layer.energy.len());
+        if bad {
             return Err(RankError::BadEnergy(layer.name.clone()));
         }
         let mut options = vec![knapsack::Choice {
-            cost: layer.original_cost,
+            cost: layer.whole_cost,
             value: 0.0,
         }];
         let mut label = vec![None];
-        for k in layer.useful_ranks() {
+        for &(k, cost) in layer.ranks.iter().filter(|&&(_, c)| c < layer.whole_cost) {
             options.push(knapsack::Choice {
-                cost: layer.cost(Some(k)),
+                cost,
                 value: layer.energy[k - 1].max(MIN_ENERGY).ln(),
             });
             label.push(Some(k));
@@ -143,7 +185,7 @@ pub fn select_ranks(layers: &[RankCandidate], budget: u64) -> Result<RankSelecti
     }
     let Some(solution) = knapsack::solve(&items, budget) else {
         let minimum: u64 = items.iter().map(|o| o.iter().map(|c| c.cost).min().unwrap_or(0)).sum();
-        let whole: u64 = layers.iter().map(|l| l.original_cost).sum();
+        let whole: u64 = layers.iter().map(|l| l.whole_cost).sum();
         return Err(RankError::Infeasible {
             budget,
             minimum,

@@ -207,3 +207,105 @@ fn config_round_trips_and_rejects_nonsense() {
     assert!(err(r#"{"conv_params": {"a": 1}, "fc_params": {"a": 2}}"#).contains("listed twice"));
     assert!(err("[1]").contains("expected an object"));
 }
+
+/// Alignment: every chosen width is a multiple of the alignment, the budget holds, and the optimum
+/// equals brute force over the aligned ranks.
+#[test]
+fn aligned_selection_is_the_optimum_over_aligned_ranks() {
+    use accnn_rank::{LayerKind, RankCandidate, select_ranks_aligned};
+    let layer = |name: &str, unit: usize, energy: Vec<f64>| RankCandidate {
+        name: name.into(),
+        kind: LayerKind::Convolution,
+        original_cost: 100,
+        cost_per_rank: 9,
+        rank_unit: unit,
+        energy,
+    };
+    let ramp = |n: usize, p: f64| (1..=n).map(|k| (k as f64 / n as f64).powf(p)).collect::<Vec<_>>();
+    let layers = [
+        layer("a", 1, ramp(10, 0.3)),
+        layer("b", 2, ramp(10, 0.5)),
+        layer("c", 1, ramp(10, 0.8)),
+    ];
+    for align in [1, 2, 4] {
+        for budget in [60, 120, 180, 250] {
+            let got = select_ranks_aligned(&layers, budget, align);
+            // Brute force over whole or every aligned, cheaper rank.
+            let options: Vec<Vec<Option<usize>>> = layers
+                .iter()
+                .map(|l| {
+                    let mut o = vec![None];
+                    o.extend(
+                        (1..=10)
+                            .filter(|k| (k * l.rank_unit) % align == 0 && l.cost(Some(*k)) < 100)
+                            .map(Some),
+                    );
+                    o
+                })
+                .collect();
+            let mut best: Option<(f64, Vec<Option<usize>>)> = None;
+            for a in &options[0] {
+                for b in &options[1] {
+                    for c in &options[2] {
+                        let pick = [*a, *b, *c];
+                        let cost: u64 = pick.iter().zip(&layers).map(|(k, l)| l.cost(*k)).sum();
+                        if cost > budget {
+                            continue;
+                        }
+                        let value: f64 = pick
+                            .iter()
+                            .zip(&layers)
+                            .map(|(k, l)| k.map_or(0.0, |k| l.energy[k - 1].ln()))
+                            .sum();
+                        if best.as_ref().is_none_or(|(v, _)| value > *v + 1e-12) {
+                            best = Some((value, pick.to_vec()));
+                        }
+                    }
+                }
+            }
+            match (best, got) {
+                (Some((value, _)), Ok(sel)) => {
+                    assert!((sel.log_energy - value).abs() < 1e-9, "align {align} budget {budget}");
+                    assert!(sel.cost <= budget);
+                    for (k, l) in sel.ranks.iter().zip(&layers) {
+                        if let Some(k) = k {
+                            assert_eq!((k * l.rank_unit) % align, 0, "width multiple of {align}");
+                        }
+                    }
+                }
+                (None, Err(_)) => {}
+                (b, g) => panic!("align {align} budget {budget}: brute force {b:?}, optimiser {g:?}"),
+            }
+        }
+    }
+}
+
+/// Explicit cost tables (measured latencies): options that are not cheaper than the whole layer are
+/// never taken, and the budget holds.
+#[test]
+fn measured_costs_skip_decompositions_that_are_not_faster() {
+    use accnn_rank::{LayerChoices, select_among};
+    // Layer "slow" is slower decomposed at every rank (like rank 100 and 150 in the issue's figures).
+    let layers = [
+        LayerChoices {
+            name: "fast".into(),
+            whole_cost: 1000,
+            ranks: vec![(1, 300), (2, 500), (3, 900)],
+            energy: vec![0.6, 0.9, 1.0],
+        },
+        LayerChoices {
+            name: "slow".into(),
+            whole_cost: 200,
+            ranks: vec![(1, 250), (2, 400)],
+            energy: vec![0.99, 1.0],
+        },
+    ];
+    let sel = select_among(&layers, 750).expect("feasible");
+    assert_eq!(sel.ranks, vec![Some(2), None]);
+    assert_eq!(sel.cost, 700);
+    // Even with budget to spare the slow decomposition is not chosen.
+    let sel = select_among(&layers, 10_000).expect("feasible");
+    assert_eq!(sel.ranks[1], None);
+    // Below what the cheapest options cost: infeasible, with the reachable ratio.
+    assert!(select_among(&layers, 400).is_err());
+}

@@ -32,8 +32,8 @@ pub use analysis::{Analysis, Layer};
 pub use factorise::Factorisation;
 pub use format::{EncodedModel, ModelFile, ModelSource, check_destination, encode_model, is_onnx};
 pub use plan::{
-    LayerReport, PlannedLayer, RankPlan, Report, Scope, apply_plan, factorise_all, factorise_where, full_rank_plan,
-    plan_for_ratio, plan_from_config, plan_report,
+    LayerCosts, LayerReport, PlannedLayer, RankPlan, Report, Scope, apply_plan, factorise_all, factorise_where,
+    full_rank_plan, plan_for_costs, plan_for_ratio, plan_for_ratio_aligned, plan_from_config, plan_report,
 };
 
 /// Errors of the pipeline; each names the layer or file involved.

@@ -3,7 +3,7 @@
 use accnn_graph::Model;
 use accnn_graph::cost::LayerKind;
 use accnn_graph::rewrite::apply_splits;
-use accnn_rank::{RankCandidate, RankConfig, select_ranks};
+use accnn_rank::{RankCandidate, RankConfig, select_ranks_aligned};
 
 use crate::analysis::{Analysis, Layer};
 use crate::factorise::Factorisation;
@@ -99,6 +99,21 @@ pub fn plan_for_ratio(
     ratio: f64,
     scope: Scope,
 ) -> Result<RankPlan, Error> {
+    plan_for_ratio_aligned(analysis, svds, ratio, scope, 1)
+}
+
+/// [`plan_for_ratio`] with every decomposed layer's width `K` a multiple of `align` (and at least
+/// `align`); layers with no such rank cheaper than whole stay whole.
+pub fn plan_for_ratio_aligned(
+    analysis: &Analysis,
+    svds: &[Option<Factorisation>],
+    ratio: f64,
+    scope: Scope,
+    align: usize,
+) -> Result<RankPlan, Error> {
+    if align == 0 {
+        return Err(Error::Plan("--align must be at least 1".into()));
+    }
     if !(ratio.is_finite() && ratio >= 1.0) {
         return Err(Error::Plan(format!(
             "--ratio must be a number of at least 1, got {ratio}"
@@ -142,7 +157,8 @@ pub fn plan_for_ratio(
             "ratio {ratio} is unreachable: the layers that cannot be decomposed already cost {fixed} of the {target} MACs allowed"
         ))
     })?;
-    let selection = select_ranks(&candidates, budget).map_err(|e| Error::Plan(format!("ratio {ratio}: {e}")))?;
+    let selection =
+        select_ranks_aligned(&candidates, budget, align).map_err(|e| Error::Plan(format!("ratio {ratio}: {e}")))?;
     let layers = selection
         .ranks
         .iter()
@@ -150,6 +166,46 @@ pub fn plan_for_ratio(
         .filter_map(|(rank, &layer)| rank.map(|rank| PlannedLayer { layer, rank }))
         .collect();
     Ok(RankPlan { layers })
+}
+
+/// Costs of one layer in any unit (measured nanoseconds, say): whole, and at each probed rank per group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerCosts {
+    pub whole: u64,
+    pub ranks: Vec<(usize, u64)>,
+}
+
+/// The energy optimum under explicit per-layer costs: `costs[i]` for [`Analysis::layers`]`[i]`
+/// (`None`: not budgeted, stays whole). Ranks that cost as much as the whole layer or more are never
+/// chosen. Returns the plan and the cost of the budgeted layers under it.
+pub fn plan_for_costs(
+    analysis: &Analysis,
+    svds: &[Option<Factorisation>],
+    costs: &[Option<LayerCosts>],
+    budget: u64,
+) -> Result<(RankPlan, u64), Error> {
+    let mut choices = Vec::new();
+    let mut indices = Vec::new();
+    for (i, c) in costs.iter().enumerate() {
+        let (Some(c), Some(svd)) = (c, svds.get(i).and_then(Option::as_ref)) else {
+            continue;
+        };
+        choices.push(accnn_rank::LayerChoices {
+            name: analysis.layers[i].name.clone(),
+            whole_cost: c.whole,
+            ranks: c.ranks.clone(),
+            energy: svd.energy(),
+        });
+        indices.push(i);
+    }
+    let selection = accnn_rank::select_among(&choices, budget).map_err(|e| Error::Plan(e.to_string()))?;
+    let layers = selection
+        .ranks
+        .iter()
+        .zip(&indices)
+        .filter_map(|(rank, &layer)| rank.map(|rank| PlannedLayer { layer, rank }))
+        .collect();
+    Ok((RankPlan { layers }, selection.cost))
 }
 
 /// The plan a `config.json` describes, checked against the model: every layer must exist, be of the

@@ -1,0 +1,153 @@
+//! Measured latency of single layers, whole and decomposed: the cost model of hardware-aware rank
+//! selection. FLOPs are not time: a decomposed pair at a rank that GEMM kernels handle badly can be
+//! slower than the layer it replaces.
+
+use std::time::Instant;
+
+use accnn_graph::ir::{ConvAttrs, FcAttrs};
+use accnn_graph::rewrite::{horizontal_conv, vertical_conv};
+use accnn_graph::{Entry, Model, Node, Op, Tensor as Weights};
+use candle_core::{DType, Device, Tensor};
+
+use crate::{Engine, EngineOptions, InferError};
+
+/// A layer to time: a convolution on `input` (`C, H, W`) or a dense layer of `inputs` features.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LayerSpec {
+    Conv { attrs: ConvAttrs, input: [usize; 3] },
+    Dense { inputs: usize, outputs: usize },
+}
+
+impl LayerSpec {
+    /// A stable text key of the layer's shape and attributes, for caches.
+    pub fn key(&self) -> String {
+        match self {
+            LayerSpec::Conv { attrs: a, input } => format!(
+                "conv c{}x{}x{} n{} k{}x{} s{}x{} d{}x{} p{},{},{},{} g{}",
+                input[0],
+                input[1],
+                input[2],
+                a.num_filter,
+                a.kernel[0],
+                a.kernel[1],
+                a.stride[0],
+                a.stride[1],
+                a.dilate[0],
+                a.dilate[1],
+                a.pad.top,
+                a.pad.left,
+                a.pad.bottom,
+                a.pad.right,
+                a.num_group
+            ),
+            LayerSpec::Dense { inputs, outputs } => format!("dense {inputs}x{outputs}"),
+        }
+    }
+}
+
+/// A model of `layers` applied in sequence to one input, with small random weights.
+fn chain(layers: Vec<(Op, Vec<usize>)>) -> Model {
+    let mut model = Model::default();
+    let mut push = |name: String, op: Op, inputs: Vec<usize>| {
+        model.graph.nodes.push(Node {
+            name,
+            op,
+            inputs: inputs.into_iter().map(Entry::new).collect(),
+            attrs: Default::default(),
+        });
+        model.graph.nodes.len() - 1
+    };
+    let mut x = push("data".into(), Op::Variable, vec![]);
+    let mut weights = Vec::new();
+    for (i, (op, shape)) in layers.into_iter().enumerate() {
+        let w = push(format!("w{i}"), Op::Variable, vec![]);
+        weights.push((format!("w{i}"), shape));
+        x = push(format!("l{i}"), op, vec![x, w]);
+    }
+    model.graph.heads = vec![Entry::new(x)];
+    for (name, shape) in weights {
+        let n: usize = shape.iter().product();
+        let data = (0..n).map(|i| ((i * 7919 % 97) as f32 - 48.0) * 1e-3).collect();
+        model
+            .args
+            .insert(name, Weights::new(shape, data).expect("shape matches"));
+    }
+    model
+}
+
+/// The layer itself (`rank: None`) or its decomposed pair at `rank` per group.
+fn layer_model(spec: &LayerSpec, rank: Option<usize>) -> Model {
+    match spec {
+        LayerSpec::Conv { attrs, input } => {
+            let c = ConvAttrs {
+                no_bias: true,
+                ..attrs.clone()
+            };
+            let g = c.num_group;
+            let layers = match rank {
+                None => vec![(
+                    Op::Convolution(c.clone()),
+                    vec![c.num_filter, input[0] / g, c.kernel[0], c.kernel[1]],
+                )],
+                Some(k) => {
+                    let v = vertical_conv(&c, k * g);
+                    let mut h = horizontal_conv(&c);
+                    h.no_bias = true;
+                    vec![
+                        (Op::Convolution(v), vec![k * g, input[0] / g, c.kernel[0], 1]),
+                        (Op::Convolution(h), vec![c.num_filter, k, 1, c.kernel[1]]),
+                    ]
+                }
+            };
+            chain(layers)
+        }
+        LayerSpec::Dense { inputs, outputs } => {
+            let fc = |n: usize| {
+                Op::FullyConnected(FcAttrs {
+                    num_hidden: n,
+                    no_bias: true,
+                    flatten: true,
+                })
+            };
+            let layers = match rank {
+                None => vec![(fc(*outputs), vec![*outputs, *inputs])],
+                Some(k) => vec![(fc(k), vec![k, *inputs]), (fc(*outputs), vec![*outputs, k])],
+            };
+            chain(layers)
+        }
+    }
+}
+
+/// Typical wall time of one run of `engine` on `input`: after a warm-up run, at least `rounds` runs
+/// and at least 50 ms of them (small layers take many), and the first quartile of those times, which
+/// other work on a shared machine disturbs less than the median.
+pub fn typical_seconds(engine: &Engine, input: &Tensor, rounds: usize) -> Result<f64, InferError> {
+    engine.run(input)?;
+    let started = Instant::now();
+    let mut times = Vec::new();
+    while times.len() < rounds.max(1) || (started.elapsed().as_secs_f64() < 0.05 && times.len() < 1000) {
+        let t = Instant::now();
+        engine.run(input)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 4])
+}
+
+/// Seconds one run of `spec` takes at `batch`, whole (`rank: None`) or decomposed at `rank` per group.
+pub fn time_layer(
+    spec: &LayerSpec,
+    rank: Option<usize>,
+    batch: usize,
+    options: EngineOptions,
+    rounds: usize,
+) -> Result<f64, InferError> {
+    let model = layer_model(spec, rank);
+    let engine = Engine::new(&model, options)?;
+    let shape: Vec<usize> = match spec {
+        LayerSpec::Conv { input, .. } => vec![batch, input[0], input[1], input[2]],
+        LayerSpec::Dense { inputs, .. } => vec![batch, *inputs],
+    };
+    let x = Tensor::ones(shape, DType::F32, &Device::Cpu)?;
+    typical_seconds(&engine, &x, rounds)
+}
