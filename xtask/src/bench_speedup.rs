@@ -88,6 +88,9 @@ struct Section {
     calibration: Option<Dataset>,
     config: Option<RankConfig>,
     ratios: Vec<f64>,
+    /// A hardware-aware row: rank selection under this measured-latency ratio (batch 1), with the
+    /// latency cache file.
+    latency: Option<(f64, PathBuf)>,
     batch_n: usize,
     rounds: usize,
 }
@@ -229,6 +232,29 @@ fn run_section(section: &Section, threads: usize, rows: &mut Vec<Row>) -> Result
             rows,
         )?;
     }
+    if let Some((ratio, cache)) = &section.latency {
+        let t = Instant::now();
+        let l = accnn_infer::latency::latency_plan(
+            model,
+            &analysis,
+            &svds,
+            *ratio,
+            Scope::All,
+            1,
+            1,
+            threads,
+            Some(cache),
+        )?;
+        let (m, _) = apply(&l.plan, &svds)?;
+        let seconds = svd_seconds + t.elapsed().as_secs_f64();
+        push(
+            &format!("{ratio}x latency"),
+            "rank selection under measured CPU latency (batch 1), weight SVD",
+            m,
+            Some(seconds),
+            rows,
+        )?;
+    }
     drop(svds);
     if let Some(calibration) = &section.calibration {
         let options = CalibrateOptions {
@@ -355,6 +381,7 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
                 calibration,
                 config,
                 ratios: ratios.clone(),
+                latency: None,
                 batch_n: 8,
                 rounds,
             });
@@ -392,6 +419,7 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
                 calibration: Some(load_data(&calib, "train", pre, Some(512))?),
                 config: None,
                 ratios: ratios.clone(),
+                latency: None,
                 batch_n: 64,
                 rounds,
             });
@@ -408,6 +436,7 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
                     calibration: None,
                     config: Some(RankConfig::read(&config_path)?),
                     ratios: vec![3.0],
+                    latency: Some((2.0, args.out.join("latency-cache.json"))),
                     batch_n: if args.quick { 1 } else { 8 },
                     rounds: if args.quick { 3 } else { 7 },
                 });
