@@ -12,7 +12,7 @@ use std::time::Instant;
 use accnn::{Analysis, Factorisation, ModelFile, RankPlan, Scope, apply_plan, factorise_where, plan_for_ratio};
 use accnn_calibrate::CalibrateOptions;
 use accnn_graph::{Model, fold_batch_norms};
-use accnn_infer::data::{Dataset, Preprocess, load_idx, load_npz};
+use accnn_infer::data::{Dataset, Preprocess, load_images};
 use accnn_infer::eval::{predict, score};
 use accnn_infer::timing::compare;
 use accnn_infer::{Engine, EngineOptions};
@@ -103,10 +103,7 @@ fn root() -> PathBuf {
 }
 
 fn load_data(path: &Path, split: &str, pre: Preprocess, limit: Option<usize>) -> Result<Dataset> {
-    if path.extension().is_some_and(|e| e == "npz") {
-        return Ok(load_npz(path, limit)?);
-    }
-    load_idx(path, split, pre, limit).with_context(|| format!("reading {}", path.display()))
+    Ok(load_images(path, split, pre, limit)?)
 }
 
 fn params(model: &Model) -> u64 {
@@ -208,22 +205,20 @@ fn run_section(section: &Section, threads: usize, rows: &mut Vec<Row>) -> Result
     let wanted = |l: &accnn::Layer| l.can_reduce_cost();
     let svds = factorise_where(model, &analysis, Default::default(), wanted, &mut |_, _| {})?;
     let svd_seconds = started.elapsed().as_secs_f64();
-    let apply = |plan: &RankPlan, svds: &[Option<Factorisation>]| -> Result<(Model, f64)> {
-        let t = Instant::now();
-        let (m, _) = apply_plan(model.clone(), &analysis, svds, plan)?;
-        Ok((m, t.elapsed().as_secs_f64()))
+    let apply = |plan: &RankPlan, svds: &[Option<Factorisation>]| -> Result<Model> {
+        Ok(apply_plan(model.clone(), &analysis, svds, plan)?.0)
     };
     if let Some(config) = &section.config {
-        let plan = accnn::plan_from_config(&analysis, config)?;
-        let (m, s) = apply(&plan, &svds)?;
-        push("model1", "config.json ranks, data-free", m, Some(svd_seconds + s), rows)?;
+        let t = Instant::now();
+        let m = apply(&accnn::plan_from_config(&analysis, config)?, &svds)?;
+        let seconds = svd_seconds + t.elapsed().as_secs_f64();
+        push("model1", "config.json ranks, data-free", m, Some(seconds), rows)?;
     }
     for &ratio in &section.ratios {
         let t = Instant::now();
         let plan = plan_for_ratio(&analysis, &svds, ratio, Scope::All)?;
-        let (m, s) = apply(&plan, &svds)?;
+        let m = apply(&plan, &svds)?;
         let seconds = svd_seconds + t.elapsed().as_secs_f64();
-        let _ = s;
         push(
             &format!("{ratio}x data-free"),
             "rank selection, weight SVD",
@@ -245,7 +240,7 @@ fn run_section(section: &Section, threads: usize, rows: &mut Vec<Row>) -> Result
             threads,
             Some(cache),
         )?;
-        let (m, _) = apply(&l.plan, &svds)?;
+        let m = apply(&l.plan, &svds)?;
         let seconds = svd_seconds + t.elapsed().as_secs_f64();
         push(
             &format!("{ratio}x latency"),
@@ -258,9 +253,8 @@ fn run_section(section: &Section, threads: usize, rows: &mut Vec<Row>) -> Result
     drop(svds);
     if let Some(calibration) = &section.calibration {
         let options = CalibrateOptions {
-            batch: (4_000_000 / section.data_shape[1..].iter().product::<usize>().max(1)).clamp(1, 64),
             threads,
-            ..Default::default()
+            ..CalibrateOptions::for_input(&section.data_shape[1..])
         };
         let started = Instant::now();
         let wanted: Vec<bool> = analysis.layers.iter().map(|l| l.can_reduce_cost()).collect();

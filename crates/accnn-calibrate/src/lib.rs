@@ -77,6 +77,18 @@ pub struct CalibrateOptions {
     pub max_whitened_inputs: usize,
 }
 
+impl CalibrateOptions {
+    /// The defaults, with batches of about 4 M input values for images of `shape` (`C, H, W`):
+    /// 64 small images, 13 at 3x224x224, whose activations stay within a few hundred MB.
+    pub fn for_input(shape: &[usize]) -> Self {
+        let per_image: usize = shape.iter().product();
+        CalibrateOptions {
+            batch: (4_000_000 / per_image.max(1)).clamp(1, 64),
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for CalibrateOptions {
     fn default() -> Self {
         CalibrateOptions {

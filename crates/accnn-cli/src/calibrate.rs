@@ -40,10 +40,10 @@ pub(crate) struct Calibration {
 }
 
 impl CalibrationArgs {
-    pub fn options(&self) -> CalibrateOptions {
+    pub fn options(&self, input: &[usize]) -> CalibrateOptions {
         CalibrateOptions {
             positions: self.calib_positions.max(1),
-            ..Default::default()
+            ..CalibrateOptions::for_input(input)
         }
     }
 }
@@ -78,11 +78,7 @@ pub(crate) fn prepare(
             &analysis.data_shape[1..]
         );
     }
-    let mut options = args.options();
-    // Batches of about 4 M input values: 64 small images, 13 at 3x224x224, whose activations
-    // then stay within a few hundred MB.
-    let per_image: usize = data.shape[1..].iter().product();
-    options.batch = (4_000_000 / per_image.max(1)).clamp(1, 64);
+    let options = args.options(&data.shape[1..]);
     let stats = accnn_calibrate::collect(model, analysis, &data, wanted, &options)?;
     say!(
         "calibration: {} images from {}, statistics in {:.1} s",

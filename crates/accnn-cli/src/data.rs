@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use accnn_infer::data::{Dataset, Preprocess, load_idx, load_npz};
+use accnn_infer::data::{Dataset, Preprocess, load_images};
 use anyhow::{Result, bail};
 use clap::Args;
 
@@ -29,18 +29,11 @@ pub(crate) struct DataSource {
 
 /// Reads a directory of MNIST/Fashion-MNIST IDX files or a `.npz` with `x` and `y`.
 pub(crate) fn load_dataset(source: &DataSource, pre: &PreprocessArgs) -> Result<Dataset> {
-    let path = &source.path;
-    if path.extension().is_some_and(|e| e == "npz") {
-        return Ok(load_npz(path, source.limit)?);
-    }
-    if !path.is_dir() {
-        bail!("{}: expected a directory of IDX files or a .npz file", path.display());
-    }
     if pre.std <= 0.0 {
         bail!("--std must be positive");
     }
-    Ok(load_idx(
-        path,
+    Ok(load_images(
+        &source.path,
         &source.split,
         Preprocess {
             mean: pre.mean,

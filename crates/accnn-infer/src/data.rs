@@ -131,6 +131,20 @@ pub fn load_idx(dir: &Path, split: &str, pre: Preprocess, limit: Option<usize>) 
 
 /// Reads a `.npz` holding `x` (float32 `N, C, H, W`, already preprocessed) and `y` (integer labels).
 /// Compressed (`savez_compressed`) archives are not supported by the reader.
+/// Reads a `.npz` (by its extension) or a directory of IDX files (`split` and `pre` apply to IDX only).
+pub fn load_images(path: &Path, split: &str, pre: Preprocess, limit: Option<usize>) -> Result<Dataset, InferError> {
+    if path.extension().is_some_and(|e| e == "npz") {
+        return load_npz(path, limit);
+    }
+    if !path.is_dir() {
+        return Err(InferError::Data {
+            path: path.to_path_buf(),
+            message: "expected a directory of IDX files or a .npz file".into(),
+        });
+    }
+    load_idx(path, split, pre, limit)
+}
+
 pub fn load_npz(path: &Path, limit: Option<usize>) -> Result<Dataset, InferError> {
     let arrays = candle_core::Tensor::read_npz(path).map_err(|e| err(path, e.to_string()))?;
     let get = |name: &str| {
