@@ -12,7 +12,7 @@ use std::time::Instant;
 use accnn::{Analysis, Factorisation, ModelFile, RankPlan, Scope, apply_plan, factorise_where, plan_for_ratio};
 use accnn_calibrate::CalibrateOptions;
 use accnn_graph::{Model, fold_batch_norms};
-use accnn_infer::data::{Dataset, Preprocess, load_images};
+use accnn_infer::data::{Dataset, ImageOptions, ImageSource, open_images};
 use accnn_infer::eval::{predict, score};
 use accnn_infer::timing::compare;
 use accnn_infer::{Engine, EngineOptions};
@@ -25,19 +25,27 @@ pub struct BenchSpeedupArgs {
     /// A model to measure (MXNet prefix or .onnx) instead of the defaults.
     #[arg(long)]
     pub model: Option<String>,
-    /// Labelled images for the accuracy columns (IDX directory or .npz).
+    /// Labelled images for the accuracy columns (IDX directory, .npz, or a folder of class subfolders
+    /// of JPEG/PNG images such as an ImageNet validation set).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Calibration images for the data-aware rows (training images; IDX directory or .npz).
+    /// Calibration images for the data-aware rows (training images, in any --data format).
     #[arg(long)]
     pub calibrate: Option<PathBuf>,
-    /// IDX preprocessing of --data and --calibrate (defaults: the fixture's for the fixture).
-    #[arg(long)]
-    pub mean: Option<f32>,
-    #[arg(long)]
-    pub std: Option<f32>,
+    /// Preprocessing of --data and --calibrate, as `accnn eval` takes it (defaults: the fixture's for
+    /// the fixture): (pixel / 255 - mean) / std, per channel for image folders.
+    #[arg(long, value_delimiter = ',')]
+    pub mean: Option<Vec<f32>>,
+    #[arg(long, value_delimiter = ',')]
+    pub std: Option<Vec<f32>>,
     #[arg(long)]
     pub pad: Option<usize>,
+    /// Image folders: shorter side resized to this before the centre crop.
+    #[arg(long)]
+    pub resize: Option<usize>,
+    /// Image folders: centre crop, SIZE or HxW (default: the model's input).
+    #[arg(long, value_parser = accnn_infer::data::parse_crop)]
+    pub crop: Option<[usize; 2]>,
     /// Ranks of the "config" row (default for VGG-16: fixtures/vgg16-config.json, the original's).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -84,7 +92,7 @@ struct Section {
     name: String,
     model: Model,
     data_shape: Vec<usize>,
-    eval: Option<(Dataset, String)>,
+    eval: Option<(Box<dyn ImageSource>, String)>,
     calibration: Option<Dataset>,
     config: Option<RankConfig>,
     ratios: Vec<f64>,
@@ -95,6 +103,19 @@ struct Section {
     rounds: usize,
 }
 
+impl BenchSpeedupArgs {
+    /// The preprocessing flags, with a model's defaults for those not given.
+    fn image_options(&self, mean: [f32; 1], std: [f32; 1], pad: usize) -> ImageOptions {
+        ImageOptions {
+            resize: self.resize,
+            crop: self.crop,
+            mean: self.mean.clone().unwrap_or(mean.to_vec()),
+            std: self.std.clone().unwrap_or(std.to_vec()),
+            pad: self.pad.unwrap_or(pad),
+        }
+    }
+}
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -102,8 +123,21 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-fn load_data(path: &Path, split: &str, pre: Preprocess, limit: Option<usize>) -> Result<Dataset> {
-    Ok(load_images(path, split, pre, limit)?)
+fn open_data(
+    path: &Path,
+    split: &str,
+    pre: &ImageOptions,
+    shape: &[usize],
+    limit: Option<usize>,
+) -> Result<Box<dyn ImageSource>> {
+    let &[_, c, h, w] = shape else {
+        bail!("the model takes {shape:?}; image data feeds N,C,H,W inputs");
+    };
+    open_images(path, split, pre, [c, h, w], limit).with_context(|| format!("reading images from {}", path.display()))
+}
+
+fn load_data(path: &Path, split: &str, pre: &ImageOptions, shape: &[usize], limit: Option<usize>) -> Result<Dataset> {
+    Ok(open_data(path, split, pre, shape, limit)?.to_dataset()?)
 }
 
 fn params(model: &Model) -> u64 {
@@ -133,7 +167,7 @@ fn measure(section: &Section, original: &Engine, variant: &Model, threads: usize
     let e = engine(variant, threads)?;
     let (top1, top5) = match &section.eval {
         Some((data, _)) => {
-            let s = score(&predict(&e, data, 256, |_| {})?, &data.labels);
+            let s = score(&predict(&e, data.as_ref(), 256, |_| {})?, data.labels());
             (Some(s.top1), s.top5)
         }
         None => (None, None),
@@ -352,18 +386,14 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
             let shape: Vec<usize> = std::iter::once(1)
                 .chain(file.declared_shape.clone().unwrap_or(vec![3, 224, 224]))
                 .collect();
-            let pre = Preprocess {
-                mean: args.mean.unwrap_or(0.0),
-                std: args.std.unwrap_or(1.0),
-                pad: args.pad.unwrap_or(0),
-            };
+            let pre = args.image_options([0.0], [1.0], 0);
             let limit = args.quick.then_some(1000);
             let eval = match &args.data {
-                Some(d) => Some((load_data(d, "t10k", pre, limit)?, d.display().to_string())),
+                Some(d) => Some((open_data(d, "t10k", &pre, &shape, limit)?, d.display().to_string())),
                 None => None,
             };
             let calibration = match &args.calibrate {
-                Some(c) => Some(load_data(c, "train", pre, Some(512))?),
+                Some(c) => Some(load_data(c, "train", &pre, &shape, Some(512))?),
                 None => None,
             };
             let config = args.config.as_ref().map(|p| RankConfig::read(p)).transpose()?;
@@ -381,11 +411,8 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
             });
         }
         None => {
-            let pre = Preprocess {
-                mean: args.mean.unwrap_or(0.286),
-                std: args.std.unwrap_or(0.353),
-                pad: args.pad.unwrap_or(2),
-            };
+            let pre = args.image_options([0.286], [0.353], 2);
+            let shape = [1, 1, 32, 32];
             let installed = Path::new("/usr/share/datasets/fashion-mnist");
             let (eval_dir, what) = match (&args.data, args.quick) {
                 (Some(d), _) => (d.clone(), d.display().to_string()),
@@ -408,9 +435,9 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
             sections.push(Section {
                 name: "vgg16-mini (trained fixture, Fashion-MNIST, 1x32x32)".into(),
                 model: ModelFile::open(&fixture, 1, None)?.model,
-                data_shape: vec![1, 1, 32, 32],
-                eval: Some((load_data(&eval_dir, "t10k", pre, None)?, what)),
-                calibration: Some(load_data(&calib, "train", pre, Some(512))?),
+                data_shape: shape.to_vec(),
+                eval: Some((open_data(&eval_dir, "t10k", &pre, &shape, None)?, what)),
+                calibration: Some(load_data(&calib, "train", &pre, &shape, Some(512))?),
                 config: None,
                 ratios: ratios.clone(),
                 latency: None,
@@ -503,6 +530,8 @@ mod tests {
             mean: None,
             std: None,
             pad: None,
+            resize: None,
+            crop: None,
             config: None,
             ratios: vec![1.5, 2.0],
             device: vec!["cpu".into()],

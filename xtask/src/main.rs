@@ -21,7 +21,7 @@ struct Cli {
 enum Command {
     /// The results table: accuracy, MACs, theoretical and measured speed-up of every variant, plus
     /// the accuracy-vs-speed-up plot, under --out (default results/).
-    BenchSpeedup(bench_speedup::BenchSpeedupArgs),
+    BenchSpeedup(Box<bench_speedup::BenchSpeedupArgs>),
     /// Write a VGG-16-topology MXNet checkpoint with weights from a fixed seed.
     GenVgg(vgg::VggArgs),
     /// Write a torchvision-style ResNet-18 ONNX model (BatchNorm kept) with weights from a fixed seed.

@@ -9,7 +9,7 @@ use accnn_infer::data::Dataset;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::data::{DataSource, load_dataset};
+use crate::data::{DataSource, open_images};
 
 /// Flags of data-aware decomposition, shared by the main command and `conv` / `fc`.
 #[derive(Args, Debug)]
@@ -61,14 +61,17 @@ pub(crate) fn prepare(
     if args.calib_samples == 0 {
         bail!("--calib-samples must be positive");
     }
-    let data = load_dataset(
+    let input = crate::eval::model_input(&analysis.data_shape)?;
+    let data = open_images(
         &DataSource {
             path: path.clone(),
             split: args.calib_split.clone(),
             limit: Some(args.calib_samples),
         },
         &args.preprocess,
+        input,
     )
+    .and_then(|images| Ok(images.to_dataset()?))
     .with_context(|| format!("--calibrate {}", path.display()))?;
     if data.shape[1..] != analysis.data_shape[1..] {
         bail!(

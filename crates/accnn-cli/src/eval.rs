@@ -2,22 +2,23 @@
 
 use std::path::PathBuf;
 
-use accnn_infer::data::Dataset;
+use accnn_infer::data::ImageSource;
 use accnn_infer::eval::{agreement, predict, score};
 use accnn_infer::{Engine, EngineOptions};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::data::{DataSource, load_dataset};
+use crate::data::{DataSource, open_images};
 use crate::{ModelArgs, load};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Labelled images: a directory of MNIST/Fashion-MNIST IDX files, or a .npz with x (float32
-    /// N,C,H,W, preprocessed) and y (labels).
+    /// Labelled images: a directory of MNIST/Fashion-MNIST IDX files, a .npz with x (float32
+    /// N,C,H,W, preprocessed) and y (labels), or a folder of class subfolders of JPEG/PNG images
+    /// (classes numbered in name order, as torchvision's ImageFolder does).
     #[arg(long, value_name = "DATA")]
     pub data: PathBuf,
     /// Which IDX files to read from a directory: t10k (test) or train.
@@ -43,29 +44,38 @@ pub struct EvalArgs {
     pub json: Option<PathBuf>,
 }
 
-fn load_data(args: &EvalArgs) -> Result<Dataset> {
+fn open_data(args: &EvalArgs, input: [usize; 3]) -> Result<Box<dyn ImageSource>> {
     let source = DataSource {
         path: args.data.clone(),
         split: args.split.clone(),
         limit: args.limit,
     };
-    load_dataset(&source, &args.preprocess).map_err(|e| anyhow::anyhow!("--data {e:#}"))
+    open_images(&source, &args.preprocess, input).map_err(|e| anyhow::anyhow!("--data {e:#}"))
+}
+
+/// `[C, H, W]` of a model's `[N, C, H, W]` input.
+pub(crate) fn model_input(data_shape: &[usize]) -> Result<[usize; 3]> {
+    match data_shape {
+        &[_, c, h, w] => Ok([c, h, w]),
+        other => bail!("the model takes {other:?}; image data feeds N,C,H,W inputs"),
+    }
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let data = load_data(args)?;
-    if data.is_empty() {
+    let model = load(&args.model)?;
+    let input = model_input(&model.analysis.data_shape)?;
+    let data = open_data(args, input)?;
+    let data = data.as_ref();
+    if data.count() == 0 {
         bail!("--data {}: no images", args.data.display());
     }
-    let model = load(&args.model)?;
-    let expected = &model.analysis.data_shape[1..];
-    if data.shape[1..] != *expected {
+    if data.image_shape() != input {
         bail!(
             "--data {}: images are {:?} but model '{}' takes {:?} (check --pad, or --data-shape)",
             args.data.display(),
-            &data.shape[1..],
+            data.image_shape(),
             model.name,
-            expected
+            input
         );
     }
     let options = EngineOptions {
@@ -73,19 +83,19 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         ..Default::default()
     };
     let run_one = |prefix: &str, engine: &Engine| -> Result<Vec<Vec<u32>>> {
-        let bar = ProgressBar::new(data.len() as u64);
+        let bar = ProgressBar::new(data.count() as u64);
         bar.set_style(
             ProgressStyle::with_template("{spinner} {msg} {pos}/{len} {wide_bar} {elapsed}").expect("static template"),
         );
         bar.set_message(prefix.to_string());
         let p =
-            predict(engine, &data, args.batch, |n| bar.inc(n as u64)).with_context(|| format!("running '{prefix}'"))?;
+            predict(engine, data, args.batch, |n| bar.inc(n as u64)).with_context(|| format!("running '{prefix}'"))?;
         bar.finish_and_clear();
         Ok(p)
     };
     let engine = Engine::new(&model.model, options)?;
     let predictions = run_one(&model.name, &engine)?;
-    let scores = score(&predictions, &data.labels);
+    let scores = score(&predictions, data.labels());
     let mut line = format!(
         "{}: {} images, top-1 {:.2}%",
         model.name,
@@ -113,7 +123,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         let other = load(&ref_args)?;
         let ref_engine = Engine::new(&other.model, options)?;
         let ref_predictions = run_one(reference, &ref_engine)?;
-        let ref_scores = score(&ref_predictions, &data.labels);
+        let ref_scores = score(&ref_predictions, data.labels());
         let agree = agreement(&predictions, &ref_predictions);
         say!(
             "{reference}: top-1 {:.2}%; top-1 agreement with {}: {:.2}%",

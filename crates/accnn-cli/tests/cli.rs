@@ -504,3 +504,62 @@ fn aligned_ranks_and_the_latency_cost_model() {
         "--ratio",
     );
 }
+
+#[test]
+fn eval_reads_a_folder_of_png_images_like_the_idx_files_they_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/fashion-mnist-1k");
+    let raw = accnn_infer::data::load_idx(
+        std::path::Path::new(data),
+        "t10k",
+        accnn_infer::data::Preprocess {
+            mean: 0.0,
+            std: 1.0 / 255.0,
+            pad: 0,
+        },
+        Some(100),
+    )
+    .unwrap();
+    for i in 0..raw.len() {
+        let path = d.join(format!("images/{}/{i:03}.png", raw.labels[i]));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let pixels = raw.slice(i..i + 1).0.iter().map(|&v| v.round() as u8).collect();
+        image::GrayImage::from_raw(28, 28, pixels).unwrap().save(&path).unwrap();
+    }
+    let eval = |data: &str| {
+        let out = accnn(
+            &[
+                "eval",
+                "-m",
+                &fixture(),
+                "--data",
+                data,
+                "--mean",
+                "0.286",
+                "--std",
+                "0.353",
+                "--pad",
+                "2",
+                "--limit",
+                "100",
+            ],
+            d,
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (from_idx, from_png) = (eval(data), eval("images"));
+    assert!(from_png.contains("100 images, top-1 "), "{from_png}");
+    assert_eq!(from_idx, from_png);
+    fails_cleanly(
+        &["eval", "-m", &fixture(), "--data", data, "--resize", "32"],
+        d,
+        "--resize and --crop apply to image folders only",
+    );
+    fails_cleanly(
+        &["eval", "-m", &fixture(), "--data", "images", "--crop", "30"],
+        d,
+        "a 30x30 crop with a border of 0 gives 30x30 images, the model takes 32x32",
+    );
+}

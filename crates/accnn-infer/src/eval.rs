@@ -1,22 +1,24 @@
-//! Classification accuracy of a model on a labelled [`Dataset`].
+//! Classification accuracy of a model on labelled images.
 
 use candle_core::{D, Device, Tensor};
 
-use crate::data::Dataset;
+use crate::data::ImageSource;
 use crate::{Engine, InferError};
 
 /// The five best classes of every image, best first (fewer when the model has fewer classes).
+/// `progress` is called with the number of images done after each batch.
 pub fn predict(
     engine: &Engine,
-    data: &Dataset,
+    data: &dyn ImageSource,
     batch: usize,
     mut progress: impl FnMut(usize),
 ) -> Result<Vec<Vec<u32>>, InferError> {
-    let [_, c, h, w] = data.shape;
-    let mut out = Vec::with_capacity(data.len());
-    for start in (0..data.len()).step_by(batch.max(1)) {
-        let end = (start + batch.max(1)).min(data.len());
-        let (images, _) = data.slice(start..end);
+    let [c, h, w] = data.image_shape();
+    let n = data.count();
+    let mut out = Vec::with_capacity(n);
+    for start in (0..n).step_by(batch.max(1)) {
+        let end = (start + batch.max(1)).min(n);
+        let images = data.images(start..end)?;
         let x = Tensor::from_vec(images, (end - start, c, h, w), &Device::Cpu)?;
         let scores = engine.run(&x)?.remove(0).flatten_from(1)?;
         let k = scores.dim(D::Minus1)?.min(5);

@@ -1,9 +1,42 @@
-//! Labelled image sets: MNIST/Fashion-MNIST IDX files.
+//! Labelled image sets: MNIST/Fashion-MNIST IDX files, `.npz` arrays, and folders of JPEG/PNG images
+//! sorted into one subfolder per class.
+//!
+//! IDX files and `.npz` archives are read whole ([`Dataset`]); an image folder is listed up front and
+//! decoded batch by batch ([`ImageFolder`]), so an ImageNet-sized validation set never sits in memory.
+//! Both are an [`ImageSource`], which is what [`crate::eval::predict`] reads.
+
+mod folder;
 
 use std::io::Read;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::InferError;
+
+pub use folder::{ImageFolder, ImageOptions, is_image_folder};
+
+/// Labelled images, read batch by batch.
+pub trait ImageSource: Sync {
+    /// `[C, H, W]` of every image.
+    fn image_shape(&self) -> [usize; 3];
+    /// One label per image.
+    fn labels(&self) -> &[u32];
+    /// The preprocessed images of `range`, `(range.len(), C, H, W)` in row-major order.
+    fn images(&self, range: Range<usize>) -> Result<Vec<f32>, InferError>;
+    /// How many images there are.
+    fn count(&self) -> usize {
+        self.labels().len()
+    }
+    /// Every image in memory (for small sets: calibration samples).
+    fn to_dataset(&self) -> Result<Dataset, InferError> {
+        let [c, h, w] = self.image_shape();
+        Ok(Dataset {
+            shape: [self.count(), c, h, w],
+            images: self.images(0..self.count())?,
+            labels: self.labels().to_vec(),
+        })
+    }
+}
 
 /// Preprocessed images `(N, C, H, W)` with integer labels.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,12 +57,30 @@ impl Dataset {
     }
 
     /// The images and labels of `range`.
-    pub fn slice(&self, range: std::ops::Range<usize>) -> (Vec<f32>, &[u32]) {
+    pub fn slice(&self, range: Range<usize>) -> (Vec<f32>, &[u32]) {
         let per = self.shape[1] * self.shape[2] * self.shape[3];
         (
             self.images[range.start * per..range.end * per].to_vec(),
             &self.labels[range],
         )
+    }
+}
+
+impl ImageSource for Dataset {
+    fn image_shape(&self) -> [usize; 3] {
+        [self.shape[1], self.shape[2], self.shape[3]]
+    }
+
+    fn labels(&self) -> &[u32] {
+        &self.labels
+    }
+
+    fn images(&self, range: Range<usize>) -> Result<Vec<f32>, InferError> {
+        Ok(self.slice(range).0)
+    }
+
+    fn to_dataset(&self) -> Result<Dataset, InferError> {
+        Ok(self.clone())
     }
 }
 
@@ -42,7 +93,7 @@ pub struct Preprocess {
     pub pad: usize,
 }
 
-fn err(path: &Path, message: impl Into<String>) -> InferError {
+pub(crate) fn err(path: &Path, message: impl Into<String>) -> InferError {
     InferError::Data {
         path: path.to_path_buf(),
         message: message.into(),
@@ -129,8 +180,6 @@ pub fn load_idx(dir: &Path, split: &str, pre: Preprocess, limit: Option<usize>) 
     })
 }
 
-/// Reads a `.npz` holding `x` (float32 `N, C, H, W`, already preprocessed) and `y` (integer labels).
-/// Compressed (`savez_compressed`) archives are not supported by the reader.
 /// Reads a `.npz` (by its extension) or a directory of IDX files (`split` and `pre` apply to IDX only).
 pub fn load_images(path: &Path, split: &str, pre: Preprocess, limit: Option<usize>) -> Result<Dataset, InferError> {
     if path.extension().is_some_and(|e| e == "npz") {
@@ -145,6 +194,8 @@ pub fn load_images(path: &Path, split: &str, pre: Preprocess, limit: Option<usiz
     load_idx(path, split, pre, limit)
 }
 
+/// Reads a `.npz` holding `x` (float32 `N, C, H, W`, already preprocessed) and `y` (integer labels).
+/// Compressed (`savez_compressed`) archives are not supported by the reader.
 pub fn load_npz(path: &Path, limit: Option<usize>) -> Result<Dataset, InferError> {
     let arrays = candle_core::Tensor::read_npz(path).map_err(|e| err(path, e.to_string()))?;
     let get = |name: &str| {
@@ -189,4 +240,52 @@ pub fn load_npz(path: &Path, limit: Option<usize>) -> Result<Dataset, InferError
         images,
         labels: labels.into_iter().map(|l| l as u32).collect(),
     })
+}
+
+/// Opens labelled images for a model taking `input` (`[C, H, W]`): an image folder (see
+/// [`is_image_folder`]), a `.npz`, or a directory of IDX files (`split`: `t10k` or `train`), keeping at
+/// most `limit` images.
+pub fn open_images(
+    path: &Path,
+    split: &str,
+    options: &ImageOptions,
+    input: [usize; 3],
+    limit: Option<usize>,
+) -> Result<Box<dyn ImageSource>, InferError> {
+    if options.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        return Err(err(path, "every --std value must be positive"));
+    }
+    if is_image_folder(path) {
+        return Ok(Box::new(ImageFolder::open(path, options.clone(), input, limit)?));
+    }
+    if options.resize.is_some() || options.crop.is_some() {
+        return Err(err(path, "--resize and --crop apply to image folders only"));
+    }
+    let (&[mean], &[std]) = (options.mean.as_slice(), options.std.as_slice()) else {
+        return Err(err(path, "IDX and .npz data take one --mean and one --std value"));
+    };
+    let pre = Preprocess {
+        mean,
+        std,
+        pad: options.pad,
+    };
+    Ok(Box::new(load_images(path, split, pre, limit)?))
+}
+
+/// Reads a crop size written `SIZE` or `HxW` (positive integers), as `--crop` takes it.
+pub fn parse_crop(text: &str) -> Result<[usize; 2], String> {
+    let parse = |t: &str| {
+        t.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&v| v > 0)
+            .ok_or_else(|| format!("'{text}' is not SIZE or HxW with positive integers"))
+    };
+    match text.split_once(['x', 'X']) {
+        Some((h, w)) => Ok([parse(h)?, parse(w)?]),
+        None => {
+            let s = parse(text)?;
+            Ok([s, s])
+        }
+    }
 }
