@@ -3,6 +3,7 @@
 mod bench_speedup;
 mod mxnet_check;
 mod onnx_check;
+mod peak_memory;
 mod plot;
 mod train;
 mod vgg;
@@ -34,6 +35,9 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         classes: usize,
     },
+    /// Peak resident memory of `accnn` decomposing VGG-16 (generated with a fixed seed), against the
+    /// model file's size.
+    PeakMemory(peak_memory::PeakMemoryArgs),
     /// Train the fixture on Fashion-MNIST (candle autograd), fold BatchNorm, write fixtures/vgg16-mini.
     TrainFixture(train::TrainArgs),
     /// Check that checkpoints accnn writes load and run in MXNet 1.9 (needs a Python with mxnet).
@@ -59,5 +63,6 @@ fn main() -> Result<()> {
         Command::MxnetCheck(args) => mxnet_check::run(root, &args),
         Command::OnnxCheck(args) => onnx_check::run(root, &args),
         Command::TrainFixture(args) => train::run(root, &args),
+        Command::PeakMemory(args) => peak_memory::run(root, &args),
     }
 }

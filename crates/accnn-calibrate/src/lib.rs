@@ -359,7 +359,7 @@ pub fn reconstruct(
             layer: layer.name.clone(),
             message: "not found in the model being approximated".into(),
         })?;
-        let mut split = svd.split(layer, p.rank)?;
+        let mut split = svd.split(&current, node, layer, p.rank)?;
         set_node(&mut split, node);
         let responses = stats.layers[p.layer].as_ref();
         let refit = match (responses, conv_of(&current, node).map(|c| c.num_group).unwrap_or(1)) {

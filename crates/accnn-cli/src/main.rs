@@ -23,12 +23,20 @@ mod latency;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Returns memory freed so far to the OS. The decomposition frees large blocks phase by phase (each
+/// layer's SVD workspace, the original weights once rewritten), which mimalloc would otherwise keep:
+/// without this, VGG-16's peak is 2.1 GB instead of its live data's 1.5 GB.
+fn release_freed_memory() {
+    // SAFETY: mi_collect only walks mimalloc's own heaps; it takes no pointers.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use accnn::{Analysis, Factorisation, ModelFile, ModelSource, Precision, RankPlan, Scope, encode_model};
-use accnn_graph::io::{same_file, write_files_atomically};
+use accnn_graph::io::{FileContent, same_file, write_contents_atomically};
 use accnn_graph::{FoldedBatchNorm, Model, fold_batch_norms};
 use accnn_rank::RankConfig;
 use anyhow::{Context, Result, bail};
@@ -256,6 +264,7 @@ fn factorise(loaded: &Loaded, wanted: &[bool], precision: Precision) -> Result<V
         precision,
         |l| nodes.contains(&l.node),
         &mut |_, name| {
+            release_freed_memory();
             bar.set_position(started);
             bar.set_message(name.to_string());
             started += 1;
@@ -274,7 +283,7 @@ fn save(
     config: Option<(&Path, String)>,
 ) -> Result<()> {
     let encoded = encode_model(loaded_source, model, dest, inputs)?;
-    let mut files: Vec<(&Path, &[u8])> = encoded.files.iter().map(|(p, b)| (p.as_path(), b.as_slice())).collect();
+    let mut files = encoded.contents();
     if let Some((path, text)) = &config {
         if let Some(clash) = inputs
             .iter()
@@ -283,9 +292,9 @@ fn save(
         {
             bail!("--config-out {} would overwrite {}", path.display(), clash.display());
         }
-        files.push((path, text.as_bytes()));
+        files.push((path, FileContent::Bytes(text.as_bytes())));
     }
-    write_files_atomically(&files).with_context(|| format!("cannot write model '{dest}'"))?;
+    write_contents_atomically(&files).with_context(|| format!("cannot write model '{dest}'"))?;
     for (path, _) in &files {
         say!("wrote {}", path.display())?;
     }
@@ -383,8 +392,9 @@ fn accelerate(model_args: &ModelArgs, args: &AccelerateArgs) -> Result<()> {
         Some(c) => calibrate::apply(c, loaded.model, &loaded.analysis, &svds, &plan)?,
         None => accnn::apply_plan(loaded.model, &loaded.analysis, &svds, &plan)?,
     };
-    // The SVD factors of big layers (fc6: 0.5 GB) are not needed while the new model is written.
+    // The SVD factors of big layers are not needed while the new model is written.
     drop(svds);
+    release_freed_memory();
     say!("{}", report.to_string().trim_end())?;
     if let Some(ratio) = args.ratio {
         let achieved = report.scope_speedup(scope);

@@ -1,19 +1,13 @@
 //! The `accnn` binary end to end on the committed fixture.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 fn fixture() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/vgg16-mini").to_string()
 }
 
-fn accnn(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_accnn"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("accnn runs")
-}
+mod common;
+use common::accnn;
 
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();

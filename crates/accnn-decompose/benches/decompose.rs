@@ -46,7 +46,7 @@ fn dense(c: &mut Criterion, name: &str, outputs: usize, inputs: usize, precision
         b.iter(|| {
             DenseSvd::new(&w, outputs, inputs, precision)
                 .unwrap()
-                .factors(outputs / 2)
+                .factors(&w, outputs / 2)
                 .unwrap()
         })
     });

@@ -18,11 +18,12 @@ pub enum Precision {
 
 const AUTO_F64_LIMIT: usize = 4 << 20;
 
-// faer's result is kept as it is: copying U and V out of it would double the peak memory of the
-// largest layers (fc6 of VGG-16: 0.5 GB of factors).
+// f32 results are kept as faer gave them (copying U and V out would double the peak memory of large
+// layers); f64 ones are rounded to f32, the precision the factors end up in, which halves what every
+// layer's SVD holds while rank selection looks at all of them.
 enum Factors {
     F32(Svd<f32>),
-    F64(Svd<f64>),
+    F64 { u: Mat<f32>, v: Mat<f32> },
 }
 
 /// `A = U diag(s) Vᵀ` with `U: m x r`, `V: n x r`, `r = min(m, n)`, `s` non-increasing.
@@ -69,8 +70,14 @@ impl ThinSvd {
         if s.iter().any(|x| !x.is_finite()) {
             return Err(DecomposeError::NonFinite);
         }
+        let (u, v) = (svd.U(), svd.V());
+        let factors = Factors::F64 {
+            u: Mat::from_fn(u.nrows(), u.ncols(), |i, k| u[(i, k)] as f32),
+            v: Mat::from_fn(v.nrows(), v.ncols(), |j, k| v[(j, k)] as f32),
+        };
+        drop(svd);
         Ok(ThinSvd {
-            factors: Factors::F64(svd),
+            factors,
             singular_values: s,
         })
     }
@@ -79,7 +86,7 @@ impl ThinSvd {
     pub(crate) fn precision(&self) -> Precision {
         match self.factors {
             Factors::F32(_) => Precision::F32,
-            Factors::F64(_) => Precision::F64,
+            Factors::F64 { .. } => Precision::F64,
         }
     }
 
@@ -91,7 +98,7 @@ impl ThinSvd {
     pub(crate) fn u(&self, i: usize, k: usize) -> f64 {
         match &self.factors {
             Factors::F32(svd) => svd.U()[(i, k)] as f64,
-            Factors::F64(svd) => svd.U()[(i, k)],
+            Factors::F64 { u, .. } => u[(i, k)] as f64,
         }
     }
 
@@ -99,7 +106,7 @@ impl ThinSvd {
     pub(crate) fn v(&self, j: usize, k: usize) -> f64 {
         match &self.factors {
             Factors::F32(svd) => svd.V()[(j, k)] as f64,
-            Factors::F64(svd) => svd.V()[(j, k)],
+            Factors::F64 { v, .. } => v[(j, k)] as f64,
         }
     }
 }

@@ -150,7 +150,7 @@ fn dense_factors_rebuild_the_weight_and_truncate_optimally() {
         let svd = DenseSvd::new(&w, rows, cols, precision).unwrap();
         let tol = if precision == Precision::F32 { 1e-4 } else { 1e-6 };
         for rank in [1, 7, 20] {
-            let f = svd.factors(rank).unwrap();
+            let f = svd.factors(&w, rank).unwrap();
             let rebuilt: Vec<f64> = (0..rows * cols)
                 .map(|idx| {
                     let (r, c) = (idx / cols, idx % cols);
@@ -184,7 +184,96 @@ fn bad_input_is_an_error() {
         ConvSvd::new(&w, shape, 1, Precision::Auto),
         Err(accnn_decompose::DecomposeError::NonFinite)
     ));
-    let svd = DenseSvd::new(&random(12, 6), 3, 4, Precision::Auto).unwrap();
-    assert!(svd.factors(0).is_err());
-    assert!(svd.factors(4).is_err());
+    let w = random(12, 6);
+    let svd = DenseSvd::new(&w, 3, 4, Precision::Auto).unwrap();
+    assert!(svd.factors(&w, 0).is_err());
+    assert!(svd.factors(&w, 4).is_err());
+    assert!(svd.factors(&w[..11], 2).is_err());
+}
+
+/// A `rows x cols` matrix `Q1 diag(s) Q2ᵀ` with known singular values `s` (random orthonormal
+/// `Q1`, `Q2` from Gram-Schmidt), row-major.
+fn with_spectrum(rows: usize, cols: usize, s: &[f64], seed: u64) -> Vec<f32> {
+    let orthonormal = |n: usize, k: usize, seed: u64| {
+        let raw = random(n * k, seed);
+        let mut q: Vec<Vec<f64>> = Vec::new();
+        for j in 0..k {
+            let mut v: Vec<f64> = (0..n).map(|i| raw[i * k + j] as f64).collect();
+            for _ in 0..2 {
+                for u in &q {
+                    let d: f64 = v.iter().zip(u).map(|(a, b)| a * b).sum();
+                    v.iter_mut().zip(u).for_each(|(a, b)| *a -= d * b);
+                }
+            }
+            let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+            q.push(v.into_iter().map(|a| a / norm).collect());
+        }
+        q
+    };
+    let (q1, q2) = (orthonormal(rows, s.len(), seed), orthonormal(cols, s.len(), seed + 1));
+    (0..rows * cols)
+        .map(|idx| {
+            let (r, c) = (idx / cols, idx % cols);
+            s.iter()
+                .enumerate()
+                .map(|(k, sk)| q1[k][r] * sk * q2[k][c])
+                .sum::<f64>() as f32
+        })
+        .collect()
+}
+
+#[test]
+fn the_gram_route_matches_the_svd_on_wide_and_tall_weights() {
+    for (rows, cols) in [(24, 150), (150, 24)] {
+        let s: Vec<f64> = (0..24).map(|k| 10.0 * 0.7f64.powi(k)).collect();
+        let w = with_spectrum(rows, cols, &s, 11);
+        let gram = DenseSvd::gram(&w, rows, cols).unwrap();
+        let svd = DenseSvd::new(&w, rows, cols, Precision::F64).unwrap();
+        assert_eq!(gram.max_rank(), 24);
+        // Singular values: the constructed ones (f32 rounding of W aside), the SVD's, and the Gram
+        // route's agree; squaring costs the smallest ones relative accuracy, not the large ones.
+        for k in 0..24 {
+            let (g, e) = (gram.singular_values()[k], svd.singular_values()[k]);
+            assert!(
+                (g - e).abs() <= 1e-6 * s[0],
+                "{rows}x{cols} sigma_{k}: gram {g} svd {e}"
+            );
+            assert!(
+                (e - s[k]).abs() <= 1e-5 * s[0],
+                "{rows}x{cols} sigma_{k}: svd {e} built {}",
+                s[k]
+            );
+        }
+        for rank in [1, 5, 24] {
+            let f = gram.factors(&w, rank).unwrap();
+            let rebuilt: Vec<f64> = f.compose().iter().map(|&v| v as f64).collect();
+            let err = frobenius(&w, &rebuilt);
+            let expected = truncation_error(&[svd.singular_values()], rank);
+            assert!(
+                (err - expected).abs() <= 1e-5 * norm(&w),
+                "{rows}x{cols} rank {rank}: error {err}, dropped singular values {expected}"
+            );
+            // The same product as the SVD's factors.
+            let by_svd = svd.factors(&w, rank).unwrap().compose();
+            let diff: f64 = by_svd
+                .iter()
+                .zip(&f.compose())
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            assert!(diff <= 1e-5 * norm(&w), "{rows}x{cols} rank {rank}: {diff}");
+        }
+    }
+}
+
+#[test]
+fn the_gram_route_keeps_a_rank_deficient_weight_exact() {
+    // Rank 3 in a 10 x 40 matrix: the zero singular values must not produce NaN or noise.
+    let w = with_spectrum(10, 40, &[5.0, 2.0, 1.0], 3);
+    let gram = DenseSvd::gram(&w, 10, 40).unwrap();
+    assert!(gram.singular_values()[3..].iter().all(|&s| s < 1e-5));
+    let full = gram.factors(&w, 10).unwrap();
+    assert!(full.reduce.iter().chain(&full.reconstruct).all(|v| v.is_finite()));
+    let rebuilt: Vec<f64> = full.compose().iter().map(|&v| v as f64).collect();
+    assert!(frobenius(&w, &rebuilt) <= 1e-5 * norm(&w));
 }

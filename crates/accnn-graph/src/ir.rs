@@ -340,14 +340,40 @@ impl Model {
         }
     }
 
-    /// Warnings for weights holding NaN or infinite values, one per tensor.
+    /// Warnings for weights holding NaN or infinite values, one per tensor, naming the layers that
+    /// read it: "layer 'c2': weight 'c2_weight' holds NaN (first at element 5 of 360)".
     pub fn non_finite_params(&self) -> Vec<String> {
         self.args
             .iter()
             .chain(self.aux.iter())
             .filter_map(|(name, t)| {
-                t.first_non_finite()
-                    .map(|i| format!("'{name}' holds a non-finite value at element {i}"))
+                let i = t.first_non_finite()?;
+                let readers: Vec<String> = self
+                    .graph
+                    .find(name)
+                    .map(|var| {
+                        self.graph
+                            .nodes
+                            .iter()
+                            .filter(|n| n.inputs.iter().any(|e| e.node == var))
+                            .map(|n| format!("'{}'", n.name))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let what = if t.data()[i].is_nan() {
+                    "NaN"
+                } else {
+                    "an infinite value"
+                };
+                let layer = match readers.len() {
+                    0 => String::new(),
+                    1 => format!("layer {}: ", readers[0]),
+                    _ => format!("layers {}: ", readers.join(", ")),
+                };
+                Some(format!(
+                    "{layer}weight '{name}' holds {what} (first at element {i} of {})",
+                    t.len()
+                ))
             })
             .collect()
     }

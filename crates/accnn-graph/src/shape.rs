@@ -21,18 +21,34 @@ impl Shapes {
     }
 }
 
-/// Output size of a sliding window along one axis (floor convention).
+/// Output size of a sliding window along one axis (floor convention); `None` when the window does
+/// not fit, or for a zero kernel, stride or dilation, or sizes that overflow.
 pub fn window_output(size: usize, pad_total: usize, kernel: usize, stride: usize, dilate: usize) -> Option<usize> {
-    let span = dilate * (kernel - 1) + 1;
-    let padded = size + pad_total;
+    if kernel == 0 || stride == 0 || dilate == 0 {
+        return None;
+    }
+    let span = dilate.checked_mul(kernel - 1)?.checked_add(1)?;
+    let padded = size.checked_add(pad_total)?;
     (padded >= span).then(|| (padded - span) / stride + 1)
 }
 
 /// Output height and width of a convolution on an `h x w` input.
 pub fn conv_output_hw(c: &ConvAttrs, h: usize, w: usize) -> Option<(usize, usize)> {
     Some((
-        window_output(h, c.pad.top + c.pad.bottom, c.kernel[0], c.stride[0], c.dilate[0])?,
-        window_output(w, c.pad.left + c.pad.right, c.kernel[1], c.stride[1], c.dilate[1])?,
+        window_output(
+            h,
+            c.pad.top.checked_add(c.pad.bottom)?,
+            c.kernel[0],
+            c.stride[0],
+            c.dilate[0],
+        )?,
+        window_output(
+            w,
+            c.pad.left.checked_add(c.pad.right)?,
+            c.kernel[1],
+            c.stride[1],
+            c.dilate[1],
+        )?,
     ))
 }
 
@@ -41,18 +57,21 @@ pub fn pool_output_hw(p: &PoolAttrs, h: usize, w: usize) -> Option<(usize, usize
     if p.global {
         return Some((1, 1));
     }
+    if p.kernel.contains(&0) || p.stride.contains(&0) {
+        return None;
+    }
     let axis = |size: usize, pad_begin: usize, pad_total: usize, k: usize, s: usize| -> Option<usize> {
         match p.convention {
             PoolConvention::Valid => window_output(size, pad_total, k, s, 1),
             PoolConvention::Full => {
-                let padded = size + pad_total;
+                let padded = size.checked_add(pad_total)?;
                 (padded >= k).then(|| (padded - k).div_ceil(s) + 1)
             }
             PoolConvention::Ceil => {
-                let padded = size + pad_total;
+                let padded = size.checked_add(pad_total)?;
                 let n = (padded >= k).then(|| (padded - k).div_ceil(s) + 1)?;
                 // The last window must start inside the input or the leading padding.
-                Some(if n > 1 && (n - 1) * s >= size + pad_begin {
+                Some(if n > 1 && (n - 1) * s >= size.saturating_add(pad_begin) {
                     n - 1
                 } else {
                     n
@@ -68,8 +87,8 @@ pub fn pool_output_hw(p: &PoolAttrs, h: usize, w: usize) -> Option<(usize, usize
         right,
     } = p.pad;
     Some((
-        axis(h, top, top + bottom, p.kernel[0], p.stride[0])?,
-        axis(w, left, left + right, p.kernel[1], p.stride[1])?,
+        axis(h, top, top.checked_add(bottom)?, p.kernel[0], p.stride[0])?,
+        axis(w, left, left.checked_add(right)?, p.kernel[1], p.stride[1])?,
     ))
 }
 

@@ -144,3 +144,24 @@ fn external_data_is_read_and_written() {
         assert!(err.contains("bad.onnx") && err.contains(expected), "{err}");
     }
 }
+
+/// Inputs on which the fuzzer (`fuzz/`) once found a panic: each is now refused with an error.
+#[test]
+fn fuzz_regressions_are_refused_with_errors() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/onnx_model");
+    let expected = [(
+        "conv-stride-zero.onnx",
+        "node '/features.1/Conv': attribute strides = [1, 0] is not two positive integers",
+    )];
+    for (file, message) in expected {
+        let path = dir.join(file);
+        let bytes = std::fs::read(&path).expect("regression input");
+        let err = decode_onnx(&bytes, &path, None).err().expect("refused").to_string();
+        assert!(err.contains(message), "{file}: {err}");
+    }
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        expected.len(),
+        "every regression input is listed"
+    );
+}

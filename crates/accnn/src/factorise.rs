@@ -20,15 +20,28 @@ pub enum Factorisation {
     },
 }
 
+/// The weight of the convolution or FC layer at `node` of `model`.
+pub fn layer_weight<'m>(model: &'m Model, node: usize, layer: &str) -> Result<&'m Tensor, Error> {
+    let missing = |message: String| Error::Layer {
+        layer: layer.to_string(),
+        message,
+    };
+    let weight_node = model
+        .graph
+        .nodes
+        .get(node)
+        .and_then(|n| n.inputs.get(1))
+        .ok_or_else(|| missing("has no weight input".into()))?;
+    let weight_name = &model.graph.nodes[weight_node.node].name;
+    model
+        .param(weight_name)
+        .ok_or_else(|| missing(format!("weight '{weight_name}' is missing")))
+}
+
 impl Factorisation {
     /// Computes the SVD of `layer`'s weight.
     pub fn new(model: &Model, layer: &Layer, precision: Precision) -> Result<Self, Error> {
-        let node = &model.graph.nodes[layer.node];
-        let weight_name = &model.graph.nodes[node.inputs[1].node].name;
-        let weight = model.param(weight_name).ok_or_else(|| Error::Layer {
-            layer: layer.name.clone(),
-            message: format!("weight '{weight_name}' is missing"),
-        })?;
+        let weight = layer_weight(model, layer.node, &layer.name)?;
         let wrap = |e: accnn_decompose::DecomposeError| Error::Layer {
             layer: layer.name.clone(),
             message: e.to_string(),
@@ -60,8 +73,9 @@ impl Factorisation {
         }
     }
 
-    /// The graph rewrite replacing `layer` by its pair at `rank_per_group`.
-    pub fn split(&self, layer: &Layer, rank_per_group: usize) -> Result<LayerSplit, Error> {
+    /// The graph rewrite replacing `layer` by its pair at `rank_per_group`. `model` holds the
+    /// layer's original weight, at node `node` (dense factors project it; see [`DenseSvd`]).
+    pub fn split(&self, model: &Model, node: usize, layer: &Layer, rank_per_group: usize) -> Result<LayerSplit, Error> {
         let wrap = |e: accnn_decompose::DecomposeError| Error::Layer {
             layer: layer.name.clone(),
             message: e.to_string(),
@@ -77,7 +91,8 @@ impl Factorisation {
                 }
             }
             Factorisation::Dense(s) => {
-                let f = s.factors(rank_per_group).map_err(wrap)?;
+                let weight = layer_weight(model, node, &layer.name)?;
+                let f = s.factors(weight.data(), rank_per_group).map_err(wrap)?;
                 LayerSplit::Fc {
                     node: layer.node,
                     reduce: Tensor::new(vec![f.rank, f.inputs], f.reduce)?,

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use accnn_graph::Model;
-use accnn_graph::io::same_file;
+use accnn_graph::io::{FileContent, same_file};
 use accnn_graph::mxnet::{self, CheckpointPaths};
 use accnn_graph::onnx::{self, OnnxSource};
 
@@ -86,14 +86,44 @@ impl ModelFile {
     }
 }
 
-/// A model's files, ready to be written together.
-pub struct EncodedModel {
-    pub files: Vec<(PathBuf, Vec<u8>)>,
+/// A model's files, ready to be written together (with
+/// [`accnn_graph::io::write_contents_atomically`]).
+pub struct EncodedModel<'m> {
+    pub files: Vec<(PathBuf, ModelBytes<'m>)>,
 }
 
-impl EncodedModel {
+/// One file of an [`EncodedModel`].
+pub enum ModelBytes<'m> {
+    Bytes(Vec<u8>),
+    /// MXNet weights, encoded while being written rather than held twice in memory.
+    MxnetParams(mxnet::ParamsFile<'m>),
+}
+
+impl ModelBytes<'_> {
+    pub fn content(&self) -> FileContent<'_> {
+        match self {
+            ModelBytes::Bytes(b) => FileContent::Bytes(b),
+            ModelBytes::MxnetParams(p) => FileContent::Streamed(p),
+        }
+    }
+
+    /// The encoded bytes (MXNet weights are encoded here).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            ModelBytes::Bytes(b) => b.clone(),
+            ModelBytes::MxnetParams(p) => mxnet::encode_params(p.args, p.aux),
+        }
+    }
+}
+
+impl EncodedModel<'_> {
     pub fn paths(&self) -> Vec<&Path> {
         self.files.iter().map(|(p, _)| p.as_path()).collect()
+    }
+
+    /// Each file with its contents, as [`accnn_graph::io::write_contents_atomically`] takes them.
+    pub fn contents(&self) -> Vec<(&Path, FileContent<'_>)> {
+        self.files.iter().map(|(p, b)| (p.as_path(), b.content())).collect()
     }
 }
 
@@ -140,19 +170,28 @@ fn file_name(path: &Path) -> String {
 
 /// The files of `model` written in `source`'s format to `dest` (an MXNet prefix, or an `.onnx`
 /// path), refusing any that would overwrite one of `inputs`.
-pub fn encode_model(
+pub fn encode_model<'m>(
     source: &ModelSource,
-    model: &Model,
+    model: &'m Model,
     dest: &str,
     inputs: &[PathBuf],
-) -> Result<EncodedModel, Error> {
+) -> Result<EncodedModel<'m>, Error> {
     check_destination(source, dest, inputs)?;
     let files = match source {
         ModelSource::Mxnet { .. } => {
             let paths = CheckpointPaths::new(dest, 1);
             vec![
-                (paths.symbol, mxnet::symbol_json(&model.graph).into_bytes()),
-                (paths.params, mxnet::encode_params(&model.args, &model.aux)),
+                (
+                    paths.symbol,
+                    ModelBytes::Bytes(mxnet::symbol_json(&model.graph).into_bytes()),
+                ),
+                (
+                    paths.params,
+                    ModelBytes::MxnetParams(mxnet::ParamsFile {
+                        args: &model.args,
+                        aux: &model.aux,
+                    }),
+                ),
             ]
         }
         ModelSource::Onnx { source, .. } => {
@@ -161,9 +200,9 @@ pub fn encode_model(
             let weight_bytes: usize = model.args.values().map(|t| t.len() * 4).sum();
             let external = source.had_external_data() || weight_bytes > (1 << 30) + (1 << 29);
             let encoded = onnx::encode_onnx(source, model, external.then_some(data_name.as_str()))?;
-            let mut files = vec![(path.clone(), encoded.model)];
+            let mut files = vec![(path.clone(), ModelBytes::Bytes(encoded.model))];
             if let Some(data) = encoded.data {
-                files.push((path.with_file_name(&data_name), data));
+                files.push((path.with_file_name(&data_name), ModelBytes::Bytes(data)));
             }
             files
         }

@@ -30,7 +30,7 @@ pub use accnn_decompose::Precision;
 pub use accnn_graph::cost::LayerKind;
 pub use analysis::{Analysis, Layer};
 pub use factorise::Factorisation;
-pub use format::{EncodedModel, ModelFile, ModelSource, check_destination, encode_model, is_onnx};
+pub use format::{EncodedModel, ModelBytes, ModelFile, ModelSource, check_destination, encode_model, is_onnx};
 pub use plan::{
     LayerCosts, LayerReport, PlannedLayer, RankPlan, Report, Scope, apply_plan, factorise_all, factorise_where,
     full_rank_plan, plan_for_costs, plan_for_ratio, plan_for_ratio_aligned, plan_from_config, plan_report,

@@ -1,8 +1,8 @@
 //! Rank plans: choosing them, applying them, reporting on them.
 
-use accnn_graph::Model;
 use accnn_graph::cost::LayerKind;
 use accnn_graph::rewrite::apply_splits;
+use accnn_graph::{Model, Tensor};
 use accnn_rank::{RankCandidate, RankConfig, select_ranks_aligned};
 
 use crate::analysis::{Analysis, Layer};
@@ -225,8 +225,13 @@ pub fn plan_from_config(analysis: &Analysis, config: &RankConfig) -> Result<Rank
             })?;
             let layer = &analysis.layers[index];
             if layer.kind != kind {
+                let other = if section == "conv_params" {
+                    "fc_params"
+                } else {
+                    "conv_params"
+                };
                 return Err(Error::Plan(format!(
-                    "{section}: layer '{name}' is a {:?} layer",
+                    "{section}: layer '{name}' is a {:?} layer; list it under {other}",
                     layer.kind
                 )));
             }
@@ -371,15 +376,27 @@ impl std::fmt::Display for Report {
 /// Rewrites the model by `plan`. `svds` must hold the factorisation of every planned layer. The model is
 /// consumed so that its weights move into the result rather than being copied.
 pub fn apply_plan(
-    model: Model,
+    mut model: Model,
     analysis: &Analysis,
     svds: &[Option<Factorisation>],
     plan: &RankPlan,
 ) -> Result<(Model, Report), Error> {
+    let uses = model.graph.use_counts();
     let mut splits = Vec::with_capacity(plan.layers.len());
     for p in &plan.layers {
         let layer = &analysis.layers[p.layer];
-        splits.push(planned_svd(analysis, svds, p.layer)?.split(layer, p.rank)?);
+        splits.push(planned_svd(analysis, svds, p.layer)?.split(&model, layer.node, layer, p.rank)?);
+        // Once its factors exist a layer's own weight is dead (unless another layer shares it): free
+        // it now, not after every layer's factors were made (VGG-16's fc6 alone is 0.4 GB).
+        if let Some(weight) = model.graph.nodes[layer.node].inputs.get(1)
+            && uses[weight.node] == 1
+        {
+            // An empty stand-in keeps the variable recognisably a weight, so the rewrite drops it.
+            let name = &model.graph.nodes[weight.node].name;
+            if let Some(t) = model.args.get_mut(name) {
+                *t = Tensor::new(vec![0], Vec::new())?;
+            }
+        }
     }
     let report = plan_report(analysis, svds, plan)?;
     Ok((apply_splits(model, splits)?, report))

@@ -16,11 +16,11 @@ pub fn parse_tuple_shape(text: &str) -> Option<Vec<usize>> {
         .map(|&d| usize::try_from(d).ok().filter(|&d| d > 0))
         .collect()
 }
-pub use params::{ParamSet, encode_params, parse_params, read_params};
+pub use params::{ParamSet, ParamsFile, encode_params, parse_params, read_params};
 pub use symbol::{parse_symbol, symbol_json};
 
 use crate::error::GraphError;
-use crate::io::write_files_atomically;
+use crate::io::{FileContent, write_contents_atomically};
 use crate::ir::Model;
 
 /// The two files of an MXNet checkpoint.
@@ -58,10 +58,13 @@ pub fn load_checkpoint(prefix: &str, epoch: u32) -> Result<Model, GraphError> {
 pub fn save_checkpoint(model: &Model, prefix: &str, epoch: u32) -> Result<CheckpointPaths, GraphError> {
     let paths = CheckpointPaths::new(prefix, epoch);
     let symbol = symbol_json(&model.graph);
-    let params = encode_params(&model.args, &model.aux);
-    write_files_atomically(&[
-        (paths.symbol.as_path(), symbol.as_bytes()),
-        (paths.params.as_path(), &params),
+    let params = ParamsFile {
+        args: &model.args,
+        aux: &model.aux,
+    };
+    write_contents_atomically(&[
+        (paths.symbol.as_path(), FileContent::Bytes(symbol.as_bytes())),
+        (paths.params.as_path(), FileContent::Streamed(&params)),
     ])?;
     Ok(paths)
 }

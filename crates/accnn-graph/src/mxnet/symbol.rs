@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::GraphError;
 use crate::ir::{Entry, Graph, Node, Op};
-use crate::mxnet::ops::parse_op;
+use crate::mxnet::ops::{op_attrs, parse_op};
 
 /// MXNet version stamp written into the symbol (1.9.1).
 const MXNET_VERSION: i64 = 10901;
@@ -131,8 +131,16 @@ pub fn symbol_json(graph: &Graph) -> String {
         let mut obj = Map::new();
         obj.insert("op".into(), json!(node.op.mxnet_name()));
         obj.insert("name".into(), json!(node.name));
-        if !node.attrs.is_empty() {
-            obj.insert("attrs".into(), json!(node.attrs));
+        // Attributes are written as read, except that a node read as a shorthand op (`relu`,
+        // `sigmoid`, `tanh`) is written as `Activation` and needs the act_type it implied.
+        let mut attrs = node.attrs.clone();
+        if node.op.mxnet_name() == "Activation"
+            && let Some(act_type) = op_attrs(&node.op).ok().and_then(|mut a| a.remove("act_type"))
+        {
+            attrs.insert("act_type".into(), act_type);
+        }
+        if !attrs.is_empty() {
+            obj.insert("attrs".into(), json!(attrs));
         }
         let inputs: Vec<Value> = node.inputs.iter().map(|e| json!([e.node, e.output, 0])).collect();
         obj.insert("inputs".into(), Value::Array(inputs));

@@ -43,8 +43,9 @@ impl NodeAttrs<'_> {
     pub fn pair(&self, name: &str, default: [usize; 2]) -> Result<[usize; 2], GraphError> {
         match self.ints(name) {
             None => Ok(default),
-            Some(v) if v.len() == 2 && v.iter().all(|&x| x >= 0) => Ok([v[0] as usize, v[1] as usize]),
-            Some(v) => Err(self.err(format!("attribute {name} = {v:?} is not two non-negative integers"))),
+            // Windows, strides and dilations: zero would divide by zero in shape inference.
+            Some(v) if v.len() == 2 && v.iter().all(|&x| x > 0) => Ok([v[0] as usize, v[1] as usize]),
+            Some(v) => Err(self.err(format!("attribute {name} = {v:?} is not two positive integers"))),
         }
     }
 
