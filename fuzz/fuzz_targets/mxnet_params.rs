@@ -17,7 +17,13 @@ fuzz_target!(|data: &[u8]| {
             s.args
                 .iter()
                 .chain(&s.aux)
-                .map(|(k, t)| (k.clone(), t.shape().to_vec(), t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>()))
+                .map(|(k, t)| {
+                    (
+                        k.clone(),
+                        t.shape().to_vec(),
+                        t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    )
+                })
                 .collect::<Vec<_>>()
         };
         assert_eq!(bits(&set), bits(&again));

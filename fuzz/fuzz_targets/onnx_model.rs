@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use accnn_graph::onnx::{decode_onnx, declared_input_shape, encode_onnx};
+use accnn_graph::onnx::{declared_input_shape, decode_onnx, encode_onnx};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -29,10 +29,15 @@ pub struct ParamSet {
     pub aux: BTreeMap<String, Tensor>,
 }
 
+/// A params file read front to back, from bytes in memory or straight from the file (so that a large
+/// model is not held twice while it is parsed). `len` is the source's total size: every size is
+/// checked against what is left before anything is read or allocated.
 struct Reader<'a> {
-    bytes: &'a [u8],
+    src: &'a mut dyn std::io::Read,
+    len: usize,
     pos: usize,
     path: &'a Path,
+    scratch: Vec<u8>,
 }
 
 impl<'a> Reader<'a> {
@@ -40,13 +45,43 @@ impl<'a> Reader<'a> {
         GraphError::format(self.path, format!("{message} (at byte {})", self.pos))
     }
 
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], GraphError> {
-        let left = self.bytes.len() - self.pos;
+    /// Checks that `n` more bytes exist.
+    fn need(&self, n: usize, what: &str) -> Result<(), GraphError> {
+        let left = self.left();
         if n > left {
             return Err(self.err(format_args!("truncated: {what} needs {n} bytes, {left} left")));
         }
-        let out = &self.bytes[self.pos..self.pos + n];
-        self.pos += n;
+        Ok(())
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), GraphError> {
+        self.src.read_exact(buf).map_err(|e| GraphError::io(self.path, e))?;
+        self.pos += buf.len();
+        Ok(())
+    }
+
+    /// The next `n` bytes (a small item: a header field or a name).
+    fn take(&mut self, n: usize, what: &str) -> Result<&[u8], GraphError> {
+        self.need(n, what)?;
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.resize(n, 0);
+        self.fill(&mut buf)?;
+        self.scratch = buf;
+        Ok(&self.scratch)
+    }
+
+    /// `count` elements of `size` bytes each, decoded by `decode`, read in pieces.
+    fn values(&mut self, count: usize, size: usize, decode: impl Fn(&[u8]) -> f32) -> Result<Vec<f32>, GraphError> {
+        let mut out = Vec::with_capacity(count);
+        let mut chunk = vec![0u8; ((1 << 20) / size * size).min(count * size)];
+        let mut left = count * size;
+        while left > 0 {
+            let take = left.min(chunk.len());
+            let piece = &mut chunk[..take];
+            self.fill(piece)?;
+            out.extend(piece.chunks_exact(size).map(&decode));
+            left -= piece.len();
+        }
         Ok(out)
     }
 
@@ -67,7 +102,7 @@ impl<'a> Reader<'a> {
     }
 
     fn left(&self) -> usize {
-        self.bytes.len() - self.pos
+        self.len - self.pos
     }
 
     /// A count of items each at least `min_item_bytes` long, checked against the bytes left.
@@ -156,20 +191,11 @@ impl<'a> Reader<'a> {
         let bytes = n
             .checked_mul(dtype.size())
             .ok_or_else(|| self.err(format_args!("array #{index} of shape {shape:?} is too large")))?;
-        let raw = self.take(bytes, "array data")?;
-        let data: Vec<f32> = match dtype {
-            DType::Float32 => raw
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
-                .collect(),
-            DType::Float64 => raw
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8")) as f32)
-                .collect(),
-            DType::Float16 => raw
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes(c.try_into().expect("2")).to_f32())
-                .collect(),
+        self.need(bytes, "array data")?;
+        let data = match dtype {
+            DType::Float32 => self.values(n, 4, |c| f32::from_le_bytes(c.try_into().expect("4")))?,
+            DType::Float64 => self.values(n, 8, |c| f64::from_le_bytes(c.try_into().expect("8")) as f32)?,
+            DType::Float16 => self.values(n, 2, |c| half::f16::from_le_bytes(c.try_into().expect("2")).to_f32())?,
         };
         Ok(Some(Tensor::new(shape, data)?.with_stored_type(dtype)))
     }
@@ -177,7 +203,25 @@ impl<'a> Reader<'a> {
 
 /// Parses the bytes of a params file; `path` is only used in error messages.
 pub fn parse_params(bytes: &[u8], path: &Path) -> Result<ParamSet, GraphError> {
-    let mut r = Reader { bytes, pos: 0, path };
+    parse_from(&mut &bytes[..], bytes.len(), path)
+}
+
+/// Reads a params file, straight from the disk into the tensors.
+pub fn read_params(path: &Path) -> Result<ParamSet, GraphError> {
+    let file = std::fs::File::open(path).map_err(|e| GraphError::io(path, e))?;
+    let len = file.metadata().map_err(|e| GraphError::io(path, e))?.len();
+    let len = usize::try_from(len).map_err(|_| GraphError::format(path, "too large for this machine"))?;
+    parse_from(&mut std::io::BufReader::with_capacity(1 << 16, file), len, path)
+}
+
+fn parse_from(src: &mut dyn std::io::Read, len: usize, path: &Path) -> Result<ParamSet, GraphError> {
+    let mut r = Reader {
+        src,
+        len,
+        pos: 0,
+        path,
+        scratch: Vec::new(),
+    };
     let magic = r.u64("header")?;
     if magic != LIST_MAGIC {
         return Err(r.err(format_args!(
@@ -198,8 +242,8 @@ pub fn parse_params(bytes: &[u8], path: &Path) -> Result<ParamSet, GraphError> {
     let mut set = ParamSet::default();
     for (i, array) in arrays.into_iter().enumerate() {
         let len = r.count("name length", 1)?;
-        let raw = r.take(len, "name")?;
-        let name = std::str::from_utf8(raw).map_err(|_| r.err(format_args!("name #{i} is not UTF-8")))?;
+        let raw = r.take(len, "name")?.to_vec();
+        let name = std::str::from_utf8(&raw).map_err(|_| r.err(format_args!("name #{i} is not UTF-8")))?;
         let (map, key) = if let Some(k) = name.strip_prefix("arg:") {
             (&mut set.args, k)
         } else if let Some(k) = name.strip_prefix("aux:") {
@@ -216,12 +260,6 @@ pub fn parse_params(bytes: &[u8], path: &Path) -> Result<ParamSet, GraphError> {
         return Err(r.err(format_args!("{} unexpected bytes after the last name", r.left())));
     }
     Ok(set)
-}
-
-/// Reads a params file.
-pub fn read_params(path: &Path) -> Result<ParamSet, GraphError> {
-    let bytes = std::fs::read(path).map_err(|e| GraphError::io(path, e))?;
-    parse_params(&bytes, path)
 }
 
 /// Serialises arrays in the V2 dense layout that MXNet 1.x `nd.load` and `load_checkpoint` read:
