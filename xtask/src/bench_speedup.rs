@@ -130,10 +130,7 @@ fn open_data(
     shape: &[usize],
     limit: Option<usize>,
 ) -> Result<Box<dyn ImageSource>> {
-    let &[_, c, h, w] = shape else {
-        bail!("the model takes {shape:?}; image data feeds N,C,H,W inputs");
-    };
-    open_images(path, split, pre, [c, h, w], limit).with_context(|| format!("reading images from {}", path.display()))
+    open_images(path, split, pre, shape, limit).with_context(|| format!("reading images from {}", path.display()))
 }
 
 fn load_data(path: &Path, split: &str, pre: &ImageOptions, shape: &[usize], limit: Option<usize>) -> Result<Dataset> {
@@ -226,7 +223,7 @@ fn run_section(section: &Section, threads: usize, rows: &mut Vec<Row>) -> Result
         println!(
             "  {:<28} top-1 {:>7}  theoretical {:>6.3}x  CPU {:>6.3}x (batch 1)",
             row.variant,
-            row.top1.map_or("n/a".into(), |t| format!("{:.2}%", 100.0 * t)),
+            percent(row.top1),
             row.theoretical,
             row.cpu_speedup_batch1
         );

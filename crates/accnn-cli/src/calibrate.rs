@@ -6,7 +6,7 @@ use accnn::{Analysis, Factorisation, RankPlan, Report};
 use accnn_calibrate::{CalibrateOptions, Statistics};
 use accnn_graph::Model;
 use accnn_infer::data::Dataset;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::data::{DataSource, open_images};
@@ -61,7 +61,6 @@ pub(crate) fn prepare(
     if args.calib_samples == 0 {
         bail!("--calib-samples must be positive");
     }
-    let input = crate::eval::model_input(&analysis.data_shape)?;
     let data = open_images(
         &DataSource {
             path: path.clone(),
@@ -69,18 +68,10 @@ pub(crate) fn prepare(
             limit: Some(args.calib_samples),
         },
         &args.preprocess,
-        input,
+        &analysis.data_shape,
     )
     .and_then(|images| Ok(images.to_dataset()?))
-    .with_context(|| format!("--calibrate {}", path.display()))?;
-    if data.shape[1..] != analysis.data_shape[1..] {
-        bail!(
-            "--calibrate {}: images are {:?} but the model takes {:?} (check --pad)",
-            path.display(),
-            &data.shape[1..],
-            &analysis.data_shape[1..]
-        );
-    }
+    .map_err(|e| anyhow::anyhow!("--calibrate {e:#}"))?;
     let options = args.options(&data.shape[1..]);
     let stats = accnn_calibrate::collect(model, analysis, &data, wanted, &options)?;
     say!(

@@ -47,11 +47,17 @@ pub(crate) struct DataSource {
 }
 
 /// Opens a directory of MNIST/Fashion-MNIST IDX files, a `.npz` with `x` and `y`, or a folder of class
-/// subfolders of JPEG/PNG images, for a model taking `input` (`[C, H, W]`).
+/// subfolders of JPEG/PNG images, for a model whose input is `data_shape` (`[N, C, H, W]`).
 pub(crate) fn open_images(
     source: &DataSource,
     pre: &PreprocessArgs,
-    input: [usize; 3],
+    data_shape: &[usize],
 ) -> Result<Box<dyn ImageSource>> {
-    Ok(open(&source.path, &source.split, &pre.options(), input, source.limit)?)
+    Ok(open(
+        &source.path,
+        &source.split,
+        &pre.options(),
+        data_shape,
+        source.limit,
+    )?)
 }

@@ -44,39 +44,21 @@ pub struct EvalArgs {
     pub json: Option<PathBuf>,
 }
 
-fn open_data(args: &EvalArgs, input: [usize; 3]) -> Result<Box<dyn ImageSource>> {
+fn open_data(args: &EvalArgs, data_shape: &[usize]) -> Result<Box<dyn ImageSource>> {
     let source = DataSource {
         path: args.data.clone(),
         split: args.split.clone(),
         limit: args.limit,
     };
-    open_images(&source, &args.preprocess, input).map_err(|e| anyhow::anyhow!("--data {e:#}"))
-}
-
-/// `[C, H, W]` of a model's `[N, C, H, W]` input.
-pub(crate) fn model_input(data_shape: &[usize]) -> Result<[usize; 3]> {
-    match data_shape {
-        &[_, c, h, w] => Ok([c, h, w]),
-        other => bail!("the model takes {other:?}; image data feeds N,C,H,W inputs"),
-    }
+    open_images(&source, &args.preprocess, data_shape).map_err(|e| anyhow::anyhow!("--data {e:#}"))
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
     let model = load(&args.model)?;
-    let input = model_input(&model.analysis.data_shape)?;
-    let data = open_data(args, input)?;
+    let data = open_data(args, &model.analysis.data_shape)?;
     let data = data.as_ref();
     if data.count() == 0 {
         bail!("--data {}: no images", args.data.display());
-    }
-    if data.image_shape() != input {
-        bail!(
-            "--data {}: images are {:?} but model '{}' takes {:?} (check --pad, or --data-shape)",
-            args.data.display(),
-            data.image_shape(),
-            model.name,
-            input
-        );
     }
     let options = EngineOptions {
         threads: args.threads,

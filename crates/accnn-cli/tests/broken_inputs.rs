@@ -12,6 +12,17 @@ use accnn_graph::Tensor;
 use accnn_graph::mxnet::{encode_params, parse_params};
 
 const SHAPE: &str = "3,11,9";
+/// `accnn -m m --ratio 1.5 --save-model out` on checkpoint `m`.
+const DECOMPOSE: [&str; 8] = [
+    "-m",
+    "m",
+    "--data-shape",
+    SHAPE,
+    "--ratio",
+    "1.5",
+    "--save-model",
+    "out",
+];
 
 fn fixture(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -64,20 +75,7 @@ fn fails_with(dir: &Path, args: &[&str], expected: &str) {
 
 /// `accnn -m m --ratio 1.5 --save-model out` on checkpoint `m` in `dir`.
 fn decompose_fails_with(dir: &Path, expected: &str) {
-    fails_with(
-        dir,
-        &[
-            "-m",
-            "m",
-            "--data-shape",
-            SHAPE,
-            "--ratio",
-            "1.5",
-            "--save-model",
-            "out",
-        ],
-        expected,
-    );
+    fails_with(dir, &DECOMPOSE, expected);
 }
 
 /// The fixture's params with the first array's header patched at `offset` (bytes from the start of
@@ -105,19 +103,7 @@ fn params_truncated_at_every_offset_are_refused() {
     // Through the binary at a few offsets: header, inside an array header, inside data, in the names.
     for cut in [0, 12, 30, 600, bytes.len() - 3] {
         let dir = checkpoint(&fixture_symbol(), &bytes[..cut]);
-        let out = accnn(
-            &[
-                "-m",
-                "m",
-                "--data-shape",
-                SHAPE,
-                "--ratio",
-                "1.5",
-                "--save-model",
-                "out",
-            ],
-            dir.path(),
-        );
+        let out = accnn(&DECOMPOSE, dir.path());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1));
         assert!(
@@ -184,8 +170,9 @@ fn corrupt_params_headers() {
         (
             {
                 let mut b = fixture_params();
-                // The name count, just after the last array: claim one name fewer.
-                let names = 16 + 8 + encoded_arrays_len(&args, &aux);
+                // The name count, just before the names: claim one name fewer.
+                let names_len: usize = args.keys().chain(aux.keys()).map(|k| 8 + "arg:".len() + k.len()).sum();
+                let names = b.len() - names_len - 8;
                 let n = u64::from_le_bytes(b[names..names + 8].try_into().unwrap());
                 b[names..names + 8].copy_from_slice(&(n - 1).to_le_bytes());
                 b
@@ -196,14 +183,6 @@ fn corrupt_params_headers() {
     for (params, expected) in cases {
         decompose_fails_with(checkpoint(&symbol, &params).path(), expected);
     }
-}
-
-/// Bytes of the arrays section of `encode_params(args, aux)`.
-fn encoded_arrays_len(args: &BTreeMap<String, Tensor>, aux: &BTreeMap<String, Tensor>) -> usize {
-    args.values()
-        .chain(aux.values())
-        .map(|t| 4 + 4 + 4 + 8 * t.shape().len() + 8 + 4 + 4 * t.len())
-        .sum()
 }
 
 #[test]

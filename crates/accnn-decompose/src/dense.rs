@@ -11,6 +11,8 @@
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 
+use crate::response::SecondMoment;
+
 use crate::DecomposeError;
 use crate::matrix::{Precision, ThinSvd};
 
@@ -104,24 +106,25 @@ impl DenseSvd {
     pub fn gram(weight: &[f32], outputs: usize, inputs: usize) -> Result<Self, DecomposeError> {
         check_weight(weight, outputs, inputs)?;
         let w = MatRef::from_row_major_slice(weight, outputs, inputs);
-        // The shorter side as rows: `a` is `side x long`, and `G = a aᵀ`.
+        // The shorter side as rows: `a` is `side x long`; its columns are the samples whose second
+        // moment (summed, not averaged) is the Gram matrix `a aᵀ`.
         let left = outputs <= inputs;
         let a = if left { w } else { w.transpose() };
         let (side, long) = (a.nrows(), a.ncols());
-        let mut gram = Mat::<f64>::zeros(side, side);
-        let mut block = Mat::<f64>::zeros(side, GRAM_BLOCK.min(long));
+        let mut moment = SecondMoment::new(side);
+        let mut block = vec![0f64; GRAM_BLOCK.min(long) * side];
         for start in (0..long).step_by(GRAM_BLOCK) {
             let width = GRAM_BLOCK.min(long - start);
-            let mut b = block.as_mut().subcols_mut(0, width);
-            for j in 0..width {
-                for i in 0..side {
-                    b[(i, j)] = a[(i, start + j)] as f64;
-                }
+            for (j, sample) in block.chunks_mut(side).take(width).enumerate() {
+                sample
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(i, v)| *v = a[(i, start + j)] as f64);
             }
-            let b = block.as_ref().subcols(0, width);
-            matmul(gram.as_mut(), Accum::Add, b, b.transpose(), 1.0, Par::rayon(0));
+            moment.add(&block[..width * side]);
         }
         drop(block);
+        let gram = moment.into_sum();
         let eigen = gram
             .self_adjoint_eigen(Side::Lower)
             .map_err(|_| DecomposeError::NoConvergence)?;
@@ -189,47 +192,49 @@ impl DenseSvd {
                 }
             }
             Basis::Gram { vectors, left } => {
-                let w = MatRef::from_row_major_slice(weight, outputs, inputs);
                 let kept = vectors.as_ref().subcols(0, rank);
-                // Scale by S_K^{-½} on the projected side and S_K^½ on the vectors' side; a zero
-                // singular value contributes nothing either way.
+                // W ≈ U_K (U_Kᵀ W) when the vectors are W's left ones, (W V_K) V_Kᵀ when right.
+                // `projected` (K x long) is the vectors' transpose times `a` (W or Wᵀ, shorter side
+                // first), scaled by S_K^{-½}; `spread` (side x K) is the vectors scaled by S_K^½.
+                // Both are views of the two outputs, so the product is written once, in place.
+                let w = MatRef::from_row_major_slice(weight, outputs, inputs);
+                let (a, mut projected, mut spread) = if *left {
+                    (
+                        w,
+                        MatMut::from_row_major_slice_mut(&mut reduce, rank, inputs),
+                        MatMut::from_row_major_slice_mut(&mut reconstruct, outputs, rank),
+                    )
+                } else {
+                    (
+                        w.transpose(),
+                        MatMut::from_column_major_slice_mut(&mut reconstruct, rank, outputs),
+                        MatMut::from_column_major_slice_mut(&mut reduce, inputs, rank),
+                    )
+                };
+                matmul(
+                    projected.as_mut(),
+                    Accum::Replace,
+                    kept.transpose(),
+                    a,
+                    1.0f32,
+                    Par::rayon(0),
+                );
+                // A zero singular value contributes nothing either way.
                 let s_max = self.singular_values[0];
-                let scale = |k: usize| {
+                for k in 0..rank {
                     let s = self.singular_values[k];
-                    if s > s_max * 1e-12 {
-                        (s.sqrt(), 1.0 / s.sqrt())
+                    let (root, inv) = if s > s_max * 1e-12 {
+                        (s.sqrt() as f32, 1.0 / s.sqrt() as f32)
                     } else {
                         (0.0, 0.0)
-                    }
-                };
-                if *left {
-                    // W ≈ U_K (U_Kᵀ W): reduce = S^{-½} U_Kᵀ W, reconstruct = U_K S^½. The product
-                    // goes straight into `reduce` (fc6 at K = 2048: 0.2 GB not held twice).
-                    let out = MatMut::from_row_major_slice_mut(&mut reduce, rank, inputs);
-                    matmul(out, Accum::Replace, kept.transpose(), w, 1.0f32, Par::rayon(0));
-                    for k in 0..rank {
-                        let (root, inv) = scale(k);
-                        for v in &mut reduce[k * inputs..(k + 1) * inputs] {
-                            *v = (*v as f64 * inv) as f32;
-                        }
-                        for n in 0..outputs {
-                            reconstruct[n * rank + k] = (kept[(n, k)] as f64 * root) as f32;
-                        }
-                    }
-                } else {
-                    // W ≈ (W V_K) V_Kᵀ: reduce = S^½ V_Kᵀ, reconstruct = W V_K S^{-½}.
-                    let out = MatMut::from_row_major_slice_mut(&mut reconstruct, outputs, rank);
-                    matmul(out, Accum::Replace, w, kept, 1.0f32, Par::rayon(0));
-                    for k in 0..rank {
-                        let (root, inv) = scale(k);
-                        for m in 0..inputs {
-                            reduce[k * inputs + m] = (kept[(m, k)] as f64 * root) as f32;
-                        }
-                        for n in 0..outputs {
-                            let v = &mut reconstruct[n * rank + k];
-                            *v = (*v as f64 * inv) as f32;
-                        }
-                    }
+                    };
+                    projected.as_mut().row_mut(k).iter_mut().for_each(|v| *v *= inv);
+                    spread
+                        .as_mut()
+                        .col_mut(k)
+                        .iter_mut()
+                        .zip(kept.col(k).iter())
+                        .for_each(|(d, &u)| *d = u * root);
                 }
             }
         }

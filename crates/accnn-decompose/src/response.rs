@@ -51,6 +51,11 @@ impl SecondMoment {
         self.count += rows as u64;
     }
 
+    /// The sum `Σ p pᵀ` itself, without a copy.
+    pub fn into_sum(self) -> Mat<f64> {
+        self.sum
+    }
+
     /// `Σ = sum / count` (zero before any sample).
     pub fn mean(&self) -> Mat<f64> {
         let scale = 1.0 / self.count.max(1) as f64;

@@ -137,8 +137,7 @@ pub fn typical_seconds(engine: &Engine, input: &Tensor, rounds: usize) -> Result
         engine.run(input)?;
         times.push(t.elapsed().as_secs_f64());
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 4])
+    Ok(crate::timing::Latency { samples: times }.iqr().0)
 }
 
 /// Seconds one run of `spec` takes at `batch`, whole (`rank: None`) or decomposed at `rank` per group.

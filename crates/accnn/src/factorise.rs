@@ -21,7 +21,7 @@ pub enum Factorisation {
 }
 
 /// The weight of the convolution or FC layer at `node` of `model`.
-pub fn layer_weight<'m>(model: &'m Model, node: usize, layer: &str) -> Result<&'m Tensor, Error> {
+pub(crate) fn layer_weight<'m>(model: &'m Model, node: usize, layer: &str) -> Result<&'m Tensor, Error> {
     let missing = |message: String| Error::Layer {
         layer: layer.to_string(),
         message,

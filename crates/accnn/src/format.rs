@@ -106,14 +106,6 @@ impl ModelBytes<'_> {
             ModelBytes::MxnetParams(p) => FileContent::Streamed(p),
         }
     }
-
-    /// The encoded bytes (MXNet weights are encoded here).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        match self {
-            ModelBytes::Bytes(b) => b.clone(),
-            ModelBytes::MxnetParams(p) => mxnet::encode_params(p.args, p.aux),
-        }
-    }
 }
 
 impl EncodedModel<'_> {

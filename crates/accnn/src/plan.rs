@@ -39,6 +39,16 @@ pub struct RankPlan {
 }
 
 impl RankPlan {
+    /// The plan an optimiser chose: `ranks[j]` (`None`: whole) for analysis layer `layers[j]`.
+    fn from_selection(ranks: &[Option<usize>], layers: &[usize]) -> Self {
+        let layers = ranks
+            .iter()
+            .zip(layers)
+            .filter_map(|(rank, &layer)| rank.map(|rank| PlannedLayer { layer, rank }))
+            .collect();
+        RankPlan { layers }
+    }
+
     /// The plan in the original tool's `config.json` schema.
     pub fn to_config(&self, analysis: &Analysis) -> RankConfig {
         let mut config = RankConfig::default();
@@ -159,13 +169,7 @@ pub fn plan_for_ratio_aligned(
     })?;
     let selection =
         select_ranks_aligned(&candidates, budget, align).map_err(|e| Error::Plan(format!("ratio {ratio}: {e}")))?;
-    let layers = selection
-        .ranks
-        .iter()
-        .zip(&candidate_layers)
-        .filter_map(|(rank, &layer)| rank.map(|rank| PlannedLayer { layer, rank }))
-        .collect();
-    Ok(RankPlan { layers })
+    Ok(RankPlan::from_selection(&selection.ranks, &candidate_layers))
 }
 
 /// Costs of one layer in any unit (measured nanoseconds, say): whole, and at each probed rank per group.
@@ -199,13 +203,7 @@ pub fn plan_for_costs(
         indices.push(i);
     }
     let selection = accnn_rank::select_among(&choices, budget).map_err(|e| Error::Plan(e.to_string()))?;
-    let layers = selection
-        .ranks
-        .iter()
-        .zip(&indices)
-        .filter_map(|(rank, &layer)| rank.map(|rank| PlannedLayer { layer, rank }))
-        .collect();
-    Ok((RankPlan { layers }, selection.cost))
+    Ok((RankPlan::from_selection(&selection.ranks, &indices), selection.cost))
 }
 
 /// The plan a `config.json` describes, checked against the model: every layer must exist, be of the

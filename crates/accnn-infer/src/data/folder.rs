@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use image::imageops::FilterType;
 use rayon::prelude::*;
 
-use super::{ImageSource, err};
+use super::{ImageSource, err, normalise_into};
 use crate::InferError;
 
 /// How images become network inputs. For image folders: resize the shorter side, centre-crop, scale to
@@ -209,6 +209,14 @@ impl ImageFolder {
 
     /// One image, decoded and preprocessed, `C * H * W` values.
     pub fn image(&self, index: usize) -> Result<Vec<f32>, InferError> {
+        let [c, h, w] = self.shape;
+        let mut out = vec![0f32; c * h * w];
+        self.image_into(index, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`ImageFolder::image`] written into `out`.
+    fn image_into(&self, index: usize, out: &mut [f32]) -> Result<(), InferError> {
         let path = &self.files[index];
         let decoded = image::io::Reader::open(path)
             .map_err(|e| err(path, e.to_string()))?
@@ -216,7 +224,7 @@ impl ImageFolder {
             .map_err(|e| err(path, e.to_string()))?
             .decode()
             .map_err(|e| err(path, format!("cannot decode: {e}")))?;
-        let [c, h, w] = self.shape;
+        let c = self.shape[0];
         // Greyscale models read luma; RGB models read RGB (a greyscale file is replicated).
         let (width, height, mut pixels) = if c == 1 {
             let img = decoded.to_luma8();
@@ -249,22 +257,18 @@ impl ImageFolder {
                 ),
             ));
         }
-        let (top, left) = ((height - crop_h) / 2, (width - crop_w) / 2);
-        let pad = self.options.pad;
-        let mut out = Vec::with_capacity(c * h * w);
-        for ch in 0..c {
-            let (mean, std) = (self.mean[ch], self.std[ch]);
-            let background = (0.0 - mean) / std;
-            out.extend(std::iter::repeat_n(background, pad * w));
-            for y in 0..crop_h {
-                out.extend(std::iter::repeat_n(background, pad));
-                let row = (top + y) * width + left;
-                out.extend((0..crop_w).map(|x| (pixels[(row + x) * c + ch] as f32 / 255.0 - mean) / std));
-                out.extend(std::iter::repeat_n(background, pad));
-            }
-            out.extend(std::iter::repeat_n(background, pad * w));
-        }
-        Ok(out)
+        let origin = [(height - crop_h) / 2, (width - crop_w) / 2];
+        normalise_into(
+            out,
+            &pixels,
+            width,
+            origin,
+            self.crop,
+            &self.mean,
+            &self.std,
+            self.options.pad,
+        );
+        Ok(())
     }
 }
 
@@ -293,7 +297,11 @@ impl ImageSource for ImageFolder {
     }
 
     fn images(&self, range: Range<usize>) -> Result<Vec<f32>, InferError> {
-        let decoded: Vec<Vec<f32>> = range.into_par_iter().map(|i| self.image(i)).collect::<Result<_, _>>()?;
-        Ok(decoded.concat())
+        let per: usize = self.shape.iter().product();
+        let mut out = vec![0f32; range.len() * per];
+        out.par_chunks_mut(per)
+            .zip(range.into_par_iter())
+            .try_for_each(|(dst, i)| self.image_into(i, dst))?;
+        Ok(out)
     }
 }

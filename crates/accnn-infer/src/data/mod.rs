@@ -93,6 +93,35 @@ pub struct Preprocess {
     pub pad: usize,
 }
 
+/// Writes one network input, `(C, crop_h + 2·pad, crop_w + 2·pad)`, into `out`: the `crop` window
+/// at `origin` (top, left) of the interleaved 8-bit `pixels` (`width` pixels a row, `C = mean.len()`
+/// channels), as `(p / 255 - mean) / std` per channel, inside a black border of `pad` pixels.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn normalise_into(
+    out: &mut [f32],
+    pixels: &[u8],
+    width: usize,
+    [top, left]: [usize; 2],
+    [crop_h, crop_w]: [usize; 2],
+    mean: &[f32],
+    std: &[f32],
+    pad: usize,
+) {
+    let c = mean.len();
+    let row_len = crop_w + 2 * pad;
+    for (ch, plane) in out.chunks_mut((crop_h + 2 * pad) * row_len).enumerate() {
+        let (mean, std) = (mean[ch], std[ch]);
+        plane.fill((0.0 - mean) / std);
+        for y in 0..crop_h {
+            let src = (top + y) * width + left;
+            let dst = &mut plane[(y + pad) * row_len + pad..(y + pad) * row_len + pad + crop_w];
+            for (x, d) in dst.iter_mut().enumerate() {
+                *d = (pixels[(src + x) * c + ch] as f32 / 255.0 - mean) / std;
+            }
+        }
+    }
+}
+
 pub(crate) fn err(path: &Path, message: impl Into<String>) -> InferError {
     InferError::Data {
         path: path.to_path_buf(),
@@ -163,15 +192,10 @@ pub fn load_idx(dir: &Path, split: &str, pre: Preprocess, limit: Option<usize>) 
     let n = limit.map_or(dims[0], |l| l.min(dims[0]));
     let (h, w) = (dims[1], dims[2]);
     let (hp, wp) = (h + 2 * pre.pad, w + 2 * pre.pad);
-    let background = (0.0 - pre.mean) / pre.std;
-    let mut images = vec![background; n * hp * wp];
-    for i in 0..n {
-        for y in 0..h {
-            for x in 0..w {
-                let p = pixels[(i * h + y) * w + x] as f32 / 255.0;
-                images[(i * hp + y + pre.pad) * wp + x + pre.pad] = (p - pre.mean) / pre.std;
-            }
-        }
+    let mut images = vec![0f32; n * hp * wp];
+    for (i, out) in images.chunks_mut(hp * wp).enumerate() {
+        let pixels = &pixels[i * h * w..(i + 1) * h * w];
+        normalise_into(out, pixels, w, [0, 0], [h, w], &[pre.mean], &[pre.std], pre.pad);
     }
     Ok(Dataset {
         shape: [n, 1, hp, wp],
@@ -242,19 +266,17 @@ pub fn load_npz(path: &Path, limit: Option<usize>) -> Result<Dataset, InferError
     })
 }
 
-/// Opens labelled images for a model taking `input` (`[C, H, W]`): an image folder (see
-/// [`is_image_folder`]), a `.npz`, or a directory of IDX files (`split`: `t10k` or `train`), keeping at
-/// most `limit` images.
+/// Opens labelled images for a model whose input is `data_shape` (`[N, C, H, W]`): an image folder
+/// (see [`is_image_folder`]), a `.npz`, or a directory of IDX files (`split`: `t10k` or `train`),
+/// keeping at most `limit` images. Images of another size than the model's are an error.
 pub fn open_images(
     path: &Path,
     split: &str,
     options: &ImageOptions,
-    input: [usize; 3],
+    data_shape: &[usize],
     limit: Option<usize>,
 ) -> Result<Box<dyn ImageSource>, InferError> {
-    if options.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-        return Err(err(path, "every --std value must be positive"));
-    }
+    let input = image_input(data_shape)?;
     if is_image_folder(path) {
         return Ok(Box::new(ImageFolder::open(path, options.clone(), input, limit)?));
     }
@@ -264,12 +286,35 @@ pub fn open_images(
     let (&[mean], &[std]) = (options.mean.as_slice(), options.std.as_slice()) else {
         return Err(err(path, "IDX and .npz data take one --mean and one --std value"));
     };
+    if !(std.is_finite() && std > 0.0) {
+        return Err(err(path, "every --std value must be positive"));
+    }
     let pre = Preprocess {
         mean,
         std,
         pad: options.pad,
     };
-    Ok(Box::new(load_images(path, split, pre, limit)?))
+    let data = load_images(path, split, pre, limit)?;
+    if data.image_shape() != input {
+        return Err(err(
+            path,
+            format!(
+                "images are {:?} but the model takes {input:?} (check --pad, or --data-shape)",
+                data.image_shape()
+            ),
+        ));
+    }
+    Ok(Box::new(data))
+}
+
+/// `[C, H, W]` of a model's `[N, C, H, W]` input shape: what image data feeds.
+pub fn image_input(data_shape: &[usize]) -> Result<[usize; 3], InferError> {
+    match *data_shape {
+        [_, c, h, w] => Ok([c, h, w]),
+        _ => Err(InferError::Plan(format!(
+            "the model takes {data_shape:?}; image data feeds N,C,H,W inputs"
+        ))),
+    }
 }
 
 /// Reads a crop size written `SIZE` or `HxW` (positive integers), as `--crop` takes it.
