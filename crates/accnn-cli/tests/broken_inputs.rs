@@ -370,20 +370,10 @@ fn outputs_never_replace_the_input() {
         &["-m", "m", "--data-shape", SHAPE, "--ratio", "1.5", "--save-model", "m"],
         "error: --save-model m would overwrite the input file m-symbol.json; choose another name",
     );
+    let onto_params = [&DECOMPOSE[..], &["--config-out", "m-0001.params"]].concat();
     fails_with(
         d,
-        &[
-            "-m",
-            "m",
-            "--data-shape",
-            SHAPE,
-            "--ratio",
-            "1.5",
-            "--save-model",
-            "out",
-            "--config-out",
-            "m-0001.params",
-        ],
+        &onto_params,
         "error: --config-out would overwrite the input file m-0001.params",
     );
 }
