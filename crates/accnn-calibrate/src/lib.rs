@@ -122,6 +122,7 @@ fn engine(model: &Model, options: &CalibrateOptions) -> Result<Engine, Calibrate
         EngineOptions {
             threads: options.threads,
             fuse_activations: false,
+            ..Default::default()
         },
     )?)
 }

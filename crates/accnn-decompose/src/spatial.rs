@@ -97,7 +97,7 @@ impl ConvSvd {
                 got: weight.len(),
             });
         }
-        if groups == 0 || shape.filters % groups != 0 || shape.is_empty() {
+        if groups == 0 || !shape.filters.is_multiple_of(groups) || shape.is_empty() {
             return Err(DecomposeError::Invalid(format!(
                 "{} filters do not split into {groups} groups",
                 shape.filters

@@ -73,12 +73,12 @@ pub fn fold_batch_norms(model: Model) -> Result<(Model, Vec<FoldedBatchNorm>), G
             node: map[e.node],
             output: e.output,
         };
-        if let Op::BatchNorm(_) = node.op {
-            if let Some(conv) = fold_into.iter().find_map(|(&c, &b)| (b == i).then_some(c)) {
-                // Readers of the BatchNorm read the (already emitted, folded) convolution.
-                map[i] = map[conv];
-                continue;
-            }
+        if let Op::BatchNorm(_) = node.op
+            && let Some(conv) = fold_into.iter().find_map(|(&c, &b)| (b == i).then_some(c))
+        {
+            // Readers of the BatchNorm read the (already emitted, folded) convolution.
+            map[i] = map[conv];
+            continue;
         }
         let Some(&bn_index) = fold_into.get(&i) else {
             let inputs = node.inputs.iter().map(|e| remap(e, &map)).collect();

@@ -229,7 +229,7 @@ fn layer_spec(model: &Model, analysis: &Analysis, i: usize) -> Option<LayerSpec>
 /// Ranks to time: multiples of the alignment (per group), at most [`PROBES_PER_LAYER`] of them, all
 /// with fewer MACs than the whole layer.
 fn probe_ranks(layer: &accnn::Layer, align: usize) -> Vec<usize> {
-    let unit = if align % layer.groups == 0 {
+    let unit = if align.is_multiple_of(layer.groups) {
         (align / layer.groups).max(1)
     } else {
         align.max(1)

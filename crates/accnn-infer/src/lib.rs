@@ -1,9 +1,12 @@
 //! Runs an accnn [`Model`] with [candle-core](candle_core).
 //!
-//! Convolutions and pooling run on accnn's own CPU kernels (candle custom ops): convolution as GEMMs
-//! over shifted views of the padded input, so that the `(kh, 1)` and `(1, kw)` halves of a decomposed
-//! layer cost what their FLOPs say rather than an im2col copy each (candle's own `conv2d` also takes one
-//! padding, stride and dilation for both axes, which the halves cannot use). Everything else is candle.
+//! Convolutions, fully-connected layers and pooling run on accnn's own CPU kernels (candle custom
+//! ops). A stride-1 convolution runs on an AVX-512 register-blocked micro-kernel where the CPU has
+//! one, else as GEMMs over shifted views of the padded input; either way the `(kh, 1)` and `(1, kw)`
+//! halves of a decomposed layer cost what their FLOPs say rather than an im2col copy each (candle's
+//! own `conv2d` also takes one padding, stride and dilation for both axes, which the halves cannot
+//! use). A dense layer at batch sizes up to 4 streams its weights once across the workers (it is
+//! bound by reading them). Everything else is candle.
 //!
 //! ```
 //! # fn main() -> Result<(), accnn_infer::InferError> {
@@ -18,6 +21,7 @@
 
 mod conv;
 pub mod data;
+mod dense;
 pub mod eval;
 pub mod latency;
 mod pool;
@@ -30,6 +34,7 @@ use accnn_graph::{Entry, GraphError, Model, Op};
 use candle_core::{CustomOp1, DType, Device, Tensor};
 
 use conv::ConvKernel;
+use dense::DenseKernel;
 use pool::PoolKernel;
 
 /// Why a model could not be prepared or run.
@@ -59,6 +64,9 @@ pub struct EngineOptions {
     /// Apply a ReLU inside the convolution it follows (default). Off, every convolution's own
     /// output stays observable through [`Engine::run_collect`].
     pub fuse_activations: bool,
+    /// Run stride-1 convolutions as GEMMs over shifted views (the path for CPUs without AVX-512)
+    /// even where the AVX-512 micro-kernel is available: for comparing the two.
+    pub portable_kernels: bool,
 }
 
 impl Default for EngineOptions {
@@ -66,6 +74,7 @@ impl Default for EngineOptions {
         EngineOptions {
             threads: 0,
             fuse_activations: true,
+            portable_kernels: false,
         }
     }
 }
@@ -80,8 +89,8 @@ enum Step {
     /// A convolution or pooling kernel (candle custom op, shared between runs).
     Kernel(Arc<Box<dyn CustomOp1 + Send + Sync>>),
     Dense {
-        weight_t: Tensor,
-        bias: Option<Tensor>,
+        kernel: Arc<Box<dyn CustomOp1 + Send + Sync>>,
+        outputs: usize,
         flatten: bool,
     },
     Activation(Activation),
@@ -162,11 +171,12 @@ impl Engine {
         let uses = graph.use_counts();
         let mut fused_relu = vec![false; graph.nodes.len()];
         for node in &graph.nodes {
-            if let (Op::Activation(Activation::Relu), Some(e)) = (&node.op, node.inputs.first()) {
-                if options.fuse_activations && matches!(graph.nodes[e.node].op, Op::Convolution(_)) && uses[e.node] == 1
-                {
-                    fused_relu[e.node] = true;
-                }
+            if let (Op::Activation(Activation::Relu), Some(e)) = (&node.op, node.inputs.first())
+                && options.fuse_activations
+                && matches!(graph.nodes[e.node].op, Op::Convolution(_))
+                && uses[e.node] == 1
+            {
+                fused_relu[e.node] = true;
             }
         }
         let mut steps = Vec::with_capacity(graph.nodes.len());
@@ -186,22 +196,27 @@ impl Engine {
                     } else {
                         Some(param(model, node, 2, "bias")?)
                     };
-                    let mut kernel = ConvKernel::new(c.clone(), input_channels(model, node)?, &weight, bias, threads);
+                    let mut kernel = ConvKernel::new(
+                        c.clone(),
+                        input_channels(model, node)?,
+                        &weight,
+                        bias,
+                        threads,
+                        !options.portable_kernels,
+                    );
                     kernel.relu = fused_relu[i];
                     Step::Kernel(Arc::new(Box::new(kernel)))
                 }
                 Op::FullyConnected(f) => {
                     let weight = param(model, node, 1, "weight")?;
-                    let inputs = weight.len() / f.num_hidden;
-                    let weight_t = vector(weight, &[f.num_hidden, inputs])?.t()?;
                     let bias = if f.no_bias {
                         None
                     } else {
-                        Some(vector(param(model, node, 2, "bias")?, &[f.num_hidden])?)
+                        Some(param(model, node, 2, "bias")?)
                     };
                     Step::Dense {
-                        weight_t,
-                        bias,
+                        kernel: Arc::new(Box::new(DenseKernel::new(weight, bias, f.num_hidden, threads))),
+                        outputs: f.num_hidden,
                         flatten: f.flatten,
                     }
                 }
@@ -305,8 +320,8 @@ impl Engine {
                 Step::Weight => None,
                 Step::Kernel(k) => Some(arg(0)?.contiguous()?.apply_op1_arc(k.clone()).map_err(wrap)?),
                 Step::Dense {
-                    weight_t,
-                    bias,
+                    kernel,
+                    outputs,
                     flatten,
                 } => {
                     let x = arg(0)?;
@@ -316,13 +331,10 @@ impl Engine {
                         let last = *x.dims().last().unwrap_or(&1);
                         x.reshape(((), last))?
                     };
-                    let mut y = x2.matmul(weight_t).map_err(wrap)?;
-                    if let Some(b) = bias {
-                        y = y.broadcast_add(b)?;
-                    }
+                    let mut y = x2.contiguous()?.apply_op1_arc(kernel.clone()).map_err(wrap)?;
                     if !*flatten {
                         let mut dims = x.dims().to_vec();
-                        *dims.last_mut().unwrap_or(&mut 0) = weight_t.dims()[1];
+                        *dims.last_mut().unwrap_or(&mut 0) = *outputs;
                         y = y.reshape(dims)?;
                     }
                     Some(y)

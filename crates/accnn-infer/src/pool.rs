@@ -31,29 +31,34 @@ impl CustomOp1 for PoolKernel {
             )
         };
         let mut out = vec![0f32; n * c * ho * wo];
+        let halving = p.kind == PoolKind::Max && kernel == [2, 2] && stride == [2, 2] && pad == [0, 0];
         out.par_chunks_mut(ho * wo).enumerate().for_each(|(plane, o)| {
             let src = &x[plane * h * w..(plane + 1) * h * w];
             for oy in 0..ho {
                 let y0 = (oy * stride[0]) as isize - pad[0] as isize;
                 let y1 = (y0 + kernel[0] as isize).min(end[0] as isize);
                 let (ya, yb) = (y0.max(0) as usize, (y1.min(h as isize)).max(0) as usize);
-                for ox in 0..wo {
+                let row = &mut o[oy * wo..(oy + 1) * wo];
+                if halving && yb == ya + 2 && 2 * wo <= w {
+                    // The common 2x2/2 max pooling, with whole windows: two rows, pairwise maxima.
+                    let (r0, r1) = (&src[ya * w..ya * w + 2 * wo], &src[(ya + 1) * w..(ya + 1) * w + 2 * wo]);
+                    for ((v, a), b) in row.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
+                        *v = a[0].max(a[1]).max(b[0].max(b[1]));
+                    }
+                    continue;
+                }
+                for (ox, v) in row.iter_mut().enumerate() {
                     let x0 = (ox * stride[1]) as isize - pad[1] as isize;
                     let x1 = (x0 + kernel[1] as isize).min(end[1] as isize);
                     let (xa, xb) = (x0.max(0) as usize, (x1.min(w as isize)).max(0) as usize);
-                    let mut best = f32::NEG_INFINITY;
-                    let mut sum = 0f32;
-                    for y in ya..yb {
-                        for v in &src[y * w + xa..y * w + xb] {
-                            best = best.max(*v);
-                            sum += v;
+                    let window = (ya..yb).flat_map(|y| &src[y * w + xa..y * w + xb]);
+                    *v = match p.kind {
+                        PoolKind::Max => window.fold(f32::NEG_INFINITY, |m, &v| m.max(v)),
+                        PoolKind::Sum => window.sum(),
+                        PoolKind::Avg if p.count_include_pad => window.sum::<f32>() / ((y1 - y0) * (x1 - x0)) as f32,
+                        PoolKind::Avg => {
+                            window.sum::<f32>() / ((yb.saturating_sub(ya)) * (xb.saturating_sub(xa))).max(1) as f32
                         }
-                    }
-                    o[oy * wo + ox] = match p.kind {
-                        PoolKind::Max => best,
-                        PoolKind::Sum => sum,
-                        PoolKind::Avg if p.count_include_pad => sum / ((y1 - y0) * (x1 - x0)) as f32,
-                        PoolKind::Avg => sum / ((yb.saturating_sub(ya)) * (xb.saturating_sub(xa))).max(1) as f32,
                     };
                 }
             }

@@ -1,6 +1,6 @@
 //! The engine against MXNet's recorded outputs and the independent f64 reference interpreter.
 
-use accnn_graph::ir::{ConvAttrs, Padding2d, PoolAttrs, PoolConvention, PoolKind};
+use accnn_graph::ir::{Activation, ConvAttrs, FcAttrs, Padding2d, PoolAttrs, PoolConvention, PoolKind};
 use accnn_graph::mxnet::load_checkpoint;
 use accnn_graph::{Entry, Model, Node, Op, Tensor as Weights};
 use accnn_infer::{Engine, EngineOptions};
@@ -19,14 +19,15 @@ fn random(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn run(model: &Model, shape: &[usize], x: &[f32], threads: usize) -> Vec<f64> {
-    let engine = Engine::new(
-        model,
-        EngineOptions {
-            threads,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let options = EngineOptions {
+        threads,
+        ..Default::default()
+    };
+    run_with(model, shape, x, options)
+}
+
+fn run_with(model: &Model, shape: &[usize], x: &[f32], options: EngineOptions) -> Vec<f64> {
+    let engine = Engine::new(model, options).unwrap();
     let input = Tensor::from_vec(x.to_vec(), shape, &Device::Cpu).unwrap();
     let out = engine.run(&input).unwrap().remove(0);
     out.flatten_all()
@@ -95,8 +96,9 @@ fn matches_the_reference_on_the_fixture_batched() {
     assert!(err < 1e-5, "relative error {err}");
 }
 
-/// Every kernel path: stride-1 shifted GEMMs (square, vertical, horizontal, dilated, grouped,
-/// asymmetric padding), strided im2col, and pooling with both conventions and padding.
+/// Every kernel path: stride-1 convolutions on the AVX-512 micro-kernel (where the CPU has it) and
+/// as shifted GEMMs (square, vertical, horizontal, dilated, grouped, asymmetric padding), strided
+/// im2col, and pooling with both conventions and padding.
 #[test]
 fn every_convolution_and_pooling_path_matches_the_reference() {
     let convs: Vec<(ConvAttrs, usize, bool)> = vec![
@@ -129,10 +131,7 @@ fn every_convolution_and_pooling_path_matches_the_reference() {
         let model = single_conv(attrs.clone(), channels, bias, i as u64);
         let shape = [2, channels, 9, 11];
         let x = random(2 * channels * 99, 100 + i as u64);
-        for threads in [1, 2] {
-            let err = relative_error(&run(&model, &shape, &x, threads), &reference(&model, &shape, &x));
-            assert!(err < 1e-5, "{attrs:?}, threads {threads}: relative error {err}");
-        }
+        agrees_on_both_paths(&model, &shape, &x, &format!("{attrs:?}"));
     }
     for (kind, convention, pad, include) in [
         (PoolKind::Max, PoolConvention::Valid, 0, true),
@@ -160,6 +159,103 @@ fn every_convolution_and_pooling_path_matches_the_reference() {
         let x = random(2 * 3 * 72, 7);
         let err = relative_error(&run(&model, &shape, &x, 2), &reference(&model, &shape, &x));
         assert!(err < 1e-6, "{attrs:?}: relative error {err}");
+    }
+}
+
+/// Larger stride-1 convolutions: several 96-position blocks with a partial last one, filter counts
+/// that are and are not multiples of the micro-kernel's 4, one image and several, a fused ReLU;
+/// both kernel paths against the reference.
+#[test]
+fn larger_convolutions_match_the_reference_on_both_paths() {
+    let cases = [
+        (conv_filters([3, 3], Padding2d::symmetric(1, 1), 9), 20, [1, 20, 17, 37]),
+        (conv_filters([3, 1], Padding2d::symmetric(1, 0), 8), 13, [2, 13, 30, 10]),
+        (conv_filters([1, 3], Padding2d::symmetric(0, 1), 5), 3, [1, 3, 40, 40]),
+        (conv_filters([1, 1], Padding2d::default(), 7), 33, [3, 33, 12, 12]),
+    ];
+    for (i, (attrs, channels, shape)) in cases.into_iter().enumerate() {
+        let mut model = single_conv(attrs.clone(), channels, i % 2 == 0, 40 + i as u64);
+        let conv_node = model.graph.nodes.len() - 1;
+        model
+            .graph
+            .nodes
+            .push(node("relu", Op::Activation(Activation::Relu), vec![conv_node]));
+        model.graph.heads = vec![Entry::new(conv_node + 1)];
+        let x = random(shape.iter().product(), 200 + i as u64);
+        agrees_on_both_paths(&model, &shape, &x, &format!("{attrs:?} {shape:?}"));
+    }
+}
+
+/// Fully-connected layers at the batch sizes of both paths (streamed rows up to 4, GEMM above), with
+/// and without bias, input lengths that are and are not multiples of the vector width.
+#[test]
+fn dense_layers_match_the_reference_at_every_batch_size() {
+    for (i, (inputs, outputs, bias)) in [(300, 37, true), (64, 10, false), (1029, 130, true)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut model = Model::default();
+        let seed = 300 + i as u64;
+        model.args.insert(
+            "w".into(),
+            Weights::new(vec![outputs, inputs], random(outputs * inputs, seed)).unwrap(),
+        );
+        model.graph.nodes = vec![node("data", Op::Variable, vec![]), node("w", Op::Variable, vec![])];
+        let mut fc_inputs = vec![0, 1];
+        if bias {
+            model.args.insert(
+                "b".into(),
+                Weights::new(vec![outputs], random(outputs, seed + 1)).unwrap(),
+            );
+            model.graph.nodes.push(node("b", Op::Variable, vec![]));
+            fc_inputs.push(2);
+        }
+        let fc = FcAttrs {
+            num_hidden: outputs,
+            no_bias: !bias,
+            flatten: true,
+        };
+        model.graph.nodes.push(node("fc", Op::FullyConnected(fc), fc_inputs));
+        model.graph.heads = vec![Entry::new(model.graph.nodes.len() - 1)];
+        for batch in [1, 3, 4, 5, 9] {
+            let shape = [batch, inputs, 1, 1];
+            let x = random(batch * inputs, seed + 10 + batch as u64);
+            let want = reference(&model, &shape, &x);
+            for threads in [1, 2] {
+                let err = relative_error(&run(&model, &shape, &x, threads), &want);
+                assert!(
+                    err < 1e-5,
+                    "{inputs}->{outputs}, batch {batch}, threads {threads}: relative error {err}"
+                );
+            }
+        }
+    }
+}
+
+/// The engine with 1 and 2 threads, on the micro-kernel and the portable convolution path, within
+/// 1e-5 (relative) of the reference interpreter.
+fn agrees_on_both_paths(model: &Model, shape: &[usize], x: &[f32], what: &str) {
+    let want = reference(model, shape, x);
+    for threads in [1, 2] {
+        for portable_kernels in [false, true] {
+            let options = EngineOptions {
+                threads,
+                portable_kernels,
+                ..Default::default()
+            };
+            let err = relative_error(&run_with(model, shape, x, options), &want);
+            assert!(
+                err < 1e-5,
+                "{what}, threads {threads}, portable {portable_kernels}: relative error {err}"
+            );
+        }
+    }
+}
+
+fn conv_filters(kernel: [usize; 2], pad: Padding2d, filters: usize) -> ConvAttrs {
+    ConvAttrs {
+        num_filter: filters,
+        ..conv(kernel, [1, 1], [1, 1], pad, 1)
     }
 }
 

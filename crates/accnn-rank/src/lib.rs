@@ -132,7 +132,7 @@ impl RankCandidate {
             whole_cost: self.original_cost,
             ranks: self
                 .useful_ranks()
-                .filter(|&k| (k * self.rank_unit) % align == 0)
+                .filter(|&k| (k * self.rank_unit).is_multiple_of(align))
                 .map(|k| (k, self.cost(Some(k))))
                 .collect(),
             energy: self.energy.clone(),

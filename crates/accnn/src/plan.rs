@@ -265,7 +265,7 @@ pub(crate) fn plan_width(layer: &Layer, width: usize) -> Result<usize, Error> {
             layer.max_width()
         )));
     }
-    if width % layer.groups != 0 {
+    if !width.is_multiple_of(layer.groups) {
         return Err(err(format!(
             "K = {width} must be a multiple of the layer's {} groups",
             layer.groups

@@ -1,6 +1,8 @@
-//! CPU convolution as GEMMs over shifted views of the padded input.
+//! CPU convolution.
 //!
-//! For a stride-1 convolution, tap `(i, j)` of the kernel multiplies the `(filters x channels)` slice
+//! On CPUs with AVX-512, stride-1 convolutions run on a register-blocked micro-kernel
+//! ([`direct`]). Elsewhere, as GEMMs over shifted views of the padded input: for a stride-1
+//! convolution, tap `(i, j)` of the kernel multiplies the `(filters x channels)` slice
 //! `W[:, :, i, j]` with the padded input shifted by `i * dilate_h * Wp + j * dilate_w` in the
 //! flattened `(Hp x Wp)` plane: no im2col copy at all, one GEMM per tap accumulating into the output.
 //! Output positions are computed on the padded row pitch `Wp` and compacted afterwards, which
@@ -16,6 +18,19 @@ use rayon::prelude::*;
 
 use accnn_graph::ir::ConvAttrs;
 
+#[cfg(target_arch = "x86_64")]
+mod direct;
+
+#[cfg(target_arch = "x86_64")]
+fn direct_available() -> bool {
+    direct::available()
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn direct_available() -> bool {
+    false
+}
+
 /// Reduction length (input channels per tap) below which taps run as AXPYs instead of GEMMs.
 const SMALL_REDUCTION: usize = 8;
 
@@ -24,10 +39,13 @@ pub(crate) struct ConvKernel {
     pub attrs: ConvAttrs,
     /// Input channels per group.
     pub channels: usize,
-    /// One layout, chosen by the path that runs the convolution: for stride 1,
-    /// `[group][tap][filter][channel]` (one contiguous `(Fg x Cg)` matrix per group and tap, for the
-    /// shifted GEMMs); for strided ones, `[filter][channel][i][j]` as stored (`F x Cg*kh*kw`, for im2col).
+    /// One layout, chosen by the path that runs the convolution: for the micro-kernel, per group
+    /// `[filter block][channel][tap][4 filters]`; for the shifted GEMMs,
+    /// `[group][tap][filter][channel]` (one contiguous `(Fg x Cg)` matrix per group and tap); for
+    /// strided ones, `[filter][channel][i][j]` as stored (`F x Cg*kh*kw`, for im2col).
     weights: Vec<f32>,
+    /// Whether the weights are packed for the micro-kernel (stride 1 on an AVX-512 CPU).
+    direct: bool,
     bias: Option<Vec<f32>>,
     pub threads: usize,
     /// Apply ReLU to the output (a following ReLU fused into the convolution).
@@ -35,7 +53,15 @@ pub(crate) struct ConvKernel {
 }
 
 impl ConvKernel {
-    pub fn new(attrs: ConvAttrs, channels: usize, weight: &[f32], bias: Option<Vec<f32>>, threads: usize) -> Self {
+    /// `direct`: use the AVX-512 micro-kernel for stride-1 convolutions where the CPU has it.
+    pub fn new(
+        attrs: ConvAttrs,
+        channels: usize,
+        weight: &[f32],
+        bias: Option<Vec<f32>>,
+        threads: usize,
+        direct: bool,
+    ) -> Self {
         let (f, g) = (attrs.num_filter, attrs.num_group);
         let (fg, cg) = (f / g, channels / g);
         let taps_n = attrs.kernel[0] * attrs.kernel[1];
@@ -44,6 +70,23 @@ impl ConvKernel {
                 attrs,
                 channels,
                 weights: weight.to_vec(),
+                direct: false,
+                bias,
+                threads,
+                relu: false,
+            };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if direct && direct_available() {
+            let per_group = fg * cg * taps_n;
+            let weights = (0..g)
+                .flat_map(|group| direct::pack(&weight[group * per_group..(group + 1) * per_group], fg, cg, taps_n))
+                .collect();
+            return ConvKernel {
+                attrs,
+                channels,
+                weights,
+                direct: true,
                 bias,
                 threads,
                 relu: false,
@@ -64,6 +107,7 @@ impl ConvKernel {
             attrs,
             channels,
             weights: taps,
+            direct: false,
             bias,
             threads,
             relu: false,
@@ -114,6 +158,34 @@ impl ConvKernel {
             } else {
                 self.shifted_gemms(&xp, (h, wp), group, (ho, wo), og, par);
             }
+        }
+    }
+
+    /// One image on the micro-kernel: `x` is `(C, H, W)`; `out` receives `(F, Ho, Wo)` values.
+    #[cfg(target_arch = "x86_64")]
+    fn image_direct(&self, x: &[f32], h: usize, w: usize, out: direct::OutPtr, workers: usize) {
+        let a = &self.attrs;
+        let (g, cg, fg) = (a.num_group, self.channels / a.num_group, a.num_filter / a.num_group);
+        let (ho, wo) = self.output_hw(h, w);
+        let per_group = self.weights.len() / g;
+        let geometry = direct::Geometry {
+            channels: cg,
+            filters: fg,
+            input_hw: (h, w),
+            kernel: a.kernel,
+            dilate: a.dilate,
+            pad: a.pad,
+        };
+        for group in 0..g {
+            direct::convolve(
+                &x[group * cg * h * w..(group + 1) * cg * h * w],
+                &self.weights[group * per_group..(group + 1) * per_group],
+                self.bias.as_ref().map(|b| &b[group * fg..(group + 1) * fg]),
+                &geometry,
+                self.relu,
+                direct::OutPtr(out.at(group * fg * ho * wo)),
+                workers,
+            );
         }
     }
 
@@ -274,8 +346,30 @@ impl CustomOp1 for ConvKernel {
         }
         let (ho, wo) = self.output_hw(h, w);
         let f = self.attrs.num_filter;
-        let mut out = vec![0f32; n * f * ho * wo];
         let chunk = f * ho * wo;
+        #[cfg(target_arch = "x86_64")]
+        if self.direct {
+            let mut out: Vec<f32> = Vec::with_capacity(n * chunk);
+            let ptr = direct::OutPtr(out.as_mut_ptr());
+            let image = |b: usize, workers: usize| {
+                self.image_direct(
+                    &x[b * c * h * w..(b + 1) * c * h * w],
+                    h,
+                    w,
+                    direct::OutPtr(ptr.at(b * chunk)),
+                    workers,
+                )
+            };
+            if n > 1 && self.threads > 1 {
+                (0..n).into_par_iter().for_each(|b| image(b, 1));
+            } else {
+                (0..n).for_each(|b| image(b, self.threads));
+            }
+            // SAFETY: the micro-kernel wrote all `chunk` values of every image.
+            unsafe { out.set_len(n * chunk) };
+            return Ok((CpuStorage::F32(out), Shape::from((n, f, ho, wo))));
+        }
+        let mut out = vec![0f32; n * f * ho * wo];
         if n > 1 && self.threads > 1 {
             // Images in parallel, each GEMM sequential: better than splitting small GEMMs.
             out.par_chunks_mut(chunk)

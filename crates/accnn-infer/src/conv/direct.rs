@@ -1,0 +1,293 @@
+//! Stride-1 convolution by an AVX-512 register-blocked micro-kernel ("direct" convolution).
+//!
+//! The input group is copied zero-padded to `(Cg, Hp, Wp)`. Output positions are numbered on the
+//! padded pitch, `o = y * Wp + x`, so that tap `(i, j)` reads element `o + i * dh * Wp + j * dw` of
+//! every channel plane: one offset for all positions. A block of 96 consecutive positions thus reads
+//! six consecutive vectors from one address per channel and tap, with no masks and no gathers; the
+//! `Wp - Wo` positions per row that fall on the padding are computed and dropped (none for the
+//! vertical `(kh, 1)` half of a decomposed pair, which has no horizontal padding).
+//!
+//! A micro-tile is 4 filters x 96 positions (or, on small images where 96-position blocks would
+//! overshoot the plane, 8 filters x 48): 24 zmm accumulators stay in registers through the whole
+//! reduction over channels and taps, and each step loads 6 (3) input vectors and broadcasts 4 (8)
+//! weights for 24 FMAs. Unlike one GEMM per tap (the portable path in `mod.rs`), every output is
+//! written once, and nothing is packed but the weights, once, when the engine is built. The padded
+//! copy and the output are written in parallel and never zero-filled first.
+
+use std::arch::x86_64::{
+    __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_max_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+};
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use accnn_graph::ir::Padding2d;
+
+/// Filters per packed weight block.
+const FILTERS: usize = 4;
+const LANES: usize = 16;
+/// Accumulator registers per micro-tile.
+const ACCUMULATORS: usize = 24;
+
+/// Whether this CPU runs the micro-kernel.
+pub(super) fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+/// One group's weights `[Fg][Cg][taps]` re-laid out as `[filter block][Cg][taps][4]`, the order the
+/// micro-kernel reads them in; filters past `Fg` (up to a whole pair of blocks) are zero.
+pub(super) fn pack(weight: &[f32], fg: usize, cg: usize, taps: usize) -> Vec<f32> {
+    let blocks = 2 * fg.div_ceil(2 * FILTERS);
+    let mut packed = vec![0f32; blocks * cg * taps * FILTERS];
+    for f in 0..fg {
+        let (block, lane) = (f / FILTERS, f % FILTERS);
+        for c in 0..cg {
+            for t in 0..taps {
+                packed[((block * cg + c) * taps + t) * FILTERS + lane] = weight[(f * cg + c) * taps + t];
+            }
+        }
+    }
+    packed
+}
+
+/// Shape of one group of a stride-1 convolution.
+pub(super) struct Geometry {
+    pub channels: usize,
+    pub filters: usize,
+    pub input_hw: (usize, usize),
+    pub kernel: [usize; 2],
+    pub dilate: [usize; 2],
+    pub pad: Padding2d,
+}
+
+/// Where the output goes: `(Fg, Ho, Wo)` values, possibly not yet initialised, written by tasks
+/// that each own a disjoint set of them.
+#[derive(Clone, Copy)]
+pub(super) struct OutPtr(pub *mut f32);
+// SAFETY: every task writes a set of output elements no other task writes (see `convolve`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Element `i`: a method, so that closures capture the whole (Sync) wrapper, not its pointer.
+    pub(super) fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+/// `(Cg, H, W)` copied zero-padded to `(Cg, Hp, Wp)`, followed by zeros up to `len` values; written
+/// plane by plane in parallel, each value once.
+fn padded(x: &[f32], geo: &Geometry, (hp, wp): (usize, usize), len: usize, workers: usize) -> Vec<f32> {
+    let (h, w) = geo.input_hw;
+    let (top, left) = (geo.pad.top, geo.pad.left);
+    let plane = hp * wp;
+    let mut xp: Vec<f32> = Vec::with_capacity(len);
+    let fill = |(c, dst): (usize, &mut [MaybeUninit<f32>])| {
+        for (y, row) in dst.chunks_mut(wp).enumerate() {
+            let inside = c < geo.channels && y >= top && y < top + h && row.len() == wp;
+            if !inside {
+                row.iter_mut().for_each(|v| {
+                    v.write(0.0);
+                });
+                continue;
+            }
+            let src = &x[(c * h + y - top) * w..(c * h + y - top + 1) * w];
+            let (pad_left, rest) = row.split_at_mut(left);
+            let (body, pad_right) = rest.split_at_mut(w);
+            pad_left.iter_mut().chain(pad_right).for_each(|v| {
+                v.write(0.0);
+            });
+            body.iter_mut().zip(src).for_each(|(d, s)| {
+                d.write(*s);
+            });
+        }
+    };
+    let spare = &mut xp.spare_capacity_mut()[..len];
+    if workers > 1 {
+        spare.par_chunks_mut(plane).enumerate().for_each(fill);
+    } else {
+        spare.chunks_mut(plane).enumerate().for_each(fill);
+    }
+    // SAFETY: `fill` wrote every one of the first `len` values.
+    unsafe { xp.set_len(len) };
+    xp
+}
+
+/// Convolves one group: `x` is `(Cg, H, W)`, `out` receives `(Fg, Ho, Wo)` values (every one
+/// written); `packed` from [`pack`].
+///
+/// Must only be called when [`available`] is true, with `out` valid for `Fg * Ho * Wo` writes.
+pub(super) fn convolve(
+    x: &[f32],
+    packed: &[f32],
+    bias: Option<&[f32]>,
+    geo: &Geometry,
+    relu: bool,
+    out: OutPtr,
+    workers: usize,
+) {
+    let (cg, fg) = (geo.channels, geo.filters);
+    let (h, w) = geo.input_hw;
+    let [kh, kw] = geo.kernel;
+    let p = &geo.pad;
+    let (hp, wp) = (h + p.top + p.bottom, w + p.left + p.right);
+    let (ho, wo) = (hp - (kh - 1) * geo.dilate[0], wp - (kw - 1) * geo.dilate[1]);
+    let offsets: Vec<usize> = (0..kh)
+        .flat_map(|i| (0..kw).map(move |j| (i, j)))
+        .map(|(i, j)| i * geo.dilate[0] * wp + j * geo.dilate[1])
+        .collect();
+    // Positions 0..span on the padded pitch hold every output; blocks may run past it. The tile
+    // shape that computes fewer positions x filters wins (4 x 96 on a tie: fewer loads per FMA).
+    let span = (ho - 1) * wp + wo;
+    let computed =
+        |filters: usize, positions: usize| fg.div_ceil(filters) * filters * span.div_ceil(positions) * positions;
+    let wide = computed(FILTERS, 6 * LANES) <= computed(2 * FILTERS, 3 * LANES);
+    let (tile_filters, positions) = if wide {
+        (FILTERS, 6 * LANES)
+    } else {
+        (2 * FILTERS, 3 * LANES)
+    };
+    let blocks = span.div_ceil(positions);
+    let plane = hp * wp;
+    let reach = (cg - 1) * plane + blocks * positions + offsets.last().copied().unwrap_or(0);
+    let xp = padded(x, geo, (hp, wp), reach.max(cg * plane), workers);
+    let filter_tiles = fg.div_ceil(tile_filters);
+    // Enough tasks to balance the workers: split filters as well as positions on small images.
+    let chunks = (8 * workers).div_ceil(blocks).clamp(1, filter_tiles);
+    let per_chunk = filter_tiles.div_ceil(chunks);
+    let block_stride = cg * offsets.len() * FILTERS;
+    let task = |t: usize| {
+        let (block, chunk) = (t / chunks, t % chunks);
+        let o0 = block * positions;
+        let end = (o0 + positions).min(span);
+        let mut tile = [0f32; ACCUMULATORS * LANES];
+        for ft in chunk * per_chunk..((chunk + 1) * per_chunk).min(filter_tiles) {
+            let first = ft * tile_filters;
+            let mut b = [0f32; 2 * FILTERS];
+            for (lane, v) in b.iter_mut().enumerate().take(tile_filters) {
+                *v = bias.and_then(|bias| bias.get(first + lane)).copied().unwrap_or(0.0);
+            }
+            let fb = first / FILTERS;
+            // SAFETY: `available()` was checked by the caller; the kernel reads channel planes
+            // `0..cg` at `o0 + offset + 0..positions`, which `reach` keeps inside `xp`, and
+            // `packed` holds `cg * taps * 4` values for every block up to an even count.
+            unsafe {
+                let panel = Panel {
+                    x: xp.as_ptr().add(o0),
+                    plane,
+                    channels: cg,
+                    offsets: &offsets,
+                };
+                let w0 = packed.as_ptr().add(fb * block_stride);
+                if wide {
+                    tile_kernel::<1, 6>(&panel, [w0], &b, relu, &mut tile);
+                } else {
+                    let w1 = packed.as_ptr().add((fb + 1) * block_stride);
+                    tile_kernel::<2, 3>(&panel, [w0, w1], &b, relu, &mut tile);
+                }
+            }
+            // Scatter the valid positions, row segment by row segment.
+            for (lane, values) in tile.chunks(positions).enumerate().take(tile_filters) {
+                let f = first + lane;
+                if f >= fg {
+                    break;
+                }
+                let mut o = o0;
+                while o < end {
+                    let (y, col) = (o / wp, o % wp);
+                    if col >= wo {
+                        o = (y + 1) * wp;
+                        continue;
+                    }
+                    let run = (end - o).min(wo - col);
+                    let dst = out.at((f * ho + y) * wo + col);
+                    // SAFETY: position (y, col..col + run) of filter f belongs to this task alone
+                    // (blocks partition positions, chunks partition filters) and lies inside `out`.
+                    unsafe { std::ptr::copy_nonoverlapping(values[o - o0..o - o0 + run].as_ptr(), dst, run) };
+                    o += run;
+                }
+            }
+        }
+    };
+    let tasks = blocks * chunks;
+    if workers > 1 {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
+    }
+}
+
+/// The input a micro-tile reads: `channels` planes `plane` apart from `x`, one offset per tap.
+#[derive(Clone, Copy)]
+struct Panel<'a> {
+    x: *const f32,
+    plane: usize,
+    channels: usize,
+    offsets: &'a [usize],
+}
+
+/// `4 * B` filters x `16 * V` positions (`4 * B * V` = 24 accumulators), summed over `cg` channels
+/// and every tap; filter block `b` reads its weights from `w[b]`. Results (after a ReLU with
+/// `relu`) go to `tile` as `4 * B` rows of `16 * V` values.
+///
+/// # Safety
+/// AVX-512F must be available; `x.add(c * plane + offset + k)` must be readable for every channel
+/// `c < channels`, tap offset and `k < 16 * V`; every `w[b]` must hold `channels * offsets.len() * 4`
+/// values.
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_kernel<const B: usize, const V: usize>(
+    input: &Panel,
+    w: [*const f32; B],
+    bias: &[f32; 2 * FILTERS],
+    relu: bool,
+    tile: &mut [f32; ACCUMULATORS * LANES],
+) {
+    let mut acc: [[[__m512; V]; FILTERS]; B] = [[[_mm512_set1_ps(0.0); V]; FILTERS]; B];
+    for (b, block) in acc.iter_mut().enumerate() {
+        for (f, row) in block.iter_mut().enumerate() {
+            *row = [_mm512_set1_ps(bias[b * FILTERS + f]); V];
+        }
+    }
+    let Panel {
+        x,
+        plane,
+        channels,
+        offsets,
+    } = *input;
+    let mut step = 0;
+    for c in 0..channels {
+        // SAFETY (whole loop): in bounds by the function's contract.
+        let xc = unsafe { x.add(c * plane) };
+        for &off in offsets {
+            let p = unsafe { xc.add(off) };
+            let xs: [__m512; V] = std::array::from_fn(|v| unsafe { _mm512_loadu_ps(p.add(v * LANES)) });
+            for (block, wb) in acc.iter_mut().zip(w) {
+                for (f, row) in block.iter_mut().enumerate() {
+                    let b = _mm512_set1_ps(unsafe { *wb.add(step + f) });
+                    for (a, xv) in row.iter_mut().zip(&xs) {
+                        *a = _mm512_fmadd_ps(*xv, b, *a);
+                    }
+                }
+            }
+            step += FILTERS;
+        }
+    }
+    // Indexed stores: an iterator over `acc` here makes LLVM keep it in memory through the loop.
+    #[allow(clippy::needless_range_loop)]
+    for b in 0..B {
+        for f in 0..FILTERS {
+            for v in 0..V {
+                let at = ((b * FILTERS + f) * V + v) * LANES;
+                // max(x, 0) is 0 for NaN too, as f32::max.
+                let value = if relu {
+                    _mm512_max_ps(acc[b][f][v], _mm512_setzero_ps())
+                } else {
+                    acc[b][f][v]
+                };
+                // SAFETY: `at + LANES <= 4 * B * V * LANES = ACCUMULATORS * LANES`.
+                unsafe { _mm512_storeu_ps(tile.as_mut_ptr().add(at), value) };
+            }
+        }
+    }
+}
