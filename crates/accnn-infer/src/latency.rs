@@ -291,8 +291,10 @@ pub fn latency_plan(
         ..Default::default()
     };
     let mut cache = Cache::open(cache.map(Path::to_path_buf));
+    // Timings belong to the kernels that made them: a new kernel generation starts a new table.
     let prefix = format!(
-        "cpu|f32|batch{batch}|threads{}",
+        "cpu|{}|f32|batch{batch}|threads{}",
+        crate::cpu_kernels(options.portable_kernels),
         if threads == 0 {
             rayon::current_num_threads()
         } else {

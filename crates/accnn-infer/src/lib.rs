@@ -402,6 +402,17 @@ impl Engine {
     }
 }
 
+/// Which CPU convolution kernels this machine runs (with `portable` asked for, the portable ones),
+/// with their generation: part of every cached timing's key, since timings of other kernels or
+/// an older generation say nothing about these.
+pub fn cpu_kernels(portable: bool) -> &'static str {
+    if !portable && conv::direct_available() {
+        "avx512-2"
+    } else {
+        "portable-2"
+    }
+}
+
 /// The contiguous `f32` data and `[N, C, H, W]` dimensions of a custom op's input.
 fn nchw_input<'a>(
     storage: &'a candle_core::CpuStorage,

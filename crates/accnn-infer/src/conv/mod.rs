@@ -22,12 +22,12 @@ use accnn_graph::ir::ConvAttrs;
 mod direct;
 
 #[cfg(target_arch = "x86_64")]
-fn direct_available() -> bool {
+pub(crate) fn direct_available() -> bool {
     direct::available()
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn direct_available() -> bool {
+pub(crate) fn direct_available() -> bool {
     false
 }
 
