@@ -7,7 +7,7 @@ fn fixture() -> String {
 }
 
 mod common;
-use common::accnn;
+use common::{FASHION_MNIST_INPUT, accnn};
 
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
@@ -348,9 +348,7 @@ fn onnx_models_go_through_every_command() {
 fn top1(model: &str, cwd: &Path) -> f64 {
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/fashion-mnist-1k");
     let out = accnn(
-        &[
-            "eval", "-m", model, "--data", data, "--mean", "0.286", "--std", "0.353", "--pad", "2",
-        ],
+        &[&["eval", "-m", model, "--data", data][..], &FASHION_MNIST_INPUT].concat(),
         cwd,
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -367,23 +365,21 @@ fn calibration_keeps_the_accuracy_data_free_decomposition_loses() {
     assert!(free.status.success(), "{}", String::from_utf8_lossy(&free.stderr));
     let calibrated = accnn(
         &[
-            "-m",
-            &fixture(),
-            "--ratio",
-            "3",
-            "--save-model",
-            "calibrated",
-            "--config-out",
-            "c.json",
-            "--calibrate",
-            train,
-            "--mean",
-            "0.286",
-            "--std",
-            "0.353",
-            "--pad",
-            "2",
-        ],
+            &[
+                "-m",
+                &fixture(),
+                "--ratio",
+                "3",
+                "--save-model",
+                "calibrated",
+                "--config-out",
+                "c.json",
+                "--calibrate",
+                train,
+            ][..],
+            &FASHION_MNIST_INPUT,
+        ]
+        .concat(),
         dir.path(),
     );
     let stdout = String::from_utf8_lossy(&calibrated.stdout);
@@ -524,20 +520,10 @@ fn eval_reads_a_folder_of_png_images_like_the_idx_files_they_came_from() {
     let eval = |data: &str| {
         let out = accnn(
             &[
-                "eval",
-                "-m",
-                &fixture(),
-                "--data",
-                data,
-                "--mean",
-                "0.286",
-                "--std",
-                "0.353",
-                "--pad",
-                "2",
-                "--limit",
-                "100",
-            ],
+                &["eval", "-m", &fixture(), "--data", data, "--limit", "100"][..],
+                &FASHION_MNIST_INPUT,
+            ]
+            .concat(),
             d,
         );
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

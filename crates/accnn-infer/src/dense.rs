@@ -7,7 +7,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use faer::linalg::matmul::matmul;
-use faer::{Accum, MatMut, MatRef, Par};
+use faer::{Accum, MatMut, MatRef};
 use rayon::prelude::*;
 
 /// Batches up to this size take the streaming matrix-vector path.
@@ -38,6 +38,16 @@ impl DenseKernel {
 
     /// Output rows `rows` for the `batch` inputs `x`, into `out` laid out `(rows, batch)`.
     fn streamed(&self, x: &[f32], batch: usize, rows: std::ops::Range<usize>, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the feature was just detected.
+            return unsafe { self.streamed_avx512(x, batch, rows, out) };
+        }
+        self.streamed_portable(x, batch, rows, out)
+    }
+
+    #[inline(always)]
+    fn streamed_portable(&self, x: &[f32], batch: usize, rows: std::ops::Range<usize>, out: &mut [f32]) {
         let k = self.inputs;
         for (r, o) in rows.enumerate() {
             let w = &self.weight[o * k..(o + 1) * k];
@@ -46,21 +56,19 @@ impl DenseKernel {
             }
         }
     }
-}
 
-/// `Σ a[i] b[i]`, vectorised with AVX-512 where the CPU has it.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+    /// The same code, compiled for AVX-512 (the compiler vectorises `dot` with zmm registers).
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the feature was just detected.
-        return unsafe { dot_avx512(a, b) };
+    #[target_feature(enable = "avx512f")]
+    unsafe fn streamed_avx512(&self, x: &[f32], batch: usize, rows: std::ops::Range<usize>, out: &mut [f32]) {
+        self.streamed_portable(x, batch, rows, out)
     }
-    dot_portable(a, b)
 }
 
-/// Sixteen independent partial sums: the compiler vectorises them, and no FMA waits for the last.
+/// `Σ a[i] b[i]` in 64 independent partial sums: the compiler vectorises them, and no FMA waits
+/// for the previous one.
 #[inline(always)]
-fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 64];
     let (ac, bc) = (a.chunks_exact(64), b.chunks_exact(64));
     let (ar, br) = (ac.remainder(), bc.remainder());
@@ -73,32 +81,18 @@ fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
-    dot_portable(a, b)
-}
-
 impl CustomOp1 for DenseKernel {
     fn name(&self) -> &'static str {
         "accnn-dense"
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("accnn-dense runs on f32 tensors");
-        };
-        let (start, end) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("accnn-dense: input must be contiguous".into()))?;
-        let (batch, k) = layout.shape().dims2()?;
+        let (x, [batch, k]) = crate::op_input(storage, layout, self.name())?;
         if k != self.inputs {
             candle_core::bail!("accnn-dense expects {} inputs per row, got {k}", self.inputs);
         }
-        let x = &data[start..end];
         let n = self.outputs;
-        let mut y = vec![0f32; batch * n];
-        if batch <= STREAMED_BATCH {
+        let mut y = if batch <= STREAMED_BATCH {
             let mut by_row = vec![0f32; n * batch];
             let task = |(chunk, out): (usize, &mut [f32])| {
                 let first = chunk * ROWS_PER_TASK;
@@ -109,22 +103,19 @@ impl CustomOp1 for DenseKernel {
             } else {
                 by_row.chunks_mut(ROWS_PER_TASK * batch).enumerate().for_each(task);
             }
-            for o in 0..n {
-                for b in 0..batch {
-                    y[b * n + o] = by_row[o * batch + b];
-                }
+            if batch == 1 {
+                by_row
+            } else {
+                (0..batch * n).map(|i| by_row[(i % n) * batch + i / n]).collect()
             }
         } else {
-            let par = if self.threads > 1 {
-                Par::rayon(self.threads)
-            } else {
-                Par::Seq
-            };
+            let mut y = vec![0f32; batch * n];
             let lhs = MatRef::from_row_major_slice(x, batch, k);
             let rhs = MatRef::from_row_major_slice(&self.weight, n, k).transpose();
             let dst = MatMut::from_row_major_slice_mut(&mut y, batch, n);
-            matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, par);
-        }
+            matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, crate::par(self.threads));
+            y
+        };
         if let Some(bias) = &self.bias {
             for row in y.chunks_mut(n) {
                 row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);

@@ -413,22 +413,31 @@ pub fn cpu_kernels(portable: bool) -> &'static str {
     }
 }
 
-/// The contiguous `f32` data and `[N, C, H, W]` dimensions of a custom op's input.
-fn nchw_input<'a>(
+/// faer's parallelism for `workers` threads.
+fn par(workers: usize) -> faer::Par {
+    if workers > 1 {
+        faer::Par::rayon(workers)
+    } else {
+        faer::Par::Seq
+    }
+}
+
+/// The contiguous `f32` data and `R` dimensions (`[N, C, H, W]`, `[B, K]`) of a custom op's input.
+fn op_input<'a, const R: usize>(
     storage: &'a candle_core::CpuStorage,
     layout: &candle_core::Layout,
     op: &str,
-) -> candle_core::Result<(&'a [f32], [usize; 4])> {
+) -> candle_core::Result<(&'a [f32], [usize; R])> {
     let candle_core::CpuStorage::F32(data) = storage else {
         candle_core::bail!("{op} runs on f32 tensors");
     };
     let (start, end) = layout
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg(format!("{op}: input must be contiguous")))?;
-    let dims: [usize; 4] = layout
+    let dims: [usize; R] = layout
         .dims()
         .try_into()
-        .map_err(|_| candle_core::Error::Msg(format!("{op} expects NCHW input, got {:?}", layout.dims())))?;
+        .map_err(|_| candle_core::Error::Msg(format!("{op} expects a rank-{R} input, got {:?}", layout.dims())))?;
     Ok((&data[start..end], dims))
 }
 

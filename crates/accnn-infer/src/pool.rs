@@ -15,7 +15,7 @@ impl CustomOp1 for PoolKernel {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, [n, c, h, w]) = crate::nchw_input(storage, layout, self.name())?;
+        let (x, [n, c, h, w]) = crate::op_input(storage, layout, self.name())?;
         let p = &self.attrs;
         let (ho, wo) = accnn_graph::shape::pool_output_hw(p, h, w)
             .ok_or_else(|| candle_core::Error::Msg(format!("pooling window does not fit {h}x{w}")))?;

@@ -3,6 +3,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// The fixture's input preprocessing: Fashion-MNIST's mean and deviation, 28x28 padded to 32x32.
+#[allow(dead_code)] // not every test binary uses it
+pub const FASHION_MNIST_INPUT: [&str; 6] = ["--mean", "0.286", "--std", "0.353", "--pad", "2"];
+
 /// Runs the `accnn` binary with `args` in `cwd`.
 pub fn accnn(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_accnn"))

@@ -18,14 +18,12 @@ use std::arch::x86_64::{
     __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_max_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
 };
 
-use std::mem::MaybeUninit;
-
 use rayon::prelude::*;
 
-use accnn_graph::ir::Padding2d;
+use super::{BLOCK_FILTERS, Geometry, OutPtr, padded};
 
 /// Filters per packed weight block.
-const FILTERS: usize = 4;
+const FILTERS: usize = BLOCK_FILTERS;
 const LANES: usize = 16;
 /// Accumulator registers per micro-tile.
 const ACCUMULATORS: usize = 24;
@@ -35,87 +33,8 @@ pub(super) fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
 }
 
-/// One group's weights `[Fg][Cg][taps]` re-laid out as `[filter block][Cg][taps][4]`, the order the
-/// micro-kernel reads them in; filters past `Fg` (up to a whole pair of blocks) are zero.
-pub(super) fn pack(weight: &[f32], fg: usize, cg: usize, taps: usize) -> Vec<f32> {
-    let blocks = 2 * fg.div_ceil(2 * FILTERS);
-    let mut packed = vec![0f32; blocks * cg * taps * FILTERS];
-    for f in 0..fg {
-        let (block, lane) = (f / FILTERS, f % FILTERS);
-        for c in 0..cg {
-            for t in 0..taps {
-                packed[((block * cg + c) * taps + t) * FILTERS + lane] = weight[(f * cg + c) * taps + t];
-            }
-        }
-    }
-    packed
-}
-
-/// Shape of one group of a stride-1 convolution.
-pub(super) struct Geometry {
-    pub channels: usize,
-    pub filters: usize,
-    pub input_hw: (usize, usize),
-    pub kernel: [usize; 2],
-    pub dilate: [usize; 2],
-    pub pad: Padding2d,
-}
-
-/// Where the output goes: `(Fg, Ho, Wo)` values, possibly not yet initialised, written by tasks
-/// that each own a disjoint set of them.
-#[derive(Clone, Copy)]
-pub(super) struct OutPtr(pub *mut f32);
-// SAFETY: every task writes a set of output elements no other task writes (see `convolve`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// Element `i`: a method, so that closures capture the whole (Sync) wrapper, not its pointer.
-    pub(super) fn at(self, i: usize) -> *mut f32 {
-        self.0.wrapping_add(i)
-    }
-}
-
-/// `(Cg, H, W)` copied zero-padded to `(Cg, Hp, Wp)`, followed by zeros up to `len` values; written
-/// plane by plane in parallel, each value once.
-fn padded(x: &[f32], geo: &Geometry, (hp, wp): (usize, usize), len: usize, workers: usize) -> Vec<f32> {
-    let (h, w) = geo.input_hw;
-    let (top, left) = (geo.pad.top, geo.pad.left);
-    let plane = hp * wp;
-    let mut xp: Vec<f32> = Vec::with_capacity(len);
-    let fill = |(c, dst): (usize, &mut [MaybeUninit<f32>])| {
-        for (y, row) in dst.chunks_mut(wp).enumerate() {
-            let inside = c < geo.channels && y >= top && y < top + h && row.len() == wp;
-            if !inside {
-                row.iter_mut().for_each(|v| {
-                    v.write(0.0);
-                });
-                continue;
-            }
-            let src = &x[(c * h + y - top) * w..(c * h + y - top + 1) * w];
-            let (pad_left, rest) = row.split_at_mut(left);
-            let (body, pad_right) = rest.split_at_mut(w);
-            pad_left.iter_mut().chain(pad_right).for_each(|v| {
-                v.write(0.0);
-            });
-            body.iter_mut().zip(src).for_each(|(d, s)| {
-                d.write(*s);
-            });
-        }
-    };
-    let spare = &mut xp.spare_capacity_mut()[..len];
-    if workers > 1 {
-        spare.par_chunks_mut(plane).enumerate().for_each(fill);
-    } else {
-        spare.chunks_mut(plane).enumerate().for_each(fill);
-    }
-    // SAFETY: `fill` wrote every one of the first `len` values.
-    unsafe { xp.set_len(len) };
-    xp
-}
-
 /// Convolves one group: `x` is `(Cg, H, W)`, `out` receives `(Fg, Ho, Wo)` values (every one
-/// written); `packed` from [`pack`].
+/// written); `packed` from `pack_blocks`.
 ///
 /// Must only be called when [`available`] is true, with `out` valid for `Fg * Ho * Wo` writes.
 pub(super) fn convolve(
@@ -129,13 +48,13 @@ pub(super) fn convolve(
 ) {
     let (cg, fg) = (geo.channels, geo.filters);
     let (h, w) = geo.input_hw;
-    let [kh, kw] = geo.kernel;
-    let p = &geo.pad;
-    let (hp, wp) = (h + p.top + p.bottom, w + p.left + p.right);
-    let (ho, wo) = (hp - (kh - 1) * geo.dilate[0], wp - (kw - 1) * geo.dilate[1]);
+    let (ho, wo) = geo.output_hw;
+    let a = geo.attrs;
+    let [kh, kw] = a.kernel;
+    let (hp, wp) = (h + a.pad.top + a.pad.bottom, w + a.pad.left + a.pad.right);
     let offsets: Vec<usize> = (0..kh)
         .flat_map(|i| (0..kw).map(move |j| (i, j)))
-        .map(|(i, j)| i * geo.dilate[0] * wp + j * geo.dilate[1])
+        .map(|(i, j)| i * a.dilate[0] * wp + j * a.dilate[1])
         .collect();
     // Positions 0..span on the padded pitch hold every output; blocks may run past it. The tile
     // shape that computes fewer positions x filters wins (4 x 96 on a tie: fewer loads per FMA).
@@ -151,7 +70,7 @@ pub(super) fn convolve(
     let blocks = span.div_ceil(positions);
     let plane = hp * wp;
     let reach = (cg - 1) * plane + blocks * positions + offsets.last().copied().unwrap_or(0);
-    let xp = padded(x, geo, (hp, wp), reach.max(cg * plane), workers);
+    let xp = padded(x, cg, (h, w), a.pad, reach.max(cg * plane), workers);
     let filter_tiles = fg.div_ceil(tile_filters);
     // Enough tasks to balance the workers: split filters as well as positions on small images.
     let chunks = (8 * workers).div_ceil(blocks).clamp(1, filter_tiles);

@@ -10,13 +10,14 @@
 //! Strided convolutions fall back to im2col + one GEMM.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
-use accnn_graph::ir::ConvAttrs;
+use accnn_graph::ir::{ConvAttrs, Padding2d};
 
 #[cfg(target_arch = "x86_64")]
 mod direct;
@@ -33,6 +34,97 @@ pub(crate) fn direct_available() -> bool {
 
 /// Reduction length (input channels per tap) below which taps run as AXPYs instead of GEMMs.
 const SMALL_REDUCTION: usize = 8;
+
+/// Filters per weight block of the micro-kernel.
+const BLOCK_FILTERS: usize = 4;
+
+/// One group's weights `[Fg][Cg][taps]` re-laid out for the micro-kernel as
+/// `[filter block][Cg][taps][4]`, the order it reads them in; filters past `Fg` (up to a whole pair
+/// of blocks, for its 8-filter tiles) are zero.
+fn pack_blocks(weight: &[f32], fg: usize, cg: usize, taps: usize) -> Vec<f32> {
+    let blocks = 2 * fg.div_ceil(2 * BLOCK_FILTERS);
+    let mut packed = vec![0f32; blocks * cg * taps * BLOCK_FILTERS];
+    for f in 0..fg {
+        let (block, lane) = (f / BLOCK_FILTERS, f % BLOCK_FILTERS);
+        for c in 0..cg {
+            for t in 0..taps {
+                packed[((block * cg + c) * taps + t) * BLOCK_FILTERS + lane] = weight[(f * cg + c) * taps + t];
+            }
+        }
+    }
+    packed
+}
+
+/// One group of one image: its attributes and sizes.
+pub(crate) struct Geometry<'a> {
+    pub attrs: &'a ConvAttrs,
+    /// Index of the group.
+    pub group: usize,
+    /// Input channels and filters of the group.
+    pub channels: usize,
+    pub filters: usize,
+    pub input_hw: (usize, usize),
+    pub output_hw: (usize, usize),
+}
+
+/// Where an output goes, possibly not yet initialised, written by tasks that each own a disjoint
+/// set of its values.
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr(pub *mut f32);
+// SAFETY: every user writes a set of output values no other task writes (see its callers).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Value `i`: a method, so that closures capture the whole (Sync) wrapper, not its pointer.
+    pub(crate) fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+/// `(C, H, W)` copied zero-padded by `pad` to `(C, Hp, Wp)`, followed by zeros up to `len` values
+/// (at least `C * Hp * Wp`); written plane by plane, in parallel with `workers` > 1, each value once.
+pub(crate) fn padded(
+    x: &[f32],
+    channels: usize,
+    (h, w): (usize, usize),
+    pad: Padding2d,
+    len: usize,
+    workers: usize,
+) -> Vec<f32> {
+    let wp = w + pad.left + pad.right;
+    let plane = (h + pad.top + pad.bottom) * wp;
+    let mut xp: Vec<f32> = Vec::with_capacity(len);
+    let fill = |(c, dst): (usize, &mut [MaybeUninit<f32>])| {
+        for (y, row) in dst.chunks_mut(wp).enumerate() {
+            let inside = c < channels && y >= pad.top && y < pad.top + h && row.len() == wp;
+            if !inside {
+                row.iter_mut().for_each(|v| {
+                    v.write(0.0);
+                });
+                continue;
+            }
+            let src = &x[(c * h + y - pad.top) * w..(c * h + y - pad.top + 1) * w];
+            let (before, rest) = row.split_at_mut(pad.left);
+            let (body, after) = rest.split_at_mut(w);
+            before.iter_mut().chain(after).for_each(|v| {
+                v.write(0.0);
+            });
+            body.iter_mut().zip(src).for_each(|(d, s)| {
+                d.write(*s);
+            });
+        }
+    };
+    let spare = &mut xp.spare_capacity_mut()[..len];
+    if workers > 1 {
+        spare.par_chunks_mut(plane).enumerate().for_each(fill);
+    } else {
+        spare.chunks_mut(plane).enumerate().for_each(fill);
+    }
+    // SAFETY: `fill` wrote every one of the first `len` values.
+    unsafe { xp.set_len(len) };
+    xp
+}
 
 /// A convolution with its weights laid out for the kernel.
 pub(crate) struct ConvKernel {
@@ -65,49 +157,34 @@ impl ConvKernel {
         let (f, g) = (attrs.num_filter, attrs.num_group);
         let (fg, cg) = (f / g, channels / g);
         let taps_n = attrs.kernel[0] * attrs.kernel[1];
-        if attrs.stride != [1, 1] {
-            return ConvKernel {
-                attrs,
-                channels,
-                weights: weight.to_vec(),
-                direct: false,
-                bias,
-                threads,
-                relu: false,
-            };
-        }
-        #[cfg(target_arch = "x86_64")]
-        if direct && direct_available() {
-            let per_group = fg * cg * taps_n;
-            let weights = (0..g)
-                .flat_map(|group| direct::pack(&weight[group * per_group..(group + 1) * per_group], fg, cg, taps_n))
-                .collect();
-            return ConvKernel {
-                attrs,
-                channels,
-                weights,
-                direct: true,
-                bias,
-                threads,
-                relu: false,
-            };
-        }
-        let mut taps = vec![0f32; weight.len()];
-        for group in 0..g {
-            for t in 0..taps_n {
-                for fl in 0..fg {
-                    for c in 0..cg {
-                        let src = ((group * fg + fl) * cg + c) * taps_n + t;
-                        taps[((group * taps_n + t) * fg + fl) * cg + c] = weight[src];
+        let per_group = fg * cg * taps_n;
+        let strided = attrs.stride != [1, 1];
+        let direct = direct && !strided && direct_available();
+        let weights = if strided {
+            weight.to_vec()
+        } else if direct {
+            (0..g)
+                .flat_map(|group| pack_blocks(&weight[group * per_group..(group + 1) * per_group], fg, cg, taps_n))
+                .collect()
+        } else {
+            let mut taps = vec![0f32; weight.len()];
+            for group in 0..g {
+                for t in 0..taps_n {
+                    for fl in 0..fg {
+                        for c in 0..cg {
+                            let src = ((group * fg + fl) * cg + c) * taps_n + t;
+                            taps[((group * taps_n + t) * fg + fl) * cg + c] = weight[src];
+                        }
                     }
                 }
             }
-        }
+            taps
+        };
         ConvKernel {
             attrs,
             channels,
-            weights: taps,
-            direct: false,
+            weights,
+            direct,
             bias,
             threads,
             relu: false,
@@ -121,71 +198,58 @@ impl ConvKernel {
 
     /// One group of one image, zero-padded to `(Cg, Hp, Wp)`: on both axes, or (`vertical` false)
     /// on the horizontal axis only. Borrowed when there is nothing to pad.
-    fn pad<'x>(&self, x: &'x [f32], h: usize, w: usize, vertical: bool) -> (Cow<'x, [f32]>, usize, usize) {
+    fn pad<'x>(&self, x: &'x [f32], geo: &Geometry, vertical: bool, workers: usize) -> (Cow<'x, [f32]>, usize, usize) {
         let mut p = self.attrs.pad;
         if !vertical {
             (p.top, p.bottom) = (0, 0);
         }
+        let (h, w) = geo.input_hw;
         let (hp, wp) = (h + p.top + p.bottom, w + p.left + p.right);
-        let cg = self.channels / self.attrs.num_group;
         if hp == h && wp == w {
-            return (Cow::Borrowed(&x[..cg * h * w]), hp, wp);
+            return (Cow::Borrowed(&x[..geo.channels * h * w]), hp, wp);
         }
-        let mut out = vec![0f32; cg * hp * wp];
-        for c in 0..cg {
-            for y in 0..h {
-                let src = &x[(c * h + y) * w..(c * h + y + 1) * w];
-                let start = (c * hp + y + p.top) * wp + p.left;
-                out[start..start + w].copy_from_slice(src);
-            }
-        }
-        (Cow::Owned(out), hp, wp)
+        let len = geo.channels * hp * wp;
+        (Cow::Owned(padded(x, geo.channels, (h, w), p, len, workers)), hp, wp)
     }
 
-    /// One image: `x` is `(C, H, W)`, the result `(F, Ho, Wo)`.
-    fn image(&self, x: &[f32], h: usize, w: usize, out: &mut [f32], par: Par) {
+    /// One image: `x` is `(C, H, W)`; `out` receives `(F, Ho, Wo)` values. Off the micro-kernel,
+    /// `out` must be initialised (the GEMM paths accumulate into it).
+    fn image(&self, x: &[f32], input_hw: (usize, usize), out: OutPtr, workers: usize) {
         let a = &self.attrs;
         let (g, cg, fg) = (a.num_group, self.channels / a.num_group, a.num_filter / a.num_group);
-        let (ho, wo) = self.output_hw(h, w);
-        let strided = a.stride != [1, 1];
+        let (h, w) = input_hw;
+        let output_hw = self.output_hw(h, w);
+        let group_out = fg * output_hw.0 * output_hw.1;
         for group in 0..g {
+            let geo = Geometry {
+                attrs: a,
+                group,
+                channels: cg,
+                filters: fg,
+                input_hw,
+                output_hw,
+            };
             let xg = &x[group * cg * h * w..(group + 1) * cg * h * w];
-            let og = &mut out[group * fg * ho * wo..(group + 1) * fg * ho * wo];
-            // The shifted GEMMs clip rows instead of padding them, so they need horizontal padding only.
-            let (xp, hp, wp) = self.pad(xg, h, w, strided);
-            if strided {
-                self.im2col_gemm(&xp, (hp, wp), group, (ho, wo), og, par);
-            } else {
-                self.shifted_gemms(&xp, (h, wp), group, (ho, wo), og, par);
+            let og = OutPtr(out.at(group * group_out));
+            #[cfg(target_arch = "x86_64")]
+            if self.direct {
+                let bias = self.bias.as_ref().map(|b| &b[group * fg..(group + 1) * fg]);
+                let per_group = self.weights.len() / g;
+                let packed = &self.weights[group * per_group..(group + 1) * per_group];
+                direct::convolve(xg, packed, bias, &geo, self.relu, og, workers);
+                continue;
             }
-        }
-    }
-
-    /// One image on the micro-kernel: `x` is `(C, H, W)`; `out` receives `(F, Ho, Wo)` values.
-    #[cfg(target_arch = "x86_64")]
-    fn image_direct(&self, x: &[f32], h: usize, w: usize, out: direct::OutPtr, workers: usize) {
-        let a = &self.attrs;
-        let (g, cg, fg) = (a.num_group, self.channels / a.num_group, a.num_filter / a.num_group);
-        let (ho, wo) = self.output_hw(h, w);
-        let per_group = self.weights.len() / g;
-        let geometry = direct::Geometry {
-            channels: cg,
-            filters: fg,
-            input_hw: (h, w),
-            kernel: a.kernel,
-            dilate: a.dilate,
-            pad: a.pad,
-        };
-        for group in 0..g {
-            direct::convolve(
-                &x[group * cg * h * w..(group + 1) * cg * h * w],
-                &self.weights[group * per_group..(group + 1) * per_group],
-                self.bias.as_ref().map(|b| &b[group * fg..(group + 1) * fg]),
-                &geometry,
-                self.relu,
-                direct::OutPtr(out.at(group * fg * ho * wo)),
-                workers,
-            );
+            // SAFETY: off the micro-kernel `out` is initialised (see `cpu_fwd`), and this group's
+            // values belong to this call alone.
+            let og = unsafe { std::slice::from_raw_parts_mut(og.0, group_out) };
+            // The shifted GEMMs clip rows instead of padding them, so they need horizontal padding only.
+            let strided = a.stride != [1, 1];
+            let (xp, hp, wp) = self.pad(xg, &geo, strided, workers);
+            if strided {
+                self.im2col_gemm(&xp, (hp, wp), &geo, og, workers);
+            } else {
+                self.shifted_gemms(&xp, wp, &geo, og, workers);
+            }
         }
     }
 
@@ -194,21 +258,10 @@ impl ConvKernel {
     /// The output is walked in tiles of whole rows, small enough that the tap GEMMs accumulate in
     /// cache; tiles run in parallel. Positions are computed on the padded pitch `wp`, and the `wo`
     /// valid ones of each row copied out (applying a fused ReLU).
-    fn shifted_gemms(
-        &self,
-        xp: &[f32],
-        (h, wp): (usize, usize),
-        group: usize,
-        (ho, wo): (usize, usize),
-        og: &mut [f32],
-        par: Par,
-    ) {
-        let a = &self.attrs;
-        let (cg, fg) = (self.channels / a.num_group, a.num_filter / a.num_group);
-        let workers = match par {
-            Par::Seq => 1,
-            Par::Rayon(n) => n.get(),
-        };
+    fn shifted_gemms(&self, xp: &[f32], wp: usize, geo: &Geometry, og: &mut [f32], workers: usize) {
+        let a = geo.attrs;
+        let (group, cg, fg) = (geo.group, geo.channels, geo.filters);
+        let (h, (ho, wo)) = (geo.input_hw.0, geo.output_hw);
         // About 1 MB of tile and input panel, and at least two tiles per worker when possible.
         let rows = ((1usize << 18) / ((fg + cg) * wp)).clamp(1, ho.div_ceil(2 * workers).max(1));
         let tile = |y0: usize| -> Vec<f32> {
@@ -289,17 +342,10 @@ impl ConvKernel {
         }
     }
 
-    fn im2col_gemm(
-        &self,
-        xp: &[f32],
-        (hp, wp): (usize, usize),
-        group: usize,
-        (ho, wo): (usize, usize),
-        og: &mut [f32],
-        par: Par,
-    ) {
-        let a = &self.attrs;
-        let (cg, fg) = (self.channels / a.num_group, a.num_filter / a.num_group);
+    fn im2col_gemm(&self, xp: &[f32], (hp, wp): (usize, usize), geo: &Geometry, og: &mut [f32], workers: usize) {
+        let a = geo.attrs;
+        let (group, cg, fg) = (geo.group, geo.channels, geo.filters);
+        let (ho, wo) = geo.output_hw;
         let [kh, kw] = a.kernel;
         let k = cg * kh * kw;
         let n = ho * wo;
@@ -327,7 +373,7 @@ impl ConvKernel {
         let lhs = MatRef::from_row_major_slice(&self.weights[group * fg * k..(group + 1) * fg * k], fg, k);
         let rhs = MatRef::from_row_major_slice(&cols, k, n);
         let dst = MatMut::from_row_major_slice_mut(&mut og[..], fg, n);
-        matmul(dst, accum, lhs, rhs, 1.0f32, par);
+        matmul(dst, accum, lhs, rhs, 1.0f32, crate::par(workers));
         if self.relu {
             og.iter_mut().for_each(|v| *v = v.max(0.0));
         }
@@ -340,51 +386,37 @@ impl CustomOp1 for ConvKernel {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, [n, c, h, w]) = crate::nchw_input(storage, layout, self.name())?;
+        let (x, [n, c, h, w]) = crate::op_input(storage, layout, self.name())?;
         if c != self.channels {
             candle_core::bail!("accnn-conv2d expects {} channels, got {c}", self.channels);
         }
         let (ho, wo) = self.output_hw(h, w);
         let f = self.attrs.num_filter;
         let chunk = f * ho * wo;
-        #[cfg(target_arch = "x86_64")]
-        if self.direct {
-            let mut out: Vec<f32> = Vec::with_capacity(n * chunk);
-            let ptr = direct::OutPtr(out.as_mut_ptr());
-            let image = |b: usize, workers: usize| {
-                self.image_direct(
-                    &x[b * c * h * w..(b + 1) * c * h * w],
-                    h,
-                    w,
-                    direct::OutPtr(ptr.at(b * chunk)),
-                    workers,
-                )
-            };
-            if n > 1 && self.threads > 1 {
-                (0..n).into_par_iter().for_each(|b| image(b, 1));
-            } else {
-                (0..n).for_each(|b| image(b, self.threads));
-            }
-            // SAFETY: the micro-kernel wrote all `chunk` values of every image.
-            unsafe { out.set_len(n * chunk) };
-            return Ok((CpuStorage::F32(out), Shape::from((n, f, ho, wo))));
-        }
-        let mut out = vec![0f32; n * f * ho * wo];
-        if n > 1 && self.threads > 1 {
-            // Images in parallel, each GEMM sequential: better than splitting small GEMMs.
-            out.par_chunks_mut(chunk)
-                .enumerate()
-                .for_each(|(b, o)| self.image(&x[b * c * h * w..(b + 1) * c * h * w], h, w, o, Par::Seq));
+        // The micro-kernel writes every output value once, so its buffer skips the zero fill; the
+        // GEMM paths accumulate into theirs.
+        let mut out: Vec<f32> = if self.direct {
+            Vec::with_capacity(n * chunk)
         } else {
-            let par = if self.threads <= 1 {
-                Par::Seq
-            } else {
-                Par::rayon(self.threads)
-            };
-            for (b, o) in out.chunks_mut(chunk).enumerate() {
-                self.image(&x[b * c * h * w..(b + 1) * c * h * w], h, w, o, par);
-            }
+            vec![0f32; n * chunk]
+        };
+        let ptr = OutPtr(out.as_mut_ptr());
+        let image = |b: usize, workers: usize| {
+            self.image(
+                &x[b * c * h * w..(b + 1) * c * h * w],
+                (h, w),
+                OutPtr(ptr.at(b * chunk)),
+                workers,
+            )
+        };
+        if n > 1 && self.threads > 1 {
+            // Images in parallel, each on one thread: better than splitting small convolutions.
+            (0..n).into_par_iter().for_each(|b| image(b, 1));
+        } else {
+            (0..n).for_each(|b| image(b, self.threads));
         }
+        // SAFETY: every image's `chunk` values were written (or zero-filled at allocation).
+        unsafe { out.set_len(n * chunk) };
         Ok((CpuStorage::F32(out), Shape::from((n, f, ho, wo))))
     }
 }
