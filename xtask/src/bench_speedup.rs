@@ -15,7 +15,7 @@ use accnn_graph::{Model, fold_batch_norms};
 use accnn_infer::data::{Dataset, ImageOptions, ImageSource, open_images};
 use accnn_infer::eval::{predict, score};
 use accnn_infer::timing::compare;
-use accnn_infer::{Engine, EngineOptions};
+use accnn_infer::{Engine, EngineOptions, Target};
 use accnn_rank::RankConfig;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
@@ -52,9 +52,16 @@ pub struct BenchSpeedupArgs {
     /// Theoretical speed-ups of the rank-selection sweep.
     #[arg(long, value_delimiter = ',', default_values_t = vec![1.5, 2.0, 3.0, 4.0, 6.0])]
     pub ratios: Vec<f64>,
-    /// Devices to time on: cpu, and cuda where the build has it.
+    /// Devices to time on: cpu, and cuda (or cuda:N) for the GPU column, with a build made by
+    /// `cargo xtask build-cuda`.
     #[arg(long, value_delimiter = ',', default_values_t = vec!["cpu".to_string()])]
     pub device: Vec<String>,
+    /// Precision of the GPU column: bf16, f16 or f32.
+    #[arg(long, default_value = "bf16")]
+    pub gpu_dtype: String,
+    /// Batch size of the GPU column.
+    #[arg(long, default_value_t = 32)]
+    pub gpu_batch: usize,
     /// A run of a few minutes: the committed test subset, ratios 2 and 3, fewer timing rounds.
     #[arg(long)]
     pub quick: bool,
@@ -141,6 +148,19 @@ fn params(model: &Model) -> u64 {
     model.args.values().map(|t| t.len() as u64).sum()
 }
 
+/// Where rows are timed: always this CPU, and a GPU where asked for.
+#[derive(Clone, Copy)]
+struct Timing {
+    threads: usize,
+    gpu: Option<Gpu>,
+}
+
+#[derive(Clone, Copy)]
+struct Gpu {
+    options: EngineOptions,
+    batch: usize,
+}
+
 fn engine(model: &Model, threads: usize) -> Result<Engine> {
     Ok(Engine::new(
         model,
@@ -157,10 +177,18 @@ struct Measured {
     b1: f64,
     bn: Option<f64>,
     ms1: f64,
+    gpu: Option<f64>,
 }
 
-/// Accuracy of `variant`, and its speed-up over `original` in alternating runs.
-fn measure(section: &Section, original: &Engine, variant: &Model, threads: usize) -> Result<Measured> {
+/// Accuracy of `variant`, and its speed-up over `original` (and over `original_gpu` on the GPU) in
+/// alternating runs.
+fn measure(
+    section: &Section,
+    original: &Engine,
+    original_gpu: Option<(&Engine, Gpu)>,
+    variant: &Model,
+    threads: usize,
+) -> Result<Measured> {
     let e = engine(variant, threads)?;
     let (top1, top5) = match &section.eval {
         Some((data, _)) => {
@@ -185,25 +213,44 @@ fn measure(section: &Section, original: &Engine, variant: &Model, threads: usize
     } else {
         None
     };
+    let gpu = match original_gpu {
+        Some((original, gpu)) => {
+            let e = Engine::new(variant, gpu.options)?;
+            Some(compare(original, &e, &input(gpu.batch)?, 2, section.rounds)?.speedup())
+        }
+        None => None,
+    };
     Ok(Measured {
         top1,
         top5,
         b1: c1.speedup(),
         bn,
         ms1: c1.b.median() * 1e3,
+        gpu,
     })
 }
 
-fn run_section(section: &Section, threads: usize, rows: &mut Vec<Row>) -> Result<()> {
+fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result<()> {
+    let threads = timing.threads;
     println!("== {}", section.name);
     let model = &section.model;
     let analysis = Analysis::new(model, &section.data_shape)?;
     let macs = |a: &Analysis| a.layers.iter().map(|l| l.macs).sum::<u64>();
     let original_macs = macs(&analysis);
     let original = engine(model, threads)?;
+    let original_gpu = match timing.gpu {
+        Some(gpu) => Some((Engine::new(model, gpu.options)?, gpu)),
+        None => None,
+    };
     let push = |variant: &str, method: &str, m: Model, seconds: Option<f64>, rows: &mut Vec<Row>| -> Result<()> {
         let a = Analysis::new(&m, &section.data_shape)?;
-        let measured = measure(section, &original, &m, threads)?;
+        let measured = measure(
+            section,
+            &original,
+            original_gpu.as_ref().map(|(e, g)| (e, *g)),
+            &m,
+            threads,
+        )?;
         let row = Row {
             section: section.name.clone(),
             variant: variant.into(),
@@ -217,7 +264,7 @@ fn run_section(section: &Section, threads: usize, rows: &mut Vec<Row>) -> Result
             cpu_speedup_batch_n: measured.bn,
             batch_n: section.batch_n,
             cpu_ms_batch1: measured.ms1,
-            gpu_speedup: None,
+            gpu_speedup: measured.gpu,
             accelerate_seconds: seconds,
         };
         println!(
@@ -268,7 +315,10 @@ fn run_section(section: &Section, threads: usize, rows: &mut Vec<Row>) -> Result
             Scope::All,
             1,
             1,
-            threads,
+            EngineOptions {
+                threads,
+                ..Default::default()
+            },
             Some(cache),
         )?;
         let m = apply(&l.plan, &svds)?;
@@ -364,10 +414,32 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
         },
         std::env::args().skip(2).map(|a| format!(" {a}")).collect::<String>()
     )];
-    if args.device.iter().any(|d| d == "cuda") {
-        notes
-            .push("GPU: this build of accnn has no CUDA path yet; the GPU column says n/a rather than a guess.".into());
-    } else {
+    let mut timing = Timing {
+        threads: args.threads,
+        gpu: None,
+    };
+    for device in &args.device {
+        let target = Target::parse(device)?;
+        if target == Target::Cpu {
+            continue;
+        }
+        let options = EngineOptions {
+            target,
+            dtype: accnn_infer::parse_dtype(&args.gpu_dtype)?,
+            ..Default::default()
+        };
+        // Fails here, before any work, on a build or machine without CUDA.
+        options.target.device()?;
+        timing.gpu = Some(Gpu {
+            options,
+            batch: args.gpu_batch,
+        });
+        notes.push(format!(
+            "GPU column: speed-up on {target} in {} at batch {}, candle ops (cuBLAS), medians of alternating runs.",
+            args.gpu_dtype, args.gpu_batch
+        ));
+    }
+    if timing.gpu.is_none() {
         notes.push("GPU: not requested (--device cpu); n/a.".into());
     }
     let ratios: Vec<f64> = if args.quick && args.ratios == [1.5, 2.0, 3.0, 4.0, 6.0] {
@@ -467,7 +539,7 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
     }
     let mut rows = Vec::new();
     for section in &sections {
-        run_section(section, args.threads, &mut rows)?;
+        run_section(section, timing, &mut rows)?;
     }
     if rows.is_empty() {
         bail!("nothing was measured");
@@ -532,6 +604,8 @@ mod tests {
             config: None,
             ratios: vec![1.5, 2.0],
             device: vec!["cpu".into()],
+            gpu_dtype: "bf16".into(),
+            gpu_batch: 32,
             quick: true,
             no_vgg: true,
             out: out.clone(),

@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask <command>`.
 
 mod bench_speedup;
+mod build_cuda;
 mod mxnet_check;
 mod onnx_check;
 mod peak_memory;
@@ -23,6 +24,9 @@ enum Command {
     /// The results table: accuracy, MACs, theoretical and measured speed-up of every variant, plus
     /// the accuracy-vs-speed-up plot, under --out (default results/).
     BenchSpeedup(Box<bench_speedup::BenchSpeedupArgs>),
+    /// Build `accnn` and this xtask with the CUDA path into target/cuda (no GPU or CUDA install
+    /// needed: the CUDA 13.0 compiler comes from NVIDIA's PyPI wheels, the driver from a stub).
+    BuildCuda(build_cuda::BuildCudaArgs),
     /// Write a VGG-16-topology MXNet checkpoint with weights from a fixed seed.
     GenVgg(vgg::VggArgs),
     /// Write a torchvision-style ResNet-18 ONNX model (BatchNorm kept) with weights from a fixed seed.
@@ -54,6 +58,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::GenVgg(args) => vgg::generate(&args),
         Command::BenchSpeedup(args) => bench_speedup::run(&args),
+        Command::BuildCuda(args) => build_cuda::run(root, &args),
         Command::GenResnet18 { out, seed, classes } => {
             std::fs::write(&out, accnn_graph::onnx::zoo::resnet18(seed, classes))
                 .with_context(|| format!("cannot write {}", out.display()))?;

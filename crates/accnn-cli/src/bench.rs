@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
+use accnn_infer::Engine;
 use accnn_infer::timing::compare;
-use accnn_infer::{Engine, EngineOptions};
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use crate::{ModelArgs, load};
 
@@ -23,32 +23,20 @@ pub struct BenchArgs {
     /// Batch sizes, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
     pub batch: Vec<usize>,
-    /// Worker threads (0: every core).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub engine: crate::engine_args::EngineArgs,
     /// Timed runs of each model per batch size, alternating.
     #[arg(long, default_value_t = 10)]
     pub rounds: usize,
     /// Untimed runs of each model first.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    pub device: DeviceArg,
     /// Also write the results as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum DeviceArg {
-    Cpu,
-    Cuda,
-}
-
 pub fn run(args: &BenchArgs) -> Result<()> {
-    if matches!(args.device, DeviceArg::Cuda) {
-        bail!("--device cuda: this build of accnn has no CUDA support; use --device cpu");
-    }
     if args.rounds == 0 || args.batch.contains(&0) {
         bail!("--rounds and every --batch size must be positive");
     }
@@ -68,10 +56,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let macs = |a: &accnn::Analysis| a.layers.iter().map(|l| l.macs).sum::<u64>();
     let theoretical = macs(&base.analysis) as f64 / macs(&other.analysis).max(1) as f64;
-    let options = EngineOptions {
-        threads: args.threads,
-        ..Default::default()
-    };
+    let options = args.engine.options();
     let a = Engine::new(&base.model, options).with_context(|| format!("model '{}'", base.name))?;
     let b = Engine::new(&other.model, options).with_context(|| format!("model '{}'", other.name))?;
     say!(
@@ -111,10 +96,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     if let Some(path) = &args.json {
         let text = format!(
-            "{{\"model\": {:?}, \"vs\": {:?}, \"theoretical_speedup\": {theoretical:.4}, \"threads\": {}, \"results\": [{}]}}\n",
+            "{{\"model\": {:?}, \"vs\": {:?}, \"theoretical_speedup\": {theoretical:.4}, \"device\": \"{}\", \"dtype\": \"{}\", \"threads\": {}, \"results\": [{}]}}\n",
             base.name,
             other.name,
-            args.threads,
+            args.engine.device,
+            args.engine.dtype.as_str(),
+            args.engine.threads,
             rows.join(", ")
         );
         accnn_graph::io::write_files_atomically(&[(path.as_path(), text.as_bytes())])?;

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
+use accnn_infer::Engine;
 use accnn_infer::data::ImageSource;
 use accnn_infer::eval::{agreement, predict, score};
-use accnn_infer::{Engine, EngineOptions};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -36,9 +36,8 @@ pub struct EvalArgs {
     pub limit: Option<usize>,
     #[command(flatten)]
     pub preprocess: crate::data::PreprocessArgs,
-    /// Worker threads (0: every core).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub engine: crate::engine_args::EngineArgs,
     /// Also write the results as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -60,10 +59,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if data.count() == 0 {
         bail!("--data {}: no images", args.data.display());
     }
-    let options = EngineOptions {
-        threads: args.threads,
-        ..Default::default()
-    };
+    let options = args.engine.options();
     let run_one = |prefix: &str, engine: &Engine| -> Result<Vec<Vec<u32>>> {
         let bar = ProgressBar::new(data.count() as u64);
         bar.set_style(

@@ -1,4 +1,4 @@
-//! `--cost latency`: ranks chosen under a measured-latency budget on this machine.
+//! `--cost latency`: ranks chosen under a measured-latency budget on the target device.
 
 use std::path::PathBuf;
 
@@ -9,5 +9,5 @@ pub(crate) fn default_cache() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("accnn").join("latency-cpu.json"))
+    Some(base.join("accnn").join("latency.json"))
 }

@@ -15,6 +15,7 @@ macro_rules! say {
 mod bench;
 mod calibrate;
 mod data;
+mod engine_args;
 mod eval;
 mod latency;
 
@@ -120,18 +121,18 @@ struct AccelerateArgs {
     /// GEMM kernels and tensor cores run at full speed.
     #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "config")]
     align: usize,
-    /// What --ratio divides: MACs (theoretical), or latency measured on this machine's CPU with
-    /// accnn's engine (every budgeted layer timed whole and at up to 16 ranks; a decomposition that
-    /// is not faster is never chosen).
+    /// What --ratio divides: MACs (theoretical), or latency measured with accnn's engine on
+    /// --device in --dtype (every budgeted layer timed whole and at up to 16 ranks; a
+    /// decomposition that is not faster is never chosen).
     #[arg(long, value_enum, default_value_t = CostArg::Macs, requires = "ratio")]
     cost: CostArg,
     /// Batch size the latency is measured at (--cost latency).
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Worker threads the latency is measured with (0: every core).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// Measured latencies are kept here between runs [default: ~/.cache/accnn/latency-cpu.json].
+    /// The engine the latency is measured with (--cost latency).
+    #[command(flatten)]
+    engine: engine_args::EngineArgs,
+    /// Measured latencies are kept here between runs [default: ~/.cache/accnn/latency.json].
     #[arg(long, value_name = "FILE")]
     latency_cache: Option<PathBuf>,
     #[command(flatten)]
@@ -375,7 +376,7 @@ fn accelerate(model_args: &ModelArgs, args: &AccelerateArgs) -> Result<()> {
                 scope,
                 args.align,
                 args.batch,
-                args.threads,
+                args.engine.options(),
                 cache.as_deref(),
             )?;
             let plan = l.plan.clone();
@@ -407,10 +408,13 @@ fn accelerate(model_args: &ModelArgs, args: &AccelerateArgs) -> Result<()> {
     }
     say!("factorisation and rank selection took {svd_seconds:.1} s")?;
     if let Some(l) = &latency_plan {
-        let measured = latency::model_seconds(&model, &loaded.analysis.data_shape, args.batch, args.threads)?;
+        let options = args.engine.options();
+        let measured = latency::model_seconds(&model, &loaded.analysis.data_shape, args.batch, options)?;
         say!(
-            "latency at batch {} on this CPU: original {:.2} ms; new model predicted {:.2} ms, measured {:.2} ms ({:+.1}%); measured speed-up {:.3}x",
+            "latency at batch {} on {} in {}: original {:.2} ms; new model predicted {:.2} ms, measured {:.2} ms ({:+.1}%); measured speed-up {:.3}x",
             args.batch,
+            options.target,
+            options.dtype.as_str(),
             l.original_seconds * 1e3,
             l.predicted_seconds * 1e3,
             measured * 1e3,

@@ -205,24 +205,15 @@ fn bench_reports_a_speedup_per_batch_size() {
         dir.path(),
     );
     assert!(out.status.success());
-    let out = accnn(
-        &[
-            "bench",
-            "-m",
-            &fixture(),
-            "--vs",
-            "fast",
-            "--batch",
-            "1,4",
-            "--rounds",
-            "2",
-            "--warmup",
-            "1",
-            "--json",
-            "b.json",
-        ],
-        dir.path(),
-    );
+    let model = fixture();
+    let bench = |flags: &[&str]| {
+        let args: Vec<&str> = ["bench", "-m", &model, "--vs", "fast", "--warmup", "1"]
+            .into_iter()
+            .chain(flags.iter().copied())
+            .collect();
+        accnn(&args, dir.path())
+    };
+    let out = bench(&["--batch", "1,4", "--rounds", "2", "--json", "b.json"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("theoretical speed-up 3.0"), "{stdout}");
@@ -232,11 +223,24 @@ fn bench_reports_a_speedup_per_batch_size() {
     assert_eq!(results.len(), 2);
     assert_eq!(results[1]["batch"], 4);
     assert!(results[0]["speedup"].as_f64().unwrap() > 0.0);
-    fails_cleanly(
-        &["bench", "-m", &fixture(), "--vs", "fast", "--device", "cuda"],
-        dir.path(),
-        "no CUDA support",
-    );
+    for (flag, value, message) in [
+        ("--device", "cuda", "no CUDA support"),
+        ("--dtype", "bf16", "bf16 runs on CUDA only"),
+        ("--device", "tpu", "unknown device 'tpu'"),
+    ] {
+        fails_cleanly(
+            &["bench", "-m", &model, "--vs", "fast", flag, value],
+            dir.path(),
+            message,
+        );
+    }
+    // Half precision runs the GPU's path (candle ops) on the CPU.
+    let out = bench(&["--dtype", "f16", "--batch", "2", "--rounds", "1", "--json", "h.json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("h.json")).unwrap()).unwrap();
+    assert_eq!(json["dtype"], "f16");
+    assert!(json["results"][0]["speedup"].as_f64().unwrap() > 0.0);
 }
 
 #[test]

@@ -129,12 +129,13 @@ fn layer_model(spec: &LayerSpec, rank: Option<usize>) -> Model {
 /// and at least 50 ms of them (small layers take many), and the first quartile of those times, which
 /// other work on a shared machine disturbs less than the median.
 pub fn typical_seconds(engine: &Engine, input: &Tensor, rounds: usize) -> Result<f64, InferError> {
-    engine.run(input)?;
+    let input = &engine.prepare(input)?;
+    engine.forward(input)?;
     let started = Instant::now();
     let mut times = Vec::new();
     while times.len() < rounds.max(1) || (started.elapsed().as_secs_f64() < 0.05 && times.len() < 1000) {
         let t = Instant::now();
-        engine.run(input)?;
+        engine.forward(input)?;
         times.push(t.elapsed().as_secs_f64());
     }
     Ok(crate::timing::Latency { samples: times }.iqr().0)
@@ -247,14 +248,13 @@ fn probe_ranks(layer: &accnn::Layer, align: usize) -> Vec<usize> {
 }
 
 /// Whole-model latency of `model` at `batch` (see [`typical_seconds`]).
-pub fn model_seconds(model: &Model, data_shape: &[usize], batch: usize, threads: usize) -> Result<f64, InferError> {
-    let engine = Engine::new(
-        model,
-        EngineOptions {
-            threads,
-            ..Default::default()
-        },
-    )?;
+pub fn model_seconds(
+    model: &Model,
+    data_shape: &[usize],
+    batch: usize,
+    options: EngineOptions,
+) -> Result<f64, InferError> {
+    let engine = Engine::new(model, options)?;
     let mut shape = data_shape.to_vec();
     shape[0] = batch;
     let x = Tensor::randn(0f32, 1f32, shape, &Device::Cpu)?;
@@ -280,28 +280,27 @@ pub fn latency_plan(
     scope: Scope,
     align: usize,
     batch: usize,
-    threads: usize,
+    options: EngineOptions,
     cache: Option<&Path>,
 ) -> Result<LatencyPlan, InferError> {
     if batch == 0 {
         return Err(InferError::Plan("the batch size must be positive".into()));
     }
-    let options = EngineOptions {
-        threads,
-        ..Default::default()
-    };
     let mut cache = Cache::open(cache.map(Path::to_path_buf));
-    // Timings belong to the kernels that made them: a new kernel generation starts a new table.
+    // Timings belong to the device, precision and kernels that made them: a new kernel generation
+    // starts a new table.
     let prefix = format!(
-        "cpu|{}|f32|batch{batch}|threads{}",
-        crate::cpu_kernels(options.portable_kernels),
-        if threads == 0 {
+        "{}|{}|{}|batch{batch}|threads{}",
+        options.target,
+        options.kernels(),
+        options.dtype.as_str(),
+        if options.threads == 0 {
             rayon::current_num_threads()
         } else {
-            threads
+            options.threads
         }
     );
-    let original = model_seconds(model, &analysis.data_shape, batch, threads)?;
+    let original = model_seconds(model, &analysis.data_shape, batch, options)?;
     let ns = |s: f64| (s * 1e9).round() as u64;
     let mut costs: Vec<Option<LayerCosts>> = vec![None; analysis.layers.len()];
     let mut whole_total = 0.0;

@@ -8,6 +8,10 @@
 //! use). A dense layer at batch sizes up to 4 streams its weights once across the workers (it is
 //! bound by reading them). Everything else is candle.
 //!
+//! On CUDA (cargo feature `cuda`), and in bf16 or f16 anywhere, every layer runs as candle tensor
+//! ops instead ([`EngineOptions::candle_ops`] asks for that path on the CPU in f32 too, where it is
+//! tested against the reference interpreter like the CPU kernels).
+//!
 //! ```
 //! # fn main() -> Result<(), accnn_infer::InferError> {
 //! # let model = accnn_infer::doc_model();
@@ -24,6 +28,7 @@ pub mod data;
 mod dense;
 pub mod eval;
 pub mod latency;
+mod layers;
 mod pool;
 pub mod timing;
 
@@ -54,6 +59,65 @@ pub enum InferError {
     Pipeline(#[from] accnn::Error),
     #[error("{0}")]
     Plan(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// The processor a model runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Target {
+    #[default]
+    Cpu,
+    /// An NVIDIA GPU by ordinal; needs a build with the `cuda` feature.
+    Cuda(usize),
+}
+
+impl Target {
+    /// `cpu`, `cuda` (GPU 0) or `cuda:N`.
+    pub fn parse(text: &str) -> Result<Self, InferError> {
+        match text {
+            "cpu" => Ok(Target::Cpu),
+            "cuda" => Ok(Target::Cuda(0)),
+            _ => text
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Target::Cuda)
+                .ok_or_else(|| InferError::Unsupported(format!("unknown device '{text}': use cpu, cuda or cuda:N"))),
+        }
+    }
+
+    /// The candle device: fails with a clear message where this build or machine has no CUDA.
+    pub fn device(self) -> Result<Device, InferError> {
+        match self {
+            Target::Cpu => Ok(Device::Cpu),
+            Target::Cuda(ordinal) if !cfg!(feature = "cuda") => Err(InferError::Unsupported(format!(
+                "--device cuda:{ordinal}: this build of accnn has no CUDA support (build one with `cargo xtask build-cuda`)"
+            ))),
+            Target::Cuda(ordinal) => Device::new_cuda(ordinal)
+                .map_err(|e| InferError::Unsupported(format!("cannot open CUDA device {ordinal}: {e}"))),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Cpu => f.write_str("cpu"),
+            Target::Cuda(ordinal) => write!(f, "cuda:{ordinal}"),
+        }
+    }
+}
+
+/// `f32`, `bf16` or `f16`: the precisions the engine runs in.
+pub fn parse_dtype(text: &str) -> Result<DType, InferError> {
+    match text {
+        "f32" => Ok(DType::F32),
+        "bf16" => Ok(DType::BF16),
+        "f16" => Ok(DType::F16),
+        _ => Err(InferError::Unsupported(format!(
+            "unknown dtype '{text}': use f32, bf16 or f16"
+        ))),
+    }
 }
 
 /// How to run a model.
@@ -67,6 +131,13 @@ pub struct EngineOptions {
     /// Run stride-1 convolutions as GEMMs over shifted views (the path for CPUs without AVX-512)
     /// even where the AVX-512 micro-kernel is available: for comparing the two.
     pub portable_kernels: bool,
+    /// Where to run.
+    pub target: Target,
+    /// Precision of weights and activations: f32, or bf16/f16 (which run as candle ops).
+    pub dtype: DType,
+    /// Run convolutions, dense layers and pooling as candle tensor ops, the path every GPU and
+    /// every half precision takes, instead of accnn's CPU kernels: for testing and comparing it.
+    pub candle_ops: bool,
 }
 
 impl Default for EngineOptions {
@@ -75,6 +146,26 @@ impl Default for EngineOptions {
             threads: 0,
             fuse_activations: true,
             portable_kernels: false,
+            target: Target::Cpu,
+            dtype: DType::F32,
+            candle_ops: false,
+        }
+    }
+}
+
+impl EngineOptions {
+    /// Whether layers run as candle ops: accnn's own kernels are f32 CPU code, anything else is not.
+    pub fn uses_candle_ops(&self) -> bool {
+        self.candle_ops || self.dtype != DType::F32 || self.target != Target::Cpu
+    }
+
+    /// The kernels these options run, with their generation: part of every cached timing's key,
+    /// since timings of other kernels or an older generation say nothing about these.
+    pub fn kernels(&self) -> &'static str {
+        if self.uses_candle_ops() {
+            "candle-1"
+        } else {
+            cpu_kernels(self.portable_kernels)
         }
     }
 }
@@ -88,8 +179,11 @@ enum Step {
     Weight,
     /// A convolution or pooling kernel (candle custom op, shared between runs).
     Kernel(Arc<Box<dyn CustomOp1 + Send + Sync>>),
+    /// The same as candle tensor ops.
+    Conv(layers::Conv),
+    Pool(layers::Pool),
     Dense {
-        kernel: Arc<Box<dyn CustomOp1 + Send + Sync>>,
+        kernel: DenseLayer,
         outputs: usize,
         flatten: bool,
     },
@@ -108,8 +202,15 @@ enum Step {
     Reshape(Vec<i64>),
 }
 
+enum DenseLayer {
+    Kernel(Arc<Box<dyn CustomOp1 + Send + Sync>>),
+    Ops(layers::Dense),
+}
+
 /// A model prepared for inference: weights re-laid out for the kernels, execution order fixed.
 pub struct Engine {
+    device: Device,
+    dtype: DType,
     steps: Vec<(String, Step, Vec<Entry>)>,
     heads: Vec<Entry>,
     /// Index of the last step reading each node's outputs, to free them early.
@@ -140,11 +241,23 @@ fn input_channels(model: &Model, node: &accnn_graph::Node) -> Result<usize, Infe
 }
 
 impl Engine {
-    /// Prepares `model` for CPU inference.
+    /// Prepares `model` for inference on `options.target` in `options.dtype`.
     pub fn new(model: &Model, options: EngineOptions) -> Result<Self, InferError> {
         let graph = &model.graph;
         let data = model.data_input()?;
-        let cpu = Device::Cpu;
+        let device = options.target.device()?;
+        let dtype = options.dtype;
+        if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
+            return Err(InferError::Unsupported(format!(
+                "the engine runs in f32, bf16 or f16, not {dtype:?}"
+            )));
+        }
+        if dtype == DType::BF16 && device.is_cpu() {
+            return Err(InferError::Unsupported(
+                "bf16 runs on CUDA only (candle's CPU matrix product has no bf16); use f16 or f32 on the CPU".into(),
+            ));
+        }
+        let ops = options.uses_candle_ops();
         let threads = if options.threads == 0 {
             rayon::current_num_threads()
         } else {
@@ -181,7 +294,7 @@ impl Engine {
         }
         let mut steps = Vec::with_capacity(graph.nodes.len());
         for (i, node) in graph.nodes.iter().enumerate() {
-            let vector = |v: Vec<f32>, shape: &[usize]| Tensor::from_vec(v, shape, &cpu);
+            let vector = |v: Vec<f32>, shape: &[usize]| Tensor::from_vec(v, shape, &device)?.to_dtype(dtype);
             let step = match &node.op {
                 Op::Variable if i == data => Step::Input,
                 Op::Variable if weight_use[i] => Step::Weight,
@@ -196,16 +309,17 @@ impl Engine {
                     } else {
                         Some(param(model, node, 2, "bias")?)
                     };
-                    let mut kernel = ConvKernel::new(
-                        c.clone(),
-                        input_channels(model, node)?,
-                        &weight,
-                        bias,
-                        threads,
-                        !options.portable_kernels,
-                    );
-                    kernel.relu = fused_relu[i];
-                    Step::Kernel(Arc::new(Box::new(kernel)))
+                    let channels = input_channels(model, node)?;
+                    if ops {
+                        let mut conv = layers::Conv::new(c, channels, weight, bias, &device, dtype)?;
+                        conv.relu = fused_relu[i];
+                        Step::Conv(conv)
+                    } else {
+                        let mut kernel =
+                            ConvKernel::new(c.clone(), channels, &weight, bias, threads, !options.portable_kernels);
+                        kernel.relu = fused_relu[i];
+                        Step::Kernel(Arc::new(Box::new(kernel)))
+                    }
                 }
                 Op::FullyConnected(f) => {
                     let weight = param(model, node, 1, "weight")?;
@@ -214,14 +328,25 @@ impl Engine {
                     } else {
                         Some(param(model, node, 2, "bias")?)
                     };
+                    let kernel = if ops {
+                        DenseLayer::Ops(layers::Dense::new(weight, bias, f.num_hidden, &device, dtype)?)
+                    } else {
+                        DenseLayer::Kernel(Arc::new(Box::new(DenseKernel::new(
+                            weight,
+                            bias,
+                            f.num_hidden,
+                            threads,
+                        ))))
+                    };
                     Step::Dense {
-                        kernel: Arc::new(Box::new(DenseKernel::new(weight, bias, f.num_hidden, threads))),
+                        kernel,
                         outputs: f.num_hidden,
                         flatten: f.flatten,
                     }
                 }
                 Op::Activation(_) if node.inputs.first().is_some_and(|e| fused_relu[e.node]) => Step::Identity,
                 Op::Activation(a) => Step::Activation(*a),
+                Op::Pooling(p) if ops => Step::Pool(layers::Pool { attrs: p.clone() }),
                 Op::Pooling(p) => Step::Kernel(Arc::new(Box::new(PoolKernel { attrs: p.clone() }))),
                 Op::BatchNorm(BatchNormAttrs { eps, fix_gamma, .. }) => {
                     let (gamma, beta) = (param(model, node, 1, "gamma")?, param(model, node, 2, "beta")?);
@@ -267,6 +392,8 @@ impl Engine {
             last_use[h.node] = usize::MAX;
         }
         Ok(Engine {
+            device,
+            dtype,
             steps,
             heads: graph.heads.clone(),
             last_use,
@@ -274,24 +401,48 @@ impl Engine {
         })
     }
 
-    /// Runs the model on a batch `(N, C, H, W)` and returns the values of its outputs.
+    /// Runs the model on a batch `(N, C, H, W)` and returns the values of its outputs, as f32 on
+    /// the CPU wherever the model ran.
     ///
     /// With the environment variable `ACCNN_PROFILE` set, each node's wall time is printed to stderr.
     pub fn run(&self, input: &Tensor) -> Result<Vec<Tensor>, InferError> {
-        let input = input.to_dtype(DType::F32)?.contiguous()?;
-        self.pool.install(|| self.run_inner(&input, &self.heads))
+        self.run_collect(input, &self.heads)
     }
 
-    /// Runs the model only as far as needed to compute the `wanted` outputs, and returns them.
+    /// Runs the model only as far as needed to compute the `wanted` outputs, and returns them (f32,
+    /// on the CPU).
     pub fn run_collect(&self, input: &Tensor, wanted: &[Entry]) -> Result<Vec<Tensor>, InferError> {
-        let input = input.to_dtype(DType::F32)?.contiguous()?;
         if let Some(e) = wanted.iter().find(|e| e.node >= self.steps.len()) {
             return Err(InferError::Node {
                 node: format!("#{}", e.node),
                 message: "no such node".into(),
             });
         }
-        self.pool.install(|| self.run_inner(&input, wanted))
+        let input = self.prepare(input)?;
+        let outputs = self.pool.install(|| self.run_inner(&input, wanted))?;
+        Ok(outputs
+            .into_iter()
+            .map(|t| t.to_dtype(DType::F32)?.to_device(&Device::Cpu))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// `input` on the engine's device, in its dtype, contiguous: what [`Engine::forward`] takes.
+    pub fn prepare(&self, input: &Tensor) -> Result<Tensor, InferError> {
+        Ok(input.to_device(&self.device)?.to_dtype(self.dtype)?.contiguous()?)
+    }
+
+    /// Runs the model on an input already [prepared](Engine::prepare) and waits until the device
+    /// has finished: outputs stay on the device, in the engine's dtype. This is what timings
+    /// measure (no copies to or from a GPU).
+    pub fn forward(&self, input: &Tensor) -> Result<Vec<Tensor>, InferError> {
+        let outputs = self.pool.install(|| self.run_inner(input, &self.heads))?;
+        self.device.synchronize()?;
+        Ok(outputs)
+    }
+
+    /// The device the engine runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     fn run_inner(&self, input: &Tensor, wanted: &[Entry]) -> Result<Vec<Tensor>, InferError> {
@@ -319,6 +470,8 @@ impl Engine {
                 Step::Value(t) => Some(t.clone()),
                 Step::Weight => None,
                 Step::Kernel(k) => Some(arg(0)?.contiguous()?.apply_op1_arc(k.clone()).map_err(wrap)?),
+                Step::Conv(conv) => Some(conv.forward(arg(0)?).map_err(wrap)?),
+                Step::Pool(pool) => Some(pool.forward(&arg(0)?.contiguous()?).map_err(wrap)?),
                 Step::Dense {
                     kernel,
                     outputs,
@@ -331,7 +484,12 @@ impl Engine {
                         let last = *x.dims().last().unwrap_or(&1);
                         x.reshape(((), last))?
                     };
-                    let mut y = x2.contiguous()?.apply_op1_arc(kernel.clone()).map_err(wrap)?;
+                    let x2 = x2.contiguous()?;
+                    let mut y = match kernel {
+                        DenseLayer::Kernel(k) => x2.apply_op1_arc(k.clone()),
+                        DenseLayer::Ops(dense) => dense.forward(&x2),
+                    }
+                    .map_err(wrap)?;
                     if !*flatten {
                         let mut dims = x.dims().to_vec();
                         *dims.last_mut().unwrap_or(&mut 0) = *outputs;
@@ -374,6 +532,8 @@ impl Engine {
                 }
             };
             if profile && !matches!(step, Step::Weight) {
+                // A GPU runs ahead of the host: wait for this step's work before reading the clock.
+                self.device.synchronize()?;
                 eprintln!("{name:<16} {:8.3} ms", started.elapsed().as_secs_f64() * 1e3);
             }
             values[i] = value;
@@ -407,7 +567,7 @@ impl Engine {
 /// an older generation say nothing about these.
 pub fn cpu_kernels(portable: bool) -> &'static str {
     if !portable && conv::direct_available() {
-        "avx512-2"
+        "avx512-3"
     } else {
         "portable-2"
     }

@@ -5,6 +5,47 @@ use rayon::prelude::*;
 
 use accnn_graph::ir::{PoolAttrs, PoolKind};
 
+/// One pooling window along one axis.
+pub(crate) struct Window {
+    /// Where it starts (`-pad` for the first) and ends, clipped to the padded extent (`size + pad`).
+    start: isize,
+    end: isize,
+    /// The cells of it inside the input.
+    pub lo: usize,
+    pub hi: usize,
+}
+
+impl Window {
+    /// Its cells in an average's divisor: padding included or not, as the layer says.
+    pub fn count(&self, p: &PoolAttrs) -> usize {
+        if p.count_include_pad {
+            (self.end - self.start).max(0) as usize
+        } else {
+            self.hi.saturating_sub(self.lo)
+        }
+    }
+}
+
+/// Window `o` along `axis` (0: rows, 1: columns) of an input `size` cells long: windows start `pad`
+/// before the input and are clipped `pad` after its end (MXNet's `full` convention lets the last
+/// one reach past it).
+pub(crate) fn window(p: &PoolAttrs, axis: usize, o: usize, size: usize) -> Window {
+    let (kernel, stride, before, after) = if p.global {
+        (size, 1, 0, 0)
+    } else {
+        let pad = [(p.pad.top, p.pad.bottom), (p.pad.left, p.pad.right)][axis];
+        (p.kernel[axis], p.stride[axis], pad.0, pad.1)
+    };
+    let start = (o * stride) as isize - before as isize;
+    let end = (start + kernel as isize).min((size + after) as isize);
+    Window {
+        start,
+        end,
+        lo: start.max(0) as usize,
+        hi: end.min(size as isize).max(0) as usize,
+    }
+}
+
 pub(crate) struct PoolKernel {
     pub attrs: PoolAttrs,
 }
@@ -19,25 +60,17 @@ impl CustomOp1 for PoolKernel {
         let p = &self.attrs;
         let (ho, wo) = accnn_graph::shape::pool_output_hw(p, h, w)
             .ok_or_else(|| candle_core::Error::Msg(format!("pooling window does not fit {h}x{w}")))?;
-        // Windows start `pad` before the input and are clipped `end` after its start.
-        let (kernel, stride, pad, end) = if p.global {
-            ([h, w], [1, 1], [0, 0], [h, w])
-        } else {
-            (
-                p.kernel,
-                p.stride,
-                [p.pad.top, p.pad.left],
-                [h + p.pad.bottom, w + p.pad.right],
-            )
-        };
         let mut out = vec![0f32; n * c * ho * wo];
-        let halving = p.kind == PoolKind::Max && kernel == [2, 2] && stride == [2, 2] && pad == [0, 0];
+        let halving = p.kind == PoolKind::Max
+            && !p.global
+            && p.kernel == [2, 2]
+            && p.stride == [2, 2]
+            && [p.pad.top, p.pad.left] == [0, 0];
         out.par_chunks_mut(ho * wo).enumerate().for_each(|(plane, o)| {
             let src = &x[plane * h * w..(plane + 1) * h * w];
             for oy in 0..ho {
-                let y0 = (oy * stride[0]) as isize - pad[0] as isize;
-                let y1 = (y0 + kernel[0] as isize).min(end[0] as isize);
-                let (ya, yb) = (y0.max(0) as usize, (y1.min(h as isize)).max(0) as usize);
+                let rows = window(p, 0, oy, h);
+                let (ya, yb) = (rows.lo, rows.hi);
                 let row = &mut o[oy * wo..(oy + 1) * wo];
                 if halving && yb == ya + 2 && 2 * wo <= w {
                     // The common 2x2/2 max pooling, with whole windows: two rows, pairwise maxima.
@@ -48,17 +81,13 @@ impl CustomOp1 for PoolKernel {
                     continue;
                 }
                 for (ox, v) in row.iter_mut().enumerate() {
-                    let x0 = (ox * stride[1]) as isize - pad[1] as isize;
-                    let x1 = (x0 + kernel[1] as isize).min(end[1] as isize);
-                    let (xa, xb) = (x0.max(0) as usize, (x1.min(w as isize)).max(0) as usize);
-                    let window = (ya..yb).flat_map(|y| &src[y * w + xa..y * w + xb]);
+                    let cols = window(p, 1, ox, w);
+                    let (xa, xb) = (cols.lo, cols.hi);
+                    let values = (ya..yb).flat_map(|y| &src[y * w + xa..y * w + xb]);
                     *v = match p.kind {
-                        PoolKind::Max => window.fold(f32::NEG_INFINITY, |m, &v| m.max(v)),
-                        PoolKind::Sum => window.sum(),
-                        PoolKind::Avg if p.count_include_pad => window.sum::<f32>() / ((y1 - y0) * (x1 - x0)) as f32,
-                        PoolKind::Avg => {
-                            window.sum::<f32>() / ((yb.saturating_sub(ya)) * (xb.saturating_sub(xa))).max(1) as f32
-                        }
+                        PoolKind::Max => values.fold(f32::NEG_INFINITY, |m, &v| m.max(v)),
+                        PoolKind::Sum => values.sum(),
+                        PoolKind::Avg => values.sum::<f32>() / (rows.count(p) * cols.count(p)).max(1) as f32,
                     };
                 }
             }

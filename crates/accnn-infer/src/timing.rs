@@ -57,22 +57,25 @@ impl Comparison {
 }
 
 /// Times `a` and `b` on `input`: `warmup` untimed runs each, then `rounds` alternating timed runs.
+/// The input is placed on each engine's device first and outputs stay there: a GPU's timings
+/// hold no transfers.
 pub fn compare(a: &Engine, b: &Engine, input: &Tensor, warmup: usize, rounds: usize) -> Result<Comparison, InferError> {
+    let (xa, xb) = (a.prepare(input)?, b.prepare(input)?);
     for _ in 0..warmup {
-        a.run(input)?;
-        b.run(input)?;
+        a.forward(&xa)?;
+        b.forward(&xb)?;
     }
     let (mut ta, mut tb) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
     for round in 0..rounds {
         // Alternate which goes first so neither always runs on a cache the other just warmed.
-        let order: [(&Engine, &mut Vec<f64>); 2] = if round % 2 == 0 {
-            [(a, &mut ta), (b, &mut tb)]
+        let order: [(&Engine, &Tensor, &mut Vec<f64>); 2] = if round % 2 == 0 {
+            [(a, &xa, &mut ta), (b, &xb, &mut tb)]
         } else {
-            [(b, &mut tb), (a, &mut ta)]
+            [(b, &xb, &mut tb), (a, &xa, &mut ta)]
         };
-        for (engine, times) in order {
+        for (engine, x, times) in order {
             let start = Instant::now();
-            engine.run(input)?;
+            engine.forward(x)?;
             times.push(start.elapsed().as_secs_f64());
         }
     }

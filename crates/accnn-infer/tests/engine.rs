@@ -18,12 +18,31 @@ fn random(n: usize, seed: u64) -> Vec<f32> {
     (0..n).map(|_| StandardNormal.sample(&mut rng)).collect()
 }
 
-fn run(model: &Model, shape: &[usize], x: &[f32], threads: usize) -> Vec<f64> {
-    let options = EngineOptions {
+/// Every way the engine runs a model in f32 on this machine, with `threads` workers: accnn's CPU
+/// kernels (the AVX-512 micro-kernel where the CPU has it), the portable ones, and candle ops (the
+/// GPU path).
+fn every_path(threads: usize) -> [(&'static str, EngineOptions); 3] {
+    let base = EngineOptions {
         threads,
         ..Default::default()
     };
-    run_with(model, shape, x, options)
+    [
+        ("accnn kernels", base),
+        (
+            "portable kernels",
+            EngineOptions {
+                portable_kernels: true,
+                ..base
+            },
+        ),
+        (
+            "candle ops",
+            EngineOptions {
+                candle_ops: true,
+                ..base
+            },
+        ),
+    ]
 }
 
 fn run_with(model: &Model, shape: &[usize], x: &[f32], options: EngineOptions) -> Vec<f64> {
@@ -82,8 +101,13 @@ fn matches_mxnet_on_its_own_dag() {
     let x: Vec<f32> = floats("input").into_iter().map(|v| v as f32).collect();
     let model = with_head(load_checkpoint(&root("fixtures/mxnet/dag"), 1).unwrap(), "fc2");
     for threads in [1, 2] {
-        let err = relative_error(&run(&model, &shape, &x, threads), &floats("logits"));
-        assert!(err < 1e-5, "threads {threads}: relative error against MXNet {err}");
+        for (path, options) in every_path(threads) {
+            let err = relative_error(&run_with(&model, &shape, &x, options), &floats("logits"));
+            assert!(
+                err < 1e-5,
+                "threads {threads}, {path}: relative error against MXNet {err}"
+            );
+        }
     }
 }
 
@@ -92,13 +116,75 @@ fn matches_the_reference_on_the_fixture_batched() {
     let model = with_head(load_checkpoint(&root("fixtures/vgg16-mini"), 1).unwrap(), "fc8");
     let shape = [3, 1, 32, 32];
     let x = random(3 * 32 * 32, 1);
-    let err = relative_error(&run(&model, &shape, &x, 2), &reference(&model, &shape, &x));
-    assert!(err < 1e-5, "relative error {err}");
+    assert_every_path(
+        &model,
+        &shape,
+        &x,
+        &reference(&model, &shape, &x),
+        &[2],
+        1e-5,
+        "fixture",
+    );
 }
 
-/// Every kernel path: stride-1 convolutions on the AVX-512 micro-kernel (where the CPU has it) and
-/// as shifted GEMMs (square, vertical, horizontal, dilated, grouped, asymmetric padding), strided
-/// im2col, and pooling with both conventions and padding.
+/// Half precision (the GPU's bf16/f16, here f16 on the CPU's candle ops): outputs within the
+/// rounding a 10-bit mantissa allows of the f64 reference, and the same predicted classes.
+#[test]
+fn half_precision_keeps_the_fixture_s_outputs_and_predictions() {
+    let model = with_head(load_checkpoint(&root("fixtures/vgg16-mini"), 1).unwrap(), "fc8");
+    let shape = [8, 1, 32, 32];
+    let x = random(8 * 32 * 32, 3);
+    let want = reference(&model, &shape, &x);
+    let options = EngineOptions {
+        dtype: candle_core::DType::F16,
+        ..Default::default()
+    };
+    let got = run_with(&model, &shape, &x, options);
+    let err = relative_error(&got, &want);
+    assert!(err > 1e-6 && err < 2e-2, "f16: relative error {err}");
+    let best = |v: &[f64]| -> Vec<usize> {
+        v.chunks(10)
+            .map(|row| (0..10).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap())
+            .collect()
+    };
+    assert_eq!(best(&got), best(&want));
+}
+
+#[test]
+fn unsupported_devices_and_precisions_are_named() {
+    let model = accnn_infer::doc_model();
+    let fails = |options: EngineOptions| match Engine::new(&model, options) {
+        Ok(_) => panic!("{options:?} was accepted"),
+        Err(e) => e.to_string(),
+    };
+    let message = fails(EngineOptions {
+        dtype: candle_core::DType::BF16,
+        ..Default::default()
+    });
+    assert!(message.contains("bf16"), "{message}");
+    let message = fails(EngineOptions {
+        dtype: candle_core::DType::F64,
+        ..Default::default()
+    });
+    assert!(message.contains("f32, bf16 or f16"), "{message}");
+    if !cfg!(feature = "cuda") {
+        let message = fails(EngineOptions {
+            target: accnn_infer::Target::Cuda(0),
+            ..Default::default()
+        });
+        assert!(message.contains("build-cuda"), "{message}");
+    }
+    assert!(accnn_infer::Target::parse("gpu").is_err());
+    assert_eq!(
+        accnn_infer::Target::parse("cuda:1").unwrap(),
+        accnn_infer::Target::Cuda(1)
+    );
+}
+
+/// Every kernel path: stride-1 convolutions on the AVX-512 micro-kernel (where the CPU has it), as
+/// shifted GEMMs and as candle ops (square, vertical, horizontal, dilated, grouped, asymmetric
+/// padding), strided ones (equal and unequal strides), and pooling with both conventions and
+/// padding.
 #[test]
 fn every_convolution_and_pooling_path_matches_the_reference() {
     let convs: Vec<(ConvAttrs, usize, bool)> = vec![
@@ -106,6 +192,7 @@ fn every_convolution_and_pooling_path_matches_the_reference() {
         (conv([3, 1], [1, 1], [1, 1], Padding2d::symmetric(1, 0), 1), 6, false),
         (conv([1, 3], [1, 1], [1, 1], Padding2d::symmetric(0, 1), 1), 6, true),
         (conv([3, 3], [1, 1], [2, 3], Padding2d::symmetric(2, 3), 1), 6, true),
+        (conv([3, 1], [1, 1], [2, 5], Padding2d::symmetric(2, 0), 1), 6, true),
         (conv([3, 3], [1, 1], [1, 1], Padding2d::symmetric(1, 1), 3), 6, true),
         (
             conv(
@@ -131,7 +218,7 @@ fn every_convolution_and_pooling_path_matches_the_reference() {
         let model = single_conv(attrs.clone(), channels, bias, i as u64);
         let shape = [2, channels, 9, 11];
         let x = random(2 * channels * 99, 100 + i as u64);
-        agrees_on_both_paths(&model, &shape, &x, &format!("{attrs:?}"));
+        agrees_on_every_path(&model, &shape, &x, &format!("{attrs:?}"));
     }
     for (kind, convention, pad, include) in [
         (PoolKind::Max, PoolConvention::Valid, 0, true),
@@ -157,21 +244,27 @@ fn every_convolution_and_pooling_path_matches_the_reference() {
         model.graph.heads = vec![Entry::new(1)];
         let shape = [2, 3, 9, 8];
         let x = random(2 * 3 * 72, 7);
-        let err = relative_error(&run(&model, &shape, &x, 2), &reference(&model, &shape, &x));
-        assert!(err < 1e-6, "{attrs:?}: relative error {err}");
+        let want = reference(&model, &shape, &x);
+        assert_every_path(&model, &shape, &x, &want, &[2], 1e-6, &format!("{attrs:?}"));
     }
 }
 
-/// Larger stride-1 convolutions: several 96-position blocks with a partial last one, filter counts
-/// that are and are not multiples of the micro-kernel's 4, one image and several, a fused ReLU;
-/// both kernel paths against the reference.
+/// Larger stride-1 convolutions: several 96- and 48-position blocks with a partial last one, filter
+/// counts that are and are not multiples of the micro-kernel's 4 and 8, one image and several, a
+/// fused ReLU; every path against the reference.
 #[test]
-fn larger_convolutions_match_the_reference_on_both_paths() {
+fn larger_convolutions_match_the_reference_on_every_path() {
     let cases = [
         (conv_filters([3, 3], Padding2d::symmetric(1, 1), 9), 20, [1, 20, 17, 37]),
         (conv_filters([3, 1], Padding2d::symmetric(1, 0), 8), 13, [2, 13, 30, 10]),
         (conv_filters([1, 3], Padding2d::symmetric(0, 1), 5), 3, [1, 3, 40, 40]),
         (conv_filters([1, 1], Padding2d::default(), 7), 33, [3, 33, 12, 12]),
+        // 64 channels and more take the 8-filter tile on any image size.
+        (
+            conv_filters([3, 1], Padding2d::symmetric(1, 0), 12),
+            64,
+            [1, 64, 20, 30],
+        ),
     ];
     for (i, (attrs, channels, shape)) in cases.into_iter().enumerate() {
         let mut model = single_conv(attrs.clone(), channels, i % 2 == 0, 40 + i as u64);
@@ -182,7 +275,7 @@ fn larger_convolutions_match_the_reference_on_both_paths() {
             .push(node("relu", Op::Activation(Activation::Relu), vec![conv_node]));
         model.graph.heads = vec![Entry::new(conv_node + 1)];
         let x = random(shape.iter().product(), 200 + i as u64);
-        agrees_on_both_paths(&model, &shape, &x, &format!("{attrs:?} {shape:?}"));
+        agrees_on_every_path(&model, &shape, &x, &format!("{attrs:?} {shape:?}"));
     }
 }
 
@@ -221,35 +314,38 @@ fn dense_layers_match_the_reference_at_every_batch_size() {
             let shape = [batch, inputs, 1, 1];
             let x = random(batch * inputs, seed + 10 + batch as u64);
             let want = reference(&model, &shape, &x);
-            for threads in [1, 2] {
-                let err = relative_error(&run(&model, &shape, &x, threads), &want);
-                assert!(
-                    err < 1e-5,
-                    "{inputs}->{outputs}, batch {batch}, threads {threads}: relative error {err}"
-                );
-            }
+            let what = format!("{inputs}->{outputs}, batch {batch}");
+            assert_every_path(&model, &shape, &x, &want, &[1, 2], 1e-5, &what);
         }
     }
 }
 
-/// The engine with 1 and 2 threads, on the micro-kernel and the portable convolution path, within
-/// 1e-5 (relative) of the reference interpreter.
-fn agrees_on_both_paths(model: &Model, shape: &[usize], x: &[f32], what: &str) {
-    let want = reference(model, shape, x);
-    for threads in [1, 2] {
-        for portable_kernels in [false, true] {
-            let options = EngineOptions {
-                threads,
-                portable_kernels,
-                ..Default::default()
-            };
-            let err = relative_error(&run_with(model, shape, x, options), &want);
+/// The engine with each of `threads` workers, on every path (see [`every_path`]), within
+/// `tolerance` (relative) of `want`.
+fn assert_every_path(
+    model: &Model,
+    shape: &[usize],
+    x: &[f32],
+    want: &[f64],
+    threads: &[usize],
+    tolerance: f64,
+    what: &str,
+) {
+    for &threads in threads {
+        for (path, options) in every_path(threads) {
+            let err = relative_error(&run_with(model, shape, x, options), want);
             assert!(
-                err < 1e-5,
-                "{what}, threads {threads}, portable {portable_kernels}: relative error {err}"
+                err < tolerance,
+                "{what}, threads {threads}, {path}: relative error {err}"
             );
         }
     }
+}
+
+/// The engine with 1 and 2 threads, on every path, within 1e-5 (relative) of the reference
+/// interpreter.
+fn agrees_on_every_path(model: &Model, shape: &[usize], x: &[f32], what: &str) {
+    assert_every_path(model, shape, x, &reference(model, shape, x), &[1, 2], 1e-5, what);
 }
 
 fn conv_filters(kernel: [usize; 2], pad: Padding2d, filters: usize) -> ConvAttrs {
@@ -321,8 +417,8 @@ fn onnx_graphs_match_the_reference() {
                 .model;
             let n: usize = shape.iter().product();
             let x = random(n, 5);
-            let err = relative_error(&run(&model, &shape, &x, 2), &reference(&model, &shape, &x));
-            assert!(err < 1e-5, "{name} opset {opset}: relative error {err}");
+            let want = reference(&model, &shape, &x);
+            assert_every_path(&model, &shape, &x, &want, &[2], 1e-5, &format!("{name} opset {opset}"));
         }
     }
 }

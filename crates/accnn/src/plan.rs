@@ -362,6 +362,9 @@ impl std::fmt::Display for Report {
         let (before, after) = self.macs();
         let (pb, pa) = self.params();
         writeln!(f, "total MACs {before} -> {after}; parameters {pb} -> {pa}")?;
+        // The objective rank selection maximises: plans of equal cost compare by it.
+        let log_energy: f64 = self.layers.iter().map(|l| l.energy.max(f64::MIN_POSITIVE).ln()).sum();
+        writeln!(f, "kept energy: sum of ln(energy) over the layers {log_energy:.3}")?;
         writeln!(
             f,
             "theoretical speed-up: {:.3}x whole model (conv + fc), {:.3}x convolutions alone",
