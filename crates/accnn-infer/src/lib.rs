@@ -1,12 +1,13 @@
 //! Runs an accnn [`Model`] with [candle-core](candle_core).
 //!
 //! Convolutions, fully-connected layers and pooling run on accnn's own CPU kernels (candle custom
-//! ops). A stride-1 convolution runs on an AVX-512 register-blocked micro-kernel where the CPU has
-//! one, else as GEMMs over shifted views of the padded input; either way the `(kh, 1)` and `(1, kw)`
-//! halves of a decomposed layer cost what their FLOPs say rather than an im2col copy each (candle's
-//! own `conv2d` also takes one padding, stride and dilation for both axes, which the halves cannot
-//! use). A dense layer at batch sizes up to 4 streams its weights once across the workers (it is
-//! bound by reading them). Everything else is candle.
+//! ops). A convolution runs on an AVX-512 register-blocked micro-kernel where the CPU has one
+//! (strided ones through phase planes of the input), else as GEMMs over shifted views of the padded
+//! input (im2col when strided); either way the `(kh, 1)` and `(1, kw)` halves of a decomposed layer
+//! cost what their FLOPs say rather than an im2col copy each (candle's own `conv2d` also takes one
+//! padding, stride and dilation for both axes, which the halves cannot use). A dense layer at batch
+//! sizes up to 4 streams its weights once across the workers (it is bound by reading them). Pooling
+//! windows are reduced separably. Everything else is candle.
 //!
 //! On CUDA (cargo feature `cuda`), and in bf16 or f16 anywhere, every layer runs as candle tensor
 //! ops instead ([`EngineOptions::candle_ops`] asks for that path on the CPU in f32 too, where it is
@@ -128,7 +129,7 @@ pub struct EngineOptions {
     /// Apply a ReLU inside the convolution it follows (default). Off, every convolution's own
     /// output stays observable through [`Engine::run_collect`].
     pub fuse_activations: bool,
-    /// Run stride-1 convolutions as GEMMs over shifted views (the path for CPUs without AVX-512)
+    /// Run convolutions as GEMMs over shifted views or im2col (the path for CPUs without AVX-512)
     /// even where the AVX-512 micro-kernel is available: for comparing the two.
     pub portable_kernels: bool,
     /// Where to run.
@@ -567,7 +568,7 @@ impl Engine {
 /// an older generation say nothing about these.
 pub fn cpu_kernels(portable: bool) -> &'static str {
     if !portable && conv::direct_available() {
-        "avx512-3"
+        "avx512-4"
     } else {
         "portable-2"
     }

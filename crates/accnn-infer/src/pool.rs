@@ -61,33 +61,41 @@ impl CustomOp1 for PoolKernel {
         let (ho, wo) = accnn_graph::shape::pool_output_hw(p, h, w)
             .ok_or_else(|| candle_core::Error::Msg(format!("pooling window does not fit {h}x{w}")))?;
         let mut out = vec![0f32; n * c * ho * wo];
-        let halving = p.kind == PoolKind::Max
-            && !p.global
-            && p.kernel == [2, 2]
-            && p.stride == [2, 2]
-            && [p.pad.top, p.pad.left] == [0, 0];
+        // Windows are separable: reduce each output row's input rows into one row (contiguous,
+        // vectorised), then each output's columns of that row.
+        let rows: Vec<Window> = (0..ho).map(|o| window(p, 0, o, h)).collect();
+        let cols: Vec<Window> = (0..wo).map(|o| window(p, 1, o, w)).collect();
+        let max = p.kind == PoolKind::Max;
+        let empty = if max { f32::NEG_INFINITY } else { 0.0 };
+        let halving = max && !p.global && p.kernel == [2, 2] && p.stride == [2, 2] && [p.pad.top, p.pad.left] == [0, 0];
         out.par_chunks_mut(ho * wo).enumerate().for_each(|(plane, o)| {
             let src = &x[plane * h * w..(plane + 1) * h * w];
-            for oy in 0..ho {
-                let rows = window(p, 0, oy, h);
-                let (ya, yb) = (rows.lo, rows.hi);
-                let row = &mut o[oy * wo..(oy + 1) * wo];
-                if halving && yb == ya + 2 && 2 * wo <= w {
-                    // The common 2x2/2 max pooling, with whole windows: two rows, pairwise maxima.
-                    let (r0, r1) = (&src[ya * w..ya * w + 2 * wo], &src[(ya + 1) * w..(ya + 1) * w + 2 * wo]);
-                    for ((v, a), b) in row.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
+            let mut line = vec![empty; w];
+            for (rw, dst) in rows.iter().zip(o.chunks_mut(wo)) {
+                if halving && rw.hi == rw.lo + 2 && 2 * wo <= w {
+                    // The common 2x2/2 max pooling, with whole windows: pairwise maxima of two rows.
+                    let r0 = &src[rw.lo * w..rw.lo * w + 2 * wo];
+                    let r1 = &src[(rw.lo + 1) * w..(rw.lo + 1) * w + 2 * wo];
+                    for ((v, a), b) in dst.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
                         *v = a[0].max(a[1]).max(b[0].max(b[1]));
                     }
                     continue;
                 }
-                for (ox, v) in row.iter_mut().enumerate() {
-                    let cols = window(p, 1, ox, w);
-                    let (xa, xb) = (cols.lo, cols.hi);
-                    let values = (ya..yb).flat_map(|y| &src[y * w + xa..y * w + xb]);
+                line.fill(empty);
+                for y in rw.lo..rw.hi {
+                    let row = &src[y * w..(y + 1) * w];
+                    if max {
+                        line.iter_mut().zip(row).for_each(|(m, &v)| *m = m.max(v));
+                    } else {
+                        line.iter_mut().zip(row).for_each(|(m, &v)| *m += v);
+                    }
+                }
+                for (cw, v) in cols.iter().zip(dst.iter_mut()) {
+                    let cells = &line[cw.lo..cw.hi.max(cw.lo)];
                     *v = match p.kind {
-                        PoolKind::Max => values.fold(f32::NEG_INFINITY, |m, &v| m.max(v)),
-                        PoolKind::Sum => values.sum(),
-                        PoolKind::Avg => values.sum::<f32>() / (rows.count(p) * cols.count(p)).max(1) as f32,
+                        PoolKind::Max => cells.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)),
+                        PoolKind::Sum => cells.iter().sum(),
+                        PoolKind::Avg => cells.iter().sum::<f32>() / (rw.count(p) * cw.count(p)).max(1) as f32,
                     };
                 }
             }

@@ -249,9 +249,9 @@ fn every_convolution_and_pooling_path_matches_the_reference() {
     }
 }
 
-/// Larger stride-1 convolutions: several 96- and 48-position blocks with a partial last one, filter
-/// counts that are and are not multiples of the micro-kernel's 4 and 8, one image and several, a
-/// fused ReLU; every path against the reference.
+/// Larger stride-1 convolutions: several 96-, 48- and 32-position blocks with a partial last one,
+/// filter counts that are and are not multiples of the micro-kernel's tiles, one image and several,
+/// a fused ReLU; every path against the reference.
 #[test]
 fn larger_convolutions_match_the_reference_on_every_path() {
     let cases = [
@@ -259,12 +259,20 @@ fn larger_convolutions_match_the_reference_on_every_path() {
         (conv_filters([3, 1], Padding2d::symmetric(1, 0), 8), 13, [2, 13, 30, 10]),
         (conv_filters([1, 3], Padding2d::symmetric(0, 1), 5), 3, [1, 3, 40, 40]),
         (conv_filters([1, 1], Padding2d::default(), 7), 33, [3, 33, 12, 12]),
-        // 64 channels and more take the 8-filter tile on any image size.
+        // From 64 channels on: the 8 x 48 tile (16 filters), the 12 x 32 one (12 filters, or a 7x7
+        // image), never the 4 x 96 one.
+        (
+            conv_filters([3, 1], Padding2d::symmetric(1, 0), 16),
+            64,
+            [1, 64, 20, 30],
+        ),
         (
             conv_filters([3, 1], Padding2d::symmetric(1, 0), 12),
             64,
             [1, 64, 20, 30],
         ),
+        (conv_filters([3, 3], Padding2d::symmetric(1, 1), 24), 64, [1, 64, 7, 7]),
+        (conv_filters([3, 3], Padding2d::symmetric(1, 1), 12), 8, [2, 8, 7, 7]),
     ];
     for (i, (attrs, channels, shape)) in cases.into_iter().enumerate() {
         let mut model = single_conv(attrs.clone(), channels, i % 2 == 0, 40 + i as u64);
@@ -275,6 +283,55 @@ fn larger_convolutions_match_the_reference_on_every_path() {
             .push(node("relu", Op::Activation(Activation::Relu), vec![conv_node]));
         model.graph.heads = vec![Entry::new(conv_node + 1)];
         let x = random(shape.iter().product(), 200 + i as u64);
+        agrees_on_every_path(&model, &shape, &x, &format!("{attrs:?} {shape:?}"));
+    }
+}
+
+/// Strided convolutions on every path, the micro-kernel reading them through phase planes: a
+/// ResNet stem (7x7, stride 2, 3 channels), its decomposed halves (stride (2, 1) and (1, 2)), a 3x3
+/// stride-2 transition with 64 channels (the 8-filter tile), a 1x1 stride-2 shortcut, stride 3 with
+/// dilation, and odd sizes so that phases differ in length.
+#[test]
+fn strided_convolutions_match_the_reference_on_every_path() {
+    let strided = |kernel, stride, dilate, pad: Padding2d, filters| ConvAttrs {
+        num_filter: filters,
+        ..conv(kernel, stride, dilate, pad, 1)
+    };
+    let cases = [
+        (
+            strided([7, 7], [2, 2], [1, 1], Padding2d::symmetric(3, 3), 8),
+            3,
+            [1, 3, 45, 39],
+        ),
+        (
+            strided([7, 1], [2, 1], [1, 1], Padding2d::symmetric(3, 0), 5),
+            3,
+            [2, 3, 33, 20],
+        ),
+        (
+            strided([1, 7], [1, 2], [1, 1], Padding2d::symmetric(0, 3), 9),
+            5,
+            [1, 5, 17, 41],
+        ),
+        (
+            strided([3, 3], [2, 2], [1, 1], Padding2d::symmetric(1, 1), 16),
+            64,
+            [1, 64, 23, 21],
+        ),
+        (
+            strided([1, 1], [2, 2], [1, 1], Padding2d::default(), 12),
+            16,
+            [2, 16, 15, 15],
+        ),
+        (
+            strided([3, 3], [3, 2], [2, 1], Padding2d::symmetric(2, 1), 7),
+            4,
+            [1, 4, 26, 19],
+        ),
+    ];
+    for (i, (attrs, channels, shape)) in cases.into_iter().enumerate() {
+        let model = single_conv(attrs.clone(), channels, i % 2 == 0, 500 + i as u64);
+        let x = random(shape.iter().product(), 600 + i as u64);
         agrees_on_every_path(&model, &shape, &x, &format!("{attrs:?} {shape:?}"));
     }
 }

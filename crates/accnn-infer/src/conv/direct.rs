@@ -1,18 +1,21 @@
-//! Stride-1 convolution by an AVX-512 register-blocked micro-kernel ("direct" convolution).
+//! Convolution by an AVX-512 register-blocked micro-kernel ("direct" convolution), any stride.
 //!
-//! The input group is copied zero-padded to `(Cg, Hp, Wp)`. Output positions are numbered on the
-//! padded pitch, `o = y * Wp + x`, so that tap `(i, j)` reads element `o + i * dh * Wp + j * dw` of
-//! every channel plane: one offset for all positions. A block of 96 consecutive positions thus reads
-//! six consecutive vectors from one address per channel and tap, with no masks and no gathers; the
-//! `Wp - Wo` positions per row that fall on the padding are computed and dropped (none for the
-//! vertical `(kh, 1)` half of a decomposed pair, which has no horizontal padding).
+//! The input group is copied zero-padded to `(Cg, Hp, Wp)`, and for a stride `(sh, sw)` split into
+//! `sh * sw` phase planes per channel (`phase_split`), so that every tap reads its phase at stride 1.
+//! Output positions are numbered on the phase plane's pitch `Wq = ceil(Wp / sw)`,
+//! `o = y * Wq + x`, so that each tap reads element `o + offset(tap)` of every channel: one offset
+//! for all positions. A block of 96 consecutive positions thus reads six consecutive vectors from one
+//! address per channel and tap, with no masks and no gathers; the `Wq - Wo` positions per row past
+//! the output are computed and dropped (none for the vertical `(kh, 1)` half of a decomposed pair,
+//! which has no horizontal padding).
 //!
 //! A micro-tile is 8 filters x 48 positions from 64 input channels on, else 4 filters x 96 (or
-//! 8 x 48 where 96-position blocks would overshoot the plane): 24 zmm accumulators stay in registers through the whole
-//! reduction over channels and taps, and each step loads 6 (3) input vectors and broadcasts 4 (8)
-//! weights for 24 FMAs. Unlike one GEMM per tap (the portable path in `mod.rs`), every output is
-//! written once, and nothing is packed but the weights, once, when the engine is built. The padded
-//! copy and the output are written in parallel and never zero-filled first.
+//! 8 x 48 where 96-position blocks would overshoot the plane): 24 zmm accumulators stay in
+//! registers through the whole reduction over channels and taps, and each step loads 6 (3) input
+//! vectors and broadcasts 4 (8) weights for 24 FMAs. Unlike one GEMM per tap (the portable path in
+//! `mod.rs`) or im2col, every output is written once, and nothing is packed but the weights, once,
+//! when the engine is built. The padded copy and the output are written in parallel and never
+//! zero-filled first.
 
 use std::arch::x86_64::{
     __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_max_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
@@ -20,14 +23,16 @@ use std::arch::x86_64::{
 
 use rayon::prelude::*;
 
-use super::{BLOCK_FILTERS, Geometry, OutPtr, padded};
+use super::{BLOCK_FILTERS, Geometry, OutPtr, phase_split};
 
 /// Filters per packed weight block.
 const FILTERS: usize = BLOCK_FILTERS;
 const LANES: usize = 16;
 /// Accumulator registers per micro-tile.
 const ACCUMULATORS: usize = 24;
-/// Input channels from which the 8-filter tile is used whatever the image size.
+/// Filters of the widest tile (12 x 32).
+const MAX_TILE_FILTERS: usize = 3 * FILTERS;
+/// Input channels from which the 4 x 96 tile is never used.
 const NARROW_FROM_CHANNELS: usize = 64;
 
 /// Whether this CPU runs the micro-kernel.
@@ -53,29 +58,43 @@ pub(super) fn convolve(
     let (ho, wo) = geo.output_hw;
     let a = geo.attrs;
     let [kh, kw] = a.kernel;
+    let [sh, sw] = a.stride;
     let (hp, wp) = (h + a.pad.top + a.pad.bottom, w + a.pad.left + a.pad.right);
+    // The input is split into `sh * sw` phase planes of `hq x wq` per channel (see `phase_split`):
+    // padded cell `(y * sh + i * dh, x * sw + j * dw)` of tap `(i, j)` is cell `(y + i * dh / sh,
+    // x + j * dw / sw)` of phase `(i * dh % sh, j * dw % sw)`, so every tap is still one offset
+    // from output position `y * wq + x`.
+    let (hq, wq) = (hp.div_ceil(sh), wp.div_ceil(sw));
     let offsets: Vec<usize> = (0..kh)
-        .flat_map(|i| (0..kw).map(move |j| (i, j)))
-        .map(|(i, j)| i * a.dilate[0] * wp + j * a.dilate[1])
+        .flat_map(|i| (0..kw).map(move |j| (i * a.dilate[0], j * a.dilate[1])))
+        .map(|(di, dj)| ((di % sh) * sw + dj % sw) * hq * wq + (di / sh) * wq + dj / sw)
         .collect();
-    // Positions 0..span on the padded pitch hold every output; blocks may run past it.
-    let span = (ho - 1) * wp + wo;
+    // Positions 0..span on the phase pitch hold every output; blocks may run past it.
+    let span = (ho - 1) * wq + wo;
     let computed =
         |filters: usize, positions: usize| fg.div_ceil(filters) * filters * span.div_ceil(positions) * positions;
+    // Tile shapes, as (blocks of 4 filters, vectors of 16 positions): 4 x 96, 8 x 48, 12 x 32.
     // The 8 x 48 tile loads half as many input vectors per FMA as the 4 x 96 one (broadcasting
     // twice as many weights): the better trade once a tile's channel panel outgrows L1, which
     // holds from 64 channels on (measured on VGG-16's layers and their decomposed halves: 5-20%
-    // faster there). Below that, the tile that computes fewer padded positions wins.
-    let wide = cg < NARROW_FROM_CHANNELS && computed(FILTERS, 6 * LANES) <= computed(2 * FILTERS, 3 * LANES);
-    let (tile_filters, positions) = if wide {
-        (FILTERS, 6 * LANES)
+    // faster there). Among the allowed shapes the one that computes the fewest padded positions x
+    // filters wins, the first listed on a tie: 12 x 32 wins on small images (7x7: 64 positions
+    // computed instead of 96).
+    let shapes: &[(usize, usize)] = if cg < NARROW_FROM_CHANNELS {
+        &[(1, 6), (2, 3), (3, 2)]
     } else {
-        (2 * FILTERS, 3 * LANES)
+        &[(2, 3), (3, 2)]
     };
+    let (tile_blocks, vectors) = shapes
+        .iter()
+        .copied()
+        .min_by_key(|&(b, v)| computed(b * FILTERS, v * LANES))
+        .unwrap_or((2, 3));
+    let (tile_filters, positions) = (tile_blocks * FILTERS, vectors * LANES);
     let blocks = span.div_ceil(positions);
-    let plane = hp * wp;
-    let reach = (cg - 1) * plane + blocks * positions + offsets.last().copied().unwrap_or(0);
-    let xp = padded(x, cg, (h, w), a.pad, reach.max(cg * plane), workers);
+    let plane = sh * sw * hq * wq;
+    let reach = (cg - 1) * plane + blocks * positions + offsets.iter().max().copied().unwrap_or(0);
+    let xp = phase_split(x, cg, (h, w), a.pad, a.stride, reach.max(cg * plane), workers);
     let filter_tiles = fg.div_ceil(tile_filters);
     // Enough tasks to balance the workers: split filters as well as positions on small images.
     let chunks = (8 * workers).div_ceil(blocks).clamp(1, filter_tiles);
@@ -88,14 +107,14 @@ pub(super) fn convolve(
         let mut tile = [0f32; ACCUMULATORS * LANES];
         for ft in chunk * per_chunk..((chunk + 1) * per_chunk).min(filter_tiles) {
             let first = ft * tile_filters;
-            let mut b = [0f32; 2 * FILTERS];
+            let mut b = [0f32; MAX_TILE_FILTERS];
             for (lane, v) in b.iter_mut().enumerate().take(tile_filters) {
                 *v = bias.and_then(|bias| bias.get(first + lane)).copied().unwrap_or(0.0);
             }
             let fb = first / FILTERS;
             // SAFETY: `available()` was checked by the caller; the kernel reads channel planes
             // `0..cg` at `o0 + offset + 0..positions`, which `reach` keeps inside `xp`, and
-            // `packed` holds `cg * taps * 4` values for every block up to an even count.
+            // `packed` holds `cg * taps * 4` values for every block up to a multiple of 6.
             unsafe {
                 let panel = Panel {
                     x: xp.as_ptr().add(o0),
@@ -103,12 +122,11 @@ pub(super) fn convolve(
                     channels: cg,
                     offsets: &offsets,
                 };
-                let w0 = packed.as_ptr().add(fb * block_stride);
-                if wide {
-                    tile_kernel::<1, 6>(&panel, [w0], &b, relu, &mut tile);
-                } else {
-                    let w1 = packed.as_ptr().add((fb + 1) * block_stride);
-                    tile_kernel::<2, 3>(&panel, [w0, w1], &b, relu, &mut tile);
+                let w = |k: usize| packed.as_ptr().add((fb + k) * block_stride);
+                match tile_blocks {
+                    1 => tile_kernel::<1, 6>(&panel, [w(0)], &b, relu, &mut tile),
+                    2 => tile_kernel::<2, 3>(&panel, [w(0), w(1)], &b, relu, &mut tile),
+                    _ => tile_kernel::<3, 2>(&panel, [w(0), w(1), w(2)], &b, relu, &mut tile),
                 }
             }
             // Scatter the valid positions, row segment by row segment.
@@ -119,9 +137,9 @@ pub(super) fn convolve(
                 }
                 let mut o = o0;
                 while o < end {
-                    let (y, col) = (o / wp, o % wp);
+                    let (y, col) = (o / wq, o % wq);
                     if col >= wo {
-                        o = (y + 1) * wp;
+                        o = (y + 1) * wq;
                         continue;
                     }
                     let run = (end - o).min(wo - col);
@@ -163,7 +181,7 @@ struct Panel<'a> {
 unsafe fn tile_kernel<const B: usize, const V: usize>(
     input: &Panel,
     w: [*const f32; B],
-    bias: &[f32; 2 * FILTERS],
+    bias: &[f32; MAX_TILE_FILTERS],
     relu: bool,
     tile: &mut [f32; ACCUMULATORS * LANES],
 ) {

@@ -1,13 +1,13 @@
 //! CPU convolution.
 //!
-//! On CPUs with AVX-512, stride-1 convolutions run on a register-blocked micro-kernel
-//! ([`direct`]). Elsewhere, as GEMMs over shifted views of the padded input: for a stride-1
+//! On CPUs with AVX-512, convolutions run on a register-blocked micro-kernel ([`direct`]).
+//! Elsewhere, as GEMMs over shifted views of the padded input: for a stride-1
 //! convolution, tap `(i, j)` of the kernel multiplies the `(filters x channels)` slice
 //! `W[:, :, i, j]` with the padded input shifted by `i * dilate_h * Wp + j * dilate_w` in the
 //! flattened `(Hp x Wp)` plane: no im2col copy at all, one GEMM per tap accumulating into the output.
 //! Output positions are computed on the padded row pitch `Wp` and compacted afterwards, which
 //! wastes `(Wp - Wo) / Wp` of the work (none for the vertical `(kh, 1)` half of a decomposed pair).
-//! Strided convolutions fall back to im2col + one GEMM.
+//! Strided convolutions there take im2col + one GEMM.
 
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
@@ -39,10 +39,10 @@ const SMALL_REDUCTION: usize = 8;
 const BLOCK_FILTERS: usize = 4;
 
 /// One group's weights `[Fg][Cg][taps]` re-laid out for the micro-kernel as
-/// `[filter block][Cg][taps][4]`, the order it reads them in; filters past `Fg` (up to a whole pair
-/// of blocks, for its 8-filter tiles) are zero.
+/// `[filter block][Cg][taps][4]`, the order it reads them in; filters past `Fg` (up to a multiple
+/// of 6 blocks, so that 8- and 12-filter tiles always read whole blocks) are zero.
 fn pack_blocks(weight: &[f32], fg: usize, cg: usize, taps: usize) -> Vec<f32> {
-    let blocks = 2 * fg.div_ceil(2 * BLOCK_FILTERS);
+    let blocks = 6 * fg.div_ceil(6 * BLOCK_FILTERS);
     let mut packed = vec![0f32; blocks * cg * taps * BLOCK_FILTERS];
     for f in 0..fg {
         let (block, lane) = (f / BLOCK_FILTERS, f % BLOCK_FILTERS);
@@ -87,32 +87,61 @@ impl OutPtr {
 pub(crate) fn padded(
     x: &[f32],
     channels: usize,
-    (h, w): (usize, usize),
+    hw: (usize, usize),
     pad: Padding2d,
     len: usize,
     workers: usize,
 ) -> Vec<f32> {
-    let wp = w + pad.left + pad.right;
-    let plane = (h + pad.top + pad.bottom) * wp;
+    phase_split(x, channels, hw, pad, [1, 1], len, workers)
+}
+
+/// The zero-padded `(C, Hp, Wp)` input split by `stride = [sh, sw]` into `sh * sw` phase planes per
+/// channel: phase `(pi, pj)` holds the padded cells `(pi + sh * r, pj + sw * q)`, as a
+/// `(ceil(Hp / sh), ceil(Wp / sw))` plane (zeros past the padded extent). Channel `c`'s phases are
+/// consecutive, `(pi, pj)` at `c * sh * sw + pi * sw + pj`. A stride-`s` convolution reads each phase
+/// at stride 1; with stride `[1, 1]` this is the plain padded copy. Followed by zeros up to `len`
+/// values; written plane by plane, in parallel with `workers` > 1, each value once.
+pub(crate) fn phase_split(
+    x: &[f32],
+    channels: usize,
+    (h, w): (usize, usize),
+    pad: Padding2d,
+    [sh, sw]: [usize; 2],
+    len: usize,
+    workers: usize,
+) -> Vec<f32> {
+    let (hp, wp) = (h + pad.top + pad.bottom, w + pad.left + pad.right);
+    let (hq, wq) = (hp.div_ceil(sh), wp.div_ceil(sw));
+    let plane = hq * wq;
     let mut xp: Vec<f32> = Vec::with_capacity(len);
-    let fill = |(c, dst): (usize, &mut [MaybeUninit<f32>])| {
-        for (y, row) in dst.chunks_mut(wp).enumerate() {
-            let inside = c < channels && y >= pad.top && y < pad.top + h && row.len() == wp;
-            if !inside {
+    let fill = |(k, dst): (usize, &mut [MaybeUninit<f32>])| {
+        let (c, phase) = (k / (sh * sw), k % (sh * sw));
+        let (pi, pj) = (phase / sw, phase % sw);
+        for (r, row) in dst.chunks_mut(wq).enumerate() {
+            // Padded row `pi + sh * r` is input row `y`, when inside the input.
+            let y = (pi + sh * r).checked_sub(pad.top).filter(|&y| y < h);
+            let (Some(y), true) = (y.filter(|_| c < channels), row.len() == wq) else {
                 row.iter_mut().for_each(|v| {
                     v.write(0.0);
                 });
                 continue;
+            };
+            let src = &x[(c * h + y) * w..(c * h + y + 1) * w];
+            if sw == 1 {
+                let (before, rest) = row.split_at_mut(pad.left.min(wq));
+                let (body, after) = rest.split_at_mut(w.min(rest.len()));
+                before.iter_mut().chain(after).for_each(|v| {
+                    v.write(0.0);
+                });
+                body.iter_mut().zip(src).for_each(|(d, s)| {
+                    d.write(*s);
+                });
+                continue;
             }
-            let src = &x[(c * h + y - pad.top) * w..(c * h + y - pad.top + 1) * w];
-            let (before, rest) = row.split_at_mut(pad.left);
-            let (body, after) = rest.split_at_mut(w);
-            before.iter_mut().chain(after).for_each(|v| {
-                v.write(0.0);
-            });
-            body.iter_mut().zip(src).for_each(|(d, s)| {
-                d.write(*s);
-            });
+            for (q, v) in row.iter_mut().enumerate() {
+                let col = (pj + sw * q).checked_sub(pad.left).filter(|&col| col < w);
+                v.write(col.map_or(0.0, |col| src[col]));
+            }
         }
     };
     let spare = &mut xp.spare_capacity_mut()[..len];
@@ -136,7 +165,7 @@ pub(crate) struct ConvKernel {
     /// `[group][tap][filter][channel]` (one contiguous `(Fg x Cg)` matrix per group and tap); for
     /// strided ones, `[filter][channel][i][j]` as stored (`F x Cg*kh*kw`, for im2col).
     weights: Vec<f32>,
-    /// Whether the weights are packed for the micro-kernel (stride 1 on an AVX-512 CPU).
+    /// Whether the weights are packed for the micro-kernel (on an AVX-512 CPU).
     direct: bool,
     bias: Option<Vec<f32>>,
     pub threads: usize,
@@ -145,7 +174,7 @@ pub(crate) struct ConvKernel {
 }
 
 impl ConvKernel {
-    /// `direct`: use the AVX-512 micro-kernel for stride-1 convolutions where the CPU has it.
+    /// `direct`: use the AVX-512 micro-kernel where the CPU has it.
     pub fn new(
         attrs: ConvAttrs,
         channels: usize,
@@ -159,13 +188,13 @@ impl ConvKernel {
         let taps_n = attrs.kernel[0] * attrs.kernel[1];
         let per_group = fg * cg * taps_n;
         let strided = attrs.stride != [1, 1];
-        let direct = direct && !strided && direct_available();
-        let weights = if strided {
-            weight.to_vec()
-        } else if direct {
+        let direct = direct && direct_available();
+        let weights = if direct {
             (0..g)
                 .flat_map(|group| pack_blocks(&weight[group * per_group..(group + 1) * per_group], fg, cg, taps_n))
                 .collect()
+        } else if strided {
+            weight.to_vec()
         } else {
             let mut taps = vec![0f32; weight.len()];
             for group in 0..g {
