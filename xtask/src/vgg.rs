@@ -103,15 +103,7 @@ impl Builder {
         let std = (2.0 / (cin * 9) as f32).sqrt();
         let w = self.param(&format!("{name}_weight"), vec![cout, cin, 3, 3], std);
         let b = self.param(&format!("{name}_bias"), vec![cout], 0.01);
-        let op = Op::Convolution(ConvAttrs {
-            kernel: [3, 3],
-            stride: [1, 1],
-            dilate: [1, 1],
-            pad: Padding2d::symmetric(1, 1),
-            num_filter: cout,
-            num_group: 1,
-            no_bias: false,
-        });
+        let op = Op::Convolution(ConvAttrs::same([3, 3], cout));
         let c = self.node(name, op, vec![x, w, b]);
         self.node(&name.replace("conv", "relu"), Op::Activation(Activation::Relu), vec![c])
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use accnn::{Analysis, PlannedLayer, RankPlan, Scope, full_rank_plan, plan_for_ratio};
 use accnn_calibrate::{CalibrateOptions, collect, factorise, reconstruct};
-use accnn_graph::ir::{ConvAttrs, Padding2d};
+use accnn_graph::ir::ConvAttrs;
 use accnn_graph::onnx::{decode_onnx, zoo};
 use accnn_graph::{Entry, Model, Node, Op, Tensor, fold_batch_norms};
 use accnn_infer::data::Dataset;
@@ -53,15 +53,7 @@ fn one_conv() -> Model {
         inputs: inputs.into_iter().map(Entry::new).collect(),
         attrs: Default::default(),
     };
-    let conv = ConvAttrs {
-        kernel: [3, 3],
-        stride: [1, 1],
-        dilate: [1, 1],
-        pad: Padding2d::symmetric(1, 1),
-        num_filter: 6,
-        num_group: 1,
-        no_bias: false,
-    };
+    let conv = ConvAttrs::same([3, 3], 6);
     model.graph.nodes = vec![
         node("data", Op::Variable, vec![]),
         node("w", Op::Variable, vec![]),

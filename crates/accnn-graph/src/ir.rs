@@ -47,6 +47,28 @@ pub struct ConvAttrs {
     pub no_bias: bool,
 }
 
+impl ConvAttrs {
+    /// A stride-1, undilated, ungrouped convolution with bias whose output is as large as its input
+    /// (padding `(k - 1) / 2` on each side, for odd kernel sizes `k`): VGG's and ResNet's 3x3 layers.
+    ///
+    /// ```
+    /// # use accnn_graph::ir::{ConvAttrs, Padding2d};
+    /// let c = ConvAttrs::same([3, 3], 64);
+    /// assert_eq!((c.pad, c.stride, c.num_filter), (Padding2d::symmetric(1, 1), [1, 1], 64));
+    /// ```
+    pub fn same(kernel: [usize; 2], num_filter: usize) -> Self {
+        ConvAttrs {
+            kernel,
+            stride: [1, 1],
+            dilate: [1, 1],
+            pad: Padding2d::symmetric((kernel[0] - 1) / 2, (kernel[1] - 1) / 2),
+            num_filter,
+            num_group: 1,
+            no_bias: false,
+        }
+    }
+}
+
 /// Attributes of a fully-connected layer. Weight layout `(num_hidden, input_features)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FcAttrs {

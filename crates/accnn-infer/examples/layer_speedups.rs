@@ -6,22 +6,14 @@
 //! cargo run --release -p accnn-infer --example layer_speedups [-- THREADS [NAME-FILTER]]
 //! ```
 
-use accnn_graph::ir::{ConvAttrs, Padding2d};
+use accnn_graph::ir::ConvAttrs;
 use accnn_infer::EngineOptions;
 use accnn_infer::latency::{LayerSpec, time_layer};
 
 /// A VGG-16 3x3 convolution: `channels` -> `filters` on a `size` x `size` input.
 fn vgg_conv(channels: usize, filters: usize, size: usize) -> LayerSpec {
     LayerSpec::Conv {
-        attrs: ConvAttrs {
-            kernel: [3, 3],
-            stride: [1, 1],
-            dilate: [1, 1],
-            pad: Padding2d::symmetric(1, 1),
-            num_filter: filters,
-            num_group: 1,
-            no_bias: false,
-        },
+        attrs: ConvAttrs::same([3, 3], filters),
         input: [channels, size, size],
     }
 }

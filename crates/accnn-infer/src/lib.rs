@@ -490,7 +490,7 @@ fn op_input<'a, const R: usize>(
 #[doc(hidden)]
 /// A one-convolution, one-FC model for documentation examples.
 pub fn doc_model() -> Model {
-    use accnn_graph::ir::{ConvAttrs, FcAttrs, Padding2d};
+    use accnn_graph::ir::{ConvAttrs, FcAttrs};
     use accnn_graph::{Node, Tensor as Weights};
     let mut model = Model::default();
     let node = |name: &str, op: Op, inputs: Vec<usize>| Node {
@@ -500,13 +500,8 @@ pub fn doc_model() -> Model {
         attrs: Default::default(),
     };
     let conv = ConvAttrs {
-        kernel: [3, 3],
-        stride: [1, 1],
-        dilate: [1, 1],
-        pad: Padding2d::symmetric(1, 1),
-        num_filter: 2,
-        num_group: 1,
         no_bias: true,
+        ..ConvAttrs::same([3, 3], 2)
     };
     model.graph.nodes = vec![
         node("data", Op::Variable, vec![]),

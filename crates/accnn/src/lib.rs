@@ -52,7 +52,7 @@ pub enum Error {
 #[doc(hidden)]
 /// A tiny two-convolution, one-FC model used in documentation examples.
 pub fn example_model() -> accnn_graph::Model {
-    use accnn_graph::ir::{ConvAttrs, FcAttrs, Padding2d};
+    use accnn_graph::ir::{ConvAttrs, FcAttrs};
     use accnn_graph::{Entry, Model, Node, Op, Tensor};
     let mut model = Model::default();
     let mut push = |name: &str, op: Op, inputs: Vec<usize>| {
@@ -65,17 +65,7 @@ pub fn example_model() -> accnn_graph::Model {
         });
         model.graph.nodes.len() - 1
     };
-    let conv = |filters| {
-        Op::Convolution(ConvAttrs {
-            kernel: [3, 3],
-            stride: [1, 1],
-            dilate: [1, 1],
-            pad: Padding2d::symmetric(1, 1),
-            num_filter: filters,
-            num_group: 1,
-            no_bias: false,
-        })
-    };
+    let conv = |filters| Op::Convolution(ConvAttrs::same([3, 3], filters));
     let d = push("data", Op::Variable, vec![]);
     let w1 = push("c1_weight", Op::Variable, vec![]);
     let b1 = push("c1_bias", Op::Variable, vec![]);
