@@ -9,6 +9,8 @@
 //! of kernel size 1 dropped as meaningless), and unequal strides run at stride 1 followed by keeping
 //! every `s`-th row or column (correct, at the cost of computing the dropped positions).
 
+use std::sync::Mutex;
+
 use candle_core::{D, DType, Device, Tensor};
 
 use accnn_graph::ir::{ConvAttrs, PoolAttrs, PoolKind};
@@ -129,9 +131,9 @@ impl Dense {
         Ok(Dense { weight_t, bias })
     }
 
-    /// `x` is `(B, K)`.
+    /// `x` is `(B, K)`, contiguous.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = x.contiguous()?.matmul(&self.weight_t)?;
+        let y = x.matmul(&self.weight_t)?;
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -141,10 +143,20 @@ impl Dense {
 
 /// Pooling with MXNet's window conventions, on candle's `max_pool2d`/`avg_pool2d`.
 pub(crate) struct Pool {
-    pub attrs: PoolAttrs,
+    attrs: PoolAttrs,
+    /// An average's per-window divisors `(1, 1, Ho, Wo)` for the last input size: made on the host
+    /// and copied to the device once, not on every run.
+    divisors: Mutex<Option<((usize, usize), Tensor)>>,
 }
 
 impl Pool {
+    pub fn new(attrs: PoolAttrs) -> Self {
+        Pool {
+            attrs,
+            divisors: Mutex::new(None),
+        }
+    }
+
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let p = &self.attrs;
         let (_, _, h, w) = x.dims4()?;
@@ -175,15 +187,23 @@ impl Pool {
         if p.kind == PoolKind::Sum {
             return Ok(sums);
         }
-        // Each window's divisor, as the CPU kernel counts it.
-        let rows: Vec<usize> = (0..ho).map(|o| crate::pool::window(p, 0, o, h).count(p)).collect();
-        let cols: Vec<usize> = (0..wo).map(|o| crate::pool::window(p, 1, o, w).count(p)).collect();
-        let counts: Vec<f32> = rows
-            .iter()
-            .flat_map(|r| cols.iter().map(move |c| (r * c).max(1) as f32))
-            .collect();
-        let counts = Tensor::from_vec(counts, (1, 1, ho, wo), x.device())?.to_dtype(x.dtype())?;
-        sums.broadcast_div(&counts)
+        let mut cached = self.divisors.lock().unwrap_or_else(|e| e.into_inner());
+        let divisors = match &*cached {
+            Some((hw, t)) if *hw == (h, w) => t.clone(),
+            _ => {
+                // Each window's divisor, as the CPU kernel counts it.
+                let rows: Vec<usize> = (0..ho).map(|o| crate::pool::window(p, 0, o, h).count(p)).collect();
+                let cols: Vec<usize> = (0..wo).map(|o| crate::pool::window(p, 1, o, w).count(p)).collect();
+                let counts: Vec<f32> = rows
+                    .iter()
+                    .flat_map(|r| cols.iter().map(move |c| (r * c).max(1) as f32))
+                    .collect();
+                let t = Tensor::from_vec(counts, (1, 1, ho, wo), x.device())?.to_dtype(x.dtype())?;
+                *cached = Some(((h, w), t.clone()));
+                t
+            }
+        };
+        sums.broadcast_div(&divisors)
     }
 }
 

@@ -243,7 +243,7 @@ impl Engine {
                 }
                 Op::Activation(_) if node.inputs.first().is_some_and(|e| fused_relu[e.node]) => Step::Identity,
                 Op::Activation(a) => Step::Activation(*a),
-                Op::Pooling(p) if ops => Step::Pool(layers::Pool { attrs: p.clone() }),
+                Op::Pooling(p) if ops => Step::Pool(layers::Pool::new(p.clone())),
                 Op::Pooling(p) => Step::Kernel(Arc::new(Box::new(PoolKernel { attrs: p.clone() }))),
                 Op::BatchNorm(BatchNormAttrs { eps, fix_gamma, .. }) => {
                     let (gamma, beta) = (param(model, node, 1, "gamma")?, param(model, node, 2, "beta")?);
@@ -335,11 +335,6 @@ impl Engine {
         let outputs = self.pool.install(|| self.run_inner(input, &self.heads))?;
         self.device.synchronize()?;
         Ok(outputs)
-    }
-
-    /// The device the engine runs on.
-    pub fn device(&self) -> &Device {
-        &self.device
     }
 
     fn run_inner(&self, input: &Tensor, wanted: &[Entry]) -> Result<Vec<Tensor>, InferError> {

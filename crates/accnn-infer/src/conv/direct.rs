@@ -9,10 +9,10 @@
 //! the output are computed and dropped (none for the vertical `(kh, 1)` half of a decomposed pair,
 //! which has no horizontal padding).
 //!
-//! A micro-tile is 8 filters x 48 positions from 64 input channels on, else 4 filters x 96 (or
-//! 8 x 48 where 96-position blocks would overshoot the plane): 24 zmm accumulators stay in
-//! registers through the whole reduction over channels and taps, and each step loads 6 (3) input
-//! vectors and broadcasts 4 (8) weights for 24 FMAs. Unlike one GEMM per tap (the portable path in
+//! A micro-tile is 4 filters x 96 positions, 8 x 48 or 12 x 32, whichever computes the fewest
+//! wasted positions and filters (from 64 input channels on, never 4 x 96): 24 zmm accumulators
+//! stay in registers through the whole reduction over channels and taps, and each step loads 6, 3
+//! or 2 input vectors and broadcasts 4, 8 or 12 weights for 24 FMAs. Unlike one GEMM per tap (the portable path in
 //! `mod.rs`) or im2col, every output is written once, and nothing is packed but the weights, once,
 //! when the engine is built. The padded copy and the output are written in parallel and never
 //! zero-filled first.

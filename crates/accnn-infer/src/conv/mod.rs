@@ -82,19 +82,6 @@ impl OutPtr {
     }
 }
 
-/// `(C, H, W)` copied zero-padded by `pad` to `(C, Hp, Wp)`, followed by zeros up to `len` values
-/// (at least `C * Hp * Wp`); written plane by plane, in parallel with `workers` > 1, each value once.
-pub(crate) fn padded(
-    x: &[f32],
-    channels: usize,
-    hw: (usize, usize),
-    pad: Padding2d,
-    len: usize,
-    workers: usize,
-) -> Vec<f32> {
-    phase_split(x, channels, hw, pad, [1, 1], len, workers)
-}
-
 /// The zero-padded `(C, Hp, Wp)` input split by `stride = [sh, sw]` into `sh * sw` phase planes per
 /// channel: phase `(pi, pj)` holds the padded cells `(pi + sh * r, pj + sw * q)`, as a
 /// `(ceil(Hp / sh), ceil(Wp / sw))` plane (zeros past the padded extent). Channel `c`'s phases are
@@ -238,7 +225,11 @@ impl ConvKernel {
             return (Cow::Borrowed(&x[..geo.channels * h * w]), hp, wp);
         }
         let len = geo.channels * hp * wp;
-        (Cow::Owned(padded(x, geo.channels, (h, w), p, len, workers)), hp, wp)
+        (
+            Cow::Owned(phase_split(x, geo.channels, (h, w), p, [1, 1], len, workers)),
+            hp,
+            wp,
+        )
     }
 
     /// One image: `x` is `(C, H, W)`; `out` receives `(F, Ho, Wo)` values. Off the micro-kernel,
