@@ -407,11 +407,11 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
     let mut notes = vec![format!(
         "Measured {} on this machine ({} threads); speed-ups are medians of alternating runs of the original and the variant. Command: `cargo xtask bench-speedup{}`.",
         chrono_free_date(),
-        if args.threads == 0 {
-            rayon::current_num_threads()
-        } else {
-            args.threads
-        },
+        EngineOptions {
+            threads: args.threads,
+            ..Default::default()
+        }
+        .workers(),
         std::env::args().skip(2).map(|a| format!(" {a}")).collect::<String>()
     )];
     let mut timing = Timing {

@@ -294,11 +294,7 @@ pub fn latency_plan(
         options.target,
         options.kernels(),
         options.dtype.as_str(),
-        if options.threads == 0 {
-            rayon::current_num_threads()
-        } else {
-            options.threads
-        }
+        options.workers()
     );
     let original = model_seconds(model, &analysis.data_shape, batch, options)?;
     let ns = |s: f64| (s * 1e9).round() as u64;

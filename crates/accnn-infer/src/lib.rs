@@ -155,11 +155,7 @@ impl Engine {
             ));
         }
         let ops = options.uses_candle_ops();
-        let threads = if options.threads == 0 {
-            rayon::current_num_threads()
-        } else {
-            options.threads
-        };
+        let threads = options.workers();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()

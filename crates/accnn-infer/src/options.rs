@@ -95,6 +95,15 @@ impl Default for EngineOptions {
 }
 
 impl EngineOptions {
+    /// The worker threads these options mean: `threads`, or every core for 0.
+    pub fn workers(&self) -> usize {
+        if self.threads == 0 {
+            rayon::current_num_threads()
+        } else {
+            self.threads
+        }
+    }
+
     /// Whether layers run as candle ops: accnn's own kernels are f32 CPU code, anything else is not.
     pub fn uses_candle_ops(&self) -> bool {
         self.candle_ops || self.dtype != DType::F32 || self.target != Target::Cpu
