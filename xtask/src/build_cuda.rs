@@ -77,7 +77,7 @@ pub fn run(root: &Path, args: &BuildCudaArgs) -> Result<()> {
         args.compute_cap,
         target_dir.display()
     );
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let status = Command::new(env!("CARGO"))
         .current_dir(root)
         .args(["build", "--profile", &args.profile, "-p", "accnn-cli", "-p", "xtask"])
         .args(["--features", "accnn-cli/cuda,xtask/cuda", "--target-dir"])
@@ -212,7 +212,7 @@ fn write_driver_stub(root: &Path, stubs: &Path) -> Result<()> {
 
 /// The source folder of the cudarc crate the CUDA build resolves to.
 fn cudarc_dir(root: &Path) -> Result<PathBuf> {
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let out = Command::new(env!("CARGO"))
         .current_dir(root)
         .args(["metadata", "--format-version", "1", "--features", "accnn-infer/cuda"])
         .output()
