@@ -9,13 +9,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use accnn::{Analysis, Factorisation, ModelFile, RankPlan, Scope, apply_plan, factorise_where, plan_for_ratio};
-use accnn_calibrate::CalibrateOptions;
+use accnn::{
+    Analysis, Calibration, CalibrationImages, Cost, Fit, LatencyOptions, ModelInput, RankSource, Request, Scope,
+};
 use accnn_graph::{Model, fold_batch_norms};
 use accnn_infer::data::{Dataset, ImageOptions, ImageSource, open_images};
 use accnn_infer::eval::{predict, score};
 use accnn_infer::timing::compare;
 use accnn_infer::{Engine, EngineOptions, Target};
+use accnn_plan::ModelFile;
 use accnn_rank::RankConfig;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
@@ -278,25 +280,33 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
         Ok(())
     };
     push("model0", "original", model.clone(), None, rows)?;
-    // One data-free factorisation of every reducible layer serves every data-free variant.
-    let started = Instant::now();
-    let wanted = |l: &accnn::Layer| l.can_reduce_cost();
-    let svds = factorise_where(model, &analysis, Default::default(), wanted, &mut |_, _| {})?;
-    let svd_seconds = started.elapsed().as_secs_f64();
-    let apply = |plan: &RankPlan, svds: &[Option<Factorisation>]| -> Result<Model> {
-        Ok(apply_plan(model.clone(), &analysis, svds, plan)?.0)
+    // Every variant is one run of the library's pipeline on the section's model, timed whole.
+    let accelerate = |ranks: RankSource, fit: Fit| -> Result<(Model, f64)> {
+        let request = Request {
+            data_shape: Some(section.data_shape[1..].to_vec()),
+            fit,
+            ..Request::new(
+                ModelInput::Memory {
+                    name: section.name.clone(),
+                    model: model.clone(),
+                },
+                ranks,
+            )
+        };
+        let started = Instant::now();
+        let fast = accnn::accelerate(request)?;
+        Ok((fast.model, started.elapsed().as_secs_f64()))
     };
     if let Some(config) = &section.config {
-        let t = Instant::now();
-        let m = apply(&accnn::plan_from_config(&analysis, config)?, &svds)?;
-        let seconds = svd_seconds + t.elapsed().as_secs_f64();
+        let ranks = RankSource::Config {
+            config: config.clone(),
+            path: None,
+        };
+        let (m, seconds) = accelerate(ranks, Fit::Weights)?;
         push("model1", "config.json ranks, data-free", m, Some(seconds), rows)?;
     }
     for &ratio in &section.ratios {
-        let t = Instant::now();
-        let plan = plan_for_ratio(&analysis, &svds, ratio, Scope::All)?;
-        let m = apply(&plan, &svds)?;
-        let seconds = svd_seconds + t.elapsed().as_secs_f64();
+        let (m, seconds) = accelerate(RankSource::ratio(ratio), Fit::Weights)?;
         push(
             &format!("{ratio}x data-free"),
             "rank selection, weight SVD",
@@ -306,23 +316,20 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
         )?;
     }
     if let Some((ratio, cache)) = &section.latency {
-        let t = Instant::now();
-        let l = accnn_infer::latency::latency_plan(
-            model,
-            &analysis,
-            &svds,
-            *ratio,
-            Scope::All,
-            1,
-            1,
-            EngineOptions {
-                threads,
-                ..Default::default()
-            },
-            Some(cache),
-        )?;
-        let m = apply(&l.plan, &svds)?;
-        let seconds = svd_seconds + t.elapsed().as_secs_f64();
+        let ranks = RankSource::Ratio {
+            ratio: *ratio,
+            scope: Scope::All,
+            align: 1,
+            cost: Cost::Latency(LatencyOptions {
+                batch: 1,
+                engine: EngineOptions {
+                    threads,
+                    ..Default::default()
+                },
+                cache: Some(cache.clone()),
+            }),
+        };
+        let (m, seconds) = accelerate(ranks, Fit::Weights)?;
         push(
             &format!("{ratio}x latency"),
             "rank selection under measured CPU latency (batch 1), weight SVD",
@@ -331,30 +338,20 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
             rows,
         )?;
     }
-    drop(svds);
     if let Some(calibration) = &section.calibration {
-        let options = CalibrateOptions {
-            threads,
-            ..CalibrateOptions::for_input(&section.data_shape[1..])
-        };
-        let started = Instant::now();
-        let wanted: Vec<bool> = analysis.layers.iter().map(|l| l.can_reduce_cost()).collect();
-        let stats = accnn_calibrate::collect(model, &analysis, calibration, &wanted, &options)?;
-        let svds = accnn_calibrate::factorise(model, &analysis, &stats, &wanted, &options)?;
-        let shared = started.elapsed().as_secs_f64();
         for &ratio in &section.ratios {
-            let t = Instant::now();
-            let plan = plan_for_ratio(&analysis, &svds, ratio, Scope::All)?;
-            let r =
-                accnn_calibrate::reconstruct(model.clone(), &analysis, &svds, &plan, &stats, calibration, &options)?;
-            let seconds = shared + t.elapsed().as_secs_f64();
+            let fit = Fit::Calibration(Calibration {
+                threads,
+                ..Calibration::new(CalibrationImages::Dataset(calibration.clone()))
+            });
+            let (m, seconds) = accelerate(RankSource::ratio(ratio), fit)?;
             push(
                 &format!("{ratio}x data-aware"),
                 &format!(
                     "response ranks + least-squares refit, {} calibration images",
                     calibration.len()
                 ),
-                r.model,
+                m,
                 Some(seconds),
                 rows,
             )?;

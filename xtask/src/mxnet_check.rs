@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use accnn::{Analysis, Scope, apply_plan, factorise_all, full_rank_plan, plan_for_ratio};
 use accnn_graph::fold_batch_norms;
 use accnn_graph::mxnet::{load_checkpoint, save_checkpoint};
+use accnn_plan::{Analysis, Scope, apply_plan, factorise_all, full_rank_plan, plan_for_ratio};
 use anyhow::{Context, Result, bail};
 use rand::SeedableRng;
 
@@ -95,8 +95,14 @@ pub fn run(root: &Path, args: &MxnetCheckArgs) -> Result<()> {
     save_checkpoint(&model, &vgg, 1)?;
     let shape = [1, 3, 224, 224];
     let analysis = Analysis::new(&model, &shape)?;
-    let convs = |l: &accnn::Layer| l.kind == accnn::LayerKind::Convolution;
-    let svds = accnn::factorise_where(&model, &analysis, Default::default(), convs, &mut |_, _| {})?;
+    let convs = |l: &accnn_plan::Layer| l.kind == accnn_plan::LayerKind::Convolution;
+    let svds = accnn_plan::factorise_layers(
+        &model,
+        &analysis,
+        &analysis.select(convs),
+        Default::default(),
+        &mut |_, _| {},
+    )?;
     let plan = plan_for_ratio(&analysis, &svds, 2.4, Scope::ConvOnly)?;
     let (fast, _) = apply_plan(model.clone(), &analysis, &svds, &plan)?;
     drop(svds);

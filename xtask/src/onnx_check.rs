@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use accnn::{Analysis, Report, Scope, apply_plan, factorise_all, full_rank_plan, plan_for_ratio};
 use accnn_graph::onnx::{decode_onnx, encode_onnx, zoo};
 use accnn_graph::{Model, fold_batch_norms};
 use accnn_infer::{Engine, EngineOptions};
+use accnn_plan::{Analysis, Report, Scope, apply_plan, factorise_all, full_rank_plan, plan_for_ratio};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 

@@ -18,11 +18,11 @@
 //! ```no_run
 //! # fn main() -> Result<(), accnn_calibrate::CalibrateError> {
 //! # let (model, data): (accnn_graph::Model, accnn_infer::data::Dataset) = unimplemented!();
-//! use accnn::{Analysis, Scope, plan_for_ratio};
+//! use accnn_plan::{Analysis, Scope, plan_for_ratio};
 //! use accnn_calibrate::{CalibrateOptions, collect, factorise, reconstruct};
 //! let analysis = Analysis::new(&model, &[1, 1, 32, 32])?;
 //! let options = CalibrateOptions::default();
-//! let wanted = vec![true; analysis.layers.len()];
+//! let wanted = analysis.reducible();
 //! let stats = collect(&model, &analysis, &data, &wanted, &options)?;
 //! let svds = factorise(&model, &analysis, &stats, &wanted, &options)?;
 //! let plan = plan_for_ratio(&analysis, &svds, 3.0, Scope::All)?;
@@ -34,13 +34,13 @@ mod patches;
 
 use std::time::Instant;
 
-use accnn::{Analysis, Factorisation, LayerKind, RankPlan, Report, plan_report};
 use accnn_decompose::{LeastSquares, SecondMoment, WhitenedConvSvd};
 use accnn_graph::ir::ConvAttrs;
 use accnn_graph::rewrite::{LayerSplit, apply_splits};
 use accnn_graph::{Entry, Model, Op, Tensor};
 use accnn_infer::data::Dataset;
 use accnn_infer::{Engine, EngineOptions};
+use accnn_plan::{Analysis, Factorisation, LayerId, LayerKind, LayerSet, PerLayer, RankPlan, Report, plan_report};
 
 use patches::{Sampler, vertical_patches};
 
@@ -48,7 +48,7 @@ use patches::{Sampler, vertical_patches};
 #[derive(Debug, thiserror::Error)]
 pub enum CalibrateError {
     #[error(transparent)]
-    Pipeline(#[from] accnn::Error),
+    Plan(#[from] accnn_plan::Error),
     #[error(transparent)]
     Graph(#[from] accnn_graph::GraphError),
     #[error(transparent)]
@@ -110,9 +110,9 @@ pub struct LayerResponses {
     outputs: usize,
 }
 
-/// Calibration statistics, aligned with [`Analysis::layers`].
+/// Calibration statistics of the layers they were collected for.
 pub struct Statistics {
-    layers: Vec<Option<LayerResponses>>,
+    layers: PerLayer<LayerResponses>,
     pub seconds: f64,
 }
 
@@ -158,7 +158,7 @@ pub fn collect(
     model: &Model,
     analysis: &Analysis,
     data: &Dataset,
-    wanted: &[bool],
+    wanted: &LayerSet,
     options: &CalibrateOptions,
 ) -> Result<Statistics, CalibrateError> {
     let started = Instant::now();
@@ -166,12 +166,10 @@ pub fn collect(
         return Err(CalibrateError::Data("the calibration set is empty".into()));
     }
     let engine = engine(model, options)?;
-    let chosen: Vec<usize> = (0..analysis.layers.len())
-        .filter(|&i| wanted.get(i) == Some(&true))
-        .collect();
-    let mut layers: Vec<Option<LayerResponses>> = (0..analysis.layers.len()).map(|_| None).collect();
+    let chosen: Vec<LayerId> = wanted.iter().collect();
+    let mut layers = PerLayer::new();
     for &i in &chosen {
-        let layer = &analysis.layers[i];
+        let layer = &analysis[i];
         let whiten_dim = match (layer.kind, conv_of(model, layer.node)) {
             (LayerKind::Convolution, Some(c)) if c.num_group == 1 => Some(layer.input_shape[1] * c.kernel[0]),
             (LayerKind::FullyConnected, _) => {
@@ -180,30 +178,33 @@ pub fn collect(
             }
             _ => None,
         };
-        layers[i] = Some(LayerResponses {
-            moment: whiten_dim.map(SecondMoment::new),
-            targets: Vec::new(),
-            outputs: layer.output_shape.get(1).copied().unwrap_or(0),
-        });
+        layers.insert(
+            i,
+            LayerResponses {
+                moment: whiten_dim.map(SecondMoment::new),
+                targets: Vec::new(),
+                outputs: layer.output_shape.get(1).copied().unwrap_or(0),
+            },
+        );
     }
     // Each layer's input and its own output, in one run per batch.
     let mut entries: Vec<Entry> = Vec::new();
     for &i in &chosen {
-        let node = &model.graph.nodes[analysis.layers[i].node];
+        let node = &model.graph.nodes[analysis[i].node];
         entries.push(node.inputs[0]);
-        entries.push(Entry::new(analysis.layers[i].node));
+        entries.push(Entry::new(analysis[i].node));
     }
     for (start, batch) in batches(data, options.batch) {
         let values = engine.run_collect(&batch?, &entries)?;
         for (k, &i) in chosen.iter().enumerate() {
-            let layer = &analysis.layers[i];
+            let layer = &analysis[i];
             let (x, y) = (values[2 * k].flatten_all()?.to_vec1::<f32>()?, &values[2 * k + 1]);
             let y_dims = y.dims().to_vec();
             let y = y.flatten_all()?.to_vec1::<f32>()?;
-            let record = layers[i].as_mut().expect("chosen layers have records");
+            let record = layers.get_mut(i).expect("chosen layers have records");
             match conv_of(model, layer.node) {
                 Some(c) => {
-                    let sampler = Sampler::new(i, options.positions, y_dims[2], y_dims[3]);
+                    let sampler = Sampler::new(i.index(), options.positions, y_dims[2], y_dims[3]);
                     let in_dims = &layer.input_shape;
                     let (ch, h, w) = (in_dims[1], in_dims[2], in_dims[3]);
                     let per_image_in = ch * h * w;
@@ -251,16 +252,13 @@ pub fn factorise(
     model: &Model,
     analysis: &Analysis,
     stats: &Statistics,
-    wanted: &[bool],
+    wanted: &LayerSet,
     options: &CalibrateOptions,
-) -> Result<Vec<Option<Factorisation>>, CalibrateError> {
-    let mut out = Vec::with_capacity(analysis.layers.len());
-    for (i, layer) in analysis.layers.iter().enumerate() {
-        if wanted.get(i) != Some(&true) {
-            out.push(None);
-            continue;
-        }
-        let moment = stats.layers[i].as_ref().and_then(|r| r.moment.as_ref());
+) -> Result<PerLayer<Factorisation>, CalibrateError> {
+    let mut out = PerLayer::new();
+    for i in wanted.iter() {
+        let layer = &analysis[i];
+        let moment = stats.layers.get(i).and_then(|r| r.moment.as_ref());
         let f = match moment {
             Some(moment) => {
                 let weight = layer_weight(model, layer)?;
@@ -289,12 +287,12 @@ pub fn factorise(
             }
             None => Factorisation::new(model, layer, Default::default())?,
         };
-        out.push(Some(f));
+        out.insert(i, f);
     }
     Ok(out)
 }
 
-fn layer_weight<'m>(model: &'m Model, layer: &accnn::Layer) -> Result<&'m Tensor, CalibrateError> {
+fn layer_weight<'m>(model: &'m Model, layer: &accnn_plan::Layer) -> Result<&'m Tensor, CalibrateError> {
     let node = &model.graph.nodes[layer.node];
     let name = &model.graph.nodes[node.inputs[1].node].name;
     model.param(name).ok_or_else(|| CalibrateError::Layer {
@@ -335,7 +333,7 @@ pub struct Reconstruction {
 pub fn reconstruct(
     model: Model,
     analysis: &Analysis,
-    svds: &[Option<Factorisation>],
+    svds: &PerLayer<Factorisation>,
     plan: &RankPlan,
     stats: &Statistics,
     data: &Dataset,
@@ -344,47 +342,24 @@ pub fn reconstruct(
     let started = Instant::now();
     let report = plan_report(analysis, svds, plan)?;
     let mut planned = plan.layers.clone();
-    planned.sort_by_key(|p| analysis.layers[p.layer].node);
+    planned.sort_by_key(|p| analysis[p.layer].node);
     let mut current = model;
     let mut fits = Vec::new();
     for p in planned {
-        let layer = &analysis.layers[p.layer];
-        let svd = svds
-            .get(p.layer)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| CalibrateError::Layer {
-                layer: layer.name.clone(),
-                message: "no factorisation was computed".into(),
-            })?;
-        let node = current.graph.find(&layer.name).ok_or_else(|| CalibrateError::Layer {
+        let layer = &analysis[p.layer];
+        let svd = svds.get(p.layer).ok_or_else(|| CalibrateError::Layer {
             layer: layer.name.clone(),
-            message: "not found in the model being approximated".into(),
+            message: "no factorisation was computed".into(),
         })?;
-        let mut split = svd.split(&current, node, layer, p.rank)?;
-        set_node(&mut split, node);
-        let responses = stats.layers[p.layer].as_ref();
-        let refit = match (responses, conv_of(&current, node).map(|c| c.num_group).unwrap_or(1)) {
-            (Some(r), 1) => Some(refit_layer(&current, node, p.layer, layer, &split, r, data, options)?),
-            _ => None,
-        };
-        let (bias, fit) = match refit {
-            Some((horizontal, bias, fit)) => {
-                replace_second(&mut split, horizontal);
-                (bias, Some(fit))
-            }
-            None => (None, None),
-        };
-        let second_bias = match &split {
-            LayerSplit::Conv { .. } => format!("{}_h_bias", layer.name),
-            LayerSplit::Fc { .. } => format!("{}_rec_bias", layer.name),
-        };
+        let mut split = svd.split(&current, layer, p.rank)?;
+        let groups = conv_of(&current, split.node).map_or(1, |c| c.num_group);
+        if let (Some(r), 1) = (stats.layers.get(p.layer), groups) {
+            let refit = refit_layer(&current, p.layer.index(), layer, &split, r, data, options)?;
+            split.second = refit.second;
+            split.bias = refit.bias;
+            fits.push(refit.fit);
+        }
         current = apply_splits(current, vec![split])?;
-        if let (Some(b), Some(t)) = (bias, current.args.get_mut(&second_bias)) {
-            *t = b;
-        }
-        if let Some(f) = fit {
-            fits.push(f);
-        }
     }
     Ok(Reconstruction {
         model: current,
@@ -394,31 +369,24 @@ pub fn reconstruct(
     })
 }
 
-fn set_node(split: &mut LayerSplit, index: usize) {
-    match split {
-        LayerSplit::Conv { node, .. } | LayerSplit::Fc { node, .. } => *node = index,
-    }
-}
-
-fn replace_second(split: &mut LayerSplit, tensor: Tensor) {
-    match split {
-        LayerSplit::Conv { horizontal, .. } => *horizontal = tensor,
-        LayerSplit::Fc { reconstruct, .. } => *reconstruct = tensor,
-    }
+/// A refitted second half: its weight, its bias (when the layer has one) and how well it fits.
+struct Refit {
+    second: Tensor,
+    bias: Option<Tensor>,
+    fit: LayerFit,
 }
 
 /// Least-squares refit of one layer's second half (and bias) on the current network's inputs.
-#[allow(clippy::too_many_arguments)]
 fn refit_layer(
     current: &Model,
-    node: usize,
     index: usize,
-    layer: &accnn::Layer,
+    layer: &accnn_plan::Layer,
     split: &LayerSplit,
     responses: &LayerResponses,
     data: &Dataset,
     options: &CalibrateOptions,
-) -> Result<(Tensor, Option<Tensor>, LayerFit), CalibrateError> {
+) -> Result<Refit, CalibrateError> {
+    let node = split.node;
     let engine = engine(current, options)?;
     let input = current.graph.nodes[node].inputs[0];
     let bias_name = current.graph.nodes[node]
@@ -431,14 +399,7 @@ fn refit_layer(
         .map(|t| t.data().to_vec());
     let has_bias = old_bias.is_some();
     let n_out = responses.outputs;
-    let (first, second) = match split {
-        LayerSplit::Conv {
-            vertical, horizontal, ..
-        } => (vertical, horizontal),
-        LayerSplit::Fc {
-            reduce, reconstruct, ..
-        } => (reduce, reconstruct),
-    };
+    let (first, second) = (&split.first, &split.second);
     let rank = first.shape()[0];
     let first_len = first.len() / rank;
     // The first half as a `d x K` matrix: one product turns a block of input patches into the
@@ -536,7 +497,11 @@ fn refit_layer(
             samples,
             features,
         };
-        return Ok((second.clone(), None, fit));
+        return Ok(Refit {
+            second: second.clone(),
+            bias: None,
+            fit,
+        });
     }
     let fitted = ls.solve(options.ridge * 1e-3).map_err(|e| CalibrateError::Layer {
         layer: layer.name.clone(),
@@ -568,5 +533,9 @@ fn refit_layer(
     } else {
         None
     };
-    Ok((horizontal, bias, fit))
+    Ok(Refit {
+        second: horizontal,
+        bias,
+        fit,
+    })
 }

@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use accnn::{Analysis, PlannedLayer, RankPlan, Scope, full_rank_plan, plan_for_ratio};
 use accnn_calibrate::{CalibrateOptions, collect, factorise, reconstruct};
 use accnn_graph::ir::ConvAttrs;
 use accnn_graph::onnx::{decode_onnx, zoo};
 use accnn_graph::{Entry, Model, Node, Op, Tensor, fold_batch_norms};
 use accnn_infer::data::Dataset;
+use accnn_plan::{Analysis, LayerId, PlannedLayer, RankPlan, Scope, full_rank_plan, plan_for_ratio};
 use accnn_reference::{Array, evaluate};
 
 fn noise(n: usize, seed: u64) -> Vec<f32> {
@@ -90,11 +90,14 @@ fn refit_is_the_least_squares_optimum_of_the_layer_response() {
         positions: 36,
         ..Default::default()
     };
-    let wanted = vec![true];
+    let wanted = analysis.select(|_| true);
     let stats = collect(&model, &analysis, &data, &wanted, &options).unwrap();
     let svds = factorise(&model, &analysis, &stats, &wanted, &options).unwrap();
     let plan = RankPlan {
-        layers: vec![PlannedLayer { layer: 0, rank: 3 }],
+        layers: vec![PlannedLayer {
+            layer: LayerId(0),
+            rank: 3,
+        }],
     };
     let fitted = reconstruct(model.clone(), &analysis, &svds, &plan, &stats, &data, &options).unwrap();
     let fit = &fitted.fits[0];
@@ -133,7 +136,7 @@ fn full_rank_calibration_reproduces_an_onnx_dag() {
     let data = images(64, [8, 12, 12], 5);
     let analysis = Analysis::new(&model, &[1, 8, 12, 12]).unwrap();
     let options = CalibrateOptions::default();
-    let wanted = vec![true; analysis.layers.len()];
+    let wanted = analysis.select(|_| true);
     let stats = collect(&model, &analysis, &data, &wanted, &options).unwrap();
     let svds = factorise(&model, &analysis, &stats, &wanted, &options).unwrap();
     let fitted = reconstruct(

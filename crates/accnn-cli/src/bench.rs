@@ -8,7 +8,8 @@ use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use clap::Args;
 
-use crate::{ModelArgs, load};
+use crate::flags::ModelArgs;
+use crate::load;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {

@@ -2,14 +2,9 @@
 
 use std::path::PathBuf;
 
-use accnn::{Analysis, Factorisation, RankPlan, Report};
-use accnn_calibrate::{CalibrateOptions, Statistics};
-use accnn_graph::Model;
-use accnn_infer::data::Dataset;
+use accnn::{Accelerated, Calibration, CalibrationImages, Fit};
 use anyhow::{Result, bail};
 use clap::Args;
-
-use crate::data::{DataSource, open_images};
 
 /// Flags of data-aware decomposition, shared by the main command and `conv` / `fc`.
 #[derive(Args, Debug)]
@@ -32,91 +27,43 @@ pub(crate) struct CalibrationArgs {
     pub preprocess: crate::data::PreprocessArgs,
 }
 
-/// Calibration images and what the pass over the original network gathered.
-pub(crate) struct Calibration {
-    pub data: Dataset,
-    pub stats: Statistics,
-    pub options: CalibrateOptions,
-}
-
 impl CalibrationArgs {
-    pub fn options(&self, input: &[usize]) -> CalibrateOptions {
-        CalibrateOptions {
-            positions: self.calib_positions.max(1),
-            ..CalibrateOptions::for_input(input)
+    /// How the factors are fitted: to these images, or to the weights alone.
+    pub fn fit(&self) -> Result<Fit> {
+        let Some(path) = &self.calibrate else {
+            return Ok(Fit::Weights);
+        };
+        if self.calib_samples == 0 {
+            bail!("--calib-samples must be positive");
         }
+        Ok(Fit::Calibration(Calibration {
+            images: CalibrationImages::Files {
+                path: path.clone(),
+                split: self.calib_split.clone(),
+                limit: self.calib_samples,
+                image: self.preprocess.options(),
+            },
+            positions: self.calib_positions,
+            threads: 0,
+        }))
+    }
+
+    /// Where the calibration images came from, for the report.
+    pub fn source(&self) -> String {
+        self.calibrate
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
     }
 }
 
-/// Loads the calibration set and runs the original network over it for the `wanted` layers.
-pub(crate) fn prepare(
-    args: &CalibrationArgs,
-    model: &Model,
-    analysis: &Analysis,
-    wanted: &[bool],
-) -> Result<Option<Calibration>> {
-    let Some(path) = &args.calibrate else {
-        return Ok(None);
-    };
-    if args.calib_samples == 0 {
-        bail!("--calib-samples must be positive");
+/// The per-layer table of the least-squares refit.
+pub(crate) fn print_fits(result: &Accelerated) -> Result<()> {
+    if result.calibration.is_none() {
+        return Ok(());
     }
-    let data = open_images(
-        &DataSource {
-            path: path.clone(),
-            split: args.calib_split.clone(),
-            limit: Some(args.calib_samples),
-        },
-        &args.preprocess,
-        &analysis.data_shape,
-    )
-    .and_then(|images| Ok(images.to_dataset()?))
-    .map_err(|e| anyhow::anyhow!("--calibrate {e:#}"))?;
-    let options = args.options(&data.shape[1..]);
-    let stats = accnn_calibrate::collect(model, analysis, &data, wanted, &options)?;
-    say!(
-        "calibration: {} images from {}, statistics in {:.1} s",
-        data.len(),
-        path.display(),
-        stats.seconds
-    )?;
-    Ok(Some(Calibration { data, stats, options }))
-}
-
-/// Response-weighted factorisations of the `wanted` layers.
-pub(crate) fn factorise(
-    calibration: &Calibration,
-    model: &Model,
-    analysis: &Analysis,
-    wanted: &[bool],
-) -> Result<Vec<Option<Factorisation>>> {
-    Ok(accnn_calibrate::factorise(
-        model,
-        analysis,
-        &calibration.stats,
-        wanted,
-        &calibration.options,
-    )?)
-}
-
-/// Applies `plan` layer by layer with the least-squares refit, and prints each layer's fit.
-pub(crate) fn apply(
-    calibration: &Calibration,
-    model: Model,
-    analysis: &Analysis,
-    svds: &[Option<Factorisation>],
-    plan: &RankPlan,
-) -> Result<(Model, Report)> {
-    let r = accnn_calibrate::reconstruct(
-        model,
-        analysis,
-        svds,
-        plan,
-        &calibration.stats,
-        &calibration.data,
-        &calibration.options,
-    )?;
-    let width = r.fits.iter().map(|f| f.name.len()).max().unwrap_or(5).max(5);
+    let fits = &result.fits;
+    let width = fits.iter().map(|f| f.name.len()).max().unwrap_or(5).max(5);
     say!(
         "{:<width$}  {:>5}  {:>16}  {:>16}",
         "layer",
@@ -124,7 +71,7 @@ pub(crate) fn apply(
         "response error",
         "after refit"
     )?;
-    for f in &r.fits {
+    for f in fits {
         if f.refit {
             say!(
                 "{:<width$}  {:>5}  {:>15.3}%  {:>15.3}%",
@@ -144,11 +91,11 @@ pub(crate) fn apply(
             )?;
         }
     }
-    let refitted = r.fits.iter().filter(|f| f.refit).count();
+    let refitted = fits.iter().filter(|f| f.refit).count();
     say!(
         "reconstruction: {refitted} of {} layers refitted on the approximated network's inputs in {:.1} s (response error: relative squared pre-activation error on the calibration samples)",
-        r.fits.len(),
-        r.seconds
+        fits.len(),
+        result.reconstruction_seconds
     )?;
-    Ok((r.model, r.report))
+    Ok(())
 }

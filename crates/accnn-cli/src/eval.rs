@@ -10,7 +10,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::{DataSource, open_images};
-use crate::{ModelArgs, load};
+use crate::flags::ModelArgs;
+use crate::load;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {

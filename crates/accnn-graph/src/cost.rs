@@ -1,8 +1,7 @@
 //! Multiply-accumulate and parameter counts of the layers accnn can decompose.
 
-use crate::ir::{ConvAttrs, FcAttrs, Model, Op};
+use crate::ir::{Model, Op};
 use crate::shape::Shapes;
-use crate::tensor::element_count;
 
 /// The kind of a layer whose cost is counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,16 +20,8 @@ pub struct LayerCost {
     pub params: u64,
 }
 
-/// MACs of a convolution producing an output of `out_hw` from `in_channels` channels, per image.
-pub fn conv_macs(c: &ConvAttrs, in_channels: usize, out_hw: (usize, usize)) -> u64 {
-    let per_output = (in_channels / c.num_group) as u64 * (c.kernel[0] * c.kernel[1]) as u64;
-    c.num_filter as u64 * out_hw.0 as u64 * out_hw.1 as u64 * per_output
-}
-
-/// MACs of a fully-connected layer applied to `rows` vectors of `features` values.
-pub fn fc_macs(f: &FcAttrs, rows: usize, features: usize) -> u64 {
-    rows as u64 * features as u64 * f.num_hidden as u64
-}
+pub use crate::ops::conv::conv_macs;
+pub use crate::ops::dense::fc_macs;
 
 /// Per-image costs of every convolution and fully-connected layer, in graph order.
 pub fn layer_costs(model: &Model, shapes: &Shapes) -> Vec<LayerCost> {
@@ -48,21 +39,12 @@ pub fn layer_costs(model: &Model, shapes: &Shapes) -> Vec<LayerCost> {
             continue;
         };
         let output = shapes.of(i);
-        let (kind, macs) = match &node.op {
-            Op::Convolution(c) => (LayerKind::Convolution, conv_macs(c, input[1], (output[2], output[3]))),
-            Op::FullyConnected(f) => {
-                let (rows, features) = if f.flatten {
-                    (1, element_count(&input[1..]).unwrap_or(0))
-                } else {
-                    (
-                        element_count(&input[1..input.len() - 1]).unwrap_or(0),
-                        input[input.len() - 1],
-                    )
-                };
-                (LayerKind::FullyConnected, fc_macs(f, rows, features))
-            }
+        let kind = match &node.op {
+            Op::Convolution(_) => LayerKind::Convolution,
+            Op::FullyConnected(_) => LayerKind::FullyConnected,
             _ => continue,
         };
+        let macs = node.op.macs(input, output);
         out.push(LayerCost {
             node: i,
             name: node.name.clone(),

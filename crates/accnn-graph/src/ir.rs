@@ -35,106 +35,14 @@ impl Padding2d {
     }
 }
 
-/// Attributes of a 2-D convolution. Weight layout `(num_filter, channels / num_group, kh, kw)`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConvAttrs {
-    pub kernel: [usize; 2],
-    pub stride: [usize; 2],
-    pub dilate: [usize; 2],
-    pub pad: Padding2d,
-    pub num_filter: usize,
-    pub num_group: usize,
-    pub no_bias: bool,
-}
+pub use crate::ops::activation::Activation;
+pub use crate::ops::batch_norm::BatchNormAttrs;
+pub use crate::ops::conv::ConvAttrs;
+pub use crate::ops::dense::FcAttrs;
+pub use crate::ops::pool::{PoolAttrs, PoolConvention, PoolKind};
 
-impl ConvAttrs {
-    /// A stride-1, undilated, ungrouped convolution with bias whose output is as large as its input
-    /// (padding `(k - 1) / 2` on each side, for odd kernel sizes `k`): VGG's and ResNet's 3x3 layers.
-    ///
-    /// ```
-    /// # use accnn_graph::ir::{ConvAttrs, Padding2d};
-    /// let c = ConvAttrs::same([3, 3], 64);
-    /// assert_eq!((c.pad, c.stride, c.num_filter), (Padding2d::symmetric(1, 1), [1, 1], 64));
-    /// ```
-    pub fn same(kernel: [usize; 2], num_filter: usize) -> Self {
-        ConvAttrs {
-            kernel,
-            stride: [1, 1],
-            dilate: [1, 1],
-            pad: Padding2d::symmetric((kernel[0] - 1) / 2, (kernel[1] - 1) / 2),
-            num_filter,
-            num_group: 1,
-            no_bias: false,
-        }
-    }
-}
-
-/// Attributes of a fully-connected layer. Weight layout `(num_hidden, input_features)`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FcAttrs {
-    pub num_hidden: usize,
-    pub no_bias: bool,
-    /// MXNet's `flatten`: collapse all axes after the first before the product (default true).
-    pub flatten: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Activation {
-    Relu,
-    Sigmoid,
-    Tanh,
-    SoftRelu,
-    SoftSign,
-    /// `x` where positive, `slope * x` elsewhere.
-    LeakyRelu {
-        slope: f32,
-    },
-    /// `x` limited to `[min, max]` (ReLU6 is `Clip { min: 0, max: 6 }`).
-    Clip {
-        min: f32,
-        max: f32,
-    },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PoolKind {
-    Max,
-    Avg,
-    Sum,
-}
-
-/// How a pooling window count is rounded: MXNet's `valid` floors, `full` ceils, `same` keeps
-/// `ceil(size/stride)`; `Ceil` is ONNX's and PyTorch's `ceil_mode`, which ceils but drops a last
-/// window that would start in the trailing padding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PoolConvention {
-    Valid,
-    Full,
-    Same,
-    Ceil,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PoolAttrs {
-    pub kind: PoolKind,
-    pub kernel: [usize; 2],
-    pub stride: [usize; 2],
-    pub pad: Padding2d,
-    pub global: bool,
-    pub convention: PoolConvention,
-    /// Whether padded cells count in the divisor of average pooling (MXNet default true).
-    pub count_include_pad: bool,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct BatchNormAttrs {
-    pub eps: f64,
-    /// MXNet's `fix_gamma` (default true): gamma is taken as 1 whatever is stored.
-    pub fix_gamma: bool,
-    pub axis: usize,
-}
-
-/// The operators accnn understands. Anything else is refused when a model is read.
+/// The operators accnn understands; each has its module under [`crate::ops`]. Anything else is kept
+/// as [`Op::Opaque`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// A graph input or a weight; its value, if any, lives in [`Model::args`] or [`Model::aux`].

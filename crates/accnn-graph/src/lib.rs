@@ -5,6 +5,7 @@
 //!   the legacy, V1, V2 and V3 layouts), read and written.
 //! - [`onnx`]: ONNX models (opsets 9 to 21), read and written back with everything accnn did not
 //!   change kept as it was.
+//! - [`ops`]: the operators, one module each: attributes, output shapes, MACs, reference evaluation.
 //! - [`shape`]: shape inference from an input shape, with every weight checked against its layer.
 //! - [`cost`]: multiply-accumulates and parameters of convolution and fully-connected layers.
 //! - [`rewrite`]: replacing a layer by a low-rank pair of layers.
@@ -37,6 +38,7 @@ pub mod ir;
 pub mod mxnet;
 mod names;
 pub mod onnx;
+pub mod ops;
 pub mod rewrite;
 pub mod shape;
 mod tensor;

@@ -7,31 +7,40 @@ use crate::ir::{ConvAttrs, Entry, FcAttrs, Graph, Model, Node, Op, Padding2d};
 use crate::mxnet::op_attrs;
 use crate::tensor::Tensor;
 
-/// One layer to replace by two thinner layers.
+/// One layer to replace by two thinner layers; what the halves are follows from the layer's operator.
+///
+/// - A `(N, C/g, kh, kw)` convolution becomes `NAME_v` with weight `first` `(K, C/g, kh, 1)`, no bias,
+///   carrying the vertical stride, padding and dilation, followed by `NAME_h` with weight `second`
+///   `(N, K/g, 1, kw)`, the horizontal ones and the bias. Both keep `num_group`.
+/// - An `(N, M)` fully-connected layer becomes `NAME_red` with weight `first` `(K, M)` and no bias,
+///   followed by `NAME_rec` with weight `second` `(N, K)` and the bias.
+///
+/// The second half takes the layer's own bias, or `bias` when it is given (a least-squares refit
+/// fits a new one); a layer without a bias gets none.
 #[derive(Clone, Debug)]
-pub enum LayerSplit {
-    /// A `(N, C/g, kh, kw)` convolution becomes `NAME_v` with weight `vertical` `(K, C/g, kh, 1)`, no
-    /// bias, carrying the vertical stride, padding and dilation, followed by `NAME_h` with weight
-    /// `horizontal` `(N, K/g, 1, kw)`, the horizontal ones and the original bias. Both keep `num_group`.
-    Conv {
-        node: usize,
-        vertical: Tensor,
-        horizontal: Tensor,
-    },
-    /// An `(N, M)` fully-connected layer becomes `NAME_red` with weight `reduce` `(K, M)` and no
-    /// bias, followed by `NAME_rec` with weight `reconstruct` `(N, K)` and the original bias.
-    Fc {
-        node: usize,
-        reduce: Tensor,
-        reconstruct: Tensor,
-    },
+pub struct LayerSplit {
+    /// The node replaced, in the model the split is applied to.
+    pub node: usize,
+    pub first: Tensor,
+    pub second: Tensor,
+    /// A replacement for the bias of the second half.
+    pub bias: Option<Tensor>,
 }
 
 impl LayerSplit {
-    fn node(&self) -> usize {
-        match self {
-            LayerSplit::Conv { node, .. } | LayerSplit::Fc { node, .. } => *node,
+    /// The split of `node` into halves with weights `first` and `second`, keeping the layer's bias.
+    pub fn new(node: usize, first: Tensor, second: Tensor) -> Self {
+        LayerSplit {
+            node,
+            first,
+            second,
+            bias: None,
         }
+    }
+
+    /// The rank of the split: the intermediate channels or features.
+    pub fn rank(&self) -> usize {
+        self.first.shape().first().copied().unwrap_or(0)
     }
 }
 
@@ -148,7 +157,7 @@ pub fn apply_splits(model: Model, splits: Vec<LayerSplit>) -> Result<Model, Grap
     };
     let mut by_node: HashMap<usize, LayerSplit> = HashMap::new();
     for s in splits {
-        let node = s.node();
+        let node = s.node;
         if node >= old.nodes.len() {
             return Err(GraphError::Invalid(format!("split refers to missing node #{node}")));
         }
@@ -189,9 +198,18 @@ pub fn apply_splits(model: Model, splits: Vec<LayerSplit>) -> Result<Model, Grap
                 .ok_or_else(|| GraphError::node(name, "has no data input"))?,
         );
         let bias = node.inputs.get(2).map(|e| old.nodes[e.node].name.clone());
+        let LayerSplit {
+            first: w1,
+            second: w2,
+            bias: new_bias,
+            ..
+        } = split;
         let bias_value = |has_bias: bool| -> Result<Option<Tensor>, GraphError> {
             if !has_bias {
                 return Ok(None);
+            }
+            if let Some(b) = &new_bias {
+                return Ok(Some(b.clone()));
             }
             let var = bias
                 .as_ref()
@@ -202,13 +220,9 @@ pub fn apply_splits(model: Model, splits: Vec<LayerSplit>) -> Result<Model, Grap
                 .map(Some)
                 .ok_or_else(|| GraphError::node(name, format!("bias '{var}' is missing")))
         };
-        let (first, second, first_op, second_op, w1, w2, b2) = match (split, &node.op) {
-            (
-                LayerSplit::Conv {
-                    vertical, horizontal, ..
-                },
-                Op::Convolution(c),
-            ) => {
+        let (first, second, first_op, second_op, b2) = match &node.op {
+            Op::Convolution(c) => {
+                let (vertical, horizontal) = (&w1, &w2);
                 let rank = vertical.shape().first().copied().unwrap_or(0);
                 let expect_v = [rank, vertical.shape().get(1).copied().unwrap_or(0), c.kernel[0], 1];
                 let expect_h = [c.num_filter, rank / c.num_group.max(1), 1, c.kernel[1]];
@@ -231,17 +245,11 @@ pub fn apply_splits(model: Model, splits: Vec<LayerSplit>) -> Result<Model, Grap
                     format!("{name}_h"),
                     Op::Convolution(vertical_conv(c, rank)),
                     Op::Convolution(horizontal_conv(c)),
-                    vertical,
-                    horizontal,
                     bias_value(!c.no_bias)?,
                 )
             }
-            (
-                LayerSplit::Fc {
-                    reduce, reconstruct, ..
-                },
-                Op::FullyConnected(f),
-            ) => {
+            Op::FullyConnected(f) => {
+                let (reduce, reconstruct) = (&w1, &w2);
                 let rank = reduce.shape().first().copied().unwrap_or(0);
                 if rank == 0 || reduce.shape().len() != 2 || reconstruct.shape() != [f.num_hidden, rank] {
                     return Err(GraphError::node(
@@ -266,12 +274,10 @@ pub fn apply_splits(model: Model, splits: Vec<LayerSplit>) -> Result<Model, Grap
                         no_bias: f.no_bias,
                         flatten: f.flatten,
                     }),
-                    reduce,
-                    reconstruct,
                     bias_value(!f.no_bias)?,
                 )
             }
-            (_, op) => {
+            op => {
                 return Err(GraphError::node(
                     name,
                     format!("cannot split a {} node this way", op.mxnet_name()),

@@ -59,8 +59,6 @@ pub enum InferError {
     Data { path: std::path::PathBuf, message: String },
     #[error("cannot start the thread pool: {0}")]
     Threads(String),
-    #[error(transparent)]
-    Pipeline(#[from] accnn::Error),
     #[error("{0}")]
     Plan(String),
     #[error("{0}")]

@@ -1,97 +1,43 @@
-//! accnn: make a trained CNN faster by low-rank decomposition of its layers.
+//! accnn: make a trained CNN faster and smaller by low-rank decomposition of its layers.
 //!
-//! The pipeline, each step usable alone:
-//! 1. [`Analysis::new`]: shapes, and the convolution / fully-connected [`Layer`]s with their costs;
-//! 2. [`Factorisation::new`]: one SVD per layer (spatial for convolutions, Tai et al.; plain for
-//!    dense layers);
-//! 3. a [`RankPlan`]: from a speed-up ratio ([`plan_for_ratio`], the exact energy-product optimum
-//!    of [`accnn_rank`]), from a `config.json` ([`plan_from_config`]), or by hand;
-//! 4. [`apply_plan`]: the rewritten model, and a [`Report`] of MACs and energy per layer.
+//! One call runs the whole pipeline: [`accelerate`] takes a [`Request`] (the model, BatchNorm
+//! folding, where the ranks come from, how the factors are fitted, where the result goes) and
+//! returns the new model with its per-layer [`Report`]. Each convolution becomes a vertical and a
+//! horizontal one (Tai et al., arXiv 1511.06067), each fully-connected layer two thin ones, with ranks
+//! chosen for a speed-up ratio (the exact optimum of Zhang et al.'s kept-energy objective, under a
+//! MAC or measured-latency budget), taken from a `config.json`, or given for one layer.
 //!
 //! ```
 //! # fn main() -> Result<(), accnn::Error> {
 //! # let model = accnn::example_model();
-//! use accnn::{Analysis, Scope, factorise_all, plan_for_ratio, apply_plan};
-//! let analysis = Analysis::new(&model, &[1, 3, 8, 8])?;
-//! let svds = factorise_all(&model, &analysis, Default::default(), |_, _| {})?;
-//! let plan = plan_for_ratio(&analysis, &svds, 2.0, Scope::All)?;
-//! let (fast, report) = apply_plan(model, &analysis, &svds, &plan)?;
-//! assert!(report.speedup() > 1.9);
-//! # let _ = fast;
+//! use accnn::{ModelInput, RankSource, Request, accelerate};
+//! let request = Request::new(ModelInput::Memory { name: "example".into(), model }, RankSource::ratio(2.0))
+//!     .with_data_shape(&[3, 8, 8]);
+//! let fast = accelerate(request)?;
+//! assert!(fast.report.speedup() >= 1.99);
+//! println!("{}", fast.report);
 //! # Ok(()) }
 //! ```
+//!
+//! `examples/accelerate_onnx.rs` accelerates an ONNX file with calibration images. The steps are
+//! usable on their own from the crates below: `accnn-plan` (analysis, factorisations, plans),
+//! `accnn-calibrate` (data-aware fitting), `accnn-infer` (the engine), `accnn-graph` (the IR and
+//! the file formats).
 
-mod analysis;
-mod factorise;
-mod format;
-mod plan;
+mod error;
+pub mod latency;
+mod observer;
+mod pipeline;
+mod request;
 
-pub use accnn_decompose::Precision;
-pub use accnn_graph::cost::LayerKind;
-pub use analysis::{Analysis, Layer};
-pub use factorise::Factorisation;
-pub use format::{EncodedModel, ModelBytes, ModelFile, ModelSource, check_destination, encode_model, is_onnx};
-pub use plan::{
-    LayerCosts, LayerReport, PlannedLayer, RankPlan, Report, Scope, apply_plan, factorise_all, factorise_where,
-    full_rank_plan, plan_for_costs, plan_for_ratio, plan_for_ratio_aligned, plan_from_config, plan_report,
+pub use accnn_plan::{
+    Analysis, Layer, LayerId, LayerKind, LayerReport, LayerSet, PerLayer, Precision, RankPlan, Report, Scope,
+    example_model,
 };
-
-/// Errors of the pipeline; each names the layer or file involved.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Graph(#[from] accnn_graph::GraphError),
-    #[error(transparent)]
-    Config(#[from] accnn_rank::RankConfigError),
-    #[error("layer '{layer}': {message}")]
-    Layer { layer: String, message: String },
-    #[error("{0}")]
-    Plan(String),
-}
-
-#[doc(hidden)]
-/// A tiny two-convolution, one-FC model used in documentation examples.
-pub fn example_model() -> accnn_graph::Model {
-    use accnn_graph::ir::{ConvAttrs, FcAttrs};
-    use accnn_graph::{Entry, Model, Node, Op, Tensor};
-    let mut model = Model::default();
-    let mut push = |name: &str, op: Op, inputs: Vec<usize>| {
-        let attrs = accnn_graph::mxnet::op_attrs(&op).expect("symmetric padding");
-        model.graph.nodes.push(Node {
-            name: name.into(),
-            op,
-            inputs: inputs.into_iter().map(Entry::new).collect(),
-            attrs,
-        });
-        model.graph.nodes.len() - 1
-    };
-    let conv = |filters| Op::Convolution(ConvAttrs::same([3, 3], filters));
-    let d = push("data", Op::Variable, vec![]);
-    let w1 = push("c1_weight", Op::Variable, vec![]);
-    let b1 = push("c1_bias", Op::Variable, vec![]);
-    let c1 = push("c1", conv(16), vec![d, w1, b1]);
-    let w2 = push("c2_weight", Op::Variable, vec![]);
-    let b2 = push("c2_bias", Op::Variable, vec![]);
-    let c2 = push("c2", conv(16), vec![c1, w2, b2]);
-    let w3 = push("fc_weight", Op::Variable, vec![]);
-    let fc = push(
-        "fc",
-        Op::FullyConnected(FcAttrs {
-            num_hidden: 10,
-            no_bias: true,
-            flatten: true,
-        }),
-        vec![c2, w3],
-    );
-    model.graph.heads = vec![Entry::new(fc)];
-    let fill = |shape: Vec<usize>| {
-        let n: usize = shape.iter().product();
-        Tensor::new(shape, (0..n).map(|i| ((i * 7919 % 101) as f32 - 50.0) / 50.0).collect()).expect("shape")
-    };
-    model.args.insert("c1_weight".into(), fill(vec![16, 3, 3, 3]));
-    model.args.insert("c1_bias".into(), fill(vec![16]));
-    model.args.insert("c2_weight".into(), fill(vec![16, 16, 3, 3]));
-    model.args.insert("c2_bias".into(), fill(vec![16]));
-    model.args.insert("fc_weight".into(), fill(vec![10, 16 * 8 * 8]));
-    model
-}
+pub use accnn_rank::RankConfig;
+pub use error::Error;
+pub use observer::{Event, Observer, Silent};
+pub use pipeline::{
+    Accelerated, CalibrationSummary, LatencyOutcome, LoadedModel, accelerate, accelerate_with, load_model,
+};
+pub use request::{Calibration, CalibrationImages, Cost, Fit, LatencyOptions, ModelInput, Output, RankSource, Request};

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use accnn::{Analysis, apply_plan, factorise_all, full_rank_plan, plan_for_ratio};
 use accnn_graph::onnx::{OnnxModel, decode_onnx, encode_onnx, zoo};
 use accnn_graph::{Model, Op, fold_batch_norms};
+use accnn_plan::{Analysis, apply_plan, factorise_all, full_rank_plan, plan_for_ratio};
 use accnn_reference::{Array, evaluate};
 
 fn models() -> Vec<(String, Vec<u8>, Vec<usize>)> {

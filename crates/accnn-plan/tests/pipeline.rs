@@ -1,9 +1,9 @@
 //! The whole pipeline checked by running models with the independent f64 reference interpreter.
 
-use accnn::{Analysis, Scope, apply_plan, factorise_all, full_rank_plan, plan_for_ratio, plan_from_config};
 use accnn_graph::ir::{Activation, ConvAttrs, FcAttrs, Padding2d, PoolAttrs, PoolConvention, PoolKind};
 use accnn_graph::mxnet::{load_checkpoint, op_attrs};
 use accnn_graph::{Entry, Model, Node, Op, Tensor};
+use accnn_plan::{Analysis, Scope, apply_plan, factorise_all, full_rank_plan, plan_for_ratio, plan_from_config};
 use accnn_rank::RankConfig;
 use accnn_reference::{Array, evaluate};
 use rand::SeedableRng;

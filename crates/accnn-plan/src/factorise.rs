@@ -73,48 +73,57 @@ impl Factorisation {
         }
     }
 
-    /// The graph rewrite replacing `layer` by its pair at `rank_per_group`. `model` holds the
-    /// layer's original weight, at node `node` (dense factors project it; see [`DenseSvd`]).
-    pub fn split(&self, model: &Model, node: usize, layer: &Layer, rank_per_group: usize) -> Result<LayerSplit, Error> {
+    /// The graph rewrite replacing `layer` by its pair at `rank_per_group`, in `model`: the model the
+    /// layer was analysed in, or one derived from it in which earlier layers were already replaced
+    /// (the layer is found by name). Dense factors project the layer's weight as `model` holds it.
+    pub fn split(&self, model: &Model, layer: &Layer, rank_per_group: usize) -> Result<LayerSplit, Error> {
         let wrap = |e: accnn_decompose::DecomposeError| Error::Layer {
             layer: layer.name.clone(),
             message: e.to_string(),
         };
+        let node = layer_node(model, layer)?;
+        let tensor = |shape: Vec<usize>, data: Vec<f32>| Tensor::new(shape, data);
         Ok(match self {
             Factorisation::Conv(s) => {
                 let f = s.factors(rank_per_group).map_err(wrap)?;
                 let (vs, hs) = (f.vertical_shape().to_vec(), f.horizontal_shape().to_vec());
-                LayerSplit::Conv {
-                    node: layer.node,
-                    vertical: Tensor::new(vs, f.vertical)?,
-                    horizontal: Tensor::new(hs, f.horizontal)?,
-                }
+                LayerSplit::new(node, tensor(vs, f.vertical)?, tensor(hs, f.horizontal)?)
             }
             Factorisation::Dense(s) => {
                 let weight = layer_weight(model, node, &layer.name)?;
                 let f = s.factors(weight.data(), rank_per_group).map_err(wrap)?;
-                LayerSplit::Fc {
-                    node: layer.node,
-                    reduce: Tensor::new(vec![f.rank, f.inputs], f.reduce)?,
-                    reconstruct: Tensor::new(vec![f.outputs, f.rank], f.reconstruct)?,
-                }
+                LayerSplit::new(
+                    node,
+                    tensor(vec![f.rank, f.inputs], f.reduce)?,
+                    tensor(vec![f.outputs, f.rank], f.reconstruct)?,
+                )
             }
             Factorisation::Response { svd, kind } => {
                 let f = svd.factors(rank_per_group).map_err(wrap)?;
                 let (vs, hs) = (f.vertical_shape().to_vec(), f.horizontal_shape().to_vec());
-                match kind {
-                    LayerKind::Convolution => LayerSplit::Conv {
-                        node: layer.node,
-                        vertical: Tensor::new(vs, f.vertical)?,
-                        horizontal: Tensor::new(hs, f.horizontal)?,
-                    },
-                    LayerKind::FullyConnected => LayerSplit::Fc {
-                        node: layer.node,
-                        reduce: Tensor::new(vec![vs[0], vs[1]], f.vertical)?,
-                        reconstruct: Tensor::new(vec![hs[0], hs[1]], f.horizontal)?,
-                    },
-                }
+                let (vs, hs) = match kind {
+                    LayerKind::Convolution => (vs, hs),
+                    LayerKind::FullyConnected => (vec![vs[0], vs[1]], vec![hs[0], hs[1]]),
+                };
+                LayerSplit::new(node, tensor(vs, f.vertical)?, tensor(hs, f.horizontal)?)
             }
         })
     }
+}
+
+/// The node of `layer` in `model`: at its analysed index, or found by name in a rewritten model.
+pub fn layer_node(model: &Model, layer: &Layer) -> Result<usize, Error> {
+    let at_index = model.graph.nodes.get(layer.node).is_some_and(|n| n.name == layer.name);
+    if at_index {
+        return Ok(layer.node);
+    }
+    model
+        .graph
+        .nodes
+        .iter()
+        .rposition(|n| n.name == layer.name && !matches!(n.op, accnn_graph::Op::Variable))
+        .ok_or_else(|| Error::Layer {
+            layer: layer.name.clone(),
+            message: "not found in the model being rewritten".into(),
+        })
 }

@@ -6,10 +6,14 @@ use accnn_graph::shape::{Shapes, conv_output_hw, infer_shapes};
 use accnn_graph::{Model, Op, element_count};
 
 use crate::Error;
+use crate::per_layer::{LayerId, LayerSet};
 
 /// A convolution or fully-connected layer of the model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Layer {
+    /// The key of everything accnn computes for this layer.
+    pub id: LayerId,
+    /// The layer's node in the analysed model.
     pub node: usize,
     pub name: String,
     pub kind: LayerKind,
@@ -104,6 +108,7 @@ impl Analysis {
                 _ => continue,
             };
             layers.push(Layer {
+                id: LayerId(layers.len()),
                 node: cost.node,
                 name: cost.name,
                 kind: cost.kind,
@@ -127,5 +132,28 @@ impl Analysis {
     /// The layer called `name`.
     pub fn layer(&self, name: &str) -> Option<&Layer> {
         self.layers.iter().find(|l| l.name == name)
+    }
+
+    /// The layer `id` names. Panics on an id of another analysis with more layers.
+    pub fn get(&self, id: LayerId) -> &Layer {
+        &self.layers[id.index()]
+    }
+
+    /// The layers `keep` selects.
+    pub fn select(&self, keep: impl Fn(&Layer) -> bool) -> LayerSet {
+        self.layers.iter().filter(|l| keep(l)).map(|l| l.id).collect()
+    }
+
+    /// Every layer some rank makes cheaper: what a ratio can decompose.
+    pub fn reducible(&self) -> LayerSet {
+        self.select(Layer::can_reduce_cost)
+    }
+}
+
+impl std::ops::Index<LayerId> for Analysis {
+    type Output = Layer;
+
+    fn index(&self, id: LayerId) -> &Layer {
+        self.get(id)
     }
 }

@@ -2,9 +2,9 @@
 //! fixed input: the reader, the reference interpreter and full-rank decomposition are all checked
 //! against a real MXNet run.
 
-use accnn::{Analysis, apply_plan, factorise_all, full_rank_plan};
 use accnn_graph::mxnet::load_checkpoint;
 use accnn_graph::{Entry, Model};
+use accnn_plan::{Analysis, apply_plan, factorise_all, full_rank_plan};
 use accnn_reference::{Array, evaluate};
 
 struct Recorded {

@@ -13,10 +13,39 @@ use accnn_graph::onnx::{self, OnnxSource};
 
 use crate::Error;
 
+/// The file formats accnn reads and writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelFormat {
+    /// An MXNet checkpoint: `PREFIX-symbol.json` and `PREFIX-EPOCH.params`.
+    Mxnet,
+    /// An ONNX file.
+    Onnx,
+}
+
+impl ModelFormat {
+    /// Why a destination of the other format is refused: a model is written in the format it came in.
+    pub fn destination_rule(self) -> &'static str {
+        match self {
+            ModelFormat::Mxnet => "the model was read from an MXNet checkpoint and is written as one; give a prefix",
+            ModelFormat::Onnx => "the model was read from ONNX and is written as ONNX; give a path ending in .onnx",
+        }
+    }
+}
+
 /// Where a model came from, with what writing it back needs.
 pub enum ModelSource {
     Mxnet { prefix: String, paths: CheckpointPaths },
     Onnx { path: PathBuf, source: Box<OnnxSource> },
+}
+
+impl ModelSource {
+    /// The format the model was read in, and is written back in.
+    pub fn format(&self) -> ModelFormat {
+        match self {
+            ModelSource::Mxnet { .. } => ModelFormat::Mxnet,
+            ModelSource::Onnx { .. } => ModelFormat::Onnx,
+        }
+    }
 }
 
 /// A model read from disk.
@@ -125,18 +154,20 @@ pub fn check_destination(source: &ModelSource, dest: &str, inputs: &[PathBuf]) -
     let targets = match source {
         ModelSource::Mxnet { .. } => {
             if is_onnx(dest) {
-                return Err(Error::Plan(format!(
-                    "--save-model {dest}: the model was read from an MXNet checkpoint and is written as one; give a prefix"
-                )));
+                return Err(Error::DestinationFormat {
+                    dest: dest.to_string(),
+                    format: ModelFormat::Mxnet,
+                });
             }
             let paths = CheckpointPaths::new(dest, 1);
             vec![paths.symbol, paths.params]
         }
         ModelSource::Onnx { .. } => {
             if !is_onnx(dest) {
-                return Err(Error::Plan(format!(
-                    "--save-model {dest}: the model was read from ONNX and is written as ONNX; give a path ending in .onnx"
-                )));
+                return Err(Error::DestinationFormat {
+                    dest: dest.to_string(),
+                    format: ModelFormat::Onnx,
+                });
             }
             let path = PathBuf::from(dest);
             let data = path.with_file_name(format!("{}.data", file_name(&path)));
@@ -145,10 +176,10 @@ pub fn check_destination(source: &ModelSource, dest: &str, inputs: &[PathBuf]) -
     };
     for target in &targets {
         if let Some(input) = inputs.iter().find(|i| same_file(target, i)) {
-            return Err(Error::Plan(format!(
-                "--save-model {dest} would overwrite the input file {}; choose another name",
-                input.display()
-            )));
+            return Err(Error::WouldOverwrite {
+                dest: dest.to_string(),
+                input: input.clone(),
+            });
         }
     }
     Ok(targets)

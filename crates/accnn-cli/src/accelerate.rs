@@ -1,0 +1,109 @@
+//! The main command and `conv` / `fc`: a request from the flags, the library's pipeline, the report.
+
+use accnn::{Accelerated, Event, Observer, Request, Scope};
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::errors::explain;
+
+/// Shows the pipeline's progress: the SVD bar, calibration and folding lines.
+struct Progress {
+    bar: Option<ProgressBar>,
+    calibration_source: String,
+}
+
+impl Observer for Progress {
+    fn on(&mut self, event: Event<'_>) {
+        // Printing progress must never stop the work (a closed stdout is not an error here).
+        match event {
+            Event::Warning(w) => eprintln!("warning: {w}"),
+            Event::Folded(folded) if !folded.is_empty() => {
+                let _ = say!(
+                    "folded {} BatchNorm layers into the convolutions before them",
+                    folded.len()
+                );
+            }
+            Event::Calibrated { images, seconds } => {
+                let _ = say!(
+                    "calibration: {images} images from {}, statistics in {seconds:.1} s",
+                    self.calibration_source
+                );
+            }
+            Event::Factorising { layer, done, total } => {
+                crate::release_freed_memory();
+                let bar = self.bar.get_or_insert_with(|| {
+                    let bar = ProgressBar::new(total as u64);
+                    bar.set_style(
+                        ProgressStyle::with_template("{spinner} SVD {pos}/{len} {wide_bar} {elapsed} {msg}")
+                            .expect("static template")
+                            .progress_chars("=> "),
+                    );
+                    bar
+                });
+                bar.set_position(done as u64);
+                bar.set_message(layer.name.clone());
+            }
+            Event::Factorised => {
+                if let Some(bar) = self.bar.take() {
+                    bar.finish_and_clear();
+                }
+            }
+            // The SVD factors of big layers are not needed while the new model is written.
+            Event::Rewritten => crate::release_freed_memory(),
+            _ => {}
+        }
+    }
+}
+
+/// What was asked for, for the closing lines of the report.
+pub(crate) enum Asked {
+    /// A ratio over the layers of a scope.
+    Ratio(f64, Scope),
+    /// The ranks of a config.json.
+    Config,
+    /// One layer (`conv`, `fc`).
+    Layer,
+}
+
+/// Runs `request` and prints what it did.
+pub(crate) fn run(request: Request, calibration_source: String, asked: Asked) -> Result<()> {
+    let mut progress = Progress {
+        bar: None,
+        calibration_source,
+    };
+    let result = accnn::accelerate_with(request, &mut progress).map_err(explain)?;
+    report(&result, asked)
+}
+
+fn report(result: &Accelerated, asked: Asked) -> Result<()> {
+    crate::calibrate::print_fits(result)?;
+    say!("{}", result.report.to_string().trim_end())?;
+    if let Asked::Ratio(ratio, scope) = asked {
+        let achieved = result.report.scope_speedup(scope);
+        let what = match scope {
+            Scope::ConvOnly => "convolutions",
+            Scope::All => "convolution + FC layers",
+        };
+        say!("requested {ratio:.3}x over {what}: achieved {achieved:.3}x")?;
+    }
+    if !matches!(asked, Asked::Layer) {
+        say!("factorisation and rank selection took {:.1} s", result.plan_seconds)?;
+    }
+    if let Some(l) = &result.latency {
+        say!(
+            "latency at batch {} on {} in {}: original {:.2} ms; new model predicted {:.2} ms, measured {:.2} ms ({:+.1}%); measured speed-up {:.3}x",
+            l.batch,
+            l.engine.target,
+            l.engine.dtype.as_str(),
+            l.original * 1e3,
+            l.predicted * 1e3,
+            l.measured * 1e3,
+            100.0 * (l.measured / l.predicted - 1.0),
+            l.speedup()
+        )?;
+    }
+    for path in &result.written {
+        say!("wrote {}", path.display())?;
+    }
+    Ok(())
+}

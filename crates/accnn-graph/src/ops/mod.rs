@@ -1,0 +1,95 @@
+//! The operators, one module per operator or family: its attributes, output shapes, MACs and
+//! reference (`f64`) evaluation. The format readers ([`crate::mxnet`], [`crate::onnx`]) map their
+//! nodes onto these; the engine (`accnn-infer`) lowers them; shape inference ([`crate::shape`]) and
+//! the reference interpreter (`accnn-reference`) walk a graph calling [`Op::output_shapes`] and
+//! [`Op::reference`].
+//!
+//! | module | operators |
+//! |---|---|
+//! | [`conv`] | `Convolution` |
+//! | [`dense`] | `FullyConnected` |
+//! | [`pool`] | `Pooling` (max, average, sum; global) |
+//! | [`activation`] | elementwise unary functions: ReLU, sigmoid, tanh, softplus, softsign, leaky ReLU, clip |
+//! | [`elementwise`] | `Add`, `Mul` with broadcasting |
+//! | [`batch_norm`] | `BatchNorm` |
+//! | [`softmax`] | `Softmax`, `SoftmaxOutput` |
+//! | [`shape_ops`] | `Concat`, `Reshape`, `Flatten`, `Identity`, `Dropout` |
+
+pub mod activation;
+pub mod batch_norm;
+mod context;
+pub mod conv;
+pub mod dense;
+pub mod elementwise;
+pub mod pool;
+pub mod shape_ops;
+pub mod softmax;
+
+pub use context::{Array, EvalContext, ShapeContext};
+
+use crate::error::GraphError;
+use crate::ir::Op;
+
+impl Op {
+    /// The shapes of the node's outputs, from its inputs' shapes; stored weights are checked against
+    /// what the operator needs. Variables and opaque operators have no rule here: shape inference
+    /// gives variables their stored or input shape, and opaque nodes none.
+    pub fn output_shapes(&self, cx: &ShapeContext) -> Result<Vec<Vec<usize>>, GraphError> {
+        match self {
+            Op::Convolution(c) => conv::output_shapes(c, cx),
+            Op::FullyConnected(f) => dense::output_shapes(f, cx),
+            Op::Pooling(p) => pool::output_shapes(p, cx),
+            Op::BatchNorm(b) => batch_norm::output_shapes(b, cx),
+            Op::Activation(_) => activation::output_shapes(cx),
+            Op::Softmax { .. } | Op::SoftmaxOutput => softmax::output_shapes(cx),
+            Op::Add { broadcast } => elementwise::add_shapes(*broadcast, cx),
+            Op::Mul => elementwise::mul_shapes(cx),
+            Op::Concat { axis } => shape_ops::concat_shapes(*axis, cx),
+            Op::Reshape { shape } => shape_ops::reshape_shapes(shape, cx),
+            Op::Flatten => shape_ops::flatten_shapes(cx),
+            Op::Identity => shape_ops::passthrough_shapes(1, cx),
+            Op::Dropout => shape_ops::passthrough_shapes(2, cx),
+            Op::Variable | Op::Opaque { .. } => Err(cx.error("has no shape rule of its own")),
+        }
+    }
+
+    /// The node's first output computed in `f64` from its inputs' values: the oracle faster
+    /// engines are checked against.
+    pub fn reference(&self, cx: &EvalContext) -> Result<Array, GraphError> {
+        match self {
+            Op::Convolution(c) => conv::reference(c, cx),
+            Op::FullyConnected(f) => dense::reference(f, cx),
+            Op::Pooling(p) => pool::reference(p, cx),
+            Op::BatchNorm(b) => batch_norm::reference(b, cx),
+            Op::Activation(a) => activation::reference(*a, cx),
+            Op::Softmax { axis } => softmax::reference(*axis, cx),
+            Op::SoftmaxOutput => softmax::reference(1, cx),
+            Op::Add { .. } => elementwise::reference(cx, |a, b| a + b),
+            Op::Mul => elementwise::reference(cx, |a, b| a * b),
+            Op::Concat { axis } => shape_ops::concat_reference(*axis, cx),
+            Op::Reshape { .. } | Op::Flatten | Op::Identity | Op::Dropout => shape_ops::same_values(cx),
+            Op::Variable => Err(GraphError::Invalid(
+                "variables hold values; they are not evaluated".into(),
+            )),
+            Op::Opaque { op_type, .. } => Err(GraphError::UnsupportedOp {
+                node: cx.node.name.clone(),
+                op: op_type.clone(),
+            }),
+        }
+    }
+
+    /// Multiply-accumulates per image of a node with this operator, reading `input` (its first
+    /// input's shape) and producing `output`: counted for convolutions and fully-connected layers,
+    /// the layers accnn decomposes; zero for every other operator.
+    pub fn macs(&self, input: &[usize], output: &[usize]) -> u64 {
+        match self {
+            Op::Convolution(c) if input.len() == 4 && output.len() == 4 => {
+                conv::conv_macs(c, input[1], (output[2], output[3]))
+            }
+            Op::FullyConnected(f) => f
+                .rows_and_features(input)
+                .map_or(0, |(rows, features)| dense::fc_macs(f, rows, features)),
+            _ => 0,
+        }
+    }
+}

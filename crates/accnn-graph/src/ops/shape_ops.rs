@@ -1,0 +1,106 @@
+//! Operators that move values without computing: Concat, Reshape, Flatten, and the pass-throughs
+//! (Identity, Dropout at inference).
+
+use crate::error::GraphError;
+use crate::tensor::element_count;
+
+use super::{Array, EvalContext, ShapeContext};
+
+/// The output shape of MXNet's `Reshape` with `codes` (0 copy, -1 infer, -2 copy the rest, -3 merge
+/// two) applied to `input`; `node` names the node in errors.
+pub fn reshape(node: &str, input: &[usize], codes: &[i64]) -> Result<Vec<usize>, GraphError> {
+    let bad = || GraphError::node(node, format!("cannot reshape {input:?} with {codes:?}"));
+    let mut out: Vec<Option<usize>> = Vec::new();
+    let mut src = 0usize;
+    for &code in codes {
+        match code {
+            0 => {
+                out.push(Some(*input.get(src).ok_or_else(bad)?));
+                src += 1;
+            }
+            -1 => {
+                out.push(None);
+                src += 1;
+            }
+            -2 => {
+                out.extend(input.get(src..).ok_or_else(bad)?.iter().map(|&d| Some(d)));
+                src = input.len();
+            }
+            -3 => {
+                let (a, b) = (input.get(src).ok_or_else(bad)?, input.get(src + 1).ok_or_else(bad)?);
+                out.push(Some(a * b));
+                src += 2;
+            }
+            d if d > 0 => {
+                out.push(Some(d as usize));
+                src += 1;
+            }
+            _ => return Err(bad()),
+        }
+    }
+    let total = element_count(input)?;
+    let known: usize = out.iter().flatten().product();
+    let unknown = out.iter().filter(|d| d.is_none()).count();
+    let shape: Vec<usize> = match unknown {
+        0 => out.into_iter().flatten().collect(),
+        1 if known > 0 && total % known == 0 => out.into_iter().map(|d| d.unwrap_or(total / known)).collect(),
+        _ => return Err(bad()),
+    };
+    if element_count(&shape)? != total {
+        return Err(bad());
+    }
+    Ok(shape)
+}
+
+pub(crate) fn reshape_shapes(codes: &[i64], cx: &ShapeContext) -> Result<Vec<Vec<usize>>, GraphError> {
+    Ok(vec![reshape(cx.name(), cx.input(0)?, codes)?])
+}
+
+pub(crate) fn flatten_shapes(cx: &ShapeContext) -> Result<Vec<Vec<usize>>, GraphError> {
+    let s = cx.input(0)?;
+    let rest = element_count(s.get(1..).unwrap_or(&[]))?;
+    Ok(vec![vec![s.first().copied().unwrap_or(1), rest]])
+}
+
+/// Identity; Dropout has MXNet's second (mask) output of the same shape.
+pub(crate) fn passthrough_shapes(outputs: usize, cx: &ShapeContext) -> Result<Vec<Vec<usize>>, GraphError> {
+    Ok(vec![cx.input(0)?.to_vec(); outputs])
+}
+
+/// The input's values in the output's shape: Reshape, Flatten, Identity, Dropout.
+pub(crate) fn same_values(cx: &EvalContext) -> Result<Array, GraphError> {
+    Ok(cx.output(cx.arg(0)?.data.clone()))
+}
+
+pub(crate) fn concat_shapes(axis: usize, cx: &ShapeContext) -> Result<Vec<Vec<usize>>, GraphError> {
+    let first = cx.input(0)?.to_vec();
+    if axis >= first.len() {
+        return Err(cx.error(format!("concat axis {axis} out of range for {first:?}")));
+    }
+    let mut o = first.clone();
+    o[axis] = 0;
+    for k in 0..cx.input_count() {
+        let s = cx.input(k)?;
+        let same_rest =
+            s.len() == first.len() && s.iter().zip(&first).enumerate().all(|(d, (a, b))| d == axis || a == b);
+        if !same_rest {
+            return Err(cx.error(format!("cannot concatenate {s:?} with {first:?} on axis {axis}")));
+        }
+        o[axis] += s[axis];
+    }
+    Ok(vec![o])
+}
+
+pub(crate) fn concat_reference(axis: usize, cx: &EvalContext) -> Result<Array, GraphError> {
+    let out_shape = cx.output_shape();
+    let outer: usize = out_shape[..axis].iter().product();
+    let mut out = Vec::with_capacity(out_shape.iter().product());
+    for o in 0..outer {
+        for k in 0..cx.input_count() {
+            let a = cx.arg(k)?;
+            let chunk: usize = a.shape[axis..].iter().product();
+            out.extend_from_slice(&a.data[o * chunk..(o + 1) * chunk]);
+        }
+    }
+    Ok(cx.output(out))
+}

@@ -1,0 +1,84 @@
+//! Errors of the pipeline, in the library's terms. Each variant keeps the values and the underlying
+//! error; front ends word them for their own flags.
+
+use std::path::PathBuf;
+
+/// Why [`crate::accelerate`] (or saving its result) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The model file could not be read.
+    #[error("cannot read model '{spec}'")]
+    Read {
+        spec: String,
+        #[source]
+        source: accnn_plan::Error,
+    },
+    /// The model could not be analysed for its input shape (shapes, weights, unsupported nodes).
+    #[error("model '{spec}' with input shape {shape:?}")]
+    Analyse {
+        spec: String,
+        /// The input shape without the batch.
+        shape: Vec<usize>,
+        #[source]
+        source: accnn_plan::Error,
+    },
+    /// BatchNorm folding failed.
+    #[error("model '{spec}': folding BatchNorm")]
+    Fold {
+        spec: String,
+        #[source]
+        source: accnn_graph::GraphError,
+    },
+    /// A rank config that does not fit the model.
+    #[error("config {}", path.display())]
+    Config {
+        path: PathBuf,
+        #[source]
+        source: accnn_plan::Error,
+    },
+    /// The single layer asked for does not exist.
+    #[error("the model has no convolution or fully-connected layer named '{name}'")]
+    NoSuchLayer { name: String },
+    /// The single layer asked for is of the other kind.
+    #[error("layer '{name}' is a {kind:?} layer")]
+    LayerKind { name: String, kind: accnn_plan::LayerKind },
+    /// The single layer's width is not valid for it.
+    #[error("the rank of the layer")]
+    LayerWidth(#[source] accnn_plan::Error),
+    /// Calibration images could not be read.
+    #[error(transparent)]
+    CalibrationData(accnn_infer::InferError),
+    /// No calibration images were asked for.
+    #[error("the number of calibration images must be positive")]
+    NoCalibrationImages,
+    #[error("the batch size must be positive")]
+    InvalidBatch,
+    #[error(
+        "latency ratio {ratio}: the parts of the model that are not decomposed already take {fixed_ms:.2} ms of the {allowed_ms:.2} ms allowed"
+    )]
+    UnreachableLatency { ratio: f64, fixed_ms: f64, allowed_ms: f64 },
+    #[error("cannot create the latency cache folder {}", path.display())]
+    LatencyCache {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config output would overwrite an input file, or be one of the model files written.
+    #[error("the config output {} would overwrite {}", path.display(), clash.display())]
+    ConfigClash { path: PathBuf, clash: PathBuf, input: bool },
+    /// Writing the new model failed; nothing was left behind.
+    #[error("cannot write model '{dest}'")]
+    Write {
+        dest: String,
+        #[source]
+        source: accnn_graph::GraphError,
+    },
+    #[error(transparent)]
+    Plan(#[from] accnn_plan::Error),
+    #[error(transparent)]
+    Calibrate(#[from] accnn_calibrate::CalibrateError),
+    #[error(transparent)]
+    Infer(#[from] accnn_infer::InferError),
+    #[error(transparent)]
+    Graph(#[from] accnn_graph::GraphError),
+}

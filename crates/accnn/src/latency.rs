@@ -1,0 +1,222 @@
+//! `Cost::Latency`: ranks chosen under a measured-latency budget. FLOPs are not time: a decomposed
+//! pair at a rank that the kernels handle badly can be slower than the layer it replaces.
+//!
+//! [`latency_plan`] times every budgeted layer whole and at up to 16 ranks with accnn's engine
+//! (through a JSON cache keyed by device, kernels, dtype, batch, threads and layer shape) and
+//! maximises the kept energy under `measured model latency / ratio`, predicting the new model's
+//! latency.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use accnn_graph::{Model, Op};
+use accnn_infer::latency::{LayerSpec, model_seconds, time_layer};
+use accnn_infer::{EngineOptions, InferError};
+use accnn_plan::{Analysis, Factorisation, Layer, LayerCosts, LayerKind, PerLayer, RankPlan, Scope};
+
+use crate::Error;
+
+/// At most this many ranks are timed per layer.
+const PROBES_PER_LAYER: usize = 16;
+const ROUNDS: usize = 5;
+
+struct Cache {
+    path: Option<PathBuf>,
+    entries: BTreeMap<String, f64>,
+    dirty: bool,
+}
+
+impl Cache {
+    fn open(path: Option<PathBuf>) -> Self {
+        let entries = path
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Cache {
+            path,
+            entries,
+            dirty: false,
+        }
+    }
+
+    fn get_or(&mut self, key: String, measure: impl FnOnce() -> Result<f64, InferError>) -> Result<f64, InferError> {
+        if let Some(v) = self.entries.get(&key) {
+            return Ok(*v);
+        }
+        let v = measure()?;
+        self.entries.insert(key, v);
+        self.dirty = true;
+        Ok(v)
+    }
+
+    fn save(&self) -> Result<(), Error> {
+        let (Some(path), true) = (&self.path, self.dirty) else {
+            return Ok(());
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| Error::LatencyCache {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let text = serde_json::to_vec_pretty(&self.entries).expect("a map of strings to numbers serialises");
+        accnn_graph::io::write_files_atomically(&[(path.as_path(), &text)]).map_err(accnn_plan::Error::from)?;
+        Ok(())
+    }
+}
+
+fn layer_spec(model: &Model, layer: &Layer) -> Option<LayerSpec> {
+    match (&model.graph.nodes[layer.node].op, layer.kind) {
+        (Op::Convolution(c), LayerKind::Convolution) => {
+            let s = &layer.input_shape;
+            Some(LayerSpec::Conv {
+                attrs: c.clone(),
+                input: [s[1], s[2], s[3]],
+            })
+        }
+        (Op::FullyConnected(_), LayerKind::FullyConnected) => Some(LayerSpec::Dense {
+            inputs: layer.weight_shape[1],
+            outputs: layer.weight_shape[0],
+        }),
+        _ => None,
+    }
+}
+
+/// Ranks to time: multiples of the alignment (per group), at most [`PROBES_PER_LAYER`] of them, all
+/// with fewer MACs than the whole layer.
+fn probe_ranks(layer: &Layer, align: usize) -> Vec<usize> {
+    let unit = if align.is_multiple_of(layer.groups) {
+        (align / layer.groups).max(1)
+    } else {
+        align.max(1)
+    };
+    let useful = (1..=layer.max_rank)
+        .take_while(|&k| layer.macs_at(Some(k)) < layer.macs)
+        .last()
+        .unwrap_or(0);
+    let steps = useful / unit;
+    if steps == 0 {
+        return Vec::new();
+    }
+    let stride = steps.div_ceil(PROBES_PER_LAYER) * unit;
+    (1..).map(|j| j * stride).take_while(|&k| k <= useful).collect()
+}
+
+/// The latency plan and its prediction of the new model's latency.
+#[derive(Clone, Debug)]
+pub struct LatencyPlan {
+    pub plan: RankPlan,
+    pub original_seconds: f64,
+    pub predicted_seconds: f64,
+}
+
+/// Times every budgeted layer whole and at its probe ranks (through the cache at `cache`), then
+/// maximises the kept energy under `original latency / ratio`.
+pub fn latency_plan(
+    model: &Model,
+    analysis: &Analysis,
+    svds: &PerLayer<Factorisation>,
+    target: &LatencyTarget,
+) -> Result<LatencyPlan, Error> {
+    let LatencyTarget {
+        ratio,
+        scope,
+        align,
+        batch,
+        engine: options,
+        ..
+    } = *target;
+    if batch == 0 {
+        return Err(Error::InvalidBatch);
+    }
+    accnn_plan::check_ratio(ratio)?;
+    let mut cache = Cache::open(target.cache.clone());
+    // Timings belong to the device, precision and kernels that made them: a new kernel generation
+    // starts a new table.
+    let prefix = format!(
+        "{}|{}|{}|batch{batch}|threads{}",
+        options.target,
+        options.kernels(),
+        options.dtype.as_str(),
+        options.workers()
+    );
+    let original = model_seconds(model, &analysis.data_shape, batch, options)?;
+    let ns = |s: f64| (s * 1e9).round() as u64;
+    let mut costs: PerLayer<LayerCosts> = PerLayer::new();
+    let mut whole_total = 0.0;
+    for (id, _) in svds.iter() {
+        let layer = &analysis[id];
+        if !scope.includes(layer.kind) {
+            continue;
+        }
+        let Some(spec) = layer_spec(model, layer) else {
+            continue;
+        };
+        let key = spec.key();
+        let whole = cache.get_or(format!("{prefix}|{key}|whole"), || {
+            time_layer(&spec, None, batch, options, ROUNDS)
+        })?;
+        let mut ranks = Vec::new();
+        for k in probe_ranks(layer, align) {
+            let t = cache.get_or(format!("{prefix}|{key}|rank{k}"), || {
+                time_layer(&spec, Some(k), batch, options, ROUNDS)
+            })?;
+            ranks.push((k, ns(t)));
+        }
+        whole_total += whole;
+        costs.insert(
+            id,
+            LayerCosts {
+                whole: ns(whole),
+                ranks,
+            },
+        );
+    }
+    cache.save()?;
+    // What the budgeted layers do not cover (pooling, activations, unbudgeted layers) stays as it is.
+    let fixed = (original - whole_total).max(0.0);
+    let allowed = original / ratio;
+    if allowed <= fixed {
+        return Err(Error::UnreachableLatency {
+            ratio,
+            fixed_ms: fixed * 1e3,
+            allowed_ms: allowed * 1e3,
+        });
+    }
+    let (plan, layers_ns) = accnn_plan::plan_for_costs(analysis, svds, &costs, ns(allowed - fixed))?;
+    Ok(LatencyPlan {
+        plan,
+        original_seconds: original,
+        predicted_seconds: fixed + layers_ns as f64 * 1e-9,
+    })
+}
+
+/// What a latency plan is for: the ratio over measured latency, and where and how it is measured.
+#[derive(Clone, Debug)]
+pub struct LatencyTarget {
+    pub ratio: f64,
+    pub scope: Scope,
+    /// Every chosen width a multiple of this.
+    pub align: usize,
+    /// Batch size the layers and the model are timed at.
+    pub batch: usize,
+    /// The engine (device, dtype, threads) that times them.
+    pub engine: EngineOptions,
+    /// Where measured layer latencies are kept between runs (`None`: not kept).
+    pub cache: Option<PathBuf>,
+}
+
+/// Where measured latencies are kept between runs by default: `$XDG_CACHE_HOME/accnn/latency.json`,
+/// else `~/.cache/accnn/latency.json`.
+pub fn default_cache() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("accnn").join("latency.json"))
+}
+
+/// Whole-model latency of `model` on `data_shape` at `batch` with the engine `options`.
+pub fn measure_model(model: &Model, data_shape: &[usize], batch: usize, options: EngineOptions) -> Result<f64, Error> {
+    Ok(model_seconds(model, data_shape, batch, options)?)
+}

@@ -1,0 +1,44 @@
+//! Progress and per-layer reports while the pipeline runs.
+
+use accnn_graph::FoldedBatchNorm;
+use accnn_plan::Layer;
+
+/// Something that happened in [`crate::accelerate_with`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// A weight of the model holds NaN or infinite values.
+    Warning(&'a str),
+    /// BatchNorms folded into the convolutions before them (possibly none).
+    Folded(&'a [FoldedBatchNorm]),
+    /// The calibration pass over the original network is done.
+    Calibrated { images: usize, seconds: f64 },
+    /// The weight SVD of `layer` starts: `done` of `total` are finished.
+    Factorising {
+        layer: &'a Layer,
+        done: usize,
+        total: usize,
+    },
+    /// Every factorisation is done.
+    Factorised,
+    /// The new model exists (not yet measured or written).
+    Rewritten,
+}
+
+/// Receives [`Event`]s; any `FnMut(Event)` closure is one.
+pub trait Observer {
+    fn on(&mut self, event: Event<'_>);
+}
+
+/// An observer that ignores every event.
+pub struct Silent;
+
+impl Observer for Silent {
+    fn on(&mut self, _: Event<'_>) {}
+}
+
+impl<F: FnMut(Event<'_>)> Observer for F {
+    fn on(&mut self, event: Event<'_>) {
+        self(event)
+    }
+}

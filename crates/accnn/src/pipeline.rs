@@ -1,0 +1,461 @@
+//! The pipeline, once: load → fold → analyse → factorise → plan → calibrate → rewrite → measure → save.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use accnn_calibrate::{CalibrateOptions, LayerFit, Statistics};
+use accnn_graph::io::{FileContent, same_file, write_contents_atomically};
+use accnn_graph::{FoldedBatchNorm, Model, fold_batch_norms};
+use accnn_infer::data::Dataset;
+use accnn_plan::{
+    Analysis, ConfigSection, Factorisation, LayerSet, ModelFile, ModelSource, PerLayer, RankPlan, Report,
+    check_destination, encode_model,
+};
+use accnn_rank::RankConfig;
+
+use crate::Error;
+use crate::latency::{LatencyTarget, latency_plan, measure_model};
+use crate::observer::{Event, Observer};
+use crate::request::{Calibration, CalibrationImages, Cost, Fit, ModelInput, Output, RankSource, Request};
+
+/// A model read and analysed for one input shape, BatchNorm folded if asked.
+pub struct LoadedModel {
+    /// The name used in messages: the file spec or the in-memory model's name.
+    pub name: String,
+    /// The files it was read from (never overwritten).
+    pub inputs: Vec<PathBuf>,
+    /// Where it came from, for writing a new model in the same format (`None`: from memory).
+    pub source: Option<ModelSource>,
+    pub model: Model,
+    pub analysis: Analysis,
+    pub folded: Vec<FoldedBatchNorm>,
+    /// Weights that hold NaN or infinite values, one line each.
+    pub warnings: Vec<String>,
+}
+
+/// Reads `input` and analyses it for `data_shape` (`C, H, W`; `None`: what the model declares, else
+/// `3, 224, 224`), folding BatchNorms into the convolutions before them when `fold_batch_norm`.
+pub fn load_model(
+    input: ModelInput,
+    data_shape: Option<&[usize]>,
+    fold_batch_norm: bool,
+) -> Result<LoadedModel, Error> {
+    let given = data_shape.map(|s| std::iter::once(1).chain(s.iter().copied()).collect::<Vec<usize>>());
+    let (name, inputs, source, model, declared) = match input {
+        ModelInput::File { spec, epoch } => {
+            let file = ModelFile::open(&spec, epoch, given.as_deref()).map_err(|source| Error::Read {
+                spec: spec.clone(),
+                source,
+            })?;
+            let inputs = file.input_files();
+            let ModelFile {
+                model,
+                source,
+                declared_shape,
+            } = file;
+            (spec, inputs, Some(source), model, declared_shape)
+        }
+        ModelInput::Memory { name, model } => (name, Vec::new(), None, model, None),
+    };
+    let data_shape = match (given, declared) {
+        (Some(shape), _) => shape,
+        (None, Some(declared)) => std::iter::once(1).chain(declared).collect(),
+        (None, None) => vec![1, 3, 224, 224],
+    };
+    let warnings = model.non_finite_params();
+    let (model, folded) = if fold_batch_norm {
+        fold_batch_norms(model).map_err(|source| Error::Fold {
+            spec: name.clone(),
+            source,
+        })?
+    } else {
+        (model, Vec::new())
+    };
+    let analysis = Analysis::new(&model, &data_shape).map_err(|source| Error::Analyse {
+        spec: name.clone(),
+        shape: data_shape[1..].to_vec(),
+        source,
+    })?;
+    Ok(LoadedModel {
+        name,
+        inputs,
+        source,
+        model,
+        analysis,
+        folded,
+        warnings,
+    })
+}
+
+/// What [`accelerate`] made.
+pub struct Accelerated {
+    /// The new model.
+    pub model: Model,
+    /// The original model's analysis (layer names, shapes, costs).
+    pub analysis: Analysis,
+    pub plan: RankPlan,
+    pub report: Report,
+    /// The BatchNorms folded before decomposing.
+    pub folded: Vec<FoldedBatchNorm>,
+    /// Calibration: how many images, and how long the statistics took.
+    pub calibration: Option<CalibrationSummary>,
+    /// Calibration: each decomposed layer's response error before and after its refit.
+    pub fits: Vec<LayerFit>,
+    /// Calibration: seconds the reconstruction took.
+    pub reconstruction_seconds: f64,
+    /// `Cost::Latency`: measured and predicted latencies.
+    pub latency: Option<LatencyOutcome>,
+    /// Seconds from the analysed model to the chosen plan (calibration statistics, SVDs, selection).
+    pub plan_seconds: f64,
+    /// The files written, when the request had an output.
+    pub written: Vec<PathBuf>,
+}
+
+impl Accelerated {
+    /// The chosen ranks in the original tool's `config.json` schema.
+    pub fn config(&self) -> RankConfig {
+        self.plan.to_config(&self.analysis)
+    }
+}
+
+/// What calibration read.
+#[derive(Clone, Debug)]
+pub struct CalibrationSummary {
+    pub images: usize,
+    pub seconds: f64,
+}
+
+/// Latencies of `Cost::Latency`, in seconds at the requested batch.
+#[derive(Clone, Debug)]
+pub struct LatencyOutcome {
+    /// The batch size and the engine they were measured at.
+    pub batch: usize,
+    pub engine: accnn_infer::EngineOptions,
+    pub original: f64,
+    pub predicted: f64,
+    pub measured: f64,
+}
+
+impl LatencyOutcome {
+    /// Measured speed-up of the new model.
+    pub fn speedup(&self) -> f64 {
+        self.original / self.measured
+    }
+}
+
+/// Runs the whole pipeline for `request`, silently. See [`accelerate_with`].
+pub fn accelerate(request: Request) -> Result<Accelerated, Error> {
+    accelerate_with(request, &mut crate::observer::Silent)
+}
+
+/// Runs the whole pipeline for `request`, telling `observer` what happens as it happens.
+///
+/// Output files are checked before any work is done (no input is ever overwritten, the format
+/// matches the input's) and written together at the end, or not at all.
+pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<Accelerated, Error> {
+    let Request {
+        model,
+        data_shape,
+        fold_batch_norm,
+        ranks,
+        fit,
+        precision,
+        output,
+    } = request;
+    let loaded = load_model(model, data_shape.as_deref(), fold_batch_norm)?;
+    for warning in &loaded.warnings {
+        observer.on(Event::Warning(warning));
+    }
+    let config_path = match &ranks {
+        RankSource::Config { path, .. } => path.clone(),
+        _ => None,
+    };
+    if let Some(output) = &output {
+        check_output(&loaded, output, config_path.as_deref())?;
+    }
+    observer.on(Event::Folded(&loaded.folded));
+    let LoadedModel {
+        model,
+        analysis,
+        folded,
+        inputs,
+        source,
+        ..
+    } = loaded;
+    let started = Instant::now();
+    // A plan fixed by the request, and the layers to factorise.
+    let (fixed_plan, wanted) = match &ranks {
+        RankSource::Config { config, path } => {
+            let plan = accnn_plan::plan_from_config(&analysis, config).map_err(|source| match path {
+                Some(path) => Error::Config {
+                    path: path.clone(),
+                    source,
+                },
+                None => Error::Plan(source),
+            })?;
+            let wanted = plan.layer_set();
+            (Some(plan), wanted)
+        }
+        RankSource::Layer { name, kind, width } => {
+            let plan = single_layer_plan(&analysis, name, *kind, *width)?;
+            let wanted = plan.layer_set();
+            (Some(plan), wanted)
+        }
+        RankSource::Ratio {
+            ratio, scope, align, ..
+        } => {
+            accnn_plan::check_ratio(*ratio)?;
+            if *align == 0 {
+                return Err(accnn_plan::Error::InvalidAlignment.into());
+            }
+            (None, analysis.select(|l| scope.includes(l.kind) && l.can_reduce_cost()))
+        }
+    };
+    let calibration = match fit {
+        Fit::Weights => None,
+        Fit::Calibration(c) => Some(prepare_calibration(c, &model, &analysis, &wanted, observer)?),
+    };
+    let svds = match &calibration {
+        Some(c) => accnn_calibrate::factorise(&model, &analysis, &c.stats, &wanted, &c.options)?,
+        None => {
+            let total = wanted.len();
+            let mut done = 0;
+            accnn_plan::factorise_layers(&model, &analysis, &wanted, precision, &mut |id, _| {
+                observer.on(Event::Factorising {
+                    layer: &analysis[id],
+                    done,
+                    total,
+                });
+                done += 1;
+            })?
+        }
+    };
+    observer.on(Event::Factorised);
+    let mut latency_prediction = None;
+    let plan = match (fixed_plan, &ranks) {
+        (Some(plan), _) => plan,
+        (
+            None,
+            RankSource::Ratio {
+                ratio,
+                scope,
+                align,
+                cost: Cost::Latency(l),
+            },
+        ) => {
+            let target = LatencyTarget {
+                ratio: *ratio,
+                scope: *scope,
+                align: *align,
+                batch: l.batch,
+                engine: l.engine,
+                cache: l.cache.clone(),
+            };
+            let planned = latency_plan(&model, &analysis, &svds, &target)?;
+            latency_prediction = Some((planned.original_seconds, planned.predicted_seconds, l.clone()));
+            planned.plan
+        }
+        (
+            None,
+            RankSource::Ratio {
+                ratio, scope, align, ..
+            },
+        ) => accnn_plan::plan_for_ratio_aligned(&analysis, &svds, *ratio, *scope, *align)?,
+        (None, _) => unreachable!("config and single-layer requests fix their plan"),
+    };
+    let plan_seconds = started.elapsed().as_secs_f64();
+    let (model, report, fits, reconstruction_seconds) = rewrite(model, &analysis, svds, &plan, calibration.as_ref())?;
+    observer.on(Event::Rewritten);
+    let latency = match latency_prediction {
+        Some((original, predicted, l)) => Some(LatencyOutcome {
+            batch: l.batch,
+            engine: l.engine,
+            original,
+            predicted,
+            measured: measure_model(&model, &analysis.data_shape, l.batch, l.engine)?,
+        }),
+        None => None,
+    };
+    let written = match (&output, &source) {
+        (Some(output), Some(source)) => {
+            let config = output
+                .config
+                .as_deref()
+                .map(|p| (p, plan.to_config(&analysis).to_json()));
+            let mut keep = inputs.clone();
+            keep.extend(config_path);
+            save(source, &keep, &model, &output.model, config)?
+        }
+        _ => Vec::new(),
+    };
+    Ok(Accelerated {
+        model,
+        analysis,
+        plan,
+        report,
+        folded,
+        calibration: calibration.map(|c| CalibrationSummary {
+            images: c.data.len(),
+            seconds: c.stats.seconds,
+        }),
+        fits,
+        reconstruction_seconds,
+        latency,
+        plan_seconds,
+        written,
+    })
+}
+
+/// Refuses, before any work, outputs that would overwrite an input or clash with each other.
+fn check_output(loaded: &LoadedModel, output: &Output, config_input: Option<&Path>) -> Result<(), Error> {
+    let source = loaded.source.as_ref().ok_or_else(|| {
+        Error::Plan(accnn_plan::Error::Layer {
+            layer: loaded.name.clone(),
+            message: "a model given in memory has no file format to be written in".into(),
+        })
+    })?;
+    let mut keep = loaded.inputs.clone();
+    keep.extend(config_input.map(Path::to_path_buf));
+    let targets = check_destination(source, &output.model, &keep)?;
+    if let Some(out) = &output.config {
+        if let Some(input) = keep.iter().find(|p| same_file(out, p)) {
+            return Err(Error::ConfigClash {
+                path: out.clone(),
+                clash: input.clone(),
+                input: true,
+            });
+        }
+        if let Some(target) = targets.iter().find(|t| same_file(out, t)) {
+            return Err(Error::ConfigClash {
+                path: out.clone(),
+                clash: target.clone(),
+                input: false,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The plan of one layer at width `K`, checked to be of the `kind` the caller expects.
+fn single_layer_plan(
+    analysis: &Analysis,
+    name: &str,
+    kind: accnn_plan::LayerKind,
+    width: usize,
+) -> Result<RankPlan, Error> {
+    let layer = analysis
+        .layer(name)
+        .ok_or_else(|| Error::NoSuchLayer { name: name.into() })?;
+    if layer.kind != kind {
+        return Err(Error::LayerKind {
+            name: name.into(),
+            kind: layer.kind,
+        });
+    }
+    let mut config = RankConfig::default();
+    let entry = vec![(name.to_string(), width)];
+    match ConfigSection::of(kind) {
+        ConfigSection::Conv => config.conv_params = entry,
+        ConfigSection::Fc => config.fc_params = entry,
+    }
+    accnn_plan::plan_from_config(analysis, &config).map_err(Error::LayerWidth)
+}
+
+/// Calibration images and what the pass over the original network gathered.
+struct Calibrated {
+    data: Dataset,
+    stats: Statistics,
+    options: CalibrateOptions,
+}
+
+fn prepare_calibration(
+    calibration: Calibration,
+    model: &Model,
+    analysis: &Analysis,
+    wanted: &LayerSet,
+    observer: &mut dyn Observer,
+) -> Result<Calibrated, Error> {
+    let Calibration {
+        images,
+        positions,
+        threads,
+    } = calibration;
+    let data = match images {
+        CalibrationImages::Dataset(data) => data,
+        CalibrationImages::Files {
+            path,
+            split,
+            limit,
+            image,
+        } => {
+            if limit == 0 {
+                return Err(Error::NoCalibrationImages);
+            }
+            accnn_infer::data::open_images(&path, &split, &image, &analysis.data_shape, Some(limit))
+                .and_then(|images| images.to_dataset())
+                .map_err(Error::CalibrationData)?
+        }
+    };
+    let options = CalibrateOptions {
+        positions: positions.max(1),
+        threads,
+        ..CalibrateOptions::for_input(&data.shape[1..])
+    };
+    let stats = accnn_calibrate::collect(model, analysis, &data, wanted, &options)?;
+    observer.on(Event::Calibrated {
+        images: data.len(),
+        seconds: stats.seconds,
+    });
+    Ok(Calibrated { data, stats, options })
+}
+
+/// The rewritten model: factors as the SVD gave them, or refitted layer by layer on calibration data.
+fn rewrite(
+    model: Model,
+    analysis: &Analysis,
+    svds: PerLayer<Factorisation>,
+    plan: &RankPlan,
+    calibration: Option<&Calibrated>,
+) -> Result<(Model, Report, Vec<LayerFit>, f64), Error> {
+    Ok(match calibration {
+        Some(c) => {
+            let r = accnn_calibrate::reconstruct(model, analysis, &svds, plan, &c.stats, &c.data, &c.options)?;
+            (r.model, r.report, r.fits, r.seconds)
+        }
+        None => {
+            let (model, report) = accnn_plan::apply_plan(model, analysis, &svds, plan)?;
+            (model, report, Vec::new(), 0.0)
+        }
+    })
+}
+
+/// Writes the new model and, if given, the config: all files appear together or none does.
+fn save(
+    source: &ModelSource,
+    inputs: &[PathBuf],
+    model: &Model,
+    dest: &str,
+    config: Option<(&Path, String)>,
+) -> Result<Vec<PathBuf>, Error> {
+    let encoded = encode_model(source, model, dest, inputs)?;
+    let mut files = encoded.contents();
+    if let Some((path, text)) = &config {
+        if let Some(clash) = inputs
+            .iter()
+            .chain(encoded.files.iter().map(|(p, _)| p))
+            .find(|p| same_file(path, p))
+        {
+            return Err(Error::ConfigClash {
+                path: path.to_path_buf(),
+                clash: clash.clone(),
+                input: inputs.contains(clash),
+            });
+        }
+        files.push((path, FileContent::Bytes(text.as_bytes())));
+    }
+    write_contents_atomically(&files).map_err(|source| Error::Write {
+        dest: dest.to_string(),
+        source,
+    })?;
+    Ok(files.iter().map(|(p, _)| p.to_path_buf()).collect())
+}
