@@ -1,8 +1,8 @@
 //! VGG-16 topology (13 convolutions, 3 FC layers) with seeded He-normal weights.
 
-use accnn_graph::ir::{Activation, ConvAttrs, FcAttrs, Padding2d, PoolAttrs, PoolConvention, PoolKind};
-use accnn_graph::mxnet::{op_attrs, save_checkpoint};
-use accnn_graph::{Entry, Model, Node, Op, Tensor};
+use accnn_graph::ir::{Activation, ConvAttrs, Padding2d, PoolAttrs, PoolConvention, PoolKind};
+use accnn_graph::mxnet::save_checkpoint;
+use accnn_graph::{Entry, Model, ModelBuilder, Op, Tensor};
 use anyhow::Result;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
@@ -68,70 +68,44 @@ fn parse_shape(text: &str) -> Result<DataShape, String> {
         .ok_or_else(|| format!("expected C,H,W, got '{text}'"))
 }
 
+/// A [`ModelBuilder`] that draws He-normal weights.
 struct Builder {
-    model: Model,
+    model: ModelBuilder,
     rng: rand::rngs::StdRng,
 }
 
 impl Builder {
-    fn node(&mut self, name: &str, op: Op, inputs: Vec<Entry>) -> Entry {
-        let attrs = op_attrs(&op).expect("VGG uses symmetric padding");
-        self.model.graph.nodes.push(Node {
-            name: name.to_string(),
-            op,
-            inputs,
-            attrs,
-        });
-        Entry::new(self.model.graph.nodes.len() - 1)
-    }
-
-    fn param(&mut self, name: &str, shape: Vec<usize>, std: f32) -> Entry {
+    fn tensor(&mut self, shape: Vec<usize>, std: f32) -> Tensor {
         let n = shape.iter().product();
         let normal = Normal::new(0.0f32, std).expect("positive std");
-        let data: Vec<f32> = if std > 0.0 {
-            (0..n).map(|_| normal.sample(&mut self.rng)).collect()
-        } else {
-            vec![0.0; n]
-        };
-        self.model
-            .args
-            .insert(name.to_string(), Tensor::new(shape, data).expect("shape"));
-        self.node(name, Op::Variable, vec![])
+        let data: Vec<f32> = (0..n).map(|_| normal.sample(&mut self.rng)).collect();
+        Tensor::new(shape, data).expect("shape")
     }
 
     fn conv(&mut self, name: &str, x: Entry, cin: usize, cout: usize) -> Entry {
-        let std = (2.0 / (cin * 9) as f32).sqrt();
-        let w = self.param(&format!("{name}_weight"), vec![cout, cin, 3, 3], std);
-        let b = self.param(&format!("{name}_bias"), vec![cout], 0.01);
-        let op = Op::Convolution(ConvAttrs::same([3, 3], cout));
-        let c = self.node(name, op, vec![x, w, b]);
-        self.node(&name.replace("conv", "relu"), Op::Activation(Activation::Relu), vec![c])
+        let w = self.tensor(vec![cout, cin, 3, 3], (2.0 / (cin * 9) as f32).sqrt());
+        let b = self.tensor(vec![cout], 0.01);
+        let c = self.model.conv(name, x, ConvAttrs::same([3, 3], cout), w, Some(b));
+        self.model
+            .activation(&name.replace("conv", "relu"), c, Activation::Relu)
     }
 
     fn fc(&mut self, name: &str, x: Entry, inputs: usize, outputs: usize) -> Entry {
-        let std = (2.0 / inputs as f32).sqrt();
-        let w = self.param(&format!("{name}_weight"), vec![outputs, inputs], std);
-        let b = self.param(&format!("{name}_bias"), vec![outputs], 0.01);
-        let op = Op::FullyConnected(FcAttrs {
-            num_hidden: outputs,
-            no_bias: false,
-            flatten: true,
-        });
-        self.node(name, op, vec![x, w, b])
+        let w = self.tensor(vec![outputs, inputs], (2.0 / inputs as f32).sqrt());
+        let b = self.tensor(vec![outputs], 0.01);
+        self.model.dense(name, x, w, Some(b), true)
     }
 }
 
 /// Builds the model.
 pub fn build(args: &VggArgs) -> Model {
     let mut b = Builder {
-        model: Model::default(),
+        model: ModelBuilder::new(),
         rng: rand::rngs::StdRng::seed_from_u64(args.seed),
     };
     let [c, h, w] = args.data_shape.0;
-    let mut x = b.node("data", Op::Variable, vec![]);
-    b.model.graph.nodes[0]
-        .attrs
-        .insert("__shape__".into(), format!("(1, {c}, {h}, {w})"));
+    let mut x = b.model.input("data");
+    b.model.set_attr(x, "__shape__", &format!("(1, {c}, {h}, {w})"));
     let (mut cin, mut size) = (c, (h, w));
     for (s, (width, convs)) in STAGES.iter().enumerate() {
         let width = (width / args.width_divisor).max(1);
@@ -148,22 +122,21 @@ pub fn build(args: &VggArgs) -> Model {
             convention: PoolConvention::Valid,
             count_include_pad: true,
         });
-        x = b.node(&format!("pool{}", s + 1), pool, vec![x]);
+        x = b.model.node(&format!("pool{}", s + 1), pool, &[x]);
         size = (size.0 / 2, size.1 / 2);
     }
-    x = b.node("flatten", Op::Flatten, vec![x]);
+    x = b.model.node("flatten", Op::Flatten, &[x]);
     let features = cin * size.0 * size.1;
     x = b.fc("fc6", x, features, args.fc_width);
-    x = b.node("relu6", Op::Activation(Activation::Relu), vec![x]);
-    x = b.node("drop6", Op::Dropout, vec![x]);
+    x = b.model.activation("relu6", x, Activation::Relu);
+    x = b.model.node("drop6", Op::Dropout, &[x]);
     x = b.fc("fc7", x, args.fc_width, args.fc_width);
-    x = b.node("relu7", Op::Activation(Activation::Relu), vec![x]);
-    x = b.node("drop7", Op::Dropout, vec![x]);
+    x = b.model.activation("relu7", x, Activation::Relu);
+    x = b.model.node("drop7", Op::Dropout, &[x]);
     x = b.fc("fc8", x, args.fc_width, args.classes);
-    let label = b.node("softmax_label", Op::Variable, vec![]);
-    let out = b.node("softmax", Op::SoftmaxOutput, vec![x, label]);
-    b.model.graph.heads = vec![out];
-    b.model
+    let label = b.model.input("softmax_label");
+    let out = b.model.node("softmax", Op::SoftmaxOutput, &[x, label]);
+    b.model.build(&[out]).expect("VGG-16 is a valid graph")
 }
 
 pub fn generate(args: &VggArgs) -> Result<()> {

@@ -6,7 +6,7 @@ use std::path::Path;
 use accnn_calibrate::{CalibrateOptions, collect, factorise, reconstruct};
 use accnn_graph::ir::ConvAttrs;
 use accnn_graph::onnx::{decode_onnx, zoo};
-use accnn_graph::{Entry, Model, Node, Op, Tensor, fold_batch_norms};
+use accnn_graph::{Model, ModelBuilder, Tensor, fold_batch_norms};
 use accnn_infer::data::Dataset;
 use accnn_plan::{Analysis, LayerId, PlannedLayer, RankPlan, Scope, full_rank_plan, plan_for_ratio};
 use accnn_reference::{Array, evaluate};
@@ -46,28 +46,12 @@ fn images(count: usize, shape: [usize; 3], seed: u64) -> Dataset {
 }
 
 fn one_conv() -> Model {
-    let mut model = Model::default();
-    let node = |name: &str, op: Op, inputs: Vec<usize>| Node {
-        name: name.into(),
-        op,
-        inputs: inputs.into_iter().map(Entry::new).collect(),
-        attrs: Default::default(),
-    };
-    let conv = ConvAttrs::same([3, 3], 6);
-    model.graph.nodes = vec![
-        node("data", Op::Variable, vec![]),
-        node("w", Op::Variable, vec![]),
-        node("b", Op::Variable, vec![]),
-        node("conv", Op::Convolution(conv), vec![0, 1, 2]),
-    ];
-    model.graph.heads = vec![Entry::new(3)];
-    model
-        .args
-        .insert("w".into(), Tensor::new(vec![6, 4, 3, 3], noise(216, 7)).unwrap());
-    model
-        .args
-        .insert("b".into(), Tensor::new(vec![6], noise(6, 8)).unwrap());
-    model
+    let mut b = ModelBuilder::new();
+    let x = b.input("data");
+    let w = Tensor::new(vec![6, 4, 3, 3], noise(216, 7)).unwrap();
+    let bias = Tensor::new(vec![6], noise(6, 8)).unwrap();
+    let conv = b.conv("conv", x, ConvAttrs::same([3, 3], 6), w, Some(bias));
+    b.build(&[conv]).unwrap()
 }
 
 fn outputs(model: &Model, data: &Dataset) -> Vec<f64> {

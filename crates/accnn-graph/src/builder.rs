@@ -63,6 +63,14 @@ impl ModelBuilder {
         Entry::new(self.model.graph.nodes.len() - 1)
     }
 
+    /// Sets a file-level attribute of a node as the file spells it (MXNet's `__shape__` of the data
+    /// input, say), kept when the model is written.
+    pub fn set_attr(&mut self, node: Entry, key: &str, value: &str) {
+        if let Some(n) = self.model.graph.nodes.get_mut(node.node) {
+            n.attrs.insert(key.to_string(), value.to_string());
+        }
+    }
+
     /// A convolution of `x` with `weight` `(num_filter, C / g, kh, kw)` and, unless `attrs.no_bias`,
     /// `bias` (named `NAME_weight` and `NAME_bias`, as MXNet names them).
     pub fn conv(&mut self, name: &str, x: Entry, attrs: ConvAttrs, weight: Tensor, bias: Option<Tensor>) -> Entry {

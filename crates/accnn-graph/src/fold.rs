@@ -1,7 +1,8 @@
 //! Folding inference-mode BatchNorm into the convolution before it.
 //!
-//! `BN(conv(x, W) + b) = conv(x, W * s) + (b - mean) * s + beta` with `s = gamma / sqrt(var + eps)`
-//! per output channel, so the pair becomes one convolution. Decomposing the folded convolution
+//! `BN(conv(x, W) + b) = conv(x, W * s) + b * s + t`, with BatchNorm's per-channel affine map
+//! `x * s + t` ([`crate::ir::BatchNormAttrs::scale_shift`]: `s = gamma / sqrt(var + eps)`,
+//! `t = beta - mean * s`), so the pair becomes one convolution. Decomposing the folded convolution
 //! approximates what the network computes; decomposing the convolution alone would spend rank on
 //! channels the BatchNorm then scales down.
 
@@ -112,12 +113,8 @@ pub fn fold_batch_norms(model: Model) -> Result<(Model, Vec<FoldedBatchNorm>), G
                 ));
             }
         }
-        let scale: Vec<f64> = (0..channels)
-            .map(|k| {
-                let g = if attrs.fix_gamma { 1.0 } else { gamma.data()[k] as f64 };
-                g / (var.data()[k] as f64 + attrs.eps).sqrt()
-            })
-            .collect();
+        let wide = |t: &Tensor| t.data().iter().map(|&v| v as f64).collect::<Vec<f64>>();
+        let (scale, shift) = attrs.scale_shift(&wide(&gamma), &wide(&beta), &wide(&mean), &wide(&var));
         let weight_entry = *node
             .inputs
             .get(1)
@@ -140,7 +137,7 @@ pub fn fold_batch_norms(model: Model) -> Result<(Model, Vec<FoldedBatchNorm>), G
             None => Tensor::zeros(vec![channels]),
         };
         let bias_data: Vec<f32> = (0..channels)
-            .map(|k| ((base_bias.data()[k] as f64 - mean.data()[k] as f64) * scale[k] + beta.data()[k] as f64) as f32)
+            .map(|k| (base_bias.data()[k] as f64 * scale[k] + shift[k]) as f32)
             .collect();
         let bias = Tensor::new(vec![channels], bias_data)?;
         let variable = |name: String, nodes: &mut Vec<Node>| {

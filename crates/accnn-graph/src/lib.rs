@@ -1,6 +1,7 @@
 //! The model IR of accnn and everything that reads, writes, measures and rewrites it.
 //!
-//! - [`ir`]: [`Model`] = a topologically ordered [`Graph`] of [`Node`]s plus named weight [`Tensor`]s.
+//! - [`ir`]: [`Model`] = a topologically ordered [`Graph`] of [`Node`]s plus named weight [`Tensor`]s;
+//!   [`ModelBuilder`] makes one by hand.
 //! - [`mxnet`]: MXNet checkpoints (`PREFIX-symbol.json` in the 2016 and 1.x dialects, `.params` in
 //!   the legacy, V1, V2 and V3 layouts), read and written.
 //! - [`onnx`]: ONNX models (opsets 9 to 21), read and written back with everything accnn did not
@@ -30,6 +31,7 @@
 //! # Ok(()) }
 //! ```
 
+mod builder;
 pub mod cost;
 mod error;
 mod fold;
@@ -43,6 +45,7 @@ pub mod rewrite;
 pub mod shape;
 mod tensor;
 
+pub use builder::ModelBuilder;
 pub use error::GraphError;
 pub use fold::{FoldedBatchNorm, fold_batch_norms};
 pub use ir::{Entry, Graph, Model, Node, Op};

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use accnn_graph::ir::{ConvAttrs, FcAttrs};
 use accnn_graph::rewrite::{horizontal_conv, vertical_conv};
-use accnn_graph::{Entry, Model, Node, Op, Tensor as Weights};
+use accnn_graph::{Model, ModelBuilder, Op, Tensor as Weights};
 use candle_core::{DType, Device, Tensor};
 
 use crate::{Engine, EngineOptions, InferError};
@@ -48,34 +48,17 @@ impl LayerSpec {
     }
 }
 
-/// A model of `layers` applied in sequence to one input, with small random weights.
+/// A model of `layers` applied in sequence to one input, with small fixed weights.
 fn chain(layers: Vec<(Op, Vec<usize>)>) -> Model {
-    let mut model = Model::default();
-    let mut push = |name: String, op: Op, inputs: Vec<usize>| {
-        model.graph.nodes.push(Node {
-            name,
-            op,
-            inputs: inputs.into_iter().map(Entry::new).collect(),
-            attrs: Default::default(),
-        });
-        model.graph.nodes.len() - 1
-    };
-    let mut x = push("data".into(), Op::Variable, vec![]);
-    let mut weights = Vec::new();
+    let mut b = ModelBuilder::new();
+    let mut x = b.input("data");
     for (i, (op, shape)) in layers.into_iter().enumerate() {
-        let w = push(format!("w{i}"), Op::Variable, vec![]);
-        weights.push((format!("w{i}"), shape));
-        x = push(format!("l{i}"), op, vec![x, w]);
-    }
-    model.graph.heads = vec![Entry::new(x)];
-    for (name, shape) in weights {
         let n: usize = shape.iter().product();
         let data = (0..n).map(|i| ((i * 7919 % 97) as f32 - 48.0) * 1e-3).collect();
-        model
-            .args
-            .insert(name, Weights::new(shape, data).expect("shape matches"));
+        let w = b.weight(&format!("w{i}"), Weights::new(shape, data).expect("shape matches"));
+        x = b.node(&format!("l{i}"), op, &[x, w]);
     }
-    model
+    b.build(&[x]).expect("a chain is a valid graph")
 }
 
 /// The layer itself (`rank: None`) or its decomposed pair at `rank` per group.

@@ -32,19 +32,16 @@ pub mod latency;
 mod layers;
 mod options;
 mod pool;
+mod step;
 pub mod timing;
 
-use std::sync::Arc;
-
-use accnn_graph::ir::{Activation, BatchNormAttrs};
+use accnn_graph::ir::Activation;
 use accnn_graph::{Entry, GraphError, Model, Op};
-use candle_core::{CustomOp1, DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 pub use options::{EngineOptions, Target, cpu_kernels, parse_dtype};
 
-use conv::ConvKernel;
-use dense::DenseKernel;
-use pool::PoolKernel;
+use step::{Lowering, Step};
 
 /// Why a model could not be prepared or run.
 #[derive(Debug, thiserror::Error)]
@@ -65,43 +62,6 @@ pub enum InferError {
     Unsupported(String),
 }
 
-enum Step {
-    /// The data input.
-    Input,
-    /// A stored value used directly as an operand (not as a layer's weight).
-    Value(Tensor),
-    /// A weight consumed by its layer at build time.
-    Weight,
-    /// A convolution or pooling kernel (candle custom op, shared between runs).
-    Kernel(Arc<Box<dyn CustomOp1 + Send + Sync>>),
-    /// The same as candle tensor ops.
-    Conv(layers::Conv),
-    Pool(layers::Pool),
-    Dense {
-        kernel: DenseLayer,
-        outputs: usize,
-        flatten: bool,
-    },
-    Activation(Activation),
-    /// `x * scale + shift` per channel (BatchNorm at inference).
-    Affine {
-        scale: Tensor,
-        shift: Tensor,
-    },
-    Flatten,
-    Identity,
-    Add,
-    Mul,
-    Concat(usize),
-    Softmax(i64),
-    Reshape(Vec<i64>),
-}
-
-enum DenseLayer {
-    Kernel(Arc<Box<dyn CustomOp1 + Send + Sync>>),
-    Ops(layers::Dense),
-}
-
 /// A model prepared for inference: weights re-laid out for the kernels, execution order fixed.
 pub struct Engine {
     device: Device,
@@ -111,28 +71,6 @@ pub struct Engine {
     /// Index of the last step reading each node's outputs, to free them early.
     last_use: Vec<usize>,
     pool: rayon::ThreadPool,
-}
-
-fn param(model: &Model, node: &accnn_graph::Node, k: usize, what: &str) -> Result<Vec<f32>, InferError> {
-    let var = node.inputs.get(k).map(|e| &model.graph.nodes[e.node].name);
-    var.and_then(|v| model.param(v))
-        .map(|t| t.data().to_vec())
-        .ok_or_else(|| InferError::Node {
-            node: node.name.clone(),
-            message: format!("{what} is missing"),
-        })
-}
-
-fn input_channels(model: &Model, node: &accnn_graph::Node) -> Result<usize, InferError> {
-    let w = &model.graph.nodes[node.inputs[1].node].name;
-    let t = model.param(w).ok_or_else(|| InferError::Node {
-        node: node.name.clone(),
-        message: "weight is missing".into(),
-    })?;
-    let Op::Convolution(c) = &node.op else {
-        unreachable!("only called on convolutions")
-    };
-    Ok(t.shape()[1] * c.num_group)
 }
 
 impl Engine {
@@ -183,96 +121,23 @@ impl Engine {
                 fused_relu[e.node] = true;
             }
         }
-        let mut steps = Vec::with_capacity(graph.nodes.len());
-        for (i, node) in graph.nodes.iter().enumerate() {
-            let vector = |v: Vec<f32>, shape: &[usize]| Tensor::from_vec(v, shape, &device)?.to_dtype(dtype);
-            let step = match &node.op {
-                Op::Variable if i == data => Step::Input,
-                Op::Variable if weight_use[i] => Step::Weight,
-                Op::Variable => match model.param(&node.name) {
-                    Some(t) => Step::Value(vector(t.data().to_vec(), t.shape())?),
-                    None => Step::Weight, // an unused label
-                },
-                Op::Convolution(c) => {
-                    let weight = param(model, node, 1, "weight")?;
-                    let bias = if c.no_bias {
-                        None
-                    } else {
-                        Some(param(model, node, 2, "bias")?)
-                    };
-                    let channels = input_channels(model, node)?;
-                    if ops {
-                        let mut conv = layers::Conv::new(c, channels, weight, bias, &device, dtype)?;
-                        conv.relu = fused_relu[i];
-                        Step::Conv(conv)
-                    } else {
-                        let mut kernel =
-                            ConvKernel::new(c.clone(), channels, &weight, bias, threads, !options.portable_kernels);
-                        kernel.relu = fused_relu[i];
-                        Step::Kernel(Arc::new(Box::new(kernel)))
-                    }
-                }
-                Op::FullyConnected(f) => {
-                    let weight = param(model, node, 1, "weight")?;
-                    let bias = if f.no_bias {
-                        None
-                    } else {
-                        Some(param(model, node, 2, "bias")?)
-                    };
-                    let kernel = if ops {
-                        DenseLayer::Ops(layers::Dense::new(weight, bias, f.num_hidden, &device, dtype)?)
-                    } else {
-                        DenseLayer::Kernel(Arc::new(Box::new(DenseKernel::new(
-                            weight,
-                            bias,
-                            f.num_hidden,
-                            threads,
-                        ))))
-                    };
-                    Step::Dense {
-                        kernel,
-                        outputs: f.num_hidden,
-                        flatten: f.flatten,
-                    }
-                }
-                Op::Activation(_) if node.inputs.first().is_some_and(|e| fused_relu[e.node]) => Step::Identity,
-                Op::Activation(a) => Step::Activation(*a),
-                Op::Pooling(p) if ops => Step::Pool(layers::Pool::new(p.clone())),
-                Op::Pooling(p) => Step::Kernel(Arc::new(Box::new(PoolKernel { attrs: p.clone() }))),
-                Op::BatchNorm(BatchNormAttrs { eps, fix_gamma, .. }) => {
-                    let (gamma, beta) = (param(model, node, 1, "gamma")?, param(model, node, 2, "beta")?);
-                    let (mean, var) = (
-                        param(model, node, 3, "moving mean")?,
-                        param(model, node, 4, "moving variance")?,
-                    );
-                    let c = mean.len();
-                    let scale: Vec<f32> = (0..c)
-                        .map(|k| (if *fix_gamma { 1.0 } else { gamma[k] as f64 } / (var[k] as f64 + eps).sqrt()) as f32)
-                        .collect();
-                    let shift: Vec<f32> = (0..c).map(|k| beta[k] - mean[k] * scale[k]).collect();
-                    Step::Affine {
-                        scale: vector(scale, &[1, c, 1, 1])?,
-                        shift: vector(shift, &[1, c, 1, 1])?,
-                    }
-                }
-                Op::Flatten => Step::Flatten,
-                Op::Dropout => Step::Identity,
-                Op::Add { .. } => Step::Add,
-                Op::Mul => Step::Mul,
-                Op::Identity => Step::Identity,
-                Op::Opaque { op_type, .. } => {
-                    return Err(InferError::Node {
-                        node: node.name.clone(),
-                        message: format!("accnn's engine cannot run the operator '{op_type}'"),
-                    });
-                }
-                Op::Concat { axis } => Step::Concat(*axis),
-                Op::Softmax { axis } => Step::Softmax(*axis),
-                Op::SoftmaxOutput => Step::Softmax(1),
-                Op::Reshape { shape } => Step::Reshape(shape.clone()),
-            };
-            steps.push((node.name.clone(), step, node.inputs.clone()));
-        }
+        let lowering = Lowering {
+            model,
+            device: &device,
+            dtype,
+            threads,
+            candle_ops: ops,
+            fast_kernels: !options.portable_kernels,
+            data,
+            weight_use: &weight_use,
+            fused_relu: &fused_relu,
+        };
+        let steps = graph
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| Ok((node.name.clone(), lowering.lower(i, node)?, node.inputs.clone())))
+            .collect::<Result<Vec<_>, InferError>>()?;
         let mut last_use = vec![0usize; graph.nodes.len()];
         for (i, node) in graph.nodes.iter().enumerate() {
             for e in &node.inputs {
@@ -338,85 +203,8 @@ impl Engine {
         let keep: std::collections::HashSet<usize> = wanted.iter().map(|e| e.node).collect();
         for (i, (name, step, inputs)) in self.steps.iter().enumerate().take(last + 1) {
             let started = std::time::Instant::now();
-            let arg = |k: usize| -> Result<&Tensor, InferError> {
-                inputs
-                    .get(k)
-                    .and_then(|e| values[e.node].as_ref())
-                    .ok_or_else(|| InferError::Node {
-                        node: name.clone(),
-                        message: format!("input #{k} has no value"),
-                    })
-            };
-            let wrap = |e: candle_core::Error| InferError::Node {
-                node: name.clone(),
-                message: e.to_string(),
-            };
-            let value = match step {
-                Step::Input => Some(input.clone()),
-                Step::Value(t) => Some(t.clone()),
-                Step::Weight => None,
-                Step::Kernel(k) => Some(arg(0)?.contiguous()?.apply_op1_arc(k.clone()).map_err(wrap)?),
-                Step::Conv(conv) => Some(conv.forward(arg(0)?).map_err(wrap)?),
-                Step::Pool(pool) => Some(pool.forward(&arg(0)?.contiguous()?).map_err(wrap)?),
-                Step::Dense {
-                    kernel,
-                    outputs,
-                    flatten,
-                } => {
-                    let x = arg(0)?;
-                    let x2 = if *flatten {
-                        x.flatten_from(1)?
-                    } else {
-                        let last = *x.dims().last().unwrap_or(&1);
-                        x.reshape(((), last))?
-                    };
-                    let x2 = x2.contiguous()?;
-                    let mut y = match kernel {
-                        DenseLayer::Kernel(k) => x2.apply_op1_arc(k.clone()),
-                        DenseLayer::Ops(dense) => dense.forward(&x2),
-                    }
-                    .map_err(wrap)?;
-                    if !*flatten {
-                        let mut dims = x.dims().to_vec();
-                        *dims.last_mut().unwrap_or(&mut 0) = *outputs;
-                        y = y.reshape(dims)?;
-                    }
-                    Some(y)
-                }
-                Step::Activation(a) => {
-                    let x = arg(0)?;
-                    Some(match a {
-                        Activation::Relu => x.relu()?,
-                        Activation::Tanh => x.tanh()?,
-                        Activation::Sigmoid => (x.neg()?.exp()? + 1.0)?.recip()?,
-                        Activation::SoftRelu => (x.exp()? + 1.0)?.log()?,
-                        Activation::SoftSign => (x / (x.abs()? + 1.0)?)?,
-                        Activation::LeakyRelu { slope } => (x.relu()? - (x.neg()?.relu()? * *slope as f64)?)?,
-                        Activation::Clip { min, max } => x.clamp(*min, *max)?,
-                    })
-                }
-                Step::Affine { scale, shift } => Some(arg(0)?.broadcast_mul(scale)?.broadcast_add(shift)?),
-                Step::Flatten => Some(arg(0)?.flatten_from(1)?),
-                Step::Identity => Some(arg(0)?.clone()),
-                Step::Add => Some(arg(0)?.broadcast_add(arg(1)?).map_err(wrap)?),
-                Step::Mul => Some(arg(0)?.broadcast_mul(arg(1)?).map_err(wrap)?),
-                Step::Concat(axis) => {
-                    let parts: Vec<&Tensor> = (0..inputs.len()).map(arg).collect::<Result<_, _>>()?;
-                    Some(Tensor::cat(&parts, *axis).map_err(wrap)?)
-                }
-                Step::Softmax(axis) => {
-                    let x = arg(0)?;
-                    let rank = x.rank() as i64;
-                    let ax = if *axis < 0 { rank + axis } else { *axis } as usize;
-                    let e = x.broadcast_sub(&x.max_keepdim(ax)?)?.exp()?;
-                    Some(e.broadcast_div(&e.sum_keepdim(ax)?)?)
-                }
-                Step::Reshape(codes) => {
-                    let x = arg(0)?;
-                    let dims = accnn_graph::shape::reshape(name, x.dims(), codes)?;
-                    Some(x.reshape(dims)?)
-                }
-            };
+            let args: Vec<Option<&Tensor>> = inputs.iter().map(|e| values[e.node].as_ref()).collect();
+            let value = step.forward(name, input, &args)?;
             if profile && !matches!(step, Step::Weight) {
                 // A GPU runs ahead of the host: wait for this step's work before reading the clock.
                 self.device.synchronize()?;
@@ -479,41 +267,13 @@ fn op_input<'a, const R: usize>(
 #[doc(hidden)]
 /// A one-convolution, one-FC model for documentation examples.
 pub fn doc_model() -> Model {
-    use accnn_graph::ir::{ConvAttrs, FcAttrs};
-    use accnn_graph::{Node, Tensor as Weights};
-    let mut model = Model::default();
-    let node = |name: &str, op: Op, inputs: Vec<usize>| Node {
-        name: name.into(),
-        op,
-        inputs: inputs.into_iter().map(Entry::new).collect(),
-        attrs: Default::default(),
-    };
-    let conv = ConvAttrs {
-        no_bias: true,
-        ..ConvAttrs::same([3, 3], 2)
-    };
-    model.graph.nodes = vec![
-        node("data", Op::Variable, vec![]),
-        node("w", Op::Variable, vec![]),
-        node("conv", Op::Convolution(conv), vec![0, 1]),
-        node("fw", Op::Variable, vec![]),
-        node(
-            "fc",
-            Op::FullyConnected(FcAttrs {
-                num_hidden: 4,
-                no_bias: true,
-                flatten: true,
-            }),
-            vec![2, 3],
-        ),
-    ];
-    model.graph.heads = vec![Entry::new(4)];
-    model.args.insert(
-        "w".into(),
-        Weights::new(vec![2, 3, 3, 3], vec![0.1; 54]).expect("shape"),
-    );
-    model
-        .args
-        .insert("fw".into(), Weights::new(vec![4, 128], vec![0.01; 512]).expect("shape"));
-    model
+    use accnn_graph::ir::ConvAttrs;
+    use accnn_graph::{ModelBuilder, Tensor as Weights};
+    let mut b = ModelBuilder::new();
+    let x = b.input("data");
+    let w = Weights::new(vec![2, 3, 3, 3], vec![0.1; 54]).expect("shape");
+    let conv = b.conv("conv", x, ConvAttrs::same([3, 3], 2), w, None);
+    let fw = Weights::new(vec![4, 128], vec![0.01; 512]).expect("shape");
+    let fc = b.dense("fc", conv, fw, None, true);
+    b.build(&[fc]).expect("a valid graph")
 }

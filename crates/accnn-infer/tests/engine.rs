@@ -1,8 +1,8 @@
 //! The engine against MXNet's recorded outputs and the independent f64 reference interpreter.
 
-use accnn_graph::ir::{Activation, ConvAttrs, FcAttrs, Padding2d, PoolAttrs, PoolConvention, PoolKind};
+use accnn_graph::ir::{Activation, ConvAttrs, Padding2d, PoolAttrs, PoolConvention, PoolKind};
 use accnn_graph::mxnet::load_checkpoint;
-use accnn_graph::{Entry, Model, Node, Op, Tensor as Weights};
+use accnn_graph::{Entry, Model, ModelBuilder, Op, Tensor as Weights};
 use accnn_infer::{Engine, EngineOptions};
 use accnn_reference::{Array, evaluate};
 use candle_core::{Device, Tensor};
@@ -236,12 +236,10 @@ fn every_convolution_and_pooling_path_matches_the_reference() {
             convention,
             count_include_pad: include,
         };
-        let mut model = Model::default();
-        model.graph.nodes = vec![
-            node("data", Op::Variable, vec![]),
-            node("p", Op::Pooling(attrs.clone()), vec![0]),
-        ];
-        model.graph.heads = vec![Entry::new(1)];
+        let mut b = ModelBuilder::new();
+        let data = b.input("data");
+        let p = b.node("p", Op::Pooling(attrs.clone()), &[data]);
+        let model = b.build(&[p]).unwrap();
         let shape = [2, 3, 9, 8];
         let x = random(2 * 3 * 72, 7);
         let want = reference(&model, &shape, &x);
@@ -275,13 +273,7 @@ fn larger_convolutions_match_the_reference_on_every_path() {
         (conv_filters([3, 3], Padding2d::symmetric(1, 1), 12), 8, [2, 8, 7, 7]),
     ];
     for (i, (attrs, channels, shape)) in cases.into_iter().enumerate() {
-        let mut model = single_conv(attrs.clone(), channels, i % 2 == 0, 40 + i as u64);
-        let conv_node = model.graph.nodes.len() - 1;
-        model
-            .graph
-            .nodes
-            .push(node("relu", Op::Activation(Activation::Relu), vec![conv_node]));
-        model.graph.heads = vec![Entry::new(conv_node + 1)];
+        let model = conv_model(attrs.clone(), channels, i % 2 == 0, 40 + i as u64, true);
         let x = random(shape.iter().product(), 200 + i as u64);
         agrees_on_every_path(&model, &shape, &x, &format!("{attrs:?} {shape:?}"));
     }
@@ -344,29 +336,13 @@ fn dense_layers_match_the_reference_at_every_batch_size() {
         .into_iter()
         .enumerate()
     {
-        let mut model = Model::default();
         let seed = 300 + i as u64;
-        model.args.insert(
-            "w".into(),
-            Weights::new(vec![outputs, inputs], random(outputs * inputs, seed)).unwrap(),
-        );
-        model.graph.nodes = vec![node("data", Op::Variable, vec![]), node("w", Op::Variable, vec![])];
-        let mut fc_inputs = vec![0, 1];
-        if bias {
-            model.args.insert(
-                "b".into(),
-                Weights::new(vec![outputs], random(outputs, seed + 1)).unwrap(),
-            );
-            model.graph.nodes.push(node("b", Op::Variable, vec![]));
-            fc_inputs.push(2);
-        }
-        let fc = FcAttrs {
-            num_hidden: outputs,
-            no_bias: !bias,
-            flatten: true,
-        };
-        model.graph.nodes.push(node("fc", Op::FullyConnected(fc), fc_inputs));
-        model.graph.heads = vec![Entry::new(model.graph.nodes.len() - 1)];
+        let mut b = ModelBuilder::new();
+        let x = b.input("data");
+        let w = Weights::new(vec![outputs, inputs], random(outputs * inputs, seed)).unwrap();
+        let bias = bias.then(|| Weights::new(vec![outputs], random(outputs, seed + 1)).unwrap());
+        let fc = b.dense("fc", x, w, bias, true);
+        let model = b.build(&[fc]).unwrap();
         for batch in [1, 3, 4, 5, 9] {
             let shape = [batch, inputs, 1, 1];
             let x = random(batch * inputs, seed + 10 + batch as u64);
@@ -405,6 +381,19 @@ fn agrees_on_every_path(model: &Model, shape: &[usize], x: &[f32], what: &str) {
     assert_every_path(model, shape, x, &reference(model, shape, x), &[1, 2], 1e-5, what);
 }
 
+/// Every operator's sample (`accnn_graph::ops::samples`: one per operator, elementwise function and
+/// pooling convention) on every path, against the reference: an operator added to the IR is
+/// checked here as soon as it has a sample.
+#[test]
+fn every_operator_matches_the_reference_on_every_path() {
+    let samples = accnn_graph::ops::samples();
+    assert!(samples.len() > 20);
+    for (i, sample) in samples.iter().enumerate() {
+        let x = random(sample.input_shape.iter().product(), 900 + i as u64);
+        agrees_on_every_path(&sample.model, &sample.input_shape, &x, &sample.name);
+    }
+}
+
 fn conv_filters(kernel: [usize; 2], pad: Padding2d, filters: usize) -> ConvAttrs {
     ConvAttrs {
         num_filter: filters,
@@ -424,37 +413,24 @@ fn conv(kernel: [usize; 2], stride: [usize; 2], dilate: [usize; 2], pad: Padding
     }
 }
 
-fn node(name: &str, op: Op, inputs: Vec<usize>) -> Node {
-    Node {
-        name: name.into(),
-        op,
-        inputs: inputs.into_iter().map(Entry::new).collect(),
-        attrs: Default::default(),
-    }
+fn single_conv(attrs: ConvAttrs, channels: usize, bias: bool, seed: u64) -> Model {
+    conv_model(attrs, channels, bias, seed, false)
 }
 
-fn single_conv(mut attrs: ConvAttrs, channels: usize, bias: bool, seed: u64) -> Model {
-    attrs.no_bias = !bias;
-    let mut model = Model::default();
+/// One convolution with random weights, followed by a ReLU when `relu`.
+fn conv_model(attrs: ConvAttrs, channels: usize, bias: bool, seed: u64, relu: bool) -> Model {
     let [kh, kw] = attrs.kernel;
     let wshape = vec![attrs.num_filter, channels / attrs.num_group, kh, kw];
     let n: usize = wshape.iter().product();
-    model
-        .args
-        .insert("w".into(), Weights::new(wshape, random(n, seed)).unwrap());
-    let mut inputs = vec![0, 1];
-    model.graph.nodes = vec![node("data", Op::Variable, vec![]), node("w", Op::Variable, vec![])];
-    if bias {
-        model.args.insert(
-            "b".into(),
-            Weights::new(vec![attrs.num_filter], random(attrs.num_filter, seed + 50)).unwrap(),
-        );
-        model.graph.nodes.push(node("b", Op::Variable, vec![]));
-        inputs.push(2);
+    let w = Weights::new(wshape, random(n, seed)).unwrap();
+    let bias = bias.then(|| Weights::new(vec![attrs.num_filter], random(attrs.num_filter, seed + 50)).unwrap());
+    let mut b = ModelBuilder::new();
+    let x = b.input("data");
+    let mut out = b.conv("c", x, attrs, w, bias);
+    if relu {
+        out = b.activation("relu", out, Activation::Relu);
     }
-    model.graph.nodes.push(node("c", Op::Convolution(attrs), inputs));
-    model.graph.heads = vec![Entry::new(model.graph.nodes.len() - 1)];
-    model
+    b.build(&[out]).unwrap()
 }
 
 #[test]

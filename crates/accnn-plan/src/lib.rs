@@ -51,46 +51,28 @@ pub use report::{LayerReport, Report, plan_report};
 #[doc(hidden)]
 /// A tiny two-convolution, one-FC model used in documentation examples.
 pub fn example_model() -> accnn_graph::Model {
-    use accnn_graph::ir::{ConvAttrs, FcAttrs};
-    use accnn_graph::{Entry, Model, Node, Op, Tensor};
-    let mut model = Model::default();
-    let mut push = |name: &str, op: Op, inputs: Vec<usize>| {
-        let attrs = accnn_graph::mxnet::op_attrs(&op).expect("symmetric padding");
-        model.graph.nodes.push(Node {
-            name: name.into(),
-            op,
-            inputs: inputs.into_iter().map(Entry::new).collect(),
-            attrs,
-        });
-        model.graph.nodes.len() - 1
-    };
-    let conv = |filters| Op::Convolution(ConvAttrs::same([3, 3], filters));
-    let d = push("data", Op::Variable, vec![]);
-    let w1 = push("c1_weight", Op::Variable, vec![]);
-    let b1 = push("c1_bias", Op::Variable, vec![]);
-    let c1 = push("c1", conv(16), vec![d, w1, b1]);
-    let w2 = push("c2_weight", Op::Variable, vec![]);
-    let b2 = push("c2_bias", Op::Variable, vec![]);
-    let c2 = push("c2", conv(16), vec![c1, w2, b2]);
-    let w3 = push("fc_weight", Op::Variable, vec![]);
-    let fc = push(
-        "fc",
-        Op::FullyConnected(FcAttrs {
-            num_hidden: 10,
-            no_bias: true,
-            flatten: true,
-        }),
-        vec![c2, w3],
-    );
-    model.graph.heads = vec![Entry::new(fc)];
+    use accnn_graph::ir::ConvAttrs;
+    use accnn_graph::{ModelBuilder, Tensor};
     let fill = |shape: Vec<usize>| {
         let n: usize = shape.iter().product();
         Tensor::new(shape, (0..n).map(|i| ((i * 7919 % 101) as f32 - 50.0) / 50.0).collect()).expect("shape")
     };
-    model.args.insert("c1_weight".into(), fill(vec![16, 3, 3, 3]));
-    model.args.insert("c1_bias".into(), fill(vec![16]));
-    model.args.insert("c2_weight".into(), fill(vec![16, 16, 3, 3]));
-    model.args.insert("c2_bias".into(), fill(vec![16]));
-    model.args.insert("fc_weight".into(), fill(vec![10, 16 * 8 * 8]));
-    model
+    let mut b = ModelBuilder::new();
+    let x = b.input("data");
+    let c1 = b.conv(
+        "c1",
+        x,
+        ConvAttrs::same([3, 3], 16),
+        fill(vec![16, 3, 3, 3]),
+        Some(fill(vec![16])),
+    );
+    let c2 = b.conv(
+        "c2",
+        c1,
+        ConvAttrs::same([3, 3], 16),
+        fill(vec![16, 16, 3, 3]),
+        Some(fill(vec![16])),
+    );
+    let fc = b.dense("fc", c2, fill(vec![10, 16 * 8 * 8]), None, true);
+    b.build(&[fc]).expect("a valid graph")
 }

@@ -1,47 +1,38 @@
 //! The whole pipeline checked by running models with the independent f64 reference interpreter.
 
-use accnn_graph::ir::{Activation, ConvAttrs, FcAttrs, Padding2d, PoolAttrs, PoolConvention, PoolKind};
-use accnn_graph::mxnet::{load_checkpoint, op_attrs};
-use accnn_graph::{Entry, Model, Node, Op, Tensor};
+use accnn_graph::ir::{Activation, ConvAttrs, Padding2d, PoolAttrs, PoolConvention, PoolKind};
+use accnn_graph::mxnet::load_checkpoint;
+use accnn_graph::{Entry, Model, ModelBuilder, Op, Tensor};
 use accnn_plan::{Analysis, Scope, apply_plan, factorise_all, full_rank_plan, plan_for_ratio, plan_from_config};
 use accnn_rank::RankConfig;
 use accnn_reference::{Array, evaluate};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
+/// A [`ModelBuilder`] drawing standard-normal weights.
 struct Net {
-    model: Model,
+    b: ModelBuilder,
     rng: rand::rngs::StdRng,
 }
 
 impl Net {
-    fn new() -> Self {
-        let mut net = Net {
-            model: Model::default(),
+    /// The builder and its data input.
+    fn new() -> (Self, Entry) {
+        let mut b = ModelBuilder::new();
+        let x = b.input("data");
+        let net = Net {
+            b,
             rng: rand::rngs::StdRng::seed_from_u64(5),
         };
-        net.node("data", Op::Variable, vec![]);
-        net
+        (net, x)
     }
 
-    fn node(&mut self, name: &str, op: Op, inputs: Vec<Entry>) -> Entry {
-        let attrs = op_attrs(&op).unwrap_or_default();
-        self.model.graph.nodes.push(Node {
-            name: name.into(),
-            op,
-            inputs,
-            attrs,
-        });
-        Entry::new(self.model.graph.nodes.len() - 1)
-    }
-
-    fn weight(&mut self, name: &str, shape: Vec<usize>) -> Entry {
+    fn tensor(&mut self, shape: Vec<usize>) -> Tensor {
         let n = shape.iter().product();
         let data = (0..n)
             .map(|_| StandardNormal.sample(&mut self.rng))
             .collect::<Vec<f32>>();
-        self.model.args.insert(name.into(), Tensor::new(shape, data).unwrap());
-        self.node(name, Op::Variable, vec![])
+        Tensor::new(shape, data).unwrap()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -58,12 +49,9 @@ impl Net {
         g: usize,
         bias: bool,
     ) -> Entry {
-        let w = self.weight(&format!("{name}_weight"), vec![cout, cin / g, k[0], k[1]]);
-        let mut inputs = vec![x, w];
-        if bias {
-            inputs.push(self.weight(&format!("{name}_bias"), vec![cout]));
-        }
-        let op = Op::Convolution(ConvAttrs {
+        let w = self.tensor(vec![cout, cin / g, k[0], k[1]]);
+        let b = bias.then(|| self.tensor(vec![cout]));
+        let attrs = ConvAttrs {
             kernel: k,
             stride: s,
             dilate: d,
@@ -71,23 +59,28 @@ impl Net {
             num_filter: cout,
             num_group: g,
             no_bias: !bias,
-        });
-        self.node(name, op, inputs)
+        };
+        self.b.conv(name, x, attrs, w, b)
+    }
+
+    fn dense(&mut self, name: &str, x: Entry, outputs: usize, inputs: usize, bias: bool) -> Entry {
+        let w = self.tensor(vec![outputs, inputs]);
+        let b = bias.then(|| self.tensor(vec![outputs]));
+        self.b.dense(name, x, w, b, true)
     }
 }
 
 /// A small DAG with every convolution feature: strides, dilation, non-square kernels, groups, no
 /// bias, a residual add and a concat, pooling and two FC layers.
 fn awkward_model() -> Model {
-    let mut n = Net::new();
-    let x = Entry::new(0);
+    let (mut n, x) = Net::new();
     let c1 = n.conv("c1", x, 3, 8, [3, 3], [2, 1], [1, 1], [1, 1], 1, true);
-    let r1 = n.node("r1", Op::Activation(Activation::Relu), vec![c1]);
+    let r1 = n.b.activation("r1", c1, Activation::Relu);
     let c2 = n.conv("c2", r1, 8, 8, [5, 3], [1, 2], [1, 1], [2, 1], 1, false);
     let c3 = n.conv("c3", r1, 8, 8, [3, 3], [1, 2], [2, 1], [2, 1], 2, true);
-    let add = n.node("add", Op::Add { broadcast: false }, vec![c2, c3]);
+    let add = n.b.node("add", Op::Add { broadcast: false }, &[c2, c3]);
     let c4 = n.conv("c4", add, 8, 6, [1, 3], [1, 1], [1, 1], [0, 1], 1, true);
-    let cat = n.node("cat", Op::Concat { axis: 1 }, vec![add, c4]);
+    let cat = n.b.node("cat", Op::Concat { axis: 1 }, &[add, c4]);
     let pool = Op::Pooling(PoolAttrs {
         kind: PoolKind::Max,
         kernel: [2, 2],
@@ -97,31 +90,11 @@ fn awkward_model() -> Model {
         convention: PoolConvention::Full,
         count_include_pad: true,
     });
-    let p = n.node("pool", pool, vec![cat]);
-    let fw = n.weight("fc1_weight", vec![12, 14 * 3 * 3]);
-    let fb = n.weight("fc1_bias", vec![12]);
-    let fc1 = n.node(
-        "fc1",
-        Op::FullyConnected(FcAttrs {
-            num_hidden: 12,
-            no_bias: false,
-            flatten: true,
-        }),
-        vec![p, fw, fb],
-    );
-    let t = n.node("t", Op::Activation(Activation::Tanh), vec![fc1]);
-    let gw = n.weight("fc2_weight", vec![5, 12]);
-    let fc2 = n.node(
-        "fc2",
-        Op::FullyConnected(FcAttrs {
-            num_hidden: 5,
-            no_bias: true,
-            flatten: true,
-        }),
-        vec![t, gw],
-    );
-    n.model.graph.heads = vec![fc2];
-    n.model
+    let p = n.b.node("pool", pool, &[cat]);
+    let fc1 = n.dense("fc1", p, 12, 14 * 3 * 3, true);
+    let t = n.b.activation("t", fc1, Activation::Tanh);
+    let fc2 = n.dense("fc2", t, 5, 12, false);
+    n.b.build(&[fc2]).unwrap()
 }
 
 fn input(shape: &[usize], seed: u64) -> Array {
@@ -172,10 +145,9 @@ fn full_rank_decomposition_reproduces_every_output() {
 fn truncated_layer_error_follows_eckart_young_in_the_outputs() {
     // One conv, no nonlinearity: the output error of a rank-K pair is the kernel error applied to
     // the input, so it must grow as K shrinks and vanish at full rank.
-    let mut n = Net::new();
-    let c = n.conv("c", Entry::new(0), 4, 6, [3, 3], [1, 1], [1, 1], [1, 1], 1, true);
-    n.model.graph.heads = vec![c];
-    let model = n.model;
+    let (mut n, x) = Net::new();
+    let c = n.conv("c", x, 4, 6, [3, 3], [1, 1], [1, 1], [1, 1], 1, true);
+    let model = n.b.build(&[c]).unwrap();
     let analysis = Analysis::new(&model, &[1, 4, 7, 7]).unwrap();
     let svds = factorise_all(&model, &analysis, Default::default(), |_, _| {}).unwrap();
     let x = input(&[1, 4, 7, 7], 2);

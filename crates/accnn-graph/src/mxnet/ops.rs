@@ -139,14 +139,13 @@ pub fn parse_op(node: &str, op: &str, map: &BTreeMap<String, String>) -> Result<
                 flatten: a.bool_or("flatten", true)?,
             })
         }
-        "Activation" => Op::Activation(match a.required("act_type")? {
-            "relu" => Activation::Relu,
-            "sigmoid" => Activation::Sigmoid,
-            "tanh" => Activation::Tanh,
-            "softrelu" => Activation::SoftRelu,
-            "softsign" => Activation::SoftSign,
-            other => return Err(a.err(format!("unsupported act_type '{other}'"))),
-        }),
+        "Activation" => {
+            let act_type = a.required("act_type")?;
+            Op::Activation(
+                Activation::from_mxnet_act_type(act_type)
+                    .ok_or_else(|| a.err(format!("unsupported act_type '{act_type}'")))?,
+            )
+        }
         "LeakyReLU" => match a.get("act_type").unwrap_or("leaky") {
             "leaky" => Op::Activation(Activation::LeakyRelu {
                 slope: a.f64_or("slope", 0.25)? as f32,
@@ -309,18 +308,12 @@ pub fn op_attrs(op: &Op) -> Result<BTreeMap<String, String>, GraphError> {
             put("a_min", min.to_string());
             put("a_max", max.to_string());
         }
-        Op::Activation(a) => put(
-            "act_type",
-            match a {
-                Activation::Relu => "relu",
-                Activation::Sigmoid => "sigmoid",
-                Activation::Tanh => "tanh",
-                Activation::SoftRelu => "softrelu",
-                Activation::SoftSign => "softsign",
-                Activation::LeakyRelu { .. } | Activation::Clip { .. } => unreachable!("handled above"),
-            }
-            .to_string(),
-        ),
+        Op::Activation(a) => {
+            let act_type = a
+                .mxnet_act_type()
+                .ok_or_else(|| GraphError::Invalid(format!("MXNet has no activation {a:?}")))?;
+            put("act_type", act_type.to_string());
+        }
         Op::Pooling(p) => {
             put("kernel", tuple(p.kernel));
             put("stride", tuple(p.stride));

@@ -117,6 +117,31 @@ mod tests {
         assert_eq!(seen, (0..Activation::COUNT).collect::<Vec<_>>());
     }
 
+    /// The definitions against values computed by hand: the engine's generic path evaluates these
+    /// same definitions, so they are checked here independently.
+    #[test]
+    fn definitions_give_known_values() {
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        let cases = [
+            (Activation::Relu, -2.0, 0.0),
+            (Activation::Relu, 3.0, 3.0),
+            (Activation::Sigmoid, 0.0, 0.5),
+            (Activation::Sigmoid, 2f64.ln(), 2.0 / 3.0),
+            (Activation::Tanh, 0.5f64.atanh(), 0.5),
+            (Activation::SoftRelu, 0.0, 2f64.ln()),
+            (Activation::SoftRelu, 3f64.ln(), 4f64.ln()),
+            (Activation::SoftSign, 3.0, 0.75),
+            (Activation::SoftSign, -1.0, -0.5),
+            (Activation::LeakyRelu { slope: 0.25 }, -4.0, -1.0),
+            (Activation::LeakyRelu { slope: 0.25 }, 4.0, 4.0),
+            (Activation::Clip { min: -0.5, max: 6.0 }, 7.0, 6.0),
+            (Activation::Clip { min: -0.5, max: 6.0 }, -1.0, -0.5),
+        ];
+        for (a, x, want) in cases {
+            assert!(close(a.apply(x), want), "{a:?}({x}) = {} != {want}", a.apply(x));
+        }
+    }
+
     #[test]
     fn mxnet_names_round_trip() {
         for a in Activation::examples() {

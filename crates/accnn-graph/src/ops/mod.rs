@@ -14,6 +14,9 @@
 //! | [`batch_norm`] | `BatchNorm` |
 //! | [`softmax`] | `Softmax`, `SoftmaxOutput` |
 //! | [`shape_ops`] | `Concat`, `Reshape`, `Flatten`, `Identity`, `Dropout` |
+//!
+//! [`samples`] is one small model per operator: the conformance set that the reference and the
+//! engine are checked on, operator by operator.
 
 pub mod activation;
 pub mod batch_norm;
@@ -22,10 +25,12 @@ pub mod conv;
 pub mod dense;
 pub mod elementwise;
 pub mod pool;
+mod samples;
 pub mod shape_ops;
 pub mod softmax;
 
 pub use context::{Array, EvalContext, ShapeContext};
+pub use samples::{OpSample, samples};
 
 use crate::error::GraphError;
 use crate::ir::Op;

@@ -1,0 +1,198 @@
+//! One small model per operator (and per elementwise function, pooling kind and convention): the
+//! conformance set every evaluator of the IR is checked on. [`samples`] covers every [`Op`] variant
+//! but `Variable` and `Opaque` (a test fails otherwise), so an operator added to the IR is checked
+//! by the engine-vs-reference suite as soon as it has a sample here.
+
+use crate::builder::ModelBuilder;
+use crate::ir::{Activation, BatchNormAttrs, ConvAttrs, Entry, Model, Op, Padding2d};
+use crate::ops::pool::{PoolAttrs, PoolConvention, PoolKind};
+use crate::tensor::Tensor;
+
+/// A model whose output is one node applying the operator under test to its data input.
+pub struct OpSample {
+    /// What is tested, for messages.
+    pub name: String,
+    pub model: Model,
+    /// The data input's shape, batch first.
+    pub input_shape: Vec<usize>,
+}
+
+/// Deterministic values in about `[-1, 1]`.
+fn values(n: usize, seed: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i + 1) * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0)
+        .collect()
+}
+
+fn tensor(shape: Vec<usize>, seed: usize) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::new(shape, values(n, seed)).expect("values fill the shape")
+}
+
+fn sample(name: String, input_shape: Vec<usize>, build: impl FnOnce(&mut ModelBuilder, Entry) -> Entry) -> OpSample {
+    let mut b = ModelBuilder::new();
+    let x = b.input("data");
+    let out = build(&mut b, x);
+    OpSample {
+        name,
+        model: b.build(&[out]).expect("samples are valid graphs"),
+        input_shape,
+    }
+}
+
+/// Every operator on a small input.
+pub fn samples() -> Vec<OpSample> {
+    let mut out = Vec::new();
+    let conv = ConvAttrs {
+        kernel: [3, 2],
+        stride: [2, 1],
+        dilate: [1, 2],
+        pad: Padding2d {
+            top: 1,
+            bottom: 0,
+            left: 2,
+            right: 1,
+        },
+        num_filter: 6,
+        num_group: 2,
+        no_bias: false,
+    };
+    out.push(sample("Convolution".into(), vec![2, 4, 9, 8], |b, x| {
+        b.conv("op", x, conv, tensor(vec![6, 2, 3, 2], 1), Some(tensor(vec![6], 2)))
+    }));
+    out.push(sample("FullyConnected".into(), vec![2, 3, 4, 4], |b, x| {
+        b.dense("op", x, tensor(vec![7, 48], 3), Some(tensor(vec![7], 4)), true)
+    }));
+    out.push(sample("FullyConnected (last axis)".into(), vec![2, 5, 6], |b, x| {
+        b.dense("op", x, tensor(vec![3, 6], 5), None, false)
+    }));
+    for kind in [PoolKind::Max, PoolKind::Avg, PoolKind::Sum] {
+        for (convention, include) in [(PoolConvention::Valid, true), (PoolConvention::Ceil, false)] {
+            let p = PoolAttrs {
+                kind,
+                kernel: [3, 2],
+                stride: [2, 2],
+                pad: Padding2d::symmetric(1, 1),
+                global: false,
+                convention,
+                count_include_pad: include,
+            };
+            out.push(sample(
+                format!("Pooling {kind:?} {convention:?}"),
+                vec![2, 3, 9, 8],
+                |b, x| b.node("op", Op::Pooling(p), &[x]),
+            ));
+        }
+    }
+    let global = PoolAttrs {
+        kind: PoolKind::Avg,
+        kernel: [1, 1],
+        stride: [1, 1],
+        pad: Padding2d::default(),
+        global: true,
+        convention: PoolConvention::Valid,
+        count_include_pad: true,
+    };
+    out.push(sample("Pooling global".into(), vec![2, 3, 5, 4], |b, x| {
+        b.node("op", Op::Pooling(global), &[x])
+    }));
+    for a in Activation::examples() {
+        // Inputs spread over [-4, 4]: both sides of every kink and saturation.
+        out.push(sample(format!("Activation {a:?}"), vec![2, 3, 4, 5], |b, x| {
+            let k = b.weight("k", Tensor::new(vec![1], vec![4.0]).expect("scalar"));
+            let wide = b.node("wide", Op::Mul, &[x, k]);
+            b.activation("op", wide, a)
+        }));
+    }
+    out.push(sample("BatchNorm".into(), vec![2, 3, 4, 4], |b, x| {
+        let gamma = b.weight("gamma", tensor(vec![3], 6));
+        let beta = b.weight("beta", tensor(vec![3], 7));
+        let mean = b.aux("mean", tensor(vec![3], 8));
+        let var = b.aux("var", Tensor::new(vec![3], vec![0.5, 1.0, 2.0]).expect("3 values"));
+        let attrs = BatchNormAttrs {
+            eps: 1e-3,
+            fix_gamma: false,
+            axis: 1,
+        };
+        b.node("op", Op::BatchNorm(attrs), &[x, gamma, beta, mean, var])
+    }));
+    out.push(sample("Add".into(), vec![2, 3, 4, 4], |b, x| {
+        b.node("op", Op::Add { broadcast: false }, &[x, x])
+    }));
+    out.push(sample("Add (broadcast)".into(), vec![2, 3, 4, 4], |b, x| {
+        let c = b.weight("c", tensor(vec![1, 3, 1, 1], 9));
+        b.node("op", Op::Add { broadcast: true }, &[x, c])
+    }));
+    out.push(sample("Mul".into(), vec![2, 3, 4, 4], |b, x| {
+        let c = b.weight("c", tensor(vec![3, 1, 4], 10));
+        b.node("op", Op::Mul, &[x, c])
+    }));
+    out.push(sample("Concat".into(), vec![2, 3, 4, 4], |b, x| {
+        let r = b.activation("r", x, Activation::Relu);
+        b.node("op", Op::Concat { axis: 1 }, &[x, r])
+    }));
+    out.push(sample("Softmax".into(), vec![2, 3, 5], |b, x| {
+        b.node("op", Op::Softmax { axis: -1 }, &[x])
+    }));
+    out.push(sample("SoftmaxOutput".into(), vec![2, 10], |b, x| {
+        let label = b.input("label");
+        b.node("op", Op::SoftmaxOutput, &[x, label])
+    }));
+    out.push(sample("Reshape".into(), vec![2, 3, 4, 4], |b, x| {
+        b.node("op", Op::Reshape { shape: vec![0, -1, 8] }, &[x])
+    }));
+    out.push(sample("Flatten".into(), vec![2, 3, 4, 4], |b, x| {
+        b.node("op", Op::Flatten, &[x])
+    }));
+    out.push(sample("Identity".into(), vec![2, 3, 4, 4], |b, x| {
+        b.node("op", Op::Identity, &[x])
+    }));
+    out.push(sample("Dropout".into(), vec![2, 3, 4, 4], |b, x| {
+        b.node("op", Op::Dropout, &[x])
+    }));
+    out
+}
+
+/// Which operator `op` is: an exhaustive match, so that a new variant must be placed here (and
+/// then, by the test below, given a sample).
+#[cfg(test)]
+fn operator_index(op: &Op) -> usize {
+    match op {
+        Op::Variable => 0,
+        Op::Opaque { .. } => 1,
+        Op::Convolution(_) => 2,
+        Op::FullyConnected(_) => 3,
+        Op::Activation(_) => 4,
+        Op::Pooling(_) => 5,
+        Op::Flatten => 6,
+        Op::Dropout => 7,
+        Op::BatchNorm(_) => 8,
+        Op::Add { .. } => 9,
+        Op::Concat { .. } => 10,
+        Op::Softmax { .. } => 11,
+        Op::SoftmaxOutput => 12,
+        Op::Reshape { .. } => 13,
+        Op::Mul => 14,
+        Op::Identity => 15,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operator_has_a_sample_and_its_shapes() {
+        let mut covered = std::collections::BTreeSet::new();
+        for s in samples() {
+            let graph = &s.model.graph;
+            let head = graph.heads[0].node;
+            covered.insert(operator_index(&graph.nodes[head].op));
+            let shapes =
+                crate::shape::infer_shapes(&s.model, &s.input_shape).unwrap_or_else(|e| panic!("{}: {e}", s.name));
+            assert!(!shapes.of(head).is_empty(), "{}", s.name);
+        }
+        // Every operator but Variable (0) and Opaque (1).
+        assert_eq!(covered, (2..16).collect(), "operators without a sample");
+    }
+}

@@ -1,0 +1,294 @@
+//! How each operator runs in the engine: [`Lowering::lower`] turns a node into a [`Step`] (weights
+//! re-laid out for the kernels, the path chosen), and [`Step::forward`] computes it.
+//!
+//! Elementwise functions without a tensor-op formula here run through
+//! [`accnn_graph::ir::Activation::apply`], the definition the reference interpreter uses, so a new
+//! function needs nothing in the engine.
+
+use std::sync::Arc;
+
+use accnn_graph::ir::{Activation, BatchNormAttrs, ConvAttrs, FcAttrs, PoolAttrs};
+use accnn_graph::{Model, Node, Op};
+use candle_core::{CustomOp1, DType, Device, Tensor};
+
+use crate::conv::ConvKernel;
+use crate::dense::DenseKernel;
+use crate::pool::PoolKernel;
+use crate::{InferError, layers};
+
+pub(crate) enum Step {
+    /// The data input.
+    Input,
+    /// A stored value used directly as an operand (not as a layer's weight).
+    Value(Tensor),
+    /// A weight consumed by its layer at build time.
+    Weight,
+    /// A convolution or pooling kernel (candle custom op, shared between runs).
+    Kernel(Arc<Box<dyn CustomOp1 + Send + Sync>>),
+    /// The same as candle tensor ops.
+    Conv(layers::Conv),
+    Pool(layers::Pool),
+    Dense {
+        kernel: DenseLayer,
+        outputs: usize,
+        flatten: bool,
+    },
+    Activation(Activation),
+    /// `x * scale + shift` per channel (BatchNorm at inference).
+    Affine {
+        scale: Tensor,
+        shift: Tensor,
+    },
+    Flatten,
+    Identity,
+    Add,
+    Mul,
+    Concat(usize),
+    Softmax(i64),
+    Reshape(Vec<i64>),
+}
+
+pub(crate) enum DenseLayer {
+    Kernel(Arc<Box<dyn CustomOp1 + Send + Sync>>),
+    Ops(layers::Dense),
+}
+
+/// What lowering a node needs to know of the model and the engine.
+pub(crate) struct Lowering<'a> {
+    pub model: &'a Model,
+    pub device: &'a Device,
+    pub dtype: DType,
+    pub threads: usize,
+    /// Candle tensor ops instead of accnn's CPU kernels.
+    pub candle_ops: bool,
+    pub fast_kernels: bool,
+    /// The data input's node.
+    pub data: usize,
+    /// Variables consumed as layer weights (folded into their layers).
+    pub weight_use: &'a [bool],
+    /// Convolutions that apply the ReLU after them themselves.
+    pub fused_relu: &'a [bool],
+}
+
+impl Lowering<'_> {
+    /// The step of node `i`.
+    pub(crate) fn lower(&self, i: usize, node: &Node) -> Result<Step, InferError> {
+        Ok(match &node.op {
+            Op::Variable if i == self.data => Step::Input,
+            Op::Variable if self.weight_use[i] => Step::Weight,
+            Op::Variable => match self.model.param(&node.name) {
+                Some(t) => Step::Value(self.vector(t.data().to_vec(), t.shape())?),
+                None => Step::Weight, // an unused label
+            },
+            Op::Convolution(c) => self.conv(i, node, c)?,
+            Op::FullyConnected(f) => self.dense(node, f)?,
+            Op::Activation(_) if node.inputs.first().is_some_and(|e| self.fused_relu[e.node]) => Step::Identity,
+            Op::Activation(a) => Step::Activation(*a),
+            Op::Pooling(p) => self.pool(p),
+            Op::BatchNorm(b) => self.batch_norm(node, b)?,
+            Op::Flatten => Step::Flatten,
+            Op::Dropout | Op::Identity => Step::Identity,
+            Op::Add { .. } => Step::Add,
+            Op::Mul => Step::Mul,
+            Op::Concat { axis } => Step::Concat(*axis),
+            Op::Softmax { axis } => Step::Softmax(*axis),
+            Op::SoftmaxOutput => Step::Softmax(1),
+            Op::Reshape { shape } => Step::Reshape(shape.clone()),
+            Op::Opaque { op_type, .. } => {
+                return Err(InferError::Node {
+                    node: node.name.clone(),
+                    message: format!("accnn's engine cannot run the operator '{op_type}'"),
+                });
+            }
+        })
+    }
+
+    fn vector(&self, v: Vec<f32>, shape: &[usize]) -> Result<Tensor, InferError> {
+        Ok(Tensor::from_vec(v, shape, self.device)?.to_dtype(self.dtype)?)
+    }
+
+    fn conv(&self, i: usize, node: &Node, c: &ConvAttrs) -> Result<Step, InferError> {
+        let weight = param(self.model, node, 1, "weight")?;
+        let bias = if c.no_bias {
+            None
+        } else {
+            Some(param(self.model, node, 2, "bias")?)
+        };
+        let channels = input_channels(self.model, node, c)?;
+        Ok(if self.candle_ops {
+            let mut conv = layers::Conv::new(c, channels, weight, bias, self.device, self.dtype)?;
+            conv.relu = self.fused_relu[i];
+            Step::Conv(conv)
+        } else {
+            let mut kernel = ConvKernel::new(c.clone(), channels, &weight, bias, self.threads, self.fast_kernels);
+            kernel.relu = self.fused_relu[i];
+            Step::Kernel(Arc::new(Box::new(kernel)))
+        })
+    }
+
+    fn dense(&self, node: &Node, f: &FcAttrs) -> Result<Step, InferError> {
+        let weight = param(self.model, node, 1, "weight")?;
+        let bias = if f.no_bias {
+            None
+        } else {
+            Some(param(self.model, node, 2, "bias")?)
+        };
+        let kernel = if self.candle_ops {
+            DenseLayer::Ops(layers::Dense::new(weight, bias, f.num_hidden, self.device, self.dtype)?)
+        } else {
+            DenseLayer::Kernel(Arc::new(Box::new(DenseKernel::new(
+                weight,
+                bias,
+                f.num_hidden,
+                self.threads,
+            ))))
+        };
+        Ok(Step::Dense {
+            kernel,
+            outputs: f.num_hidden,
+            flatten: f.flatten,
+        })
+    }
+
+    fn pool(&self, p: &PoolAttrs) -> Step {
+        if self.candle_ops {
+            Step::Pool(layers::Pool::new(p.clone()))
+        } else {
+            Step::Kernel(Arc::new(Box::new(PoolKernel { attrs: p.clone() })))
+        }
+    }
+
+    fn batch_norm(&self, node: &Node, b: &BatchNormAttrs) -> Result<Step, InferError> {
+        let stat = |k: usize, what: &str| -> Result<Vec<f64>, InferError> {
+            Ok(param(self.model, node, k, what)?.into_iter().map(f64::from).collect())
+        };
+        let (gamma, beta) = (stat(1, "gamma")?, stat(2, "beta")?);
+        let (mean, var) = (stat(3, "moving mean")?, stat(4, "moving variance")?);
+        let (scale, shift) = b.scale_shift(&gamma, &beta, &mean, &var);
+        let c = mean.len();
+        let narrow = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
+        Ok(Step::Affine {
+            scale: self.vector(narrow(scale), &[1, c, 1, 1])?,
+            shift: self.vector(narrow(shift), &[1, c, 1, 1])?,
+        })
+    }
+}
+
+/// The stored weight at input `k` of `node`; `what` names it in errors.
+fn param(model: &Model, node: &Node, k: usize, what: &str) -> Result<Vec<f32>, InferError> {
+    let var = node.inputs.get(k).map(|e| &model.graph.nodes[e.node].name);
+    var.and_then(|v| model.param(v))
+        .map(|t| t.data().to_vec())
+        .ok_or_else(|| InferError::Node {
+            node: node.name.clone(),
+            message: format!("{what} is missing"),
+        })
+}
+
+fn input_channels(model: &Model, node: &Node, c: &ConvAttrs) -> Result<usize, InferError> {
+    let w = node.inputs.get(1).map(|e| &model.graph.nodes[e.node].name);
+    let t = w.and_then(|w| model.param(w)).ok_or_else(|| InferError::Node {
+        node: node.name.clone(),
+        message: "weight is missing".into(),
+    })?;
+    Ok(t.shape()[1] * c.num_group)
+}
+
+impl Step {
+    /// The step's value from the data `input` and its inputs' values (`args`; `None` where an
+    /// input is a weight); `None` for weights themselves. `name` is the node's,
+    /// for errors.
+    pub(crate) fn forward(
+        &self,
+        name: &str,
+        input: &Tensor,
+        args: &[Option<&Tensor>],
+    ) -> Result<Option<Tensor>, InferError> {
+        let arg = |k: usize| -> Result<&Tensor, InferError> {
+            args.get(k).copied().flatten().ok_or_else(|| InferError::Node {
+                node: name.to_string(),
+                message: format!("input #{k} has no value"),
+            })
+        };
+        let wrap = |e: candle_core::Error| InferError::Node {
+            node: name.to_string(),
+            message: e.to_string(),
+        };
+        Ok(match self {
+            Step::Input => Some(input.clone()),
+            Step::Value(t) => Some(t.clone()),
+            Step::Weight => None,
+            Step::Kernel(k) => Some(arg(0)?.contiguous()?.apply_op1_arc(k.clone()).map_err(wrap)?),
+            Step::Conv(conv) => Some(conv.forward(arg(0)?).map_err(wrap)?),
+            Step::Pool(pool) => Some(pool.forward(&arg(0)?.contiguous()?).map_err(wrap)?),
+            Step::Dense {
+                kernel,
+                outputs,
+                flatten,
+            } => Some(dense(arg(0)?, kernel, *outputs, *flatten).map_err(wrap)?),
+            Step::Activation(a) => Some(activation(*a, arg(0)?).map_err(wrap)?),
+            Step::Affine { scale, shift } => Some(arg(0)?.broadcast_mul(scale)?.broadcast_add(shift)?),
+            Step::Flatten => Some(arg(0)?.flatten_from(1)?),
+            Step::Identity => Some(arg(0)?.clone()),
+            Step::Add => Some(arg(0)?.broadcast_add(arg(1)?).map_err(wrap)?),
+            Step::Mul => Some(arg(0)?.broadcast_mul(arg(1)?).map_err(wrap)?),
+            Step::Concat(axis) => {
+                let parts: Vec<&Tensor> = (0..args.len()).map(arg).collect::<Result<_, _>>()?;
+                Some(Tensor::cat(&parts, *axis).map_err(wrap)?)
+            }
+            Step::Softmax(axis) => {
+                let x = arg(0)?;
+                let ax = accnn_graph::ops::softmax::resolve_axis(*axis, x.rank());
+                let e = x.broadcast_sub(&x.max_keepdim(ax)?)?.exp()?;
+                Some(e.broadcast_div(&e.sum_keepdim(ax)?)?)
+            }
+            Step::Reshape(codes) => {
+                let x = arg(0)?;
+                let dims = accnn_graph::shape::reshape(name, x.dims(), codes)?;
+                Some(x.reshape(dims)?)
+            }
+        })
+    }
+}
+
+fn dense(x: &Tensor, kernel: &DenseLayer, outputs: usize, flatten: bool) -> candle_core::Result<Tensor> {
+    let x2 = if flatten {
+        x.flatten_from(1)?
+    } else {
+        let last = *x.dims().last().unwrap_or(&1);
+        x.reshape(((), last))?
+    };
+    let x2 = x2.contiguous()?;
+    let mut y = match kernel {
+        DenseLayer::Kernel(k) => x2.apply_op1_arc(k.clone()),
+        DenseLayer::Ops(dense) => dense.forward(&x2),
+    }?;
+    if !flatten {
+        let mut dims = x.dims().to_vec();
+        *dims.last_mut().unwrap_or(&mut 0) = outputs;
+        y = y.reshape(dims)?;
+    }
+    Ok(y)
+}
+
+/// The common functions as tensor ops (on any device); any other through its definition.
+fn activation(a: Activation, x: &Tensor) -> candle_core::Result<Tensor> {
+    match a {
+        Activation::Relu => x.relu(),
+        Activation::Tanh => x.tanh(),
+        Activation::Sigmoid => (x.neg()?.exp()? + 1.0)?.recip(),
+        Activation::LeakyRelu { slope } => x.relu()? - (x.neg()?.relu()? * slope as f64)?,
+        Activation::Clip { min, max } => x.clamp(min, max),
+        other => elementwise(x, |v| other.apply(v as f64) as f32),
+    }
+}
+
+/// `f` applied to every element, on the host (a round trip for a GPU tensor: for rare functions).
+fn elementwise(x: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> candle_core::Result<Tensor> {
+    use rayon::prelude::*;
+    let values: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let mapped: Vec<f32> = values.par_iter().map(|&v| f(v)).collect();
+    Tensor::from_vec(mapped, x.dims(), &Device::Cpu)?
+        .to_device(x.device())?
+        .to_dtype(x.dtype())
+}
