@@ -6,7 +6,7 @@
 //! rewrite replaced (decomposed layers, convolutions with a folded BatchNorm) are written anew, with
 //! the output tensor names of the nodes they replace, so that everything downstream stays valid.
 //!
-//! Operators accnn does not interpret become [`Op::Opaque`](crate::Op::Opaque) nodes and pass
+//! Operators accnn does not interpret become [`crate::Op::Opaque`] nodes and pass
 //! through untouched; see [`read_onnx`] for what is interpreted.
 //!
 //! ```

@@ -1,0 +1,384 @@
+//! How each ONNX operator maps onto accnn's IR ([`crate::ops`]): one method per operator family.
+//! A node that does not fit (a non-constant weight, an unsupported attribute value) maps to `None`
+//! and is kept as an opaque node.
+
+use std::collections::HashMap;
+
+use super::{Converted, Importer};
+use crate::error::GraphError;
+use crate::ir::{
+    Activation, BatchNormAttrs, ConvAttrs, FcAttrs, Op, Padding2d, PoolAttrs, PoolConvention, PoolKind,
+};
+use crate::onnx::attrs::NodeAttrs;
+use crate::onnx::proto::NodeProto;
+use crate::tensor::Tensor;
+
+type Conversion = Result<Option<Converted>, GraphError>;
+
+/// The elementwise function an ONNX operator of one input computes, if it is one.
+fn unary(op_type: &str, a: &NodeAttrs) -> Option<Activation> {
+    Some(match op_type {
+        "Relu" => Activation::Relu,
+        "Sigmoid" => Activation::Sigmoid,
+        "Tanh" => Activation::Tanh,
+        "Softplus" => Activation::SoftRelu,
+        "Softsign" => Activation::SoftSign,
+        "LeakyRelu" => Activation::LeakyRelu {
+            slope: a.float("alpha").unwrap_or(0.01),
+        },
+        _ => return None,
+    })
+}
+
+/// Input `k` of `n`, when present.
+fn input(n: &NodeProto, k: usize) -> Option<String> {
+    n.input.get(k).filter(|s| !s.is_empty()).cloned()
+}
+
+impl Importer {
+    /// The IR node ONNX node `n` becomes, `None` when accnn keeps it opaque. `consumers` maps tensor
+    /// names to the indices in `all` of the nodes reading them.
+    pub(super) fn convert(
+        &mut self,
+        n: &NodeProto,
+        label: &str,
+        consumers: &HashMap<String, Vec<usize>>,
+        all: &[NodeProto],
+    ) -> Conversion {
+        if !(n.domain.is_empty() || n.domain == "ai.onnx") {
+            return Ok(None);
+        }
+        let a = NodeAttrs { node: n, label };
+        if let Some(f) = unary(&n.op_type, &a) {
+            return Ok(self.single(n, Op::Activation(f)));
+        }
+        match n.op_type.as_str() {
+            "Conv" => self.conv(n, &a),
+            "Gemm" => self.gemm(n, &a),
+            "MatMul" => Ok(self.matmul(n, consumers, all)),
+            "Clip" => Ok(self.clip(n, &a)),
+            "MaxPool" | "AveragePool" => self.pool(n, &a),
+            "GlobalAveragePool" | "GlobalMaxPool" => Ok(self.global_pool(n)),
+            "Flatten" => Ok(match a.int("axis").unwrap_or(1) {
+                1 => self.single(n, Op::Flatten),
+                0 => self.single(n, Op::Reshape { shape: vec![1, -1] }),
+                _ => None,
+            }),
+            "Reshape" => self.reshape(n, &a),
+            "BatchNormalization" => Ok(self.batch_norm(n, &a)),
+            "Add" | "Mul" => Ok(self.binary(n)),
+            "Concat" => Ok(self.concat(n, &a)),
+            "Softmax" => {
+                let default = if self.opset < 13 { 1 } else { -1 };
+                let axis = a.int("axis").unwrap_or(default);
+                Ok(self.single(n, Op::Softmax { axis }))
+            }
+            "Dropout" => Ok(self.single(n, Op::Dropout)),
+            "Identity" => Ok(self.single(n, Op::Identity)),
+            _ => Ok(None),
+        }
+    }
+
+    /// `op` applied to the node's first input.
+    fn single(&mut self, n: &NodeProto, op: Op) -> Option<Converted> {
+        let x = self.value(&input(n, 0)?)?;
+        Some(Converted::new(op, vec![x]))
+    }
+
+    fn conv(&mut self, n: &NodeProto, a: &NodeAttrs) -> Conversion {
+        let (Some(x), Some(w)) = (input(n, 0), input(n, 1)) else {
+            return Ok(None);
+        };
+        let Some(s) = self
+            .float_const(&w)
+            .map(|t| t.shape().to_vec())
+            .filter(|s| s.len() == 4)
+        else {
+            return Ok(None);
+        };
+        let bias = input(n, 2);
+        if bias.as_ref().is_some_and(|b| self.float_const(b).is_none()) {
+            return Ok(None);
+        }
+        let conv = ConvAttrs {
+            kernel: a.pair("kernel_shape", [s[2], s[3]])?,
+            stride: a.pair("strides", [1, 1])?,
+            dilate: a.pair("dilations", [1, 1])?,
+            pad: padding(a)?,
+            num_filter: s[0],
+            num_group: usize::try_from(a.int("group").unwrap_or(1))
+                .ok()
+                .filter(|&g| g > 0)
+                .ok_or_else(|| a.err("group must be positive"))?,
+            no_bias: bias.is_none(),
+        };
+        let same_pad = auto_pad(a)?;
+        let Some(xe) = self.value(&x) else { return Ok(None) };
+        let mut inputs = vec![xe, self.value(&w).expect("checked float constant")];
+        if let Some(b) = bias {
+            inputs.push(self.value(&b).expect("checked float constant"));
+        }
+        let mut c = Converted::new(Op::Convolution(conv), inputs);
+        c.same_pad = same_pad;
+        Ok(Some(c))
+    }
+
+    /// `alpha * x * B' + beta * C` as a fully-connected layer with a constant `B` and `C`.
+    fn gemm(&mut self, n: &NodeProto, a: &NodeAttrs) -> Conversion {
+        let (Some(x), Some(b)) = (input(n, 0), input(n, 1)) else {
+            return Ok(None);
+        };
+        if a.int("transA").unwrap_or(0) != 0 {
+            return Ok(None);
+        }
+        let Some(bt) = self.float_const(&b).filter(|t| t.shape().len() == 2).cloned() else {
+            return Ok(None);
+        };
+        let alpha = a.float("alpha").unwrap_or(1.0);
+        let beta = a.float("beta").unwrap_or(1.0);
+        let trans_b = a.int("transB").unwrap_or(0) != 0;
+        let weight = scaled(if trans_b { bt } else { transpose(&bt) }, alpha);
+        let outputs = weight.shape()[0];
+        let bias = match input(n, 2) {
+            None => None,
+            Some(c) => {
+                let Some(t) = self.float_const(&c).cloned() else {
+                    return Ok(None);
+                };
+                let Some(v) = bias_vector(&t, outputs) else {
+                    return Ok(None);
+                };
+                Some((c, scaled(v, beta), t.shape() != [outputs] || beta != 1.0))
+            }
+        };
+        let Some(xe) = self.value(&x) else { return Ok(None) };
+        let mut inputs = vec![xe, self.weight(&b, weight, !trans_b || alpha != 1.0)];
+        let no_bias = bias.is_none();
+        if let Some((name, v, changed)) = bias {
+            inputs.push(self.weight(&name, v, changed));
+        }
+        let fc = FcAttrs {
+            num_hidden: outputs,
+            no_bias,
+            flatten: true,
+        };
+        Ok(Some(Converted::new(Op::FullyConnected(fc), inputs)))
+    }
+
+    /// `x * B` with a constant `B`, merged with the `Add` of a constant bias that is its only reader.
+    fn matmul(&mut self, n: &NodeProto, consumers: &HashMap<String, Vec<usize>>, all: &[NodeProto]) -> Option<Converted> {
+        let (x, b) = (input(n, 0)?, input(n, 1)?);
+        let bt = self.float_const(&b).filter(|t| t.shape().len() == 2).cloned()?;
+        let outputs = bt.shape()[1];
+        let out = n.output.first().cloned().unwrap_or_default();
+        let add = consumers.get(&out).and_then(|c| match c.as_slice() {
+            [only] if all[*only].op_type == "Add" && all[*only].domain.is_empty() => {
+                let add = &all[*only];
+                let other = add.input.iter().find(|i| **i != out)?;
+                let t = self.float_const(other)?;
+                let v = bias_vector(t, outputs).filter(|_| t.shape().last() == Some(&outputs))?;
+                Some((*only, other.clone(), v, t.shape() != [outputs], add.output.clone()))
+            }
+            _ => None,
+        });
+        let xe = self.value(&x)?;
+        let mut inputs = vec![xe, self.weight(&b, transpose(&bt), true)];
+        let fc = FcAttrs {
+            num_hidden: outputs,
+            no_bias: add.is_none(),
+            flatten: false,
+        };
+        let mut c = Converted::new(Op::FullyConnected(fc), Vec::new());
+        if let Some((idx, name, v, changed, add_outputs)) = add {
+            inputs.push(self.weight(&name, v, changed));
+            c.merged.push(idx);
+            c.outputs = Some(add_outputs);
+        }
+        c.inputs = inputs;
+        Some(c)
+    }
+
+    /// Bounds as attributes before opset 11, as constant inputs since.
+    fn clip(&mut self, n: &NodeProto, a: &NodeAttrs) -> Option<Converted> {
+        let (min, max) = if self.opset < 11 {
+            (a.float("min"), a.float("max"))
+        } else {
+            let bound = |k: usize| -> Result<Option<f32>, ()> {
+                match input(n, k) {
+                    None => Ok(None),
+                    Some(name) => self.scalar(&name).map(Some).ok_or(()),
+                }
+            };
+            (bound(1).ok()?, bound(2).ok()?)
+        };
+        let clip = Activation::Clip {
+            min: min.unwrap_or(f32::NEG_INFINITY),
+            max: max.unwrap_or(f32::INFINITY),
+        };
+        self.single(n, Op::Activation(clip))
+    }
+
+    fn pool(&mut self, n: &NodeProto, a: &NodeAttrs) -> Conversion {
+        let Some(kernel) = a.ints("kernel_shape").filter(|k| k.len() == 2) else {
+            return Ok(None);
+        };
+        if n.output.get(1).is_some_and(|o| !o.is_empty()) {
+            return Ok(None);
+        }
+        if a.pair("dilations", [1, 1])? != [1, 1] || a.int("storage_order").unwrap_or(0) != 0 {
+            return Ok(None);
+        }
+        let pool = PoolAttrs {
+            kind: if n.op_type == "MaxPool" {
+                PoolKind::Max
+            } else {
+                PoolKind::Avg
+            },
+            kernel: a.pair("kernel_shape", [kernel[0] as usize, kernel[1] as usize])?,
+            stride: a.pair("strides", [1, 1])?,
+            pad: padding(a)?,
+            global: false,
+            convention: if a.int("ceil_mode").unwrap_or(0) != 0 {
+                PoolConvention::Ceil
+            } else {
+                PoolConvention::Valid
+            },
+            count_include_pad: a.int("count_include_pad").unwrap_or(0) != 0,
+        };
+        let same_pad = auto_pad(a)?;
+        let mut c = self.single(n, Op::Pooling(pool));
+        if let Some(c) = &mut c {
+            c.same_pad = same_pad;
+        }
+        Ok(c)
+    }
+
+    fn global_pool(&mut self, n: &NodeProto) -> Option<Converted> {
+        let pool = PoolAttrs {
+            kind: if n.op_type == "GlobalMaxPool" {
+                PoolKind::Max
+            } else {
+                PoolKind::Avg
+            },
+            kernel: [1, 1],
+            stride: [1, 1],
+            pad: Padding2d::default(),
+            global: true,
+            convention: PoolConvention::Valid,
+            count_include_pad: false,
+        };
+        self.single(n, Op::Pooling(pool))
+    }
+
+    /// A Reshape to a constant target.
+    fn reshape(&mut self, n: &NodeProto, a: &NodeAttrs) -> Conversion {
+        let Some(shape) = input(n, 1).and_then(|s| self.ints_const(&s).cloned()) else {
+            return Ok(None);
+        };
+        if a.int("allowzero").unwrap_or(0) != 0 && shape.contains(&0) {
+            return Ok(None);
+        }
+        if shape.iter().any(|&d| d < -1) {
+            return Err(a.err(format!("Reshape target {shape:?} holds a value below -1")));
+        }
+        Ok(self.single(n, Op::Reshape { shape }))
+    }
+
+    /// Inference-mode BatchNormalization with constant statistics.
+    fn batch_norm(&mut self, n: &NodeProto, a: &NodeAttrs) -> Option<Converted> {
+        if a.int("training_mode").unwrap_or(0) != 0 || n.output.iter().skip(1).any(|o| !o.is_empty()) {
+            return None;
+        }
+        let params: Vec<String> = (1..5).filter_map(|k| input(n, k)).collect();
+        if params.len() != 4 || params.iter().any(|p| self.float_const(p).is_none()) {
+            return None;
+        }
+        let x = self.value(&input(n, 0)?)?;
+        let mut inputs = vec![x];
+        inputs.extend(params.iter().map(|p| self.value(p).expect("checked float constant")));
+        let attrs = BatchNormAttrs {
+            eps: a.float("epsilon").unwrap_or(1e-5) as f64,
+            fix_gamma: false,
+            axis: 1,
+        };
+        Some(Converted::new(Op::BatchNorm(attrs), inputs))
+    }
+
+    /// Add and Mul, with numpy broadcasting.
+    fn binary(&mut self, n: &NodeProto) -> Option<Converted> {
+        let (x, y) = (input(n, 0)?, input(n, 1)?);
+        let (xe, ye) = (self.value(&x)?, self.value(&y)?);
+        let op = if n.op_type == "Add" {
+            Op::Add { broadcast: true }
+        } else {
+            Op::Mul
+        };
+        Some(Converted::new(op, vec![xe, ye]))
+    }
+
+    /// Concat on a non-negative axis.
+    fn concat(&mut self, n: &NodeProto, a: &NodeAttrs) -> Option<Converted> {
+        let axis = a.int("axis").and_then(|v| usize::try_from(v).ok())?;
+        let mut inputs = Vec::new();
+        for name in n.input.iter().filter(|s| !s.is_empty()) {
+            inputs.push(self.value(name)?);
+        }
+        Some(Converted::new(Op::Concat { axis }, inputs))
+    }
+}
+
+/// ONNX `pads` (`[top, left, bottom, right]`) as a padding.
+fn padding(a: &NodeAttrs) -> Result<Padding2d, GraphError> {
+    let pads = a.pads()?;
+    Ok(Padding2d {
+        top: pads[0],
+        left: pads[1],
+        bottom: pads[2],
+        right: pads[3],
+    })
+}
+
+/// `Some(lower)` for `auto_pad = SAME_UPPER / SAME_LOWER`, `None` for explicit padding.
+fn auto_pad(a: &NodeAttrs) -> Result<Option<bool>, GraphError> {
+    match a.string("auto_pad").as_deref() {
+        None | Some("NOTSET") | Some("") => Ok(None),
+        Some("VALID") => {
+            if a.pads()? != [0; 4] {
+                return Err(a.err("auto_pad VALID with explicit pads"));
+            }
+            Ok(None)
+        }
+        Some("SAME_UPPER") => Ok(Some(false)),
+        Some("SAME_LOWER") => Ok(Some(true)),
+        Some(other) => Err(a.err(format!("unknown auto_pad '{other}'"))),
+    }
+}
+
+fn transpose(t: &Tensor) -> Tensor {
+    let (r, c) = (t.shape()[0], t.shape()[1]);
+    let mut out = vec![0f32; r * c];
+    for i in 0..r {
+        for j in 0..c {
+            out[j * r + i] = t.data()[i * c + j];
+        }
+    }
+    Tensor::new(vec![c, r], out).expect("same element count")
+}
+
+fn scaled(mut t: Tensor, factor: f32) -> Tensor {
+    if factor != 1.0 {
+        t.data_mut().iter_mut().for_each(|v| *v *= factor);
+    }
+    t
+}
+
+/// A bias broadcastable to `n` outputs (`[n]`, `[1, n]`, a scalar) as a vector of `n`.
+fn bias_vector(t: &Tensor, n: usize) -> Option<Tensor> {
+    let len = t.len();
+    let leading_ones = t.shape().iter().rev().skip(1).all(|&d| d == 1);
+    match len {
+        1 => Some(Tensor::new(vec![n], vec![t.data()[0]; n]).expect("n elements")),
+        l if l == n && leading_ones => Some(Tensor::new(vec![n], t.data().to_vec()).expect("n elements")),
+        _ => None,
+    }
+}
