@@ -1,7 +1,7 @@
 //! The library's errors, worded for the flags that caused them: one line each.
 
 use accnn::Error;
-use accnn_plan::Error as PlanError;
+use accnn::PlanError;
 use anyhow::anyhow;
 
 /// `e` as the one-line message the CLI prints, naming the flag where a flag was the cause.

@@ -23,7 +23,7 @@ fn ratio_run_writes_a_loadable_model_and_the_config() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("theoretical speed-up: 2.0"), "{stdout}");
     assert!(stdout.contains("conv1_2"));
-    let config = accnn_rank::RankConfig::read(&dir.path().join("config.json")).unwrap();
+    let config = accnn::RankConfig::read(&dir.path().join("config.json")).unwrap();
     assert!(!config.conv_params.is_empty());
     let model = accnn_graph::mxnet::load_checkpoint(&dir.path().join("fast").to_string_lossy(), 1).unwrap();
     for (name, k) in &config.conv_params {
@@ -440,7 +440,7 @@ fn aligned_ranks_and_the_latency_cost_model() {
         dir.path(),
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let config = accnn_rank::RankConfig::read(&dir.path().join("a8.json")).unwrap();
+    let config = accnn::RankConfig::read(&dir.path().join("a8.json")).unwrap();
     assert!(!config.conv_params.is_empty());
     for (name, k) in config.conv_params.iter().chain(&config.fc_params) {
         assert_eq!(k % 8, 0, "{name}: K = {k}");

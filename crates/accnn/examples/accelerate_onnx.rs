@@ -35,7 +35,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("{}", fast.report);
     for fit in &fast.fits {
         let (before, after) = (100.0 * fit.error_before, 100.0 * fit.error_after);
-        println!("{}: K = {}, response error {before:.2}% -> {after:.2}% after the refit", fit.name, fit.width);
+        println!(
+            "{}: K = {}, response error {before:.2}% -> {after:.2}% after the refit",
+            fit.name, fit.width
+        );
     }
     for path in &fast.written {
         println!("wrote {}", path.display());
@@ -50,7 +53,9 @@ fn demo() -> Result<(String, CalibrationImages, String), Box<dyn Error>> {
     let model = dir.join("vgg_chain.onnx");
     std::fs::write(&model, accnn_graph::onnx::zoo::vgg_chain(7, 13))?;
     let n = 256;
-    let images = (0..n * 3 * 16 * 16).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+    let images = (0..n * 3 * 16 * 16)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
     let data = Dataset {
         shape: [n, 3, 16, 16],
         images,

@@ -16,7 +16,9 @@ fn write_model(dir: &Path) -> String {
 
 fn input(seed: usize) -> Array {
     let n = 2 * 8 * 12 * 12;
-    let data = (0..n).map(|i| (((i + seed) * 7919 % 2003) as f64 / 1001.0) - 1.0).collect();
+    let data = (0..n)
+        .map(|i| (((i + seed) * 7919 % 2003) as f64 / 1001.0) - 1.0)
+        .collect();
     Array::new(vec![2, 8, 12, 12], data)
 }
 
@@ -90,7 +92,10 @@ fn a_ratio_is_met_and_its_config_written_and_reusable() {
     // The written file holds the new model: fewer MACs, close outputs.
     let rewritten = read_onnx(Path::new(&out), None).unwrap().model;
     let shapes = accnn_graph::shape::infer_shapes(&rewritten, &[1, 8, 12, 12]).unwrap();
-    let macs: u64 = accnn_graph::cost::layer_costs(&rewritten, &shapes).iter().map(|c| c.macs).sum();
+    let macs: u64 = accnn_graph::cost::layer_costs(&rewritten, &shapes)
+        .iter()
+        .map(|c| c.macs)
+        .sum();
     assert_eq!(macs, fast.report.macs().1);
 }
 
@@ -125,7 +130,9 @@ fn calibration_refits_every_decomposed_layer() {
     let n = 64;
     let data = Dataset {
         shape: [n, 8, 12, 12],
-        images: (0..n * 8 * 144).map(|i| ((i * 104_729 % 997) as f32 / 498.0) - 1.0).collect(),
+        images: (0..n * 8 * 144)
+            .map(|i| ((i * 104_729 % 997) as f32 / 498.0) - 1.0)
+            .collect(),
         labels: vec![0; n],
     };
     let request = Request {
