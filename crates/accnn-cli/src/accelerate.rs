@@ -23,6 +23,11 @@ impl Observer for Progress {
                     folded.len()
                 );
             }
+            Event::Skipped(layers) => {
+                for layer in layers {
+                    let _ = say!("left whole: {layer}");
+                }
+            }
             Event::Calibrated { images, seconds } => {
                 let _ = say!(
                     "calibration: {images} images from {}, statistics in {seconds:.1} s",

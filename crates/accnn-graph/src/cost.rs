@@ -23,7 +23,8 @@ pub struct LayerCost {
 pub use crate::ops::conv::conv_macs;
 pub use crate::ops::dense::fc_macs;
 
-/// Per-image costs of every convolution and fully-connected layer, in graph order.
+/// Per-image costs of every convolution and fully-connected layer whose shapes are known, in graph
+/// order.
 pub fn layer_costs(model: &Model, shapes: &Shapes) -> Vec<LayerCost> {
     let graph = &model.graph;
     let param_count = |node: usize, k: usize| -> u64 {
@@ -38,6 +39,9 @@ pub fn layer_costs(model: &Model, shapes: &Shapes) -> Vec<LayerCost> {
         let Some(input) = node.inputs.first().map(|e| &shapes.outputs[e.node][e.output]) else {
             continue;
         };
+        if !shapes.is_known(i) {
+            continue;
+        }
         let output = shapes.of(i);
         let kind = match &node.op {
             Op::Convolution(_) => LayerKind::Convolution,

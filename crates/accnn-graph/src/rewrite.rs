@@ -140,6 +140,7 @@ impl Builder {
 }
 
 /// Applies the splits and returns the new model; weights no layer uses any more are dropped.
+/// Subnormal values in the new weights are flushed to zero.
 ///
 /// The model is consumed so that its weights move into the result instead of being copied (a
 /// VGG-16 holds half a gigabyte of them).
@@ -163,6 +164,13 @@ pub fn apply_splits(model: Model, splits: Vec<LayerSplit>) -> Result<Model, Grap
         }
         if by_node.insert(node, s).is_some() {
             return Err(GraphError::node(&old.nodes[node].name, "split twice"));
+        }
+    }
+    for s in by_node.values_mut() {
+        s.first.flush_subnormals();
+        s.second.flush_subnormals();
+        if let Some(b) = &mut s.bias {
+            b.flush_subnormals();
         }
     }
     // New weights, added once the old ones are no longer borrowed.

@@ -1,13 +1,14 @@
 //! Shape inference over the IR, checking stored weights against what each layer needs.
 
 use crate::error::GraphError;
-use crate::ir::{Model, Op};
+use crate::ir::{Graph, Model, Op};
 use crate::ops::ShapeContext;
 
 /// Output shapes of every node, indexed `[node][output]`.
 ///
 /// Nodes downstream of an operator accnn does not interpret ([`Op::Opaque`]) have no known shape:
-/// their entries in `outputs` are empty and `unknown` names the opaque node responsible.
+/// their entries in `outputs` are empty and `unknown` names an opaque node responsible
+/// ([`Shapes::blockers`] names all of them).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Shapes {
     pub outputs: Vec<Vec<Vec<usize>>>,
@@ -18,6 +19,30 @@ impl Shapes {
     /// Shape of output 0 of `node` (empty when unknown).
     pub fn of(&self, node: usize) -> &[usize] {
         self.outputs[node].first().map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether `node`'s shapes are known.
+    pub fn is_known(&self, node: usize) -> bool {
+        self.unknown.get(node).is_some_and(Option::is_none)
+    }
+
+    /// Every opaque node that leaves `node`'s shape unknown (all of them, in graph order; empty when
+    /// the shape is known).
+    pub fn blockers(&self, graph: &Graph, node: usize) -> Vec<usize> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut found = std::collections::BTreeSet::new();
+        let mut stack = vec![node];
+        while let Some(n) = stack.pop() {
+            if self.is_known(n) || !seen.insert(n) {
+                continue;
+            }
+            if matches!(graph.nodes[n].op, Op::Opaque { .. }) {
+                found.insert(n);
+            } else {
+                stack.extend(graph.nodes[n].inputs.iter().map(|e| e.node));
+            }
+        }
+        found.into_iter().collect()
     }
 }
 
@@ -56,20 +81,9 @@ pub fn infer_shapes_prefix(model: &Model, data_shape: &[usize], count: usize) ->
             Op::Opaque { .. } => Some(i),
             _ => node.inputs.iter().find_map(|e| unknown[e.node]),
         };
+        // Nodes downstream of an operator accnn does not interpret have no known shape; layers among
+        // them stay whole (see `Shapes::blockers`).
         if let Some(opaque) = blocked {
-            if matches!(node.op, Op::Convolution(_) | Op::FullyConnected(_)) {
-                let culprit = &graph.nodes[opaque];
-                let Op::Opaque { op_type, .. } = &culprit.op else {
-                    unreachable!("only opaque nodes block shapes")
-                };
-                return Err(GraphError::node(
-                    name,
-                    format!(
-                        "the input shape of this layer depends on node '{}', whose operator '{op_type}' accnn does not support",
-                        culprit.name
-                    ),
-                ));
-            }
             outputs.push(vec![Vec::new(); node.op.mxnet_output_count()]);
             unknown.push(Some(opaque));
             continue;

@@ -95,6 +95,20 @@ impl Tensor {
         self.data.is_empty()
     }
 
+    /// Sets subnormal values (nonzero, smaller in magnitude than `f32::MIN_POSITIVE`) to zero,
+    /// returning how many there were. Tiny factor entries carry no accuracy, and many CPUs compute
+    /// with subnormals tens of times slower (one such 1x1 layer ran 8x slower in onnxruntime).
+    pub fn flush_subnormals(&mut self) -> usize {
+        let mut count = 0;
+        for v in &mut self.data {
+            if v.is_subnormal() {
+                *v = 0.0;
+                count += 1;
+            }
+        }
+        count
+    }
+
     /// Indices of the first NaN or infinite element, if any.
     pub fn first_non_finite(&self) -> Option<usize> {
         self.data.iter().position(|v| !v.is_finite())

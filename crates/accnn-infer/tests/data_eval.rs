@@ -87,6 +87,39 @@ fn npz_round_trip() {
     assert!(load_npz(&path, None).unwrap_err().to_string().contains("no array 'y'"));
 }
 
+/// `numpy.savez_compressed` writes deflated members: the same arrays read the same.
+#[test]
+fn compressed_npz_reads_like_a_stored_one() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let stored = dir.path().join("d.npz");
+    let x = candle_core::Tensor::arange(0f32, 48.0, &candle_core::Device::Cpu)
+        .unwrap()
+        .reshape((4, 1, 3, 4))
+        .unwrap();
+    let y = candle_core::Tensor::new(&[4i64, 9, 1, 0], &candle_core::Device::Cpu).unwrap();
+    candle_core::Tensor::write_npz(&[("x", &x), ("y", &y)], &stored).unwrap();
+    let compressed = dir.path().join("c.npz");
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(&stored).unwrap()).unwrap();
+    let mut writer = zip::ZipWriter::new(std::fs::File::create(&compressed).unwrap());
+    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    for i in 0..archive.len() {
+        let mut member = archive.by_index(i).unwrap();
+        let mut bytes = Vec::new();
+        member.read_to_end(&mut bytes).unwrap();
+        writer.start_file(member.name().unwrap().to_string(), options).unwrap();
+        writer.write_all(&bytes).unwrap();
+    }
+    writer.finish().unwrap();
+    let mut check = zip::ZipArchive::new(std::fs::File::open(&compressed).unwrap()).unwrap();
+    assert_eq!(
+        check.by_index(0).unwrap().compression(),
+        zip::CompressionMethod::Deflated
+    );
+    let (a, b) = (load_npz(&stored, None).unwrap(), load_npz(&compressed, None).unwrap());
+    assert_eq!((a.shape, &a.images, &a.labels), (b.shape, &b.images, &b.labels));
+}
+
 #[test]
 fn fixture_accuracy_on_the_committed_subset_matches_the_reference_interpreter() {
     let data = load_idx(&root("fixtures/fashion-mnist-1k"), "t10k", FIXTURE_PRE, Some(120)).unwrap();

@@ -54,12 +54,35 @@ impl Layer {
     }
 }
 
+/// A convolution or fully-connected layer left whole because its input shape is unknown: it
+/// depends on operators accnn does not interpret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedLayer {
+    pub name: String,
+    /// The nodes responsible, as `(node name, operator)`, in graph order.
+    pub blockers: Vec<(String, String)>,
+}
+
+impl std::fmt::Display for SkippedLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let blockers: Vec<String> = self.blockers.iter().map(|(n, op)| format!("'{n}' ({op})")).collect();
+        write!(
+            f,
+            "layer '{}': its input shape depends on {}, which accnn does not support",
+            self.name,
+            blockers.join(", ")
+        )
+    }
+}
+
 /// Shapes and the decomposable layers of a model for one input shape.
 #[derive(Clone, Debug)]
 pub struct Analysis {
     pub data_shape: Vec<usize>,
     pub shapes: Shapes,
     pub layers: Vec<Layer>,
+    /// Layers whose shapes depend on unsupported operators: they stay whole.
+    pub skipped: Vec<SkippedLayer>,
 }
 
 impl Analysis {
@@ -122,10 +145,33 @@ impl Analysis {
                 macs_per_rank,
             });
         }
+        let skipped = model
+            .graph
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| matches!(n.op, Op::Convolution(_) | Op::FullyConnected(_)) && !shapes.is_known(*i))
+            .map(|(i, n)| SkippedLayer {
+                name: n.name.clone(),
+                blockers: shapes
+                    .blockers(&model.graph, i)
+                    .into_iter()
+                    .map(|b| {
+                        let node = &model.graph.nodes[b];
+                        let op = match &node.op {
+                            Op::Opaque { op_type, .. } => op_type.clone(),
+                            other => other.mxnet_name().to_string(),
+                        };
+                        (node.name.clone(), op)
+                    })
+                    .collect(),
+            })
+            .collect();
         Ok(Analysis {
             data_shape: data_shape.to_vec(),
             shapes,
             layers,
+            skipped,
         })
     }
 

@@ -35,7 +35,7 @@ mod report;
 
 pub use accnn_decompose::Precision;
 pub use accnn_graph::cost::LayerKind;
-pub use analysis::{Analysis, Layer};
+pub use analysis::{Analysis, Layer, SkippedLayer};
 pub use error::{ConfigSection, Error};
 pub use factorise::{Factorisation, layer_node};
 pub use format::{

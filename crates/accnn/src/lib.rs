@@ -30,12 +30,12 @@ mod observer;
 mod pipeline;
 mod request;
 
+pub use accnn_infer::data::{Dataset, ImageOptions};
 pub use accnn_plan::Error as PlanError;
 pub use accnn_plan::{
     Analysis, Layer, LayerId, LayerKind, LayerReport, LayerSet, PerLayer, Precision, RankPlan, Report, Scope,
-    example_model,
+    SkippedLayer, example_model,
 };
-pub use accnn_infer::data::{Dataset, ImageOptions};
 pub use accnn_rank::RankConfig;
 pub use error::Error;
 pub use observer::{Event, Observer, Silent};

@@ -1,7 +1,7 @@
 //! Progress and per-layer reports while the pipeline runs.
 
 use accnn_graph::FoldedBatchNorm;
-use accnn_plan::Layer;
+use accnn_plan::{Layer, SkippedLayer};
 
 /// Something that happened in [`crate::accelerate_with`].
 #[derive(Debug)]
@@ -11,6 +11,8 @@ pub enum Event<'a> {
     Warning(&'a str),
     /// BatchNorms folded into the convolutions before them (possibly none).
     Folded(&'a [FoldedBatchNorm]),
+    /// Layers left whole because their shapes depend on operators accnn does not support.
+    Skipped(&'a [SkippedLayer]),
     /// The calibration pass over the original network is done.
     Calibrated { images: usize, seconds: f64 },
     /// The weight SVD of `layer` starts: `done` of `total` are finished.

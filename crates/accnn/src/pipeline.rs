@@ -16,7 +16,9 @@ use accnn_rank::RankConfig;
 use crate::Error;
 use crate::latency::{LatencyTarget, latency_plan, measure_model};
 use crate::observer::{Event, Observer};
-use crate::request::{Calibration, CalibrationImages, Cost, Fit, ModelInput, Output, RankSource, Request};
+use crate::request::{
+    Calibration, CalibrationImages, Cost, Fit, LatencyOptions, ModelInput, Output, RankSource, Request,
+};
 
 /// A model read and analysed for one input shape, BatchNorm folded if asked.
 pub struct LoadedModel {
@@ -174,6 +176,9 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
         check_output(&loaded, output, config_path.as_deref())?;
     }
     observer.on(Event::Folded(&loaded.folded));
+    if !loaded.analysis.skipped.is_empty() {
+        observer.on(Event::Skipped(&loaded.analysis.skipped));
+    }
     let LoadedModel {
         model,
         analysis,
@@ -183,85 +188,15 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
         ..
     } = loaded;
     let started = Instant::now();
-    // A plan fixed by the request, and the layers to factorise.
-    let (fixed_plan, wanted) = match &ranks {
-        RankSource::Config { config, path } => {
-            let plan = accnn_plan::plan_from_config(&analysis, config).map_err(|source| match path {
-                Some(path) => Error::Config {
-                    path: path.clone(),
-                    source,
-                },
-                None => Error::Plan(source),
-            })?;
-            let wanted = plan.layer_set();
-            (Some(plan), wanted)
-        }
-        RankSource::Layer { name, kind, width } => {
-            let plan = single_layer_plan(&analysis, name, *kind, *width)?;
-            let wanted = plan.layer_set();
-            (Some(plan), wanted)
-        }
-        RankSource::Ratio {
-            ratio, scope, align, ..
-        } => {
-            accnn_plan::check_ratio(*ratio)?;
-            if *align == 0 {
-                return Err(accnn_plan::Error::InvalidAlignment.into());
-            }
-            (None, analysis.select(|l| scope.includes(l.kind) && l.can_reduce_cost()))
-        }
-    };
+    let (fixed_plan, wanted) = plan_or_layers(&ranks, &analysis)?;
     let calibration = match fit {
         Fit::Weights => None,
         Fit::Calibration(c) => Some(prepare_calibration(c, &model, &analysis, &wanted, observer)?),
     };
-    let svds = match &calibration {
-        Some(c) => accnn_calibrate::factorise(&model, &analysis, &c.stats, &wanted, &c.options)?,
-        None => {
-            let total = wanted.len();
-            let mut done = 0;
-            accnn_plan::factorise_layers(&model, &analysis, &wanted, precision, &mut |id, _| {
-                observer.on(Event::Factorising {
-                    layer: &analysis[id],
-                    done,
-                    total,
-                });
-                done += 1;
-            })?
-        }
-    };
-    observer.on(Event::Factorised);
-    let mut latency_prediction = None;
-    let plan = match (fixed_plan, &ranks) {
-        (Some(plan), _) => plan,
-        (
-            None,
-            RankSource::Ratio {
-                ratio,
-                scope,
-                align,
-                cost: Cost::Latency(l),
-            },
-        ) => {
-            let target = LatencyTarget {
-                ratio: *ratio,
-                scope: *scope,
-                align: *align,
-                batch: l.batch,
-                engine: l.engine,
-                cache: l.cache.clone(),
-            };
-            let planned = latency_plan(&model, &analysis, &svds, &target)?;
-            latency_prediction = Some((planned.original_seconds, planned.predicted_seconds, l.clone()));
-            planned.plan
-        }
-        (
-            None,
-            RankSource::Ratio {
-                ratio, scope, align, ..
-            },
-        ) => accnn_plan::plan_for_ratio_aligned(&analysis, &svds, *ratio, *scope, *align)?,
-        (None, _) => unreachable!("config and single-layer requests fix their plan"),
+    let svds = factorise(&model, &analysis, &wanted, calibration.as_ref(), precision, observer)?;
+    let (plan, latency_prediction) = match fixed_plan {
+        Some(plan) => (plan, None),
+        None => choose_plan(&model, &analysis, &svds, &ranks)?,
     };
     let plan_seconds = started.elapsed().as_secs_f64();
     let (model, report, fits, reconstruction_seconds) = rewrite(model, &analysis, svds, &plan, calibration.as_ref())?;
@@ -304,6 +239,102 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
         plan_seconds,
         written,
     })
+}
+
+/// The plan the request fixes (a config, one layer), or the layers a ratio may decompose.
+fn plan_or_layers(ranks: &RankSource, analysis: &Analysis) -> Result<(Option<RankPlan>, LayerSet), Error> {
+    let plan = match ranks {
+        RankSource::Config { config, path } => {
+            accnn_plan::plan_from_config(analysis, config).map_err(|source| match path {
+                Some(path) => Error::Config {
+                    path: path.clone(),
+                    source,
+                },
+                None => Error::Plan(source),
+            })?
+        }
+        RankSource::Layer { name, kind, width } => single_layer_plan(analysis, name, *kind, *width)?,
+        RankSource::Ratio {
+            ratio, scope, align, ..
+        } => {
+            accnn_plan::check_ratio(*ratio)?;
+            if *align == 0 {
+                return Err(accnn_plan::Error::InvalidAlignment.into());
+            }
+            return Ok((None, analysis.select(|l| scope.includes(l.kind) && l.can_reduce_cost())));
+        }
+    };
+    let wanted = plan.layer_set();
+    Ok((Some(plan), wanted))
+}
+
+/// Factorisations of the `wanted` layers: response-weighted with calibration, else weight SVDs
+/// (reported to `observer` layer by layer).
+fn factorise(
+    model: &Model,
+    analysis: &Analysis,
+    wanted: &LayerSet,
+    calibration: Option<&Calibrated>,
+    precision: accnn_plan::Precision,
+    observer: &mut dyn Observer,
+) -> Result<PerLayer<Factorisation>, Error> {
+    let svds = match calibration {
+        Some(c) => accnn_calibrate::factorise(model, analysis, &c.stats, wanted, &c.options)?,
+        None => {
+            let total = wanted.len();
+            let mut done = 0;
+            accnn_plan::factorise_layers(model, analysis, wanted, precision, &mut |id, _| {
+                observer.on(Event::Factorising {
+                    layer: &analysis[id],
+                    done,
+                    total,
+                });
+                done += 1;
+            })?
+        }
+    };
+    observer.on(Event::Factorised);
+    Ok(svds)
+}
+
+/// The original's latency, the plan's predicted latency, and how they were measured.
+type LatencyPrediction = (f64, f64, LatencyOptions);
+
+/// The plan for a ratio: under MACs, or under measured latency (with its prediction).
+fn choose_plan(
+    model: &Model,
+    analysis: &Analysis,
+    svds: &PerLayer<Factorisation>,
+    ranks: &RankSource,
+) -> Result<(RankPlan, Option<LatencyPrediction>), Error> {
+    let RankSource::Ratio {
+        ratio,
+        scope,
+        align,
+        cost,
+    } = ranks
+    else {
+        unreachable!("config and single-layer requests fix their plan")
+    };
+    match cost {
+        Cost::Macs => Ok((
+            accnn_plan::plan_for_ratio_aligned(analysis, svds, *ratio, *scope, *align)?,
+            None,
+        )),
+        Cost::Latency(l) => {
+            let target = LatencyTarget {
+                ratio: *ratio,
+                scope: *scope,
+                align: *align,
+                batch: l.batch,
+                engine: l.engine,
+                cache: l.cache.clone(),
+            };
+            let planned = latency_plan(model, analysis, svds, &target)?;
+            let prediction = (planned.original_seconds, planned.predicted_seconds, l.clone());
+            Ok((planned.plan, Some(prediction)))
+        }
+    }
 }
 
 /// Refuses, before any work, outputs that would overwrite an input or clash with each other.

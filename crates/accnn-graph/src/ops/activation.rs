@@ -25,6 +25,32 @@ pub enum Activation {
         min: f32,
         max: f32,
     },
+    Exp,
+    /// Natural logarithm.
+    Log,
+    Neg,
+    Abs,
+    Sqrt,
+    /// `1 / x`.
+    Reciprocal,
+    /// `max(0, min(1, alpha * x + beta))` (ONNX defaults 0.2 and 0.5).
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    /// `x * max(0, min(1, x / 6 + 1 / 2))` (MobileNetV3).
+    HardSwish,
+    /// `x` where positive, `alpha * (e^x - 1)` elsewhere.
+    Elu {
+        alpha: f32,
+    },
+    /// `gamma * elu(x)` with SELU's `alpha`.
+    Selu {
+        alpha: f32,
+        gamma: f32,
+    },
+    /// `x * tanh(ln(1 + e^x))`.
+    Mish,
 }
 
 impl Activation {
@@ -44,7 +70,23 @@ impl Activation {
                 }
             }
             Activation::Clip { min, max } => x.max(min as f64).min(max as f64),
+            Activation::Exp => x.exp(),
+            Activation::Log => x.ln(),
+            Activation::Neg => -x,
+            Activation::Abs => x.abs(),
+            Activation::Sqrt => x.sqrt(),
+            Activation::Reciprocal => 1.0 / x,
+            Activation::HardSigmoid { alpha, beta } => (alpha as f64 * x + beta as f64).clamp(0.0, 1.0),
+            Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            Activation::Elu { alpha } => elu(x, alpha as f64),
+            Activation::Selu { alpha, gamma } => gamma as f64 * elu(x, alpha as f64),
+            Activation::Mish => x * x.exp().ln_1p().tanh(),
         }
+    }
+
+    /// Whether the function is defined only for positive inputs (tests feed it such).
+    pub fn positive_domain(self) -> bool {
+        matches!(self, Activation::Log | Activation::Sqrt | Activation::Reciprocal)
     }
 
     /// MXNet's `act_type` of `Activation` for the functions it spells that way.
@@ -55,7 +97,7 @@ impl Activation {
             Activation::Tanh => Some("tanh"),
             Activation::SoftRelu => Some("softrelu"),
             Activation::SoftSign => Some("softsign"),
-            Activation::LeakyRelu { .. } | Activation::Clip { .. } => None,
+            _ => None,
         }
     }
 
@@ -74,13 +116,27 @@ impl Activation {
             Activation::SoftSign,
             Activation::LeakyRelu { slope: 0.1 },
             Activation::Clip { min: -0.5, max: 6.0 },
+            Activation::Exp,
+            Activation::Log,
+            Activation::Neg,
+            Activation::Abs,
+            Activation::Sqrt,
+            Activation::Reciprocal,
+            Activation::HardSigmoid { alpha: 0.2, beta: 0.5 },
+            Activation::HardSwish,
+            Activation::Elu { alpha: 1.0 },
+            Activation::Selu {
+                alpha: SELU_ALPHA,
+                gamma: SELU_GAMMA,
+            },
+            Activation::Mish,
         ]
     }
 
     /// How many functions there are; the exhaustive match of `ordinal` keeps it honest, and a test
     /// checks that [`Self::examples`] lists each.
     #[cfg(test)]
-    const COUNT: usize = 7;
+    const COUNT: usize = 18;
 
     #[cfg(test)]
     fn ordinal(self) -> usize {
@@ -92,8 +148,27 @@ impl Activation {
             Activation::SoftSign => 4,
             Activation::LeakyRelu { .. } => 5,
             Activation::Clip { .. } => 6,
+            Activation::Exp => 7,
+            Activation::Log => 8,
+            Activation::Neg => 9,
+            Activation::Abs => 10,
+            Activation::Sqrt => 11,
+            Activation::Reciprocal => 12,
+            Activation::HardSigmoid { .. } => 13,
+            Activation::HardSwish => 14,
+            Activation::Elu { .. } => 15,
+            Activation::Selu { .. } => 16,
+            Activation::Mish => 17,
         }
     }
+}
+
+/// ONNX's default SELU constants.
+pub const SELU_ALPHA: f32 = 1.673_263_2;
+pub const SELU_GAMMA: f32 = 1.050_701;
+
+fn elu(x: f64, alpha: f64) -> f64 {
+    if x > 0.0 { x } else { alpha * x.exp_m1() }
 }
 
 pub(crate) fn output_shapes(cx: &ShapeContext) -> Result<Vec<Vec<usize>>, GraphError> {
@@ -121,7 +196,7 @@ mod tests {
     /// same definitions, so they are checked here independently.
     #[test]
     fn definitions_give_known_values() {
-        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-6 * (1.0 + b.abs());
         let cases = [
             (Activation::Relu, -2.0, 0.0),
             (Activation::Relu, 3.0, 3.0),
@@ -136,6 +211,23 @@ mod tests {
             (Activation::LeakyRelu { slope: 0.25 }, 4.0, 4.0),
             (Activation::Clip { min: -0.5, max: 6.0 }, 7.0, 6.0),
             (Activation::Clip { min: -0.5, max: 6.0 }, -1.0, -0.5),
+            (Activation::Exp, 2f64.ln(), 2.0),
+            (Activation::Log, std::f64::consts::E, 1.0),
+            (Activation::Neg, 2.5, -2.5),
+            (Activation::Abs, -2.5, 2.5),
+            (Activation::Sqrt, 6.25, 2.5),
+            (Activation::Reciprocal, 4.0, 0.25),
+            (Activation::HardSigmoid { alpha: 0.2, beta: 0.5 }, 1.0, 0.7),
+            (Activation::HardSigmoid { alpha: 0.2, beta: 0.5 }, 5.0, 1.0),
+            (Activation::HardSwish, 3.0, 3.0),
+            (Activation::HardSwish, -1.5, -0.375),
+            (Activation::HardSwish, -4.0, 0.0),
+            (Activation::Elu { alpha: 2.0 }, -(2f64.ln()), -1.0),
+            (Activation::Elu { alpha: 2.0 }, 3.0, 3.0),
+            (Activation::Selu { alpha: 2.0, gamma: 0.5 }, -(2f64.ln()), -0.5),
+            (Activation::Mish, 0.0, 0.0),
+            // softplus(ln 3) = ln 4; tanh(ln 4) = 15/17.
+            (Activation::Mish, 3f64.ln(), 3f64.ln() * 15.0 / 17.0),
         ];
         for (a, x, want) in cases {
             assert!(close(a.apply(x), want), "{a:?}({x}) = {} != {want}", a.apply(x));

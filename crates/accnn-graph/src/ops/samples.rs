@@ -97,10 +97,15 @@ pub fn samples() -> Vec<OpSample> {
         b.node("op", Op::Pooling(global), &[x])
     }));
     for a in Activation::examples() {
-        // Inputs spread over [-4, 4]: both sides of every kink and saturation.
+        // Inputs spread over [-4, 4]: both sides of every kink and saturation; functions of positive
+        // inputs get e^x, over [e^-2, e^2].
         out.push(sample(format!("Activation {a:?}"), vec![2, 3, 4, 5], |b, x| {
-            let k = b.weight("k", Tensor::new(vec![1], vec![4.0]).expect("scalar"));
-            let wide = b.node("wide", Op::Mul, &[x, k]);
+            let scale = if a.positive_domain() { 1.0 } else { 4.0 };
+            let k = b.weight("k", Tensor::new(vec![1], vec![scale]).expect("scalar"));
+            let mut wide = b.node("wide", Op::Mul, &[x, k]);
+            if a.positive_domain() {
+                wide = b.activation("positive", wide, Activation::Exp);
+            }
             b.activation("op", wide, a)
         }));
     }

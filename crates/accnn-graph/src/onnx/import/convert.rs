@@ -6,11 +6,10 @@ use std::collections::HashMap;
 
 use super::{Converted, Importer};
 use crate::error::GraphError;
-use crate::ir::{
-    Activation, BatchNormAttrs, ConvAttrs, FcAttrs, Op, Padding2d, PoolAttrs, PoolConvention, PoolKind,
-};
+use crate::ir::{Activation, BatchNormAttrs, ConvAttrs, FcAttrs, Op, Padding2d, PoolAttrs, PoolConvention, PoolKind};
 use crate::onnx::attrs::NodeAttrs;
 use crate::onnx::proto::NodeProto;
+use crate::ops::activation::{SELU_ALPHA, SELU_GAMMA};
 use crate::tensor::Tensor;
 
 type Conversion = Result<Option<Converted>, GraphError>;
@@ -26,6 +25,25 @@ fn unary(op_type: &str, a: &NodeAttrs) -> Option<Activation> {
         "LeakyRelu" => Activation::LeakyRelu {
             slope: a.float("alpha").unwrap_or(0.01),
         },
+        "Exp" => Activation::Exp,
+        "Log" => Activation::Log,
+        "Neg" => Activation::Neg,
+        "Abs" => Activation::Abs,
+        "Sqrt" => Activation::Sqrt,
+        "Reciprocal" => Activation::Reciprocal,
+        "HardSigmoid" => Activation::HardSigmoid {
+            alpha: a.float("alpha").unwrap_or(0.2),
+            beta: a.float("beta").unwrap_or(0.5),
+        },
+        "HardSwish" => Activation::HardSwish,
+        "Elu" => Activation::Elu {
+            alpha: a.float("alpha").unwrap_or(1.0),
+        },
+        "Selu" => Activation::Selu {
+            alpha: a.float("alpha").unwrap_or(SELU_ALPHA),
+            gamma: a.float("gamma").unwrap_or(SELU_GAMMA),
+        },
+        "Mish" => Activation::Mish,
         _ => return None,
     })
 }
@@ -166,7 +184,12 @@ impl Importer {
     }
 
     /// `x * B` with a constant `B`, merged with the `Add` of a constant bias that is its only reader.
-    fn matmul(&mut self, n: &NodeProto, consumers: &HashMap<String, Vec<usize>>, all: &[NodeProto]) -> Option<Converted> {
+    fn matmul(
+        &mut self,
+        n: &NodeProto,
+        consumers: &HashMap<String, Vec<usize>>,
+        all: &[NodeProto],
+    ) -> Option<Converted> {
         let (x, b) = (input(n, 0)?, input(n, 1)?);
         let bt = self.float_const(&b).filter(|t| t.shape().len() == 2).cloned()?;
         let outputs = bt.shape()[1];
