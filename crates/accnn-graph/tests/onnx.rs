@@ -180,3 +180,60 @@ fn fuzz_regressions_are_refused_with_errors() {
         "every regression input is listed"
     );
 }
+
+/// Every tensor name is defined once (ONNX's single static assignment): by a graph input, an
+/// initializer or one node output.
+fn assert_ssa(bytes: &[u8]) {
+    use prost::Message;
+    let proto = onnx::proto::ModelProto::decode(bytes).unwrap();
+    let graph = proto.graph.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let inits: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let names = graph
+        .input
+        .iter()
+        .map(|i| i.name.as_str())
+        .filter(|n| !inits.contains(n))
+        .chain(inits.iter().copied())
+        .chain(graph.node.iter().flat_map(|n| n.output.iter().map(String::as_str)));
+    for name in names {
+        assert!(seen.insert(name.to_string()), "'{name}' is defined twice");
+    }
+}
+
+/// Weights held by Constant nodes (paddle2onnx writes them so) are written back once: as the
+/// Constant node when unchanged, as an initializer when accnn changed them, never as both.
+#[test]
+fn constant_node_weights_are_defined_once() {
+    let mut b = GraphBuilder::new(13);
+    b.input("x", &[1, 4, 6, 6]);
+    let w = Tensor::new(
+        vec![8, 4, 3, 3],
+        (0..288).map(|i| ((i * 37 % 17) as f32 - 8.0) / 8.0).collect(),
+    )
+    .unwrap();
+    b.node("Constant", &[], &["w"], vec![onnx::attr_tensor("value", &w)]);
+    b.node(
+        "Conv",
+        &["x", "w"],
+        &["y"],
+        vec![onnx::attr_ints("pads", &[1, 1, 1, 1])],
+    );
+    b.output("y", &[Some(1), Some(8), Some(6), Some(6)]);
+    let bytes = b.finish();
+    assert_ssa(&bytes);
+    let read = decode_onnx(&bytes, Path::new("c.onnx"), None).expect("reads");
+    assert_eq!(
+        read.model.args.get("w").map(|t| t.shape()),
+        Some(&[8usize, 4, 3, 3][..])
+    );
+    let written = encode_onnx(&read.source, &read.model, None).expect("writes");
+    assert!(written.model == bytes, "an unchanged model is written back as it was");
+    // The weight changed (as folding or refitting changes it): one initializer, no Constant node.
+    let mut changed = read.model.clone();
+    changed.args.get_mut("w").unwrap().data_mut()[0] = 5.0;
+    let written = encode_onnx(&read.source, &changed, None).expect("writes");
+    assert_ssa(&written.model);
+    let again = decode_onnx(&written.model, Path::new("c2.onnx"), None).expect("reads back");
+    assert_eq!(again.model.args["w"].data()[0], 5.0);
+}

@@ -96,3 +96,13 @@ pub fn string(name: &str, value: &str) -> AttributeProto {
         ..Default::default()
     }
 }
+
+/// A tensor attribute (a `Constant` node's `value`), stored as f32.
+pub fn tensor(name: &str, value: &crate::Tensor) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Tensor as i32,
+        t: Some(super::tensor::new_tensor("", value, crate::DType::Float32)),
+        ..Default::default()
+    }
+}

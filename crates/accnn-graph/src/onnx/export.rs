@@ -261,7 +261,11 @@ pub fn encode_onnx(source: &OnnxSource, model: &Model, external: Option<&str>) -
                 initializers.push(new_tensor(name, t, source.float_type));
                 emitted.insert(name.clone());
             }
-            _ => constants.push((*index, name)),
+            // Unchanged: the Constant node defines it, so no initializer may define it again.
+            _ => {
+                constants.push((*index, name));
+                emitted.insert(name.clone());
+            }
         }
     }
     constants.sort();

@@ -40,7 +40,9 @@ use std::path::Path;
 
 use prost::Message;
 
-pub use attrs::{float as attr_float, int as attr_int, ints as attr_ints, string as attr_string};
+pub use attrs::{
+    float as attr_float, int as attr_int, ints as attr_ints, string as attr_string, tensor as attr_tensor,
+};
 pub use builder::GraphBuilder;
 pub use export::{EncodedOnnx, encode_onnx};
 pub use import::MIN_OPSET;
