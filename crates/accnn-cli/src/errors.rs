@@ -38,6 +38,10 @@ pub(crate) fn explain(e: Error) -> anyhow::Error {
         }
         Error::LayerKind { name, kind } => anyhow!("--layer '{name}' is a {kind:?} layer; use the other subcommand"),
         Error::LayerWidth(e) => anyhow::Error::new(e).context("--K"),
+        Error::SymbolicInput { spec, dims } => anyhow!(
+            "model '{spec}': its input dimensions {} are symbolic and the model records no size for them; give --data-shape C,H,W",
+            dims.join(", ")
+        ),
         Error::NoCalibrationImages => anyhow!("--calib-samples must be positive"),
         Error::CalibrationData(e) => anyhow!("--calibrate {:#}", anyhow::Error::new(e)),
         other => anyhow::Error::new(other),

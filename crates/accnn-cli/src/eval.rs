@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use accnn_infer::Engine;
-use accnn_infer::data::ImageSource;
+use accnn_infer::data::{ImageSource, Preprocess, is_image_folder, load_images};
 use accnn_infer::eval::{agreement, predict, score};
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -11,7 +11,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::{DataSource, open_images};
 use crate::flags::ModelArgs;
-use crate::load;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -53,8 +52,36 @@ fn open_data(args: &EvalArgs, data_shape: &[usize]) -> Result<Box<dyn ImageSourc
     open_images(&source, &args.preprocess, data_shape).map_err(|e| anyhow::anyhow!("--data {e:#}"))
 }
 
+/// The model at `--data-shape`, at the shape it declares, or, when it leaves its input size symbolic,
+/// at the size of the IDX or `.npz` images in `--data`.
+fn load_for_data(args: &EvalArgs, model: &ModelArgs) -> Result<accnn::LoadedModel> {
+    let given = model.shape()?;
+    match accnn::load_model(model.input()?, given.as_deref(), false) {
+        Err(accnn::Error::SymbolicInput { .. }) if given.is_none() && !is_image_folder(&args.data) => {
+            let pre = Preprocess {
+                mean: 0.0,
+                std: 1.0,
+                pad: args.preprocess.pad,
+            };
+            let first =
+                load_images(&args.data, &args.split, pre, Some(1)).map_err(|e| anyhow::anyhow!("--data {e:#}"))?;
+            let shape = first.image_shape().to_vec();
+            let loaded = accnn::load_model(model.input()?, Some(&shape), false).map_err(crate::errors::explain)?;
+            say!("{}: input size taken from the data: {shape:?}", loaded.name)?;
+            Ok(loaded)
+        }
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                eprintln!("warning: {warning}");
+            }
+            Ok(loaded)
+        }
+        Err(e) => Err(crate::errors::explain(e)),
+    }
+}
+
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let model = load(&args.model)?;
+    let model = load_for_data(args, &args.model)?;
     let data = open_data(args, &model.analysis.data_shape)?;
     let data = data.as_ref();
     if data.count() == 0 {
@@ -99,7 +126,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             load_epoch: args.ref_epoch,
             data_shape: args.model.data_shape.clone(),
         };
-        let other = load(&ref_args)?;
+        let other = load_for_data(args, &ref_args)?;
         let ref_engine = Engine::new(&other.model, options)?;
         let ref_predictions = run_one(reference, &ref_engine)?;
         let ref_scores = score(&ref_predictions, data.labels());

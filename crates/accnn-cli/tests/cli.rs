@@ -547,3 +547,73 @@ fn eval_reads_a_folder_of_png_images_like_the_idx_files_they_came_from() {
         "a 30x30 crop with a border of 0 gives 30x30 images, the model takes 32x32",
     );
 }
+
+/// `residual_block` with its height and width made symbolic, and optionally an `imgsz` entry.
+fn symbolic_model(imgsz: Option<&str>) -> Vec<u8> {
+    use accnn_graph::onnx::proto::{ModelProto, StringStringEntryProto, tensor_shape_proto, type_proto};
+    use prost::Message;
+    let mut proto = ModelProto::decode(&accnn_graph::onnx::zoo::residual_block(2, 17)[..]).unwrap();
+    let graph = proto.graph.as_mut().unwrap();
+    let Some(type_proto::Value::TensorType(t)) = graph.input[0].r#type.as_mut().unwrap().value.as_mut() else {
+        panic!("a tensor input")
+    };
+    let dims = &mut t.shape.as_mut().unwrap().dim;
+    dims[2].value = Some(tensor_shape_proto::dimension::Value::DimParam("height".into()));
+    dims[3].value = Some(tensor_shape_proto::dimension::Value::DimParam("width".into()));
+    if let Some(size) = imgsz {
+        proto.metadata_props.push(StringStringEntryProto {
+            key: "imgsz".into(),
+            value: size.into(),
+        });
+    }
+    proto.encode_to_vec()
+}
+
+#[test]
+fn symbolic_input_sizes_are_never_guessed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.onnx"), symbolic_model(None)).unwrap();
+    // Refused, naming the dimensions and the flag; nothing written.
+    let out = accnn(
+        &["-m", "s.onnx", "--ratio", "1.5", "--save-model", "f.onnx"],
+        dir.path(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("height, width") && stderr.contains("--data-shape"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("f.onnx").exists());
+    // --data-shape gives the size.
+    let out = accnn(
+        &[
+            "-m",
+            "s.onnx",
+            "--data-shape",
+            "8,12,12",
+            "--ratio",
+            "1.5",
+            "--save-model",
+            "f.onnx",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // So does the model's own imgsz metadata.
+    std::fs::write(dir.path().join("m.onnx"), symbolic_model(Some("[12, 12]"))).unwrap();
+    let out = accnn(&["inspect", "-m", "m.onnx"], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("(input [1, 8, 12, 12])"), "{stdout}");
+    // eval takes the size of its data.
+    let x = candle_core::Tensor::randn(0f32, 1f32, (6, 8, 10, 10), &candle_core::Device::Cpu).unwrap();
+    let y = candle_core::Tensor::new(&[0i64, 1, 2, 3, 4, 5], &candle_core::Device::Cpu).unwrap();
+    candle_core::Tensor::write_npz(&[("x", &x), ("y", &y)], dir.path().join("d.npz")).unwrap();
+    let out = accnn(&["eval", "-m", "s.onnx", "--data", "d.npz"], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("input size taken from the data: [8, 10, 10]") && stdout.contains("6 images"),
+        "{stdout}"
+    );
+}

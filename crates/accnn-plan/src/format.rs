@@ -54,6 +54,8 @@ pub struct ModelFile {
     pub source: ModelSource,
     /// The input shape the file declares (without the batch), if it does.
     pub declared_shape: Option<Vec<usize>>,
+    /// The input dimensions the file leaves symbolic (ONNX `dim_param`s), when it declares no shape.
+    pub symbolic_dims: Vec<String>,
 }
 
 /// Whether `spec` names an ONNX file rather than an MXNet prefix.
@@ -72,6 +74,7 @@ impl ModelFile {
             let path = PathBuf::from(spec);
             let read = onnx::read_onnx(&path, data_shape)?;
             let declared_shape = onnx::declared_input_shape(&read.source);
+            let symbolic_dims = onnx::symbolic_input_dims(&read.source);
             return Ok(ModelFile {
                 model: read.model,
                 source: ModelSource::Onnx {
@@ -79,6 +82,7 @@ impl ModelFile {
                     source: Box::new(read.source),
                 },
                 declared_shape,
+                symbolic_dims,
             });
         }
         let model = mxnet::load_checkpoint(spec, epoch)?;
@@ -95,6 +99,8 @@ impl ModelFile {
                 paths: CheckpointPaths::new(spec, epoch),
             },
             declared_shape,
+            // An MXNet symbol declares no shape at all: the original tool's 3x224x224 applies.
+            symbolic_dims: Vec::new(),
         })
     }
 

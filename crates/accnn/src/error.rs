@@ -22,6 +22,9 @@ pub enum Error {
         #[source]
         source: accnn_plan::Error,
     },
+    /// The model leaves input dimensions symbolic and records no size for them.
+    #[error("model '{spec}': its input dimensions {} are symbolic and the model records no size for them; give the input shape", dims.join(", "))]
+    SymbolicInput { spec: String, dims: Vec<String> },
     /// BatchNorm folding failed.
     #[error("model '{spec}': folding BatchNorm")]
     Fold {

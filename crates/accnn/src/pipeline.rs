@@ -43,7 +43,7 @@ pub fn load_model(
     fold_batch_norm: bool,
 ) -> Result<LoadedModel, Error> {
     let given = data_shape.map(|s| std::iter::once(1).chain(s.iter().copied()).collect::<Vec<usize>>());
-    let (name, inputs, source, model, declared) = match input {
+    let (name, inputs, source, model, declared, symbolic) = match input {
         ModelInput::File { spec, epoch } => {
             let file = ModelFile::open(&spec, epoch, given.as_deref()).map_err(|source| Error::Read {
                 spec: spec.clone(),
@@ -54,14 +54,22 @@ pub fn load_model(
                 model,
                 source,
                 declared_shape,
+                symbolic_dims,
             } = file;
-            (spec, inputs, Some(source), model, declared_shape)
+            (spec, inputs, Some(source), model, declared_shape, symbolic_dims)
         }
-        ModelInput::Memory { name, model } => (name, Vec::new(), None, model, None),
+        ModelInput::Memory { name, model } => (name, Vec::new(), None, model, None, Vec::new()),
     };
     let data_shape = match (given, declared) {
         (Some(shape), _) => shape,
         (None, Some(declared)) => std::iter::once(1).chain(declared).collect(),
+        // Never guess a size the model leaves open.
+        (None, None) if !symbolic.is_empty() => {
+            return Err(Error::SymbolicInput {
+                spec: name,
+                dims: symbolic,
+            });
+        }
         (None, None) => vec![1, 3, 224, 224],
     };
     let warnings = model.non_finite_params();

@@ -144,12 +144,17 @@ fn decode_bytes(
     import::import(proto, path, dir, shape.as_deref())
 }
 
-/// The data input's declared shape with a batch of 1, when every other dimension is fixed.
+/// The data input's declared shape with a batch of 1, when every other dimension is fixed, or when
+/// only the image height and width are symbolic and the model records its image size (ultralytics'
+/// `imgsz` metadata).
 fn model_input_shape(proto: &proto::ModelProto) -> Option<Vec<usize>> {
     let graph = proto.graph.as_ref()?;
     let inits: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let input = graph.input.iter().find(|i| !inits.contains(i.name.as_str()))?;
     let dims = import::declared_shape(proto, &input.name)?;
+    if let ([_, Some(c), None, None], Some([h, w])) = (dims.as_slice(), metadata_image_size(proto)) {
+        return Some(vec![1, *c, h, w]);
+    }
     let mut shape = vec![1];
     for d in dims.iter().skip(1) {
         shape.push((*d)?);
@@ -157,7 +162,57 @@ fn model_input_shape(proto: &proto::ModelProto) -> Option<Vec<usize>> {
     Some(shape)
 }
 
-/// The data input's shape without the batch, as declared in the model, if fully known.
+/// The image size a model records in its metadata: `imgsz` as `640`, `[640, 640]` or `(480, 640)`.
+fn metadata_image_size(proto: &proto::ModelProto) -> Option<[usize; 2]> {
+    let text = &proto.metadata_props.iter().find(|p| p.key == "imgsz")?.value;
+    let sizes: Vec<usize> = text
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse().ok().filter(|&v| v > 0))
+        .collect::<Option<_>>()?;
+    match sizes.as_slice() {
+        [s] => Some([*s, *s]),
+        [h, w] => Some([*h, *w]),
+        _ => None,
+    }
+}
+
+/// The data input's dimensions after the batch that are symbolic, by name (`dim_param`, else
+/// `dimension K`): empty when the shape is fixed or the model records its image size.
+pub fn symbolic_input_dims(source: &OnnxSource) -> Vec<String> {
+    use proto::tensor_shape_proto::dimension::Value as Dim;
+    use proto::type_proto::Value as Type;
+    if model_input_shape(&source.proto).is_some() {
+        return Vec::new();
+    }
+    let Some(graph) = source.proto.graph.as_ref() else {
+        return Vec::new();
+    };
+    let inits: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let Some(input) = graph.input.iter().find(|i| !inits.contains(i.name.as_str())) else {
+        return Vec::new();
+    };
+    let Some(Type::TensorType(t)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        return Vec::new();
+    };
+    let Some(shape) = t.shape.as_ref() else {
+        return vec![format!("the shape of input '{}'", input.name)];
+    };
+    shape
+        .dim
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter_map(|(k, d)| match &d.value {
+            Some(Dim::DimValue(v)) if *v > 0 => None,
+            Some(Dim::DimParam(p)) if !p.is_empty() => Some(p.clone()),
+            _ => Some(format!("dimension {k}")),
+        })
+        .collect()
+}
+
+/// The data input's shape without the batch, as declared in the model, if fully known (image size
+/// from the `imgsz` metadata where only height and width are symbolic).
 pub fn declared_input_shape(source: &OnnxSource) -> Option<Vec<usize>> {
     model_input_shape(&source.proto).map(|s| s[1..].to_vec())
 }
