@@ -107,6 +107,30 @@ fn report(result: &Accelerated, asked: Asked) -> Result<()> {
             l.speedup()
         )?;
     }
+    if let Some(f) = &result.fidelity {
+        let what = if f.synthetic {
+            "synthetic inputs"
+        } else {
+            "calibration images"
+        };
+        say!(
+            "output check on {} {what}: relative error {:.2}%, top-1 agreement {:.1}%",
+            f.inputs,
+            100.0 * f.relative_error,
+            100.0 * f.top1_agreement
+        )?;
+        if f.relative_error > accnn::Fidelity::WARNING {
+            let advice = if result.calibration.is_some() {
+                "ask for a lower --ratio, or calibrate on more images (--calib-samples)"
+            } else {
+                "fit the factors to data with --calibrate DATA, or ask for a lower --ratio"
+            };
+            eprintln!(
+                "warning: the model's outputs changed by {:.0}% (relative); to keep them, {advice}",
+                100.0 * f.relative_error
+            );
+        }
+    }
     for path in &result.written {
         say!("wrote {}", path.display())?;
     }

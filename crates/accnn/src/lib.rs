@@ -25,6 +25,7 @@
 //! the file formats).
 
 mod error;
+mod fidelity;
 pub mod latency;
 mod observer;
 mod pipeline;
@@ -38,6 +39,7 @@ pub use accnn_plan::{
 };
 pub use accnn_rank::RankConfig;
 pub use error::Error;
+pub use fidelity::Fidelity;
 pub use observer::{Event, Observer, Silent};
 pub use pipeline::{
     Accelerated, CalibrationSummary, LatencyOutcome, LoadedModel, accelerate, accelerate_with, load_model,

@@ -14,6 +14,7 @@ use accnn_plan::{
 use accnn_rank::RankConfig;
 
 use crate::Error;
+use crate::fidelity::{self, Fidelity};
 use crate::latency::{LatencyTarget, latency_plan, measure_model};
 use crate::observer::{Event, Observer};
 use crate::request::{
@@ -115,6 +116,9 @@ pub struct Accelerated {
     pub reconstruction_seconds: f64,
     /// `Cost::Latency`: measured and predicted latencies.
     pub latency: Option<LatencyOutcome>,
+    /// The new model's outputs against the original's on a few inputs (`None`: accnn's engine
+    /// cannot run the model).
+    pub fidelity: Option<Fidelity>,
     /// Seconds from the analysed model to the chosen plan (calibration statistics, SVDs, selection).
     pub plan_seconds: f64,
     /// The files written, when the request had an output.
@@ -201,6 +205,7 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
         Fit::Weights => None,
         Fit::Calibration(c) => Some(prepare_calibration(c, &model, &analysis, &wanted, observer)?),
     };
+    let check = fidelity::reference(&model, &analysis.data_shape, calibration.as_ref().map(|c| &c.data));
     let svds = factorise(&model, &analysis, &wanted, calibration.as_ref(), precision, observer)?;
     let (plan, latency_prediction) = match fixed_plan {
         Some(plan) => (plan, None),
@@ -209,6 +214,7 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
     let plan_seconds = started.elapsed().as_secs_f64();
     let (model, report, fits, reconstruction_seconds) = rewrite(model, &analysis, svds, &plan, calibration.as_ref())?;
     observer.on(Event::Rewritten);
+    let fidelity = check.as_ref().and_then(|r| fidelity::compare(r, &model));
     let latency = match latency_prediction {
         Some((original, predicted, l)) => Some(LatencyOutcome {
             batch: l.batch,
@@ -244,6 +250,7 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
         fits,
         reconstruction_seconds,
         latency,
+        fidelity,
         plan_seconds,
         written,
     })

@@ -54,6 +54,10 @@ fn full_rank_config_reproduces_the_original_file() {
     assert_eq!(fast.written, vec![Path::new(&out).to_path_buf()]);
     let err = relative_error(&outputs(&out), &outputs(&original));
     assert!(err < 1e-5, "relative error {err}");
+    // The run's own output check says the same, on synthetic inputs.
+    let f = fast.fidelity.expect("the engine runs the model");
+    assert!(f.synthetic && f.inputs == 8, "{f:?}");
+    assert!(f.relative_error < 1e-4 && f.top1_agreement == 1.0, "{f:?}");
 }
 
 #[test]
@@ -75,6 +79,9 @@ fn a_ratio_is_met_and_its_config_written_and_reusable() {
     })
     .unwrap();
     assert!(fast.report.speedup() >= 2.0, "{}", fast.report);
+    // A truncation changes the outputs, and the check sees it.
+    let f = fast.fidelity.clone().expect("the engine runs the model");
+    assert!(f.relative_error > 1e-3 && f.relative_error < 2.0, "{f:?}");
     assert!(factorised >= fast.plan.layers.len() && factorised > 0);
     assert_eq!(fast.written.len(), 2);
     // The written ranks give the same model again.
@@ -141,6 +148,8 @@ fn calibration_refits_every_decomposed_layer() {
     };
     let fast = accnn::accelerate(request).unwrap();
     assert_eq!(fast.calibration.as_ref().map(|c| c.images), Some(n));
+    let f = fast.fidelity.as_ref().expect("the engine runs the model");
+    assert!(!f.synthetic && f.inputs == 8, "{f:?}");
     assert_eq!(fast.fits.len(), fast.plan.layers.len());
     for f in &fast.fits {
         assert!(f.error_after <= f.error_before + 1e-12, "{f:?}");

@@ -1,0 +1,113 @@
+//! What decomposition did to the model's outputs: the new model against the original on a few
+//! inputs (calibration images when there are some, else seeded synthetic ones), as a relative
+//! error and a top-1 agreement. Run with accnn's engine; skipped when it cannot run the model.
+
+use accnn_graph::Model;
+use accnn_infer::data::Dataset;
+use accnn_infer::{Engine, EngineOptions};
+use candle_core::{DType, Device, Tensor};
+
+/// Inputs the outputs are compared on.
+const CHECK_INPUTS: usize = 8;
+
+/// How far the new model's outputs are from the original's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fidelity {
+    /// How many inputs were compared, and whether they were synthetic (standard normal) rather than
+    /// calibration images.
+    pub inputs: usize,
+    pub synthetic: bool,
+    /// `‖new − original‖ / ‖original‖` over the first output of every input.
+    pub relative_error: f64,
+    /// Fraction of inputs whose highest-scoring output agrees (first output's last axis).
+    pub top1_agreement: f64,
+}
+
+impl Fidelity {
+    /// Above this relative error the outputs have changed enough to say so plainly.
+    pub const WARNING: f64 = 0.1;
+}
+
+/// The inputs of the check and the original model's outputs on them; `None` when the engine
+/// cannot run the model (an operator it does not know).
+pub(crate) struct Reference {
+    input: Tensor,
+    synthetic: bool,
+    outputs: Vec<f32>,
+}
+
+fn engine(model: &Model) -> Option<Engine> {
+    Engine::new(model, EngineOptions::default()).ok()
+}
+
+fn first_output(engine: &Engine, input: &Tensor) -> Option<Vec<f32>> {
+    let out = engine.run(input).ok()?.into_iter().next()?;
+    out.flatten_all().ok()?.to_vec1::<f32>().ok()
+}
+
+/// Runs the original `model` on the check's inputs: the first calibration images, else
+/// synthetic ones of `data_shape` (batch first) from a fixed seed.
+pub(crate) fn reference(model: &Model, data_shape: &[usize], calibration: Option<&Dataset>) -> Option<Reference> {
+    let (input, synthetic) = match calibration {
+        Some(data) if !data.is_empty() => {
+            let n = data.len().min(CHECK_INPUTS);
+            let (images, _) = data.slice(0..n);
+            let shape = [n, data.shape[1], data.shape[2], data.shape[3]];
+            (Tensor::from_vec(images, &shape, &Device::Cpu).ok()?, false)
+        }
+        _ => {
+            let mut shape = data_shape.to_vec();
+            *shape.first_mut()? = CHECK_INPUTS;
+            let n: usize = shape.iter().product();
+            // A fixed sequence, so that runs are comparable (not candle's global RNG).
+            let mut state = 0x9E37_79B9_7F4A_7C15u64;
+            let values: Vec<f32> = (0..n)
+                .map(|_| {
+                    // Sum of four uniforms, centred and scaled: close enough to a standard normal.
+                    let mut s = 0.0;
+                    for _ in 0..4 {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        s += (state >> 11) as f64 / (1u64 << 53) as f64;
+                    }
+                    ((s - 2.0) * 3f64.sqrt()) as f32
+                })
+                .collect();
+            (Tensor::from_vec(values, shape, &Device::Cpu).ok()?, true)
+        }
+    };
+    let input = input.to_dtype(DType::F32).ok()?;
+    let outputs = first_output(&engine(model)?, &input)?;
+    Some(Reference {
+        input,
+        synthetic,
+        outputs,
+    })
+}
+
+/// The new model against the reference; `None` when it cannot be run.
+pub(crate) fn compare(reference: &Reference, model: &Model) -> Option<Fidelity> {
+    let new = first_output(&engine(model)?, &reference.input)?;
+    let old = &reference.outputs;
+    if new.len() != old.len() || old.is_empty() {
+        return None;
+    }
+    let diff: f64 = new.iter().zip(old).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum();
+    let norm: f64 = old.iter().map(|b| (*b as f64).powi(2)).sum();
+    let inputs = reference.input.dims()[0];
+    let per_input = old.len() / inputs;
+    let best = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let agree = (0..inputs)
+        .filter(|&i| {
+            let r = i * per_input..(i + 1) * per_input;
+            best(&new[r.clone()]) == best(&old[r])
+        })
+        .count();
+    Some(Fidelity {
+        inputs,
+        synthetic: reference.synthetic,
+        relative_error: (diff / norm.max(f64::MIN_POSITIVE)).sqrt(),
+        top1_agreement: agree as f64 / inputs as f64,
+    })
+}
