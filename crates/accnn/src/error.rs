@@ -60,6 +60,15 @@ pub enum Error {
         "latency ratio {ratio}: the parts of the model that are not decomposed already take {fixed_ms:.2} ms of the {allowed_ms:.2} ms allowed"
     )]
     UnreachableLatency { ratio: f64, fixed_ms: f64, allowed_ms: f64 },
+    /// Under a latency budget, the new model measured no faster than the original: not written.
+    #[error(
+        "the new model measured {measured_ms:.2} ms against the original's {original_ms:.2} ms at batch {batch}: not faster, so nothing was written (timing noise on a small model, or no decomposition pays off on this device)"
+    )]
+    NotFaster {
+        original_ms: f64,
+        measured_ms: f64,
+        batch: usize,
+    },
     #[error("cannot create the latency cache folder {}", path.display())]
     LatencyCache {
         path: PathBuf,

@@ -225,6 +225,15 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
         }),
         None => None,
     };
+    if let Some(l) = &latency
+        && l.measured >= l.original
+    {
+        return Err(Error::NotFaster {
+            original_ms: l.original * 1e3,
+            measured_ms: l.measured * 1e3,
+            batch: l.batch,
+        });
+    }
     let written = match (&output, &source) {
         (Some(output), Some(source)) => {
             let config = output
