@@ -39,6 +39,7 @@ pub use crate::ops::activation::Activation;
 pub use crate::ops::batch_norm::BatchNormAttrs;
 pub use crate::ops::conv::ConvAttrs;
 pub use crate::ops::dense::FcAttrs;
+pub use crate::ops::elementwise::BinaryOp;
 pub use crate::ops::pool::{PoolAttrs, PoolConvention, PoolKind};
 
 /// The operators accnn understands; each has its module under [`crate::ops`]. Anything else is kept
@@ -54,8 +55,9 @@ pub enum Op {
     Flatten,
     Dropout,
     BatchNorm(BatchNormAttrs),
-    /// Elementwise sum of two inputs; `broadcast` allows numpy-style broadcasting.
-    Add {
+    /// An elementwise binary operator; `broadcast` allows numpy-style broadcasting.
+    Binary {
+        op: BinaryOp,
         broadcast: bool,
     },
     Concat {
@@ -71,8 +73,6 @@ pub enum Op {
     Reshape {
         shape: Vec<i64>,
     },
-    /// Elementwise product of two inputs with numpy-style broadcasting.
-    Mul,
     /// Passes its input through.
     Identity,
     /// An operator accnn does not interpret, kept so that it can be written back as it was read.
@@ -97,13 +97,11 @@ impl Op {
             Op::Flatten => "Flatten",
             Op::Dropout => "Dropout",
             Op::BatchNorm(_) => "BatchNorm",
-            Op::Add { broadcast: false } => "elemwise_add",
-            Op::Add { broadcast: true } => "broadcast_add",
+            Op::Binary { op, broadcast } => op.mxnet_name(*broadcast),
             Op::Concat { .. } => "Concat",
             Op::Softmax { .. } => "softmax",
             Op::SoftmaxOutput => "SoftmaxOutput",
             Op::Reshape { .. } => "Reshape",
-            Op::Mul => "broadcast_mul",
             Op::Identity => "_copy",
             Op::Opaque { .. } => "_opaque",
         }

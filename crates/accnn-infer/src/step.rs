@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use accnn_graph::ir::{Activation, BatchNormAttrs, ConvAttrs, FcAttrs, PoolAttrs};
+use accnn_graph::ir::{Activation, BatchNormAttrs, BinaryOp, ConvAttrs, FcAttrs, PoolAttrs};
 use accnn_graph::{Model, Node, Op};
 use candle_core::{CustomOp1, DType, Device, Tensor};
 
@@ -41,8 +41,7 @@ pub(crate) enum Step {
     },
     Flatten,
     Identity,
-    Add,
-    Mul,
+    Binary(BinaryOp),
     Concat(usize),
     Softmax(i64),
     Reshape(Vec<i64>),
@@ -88,8 +87,7 @@ impl Lowering<'_> {
             Op::BatchNorm(b) => self.batch_norm(node, b)?,
             Op::Flatten => Step::Flatten,
             Op::Dropout | Op::Identity => Step::Identity,
-            Op::Add { .. } => Step::Add,
-            Op::Mul => Step::Mul,
+            Op::Binary { op, .. } => Step::Binary(*op),
             Op::Concat { axis } => Step::Concat(*axis),
             Op::Softmax { axis } => Step::Softmax(*axis),
             Op::SoftmaxOutput => Step::Softmax(1),
@@ -230,8 +228,7 @@ impl Step {
             Step::Affine { scale, shift } => Some(arg(0)?.broadcast_mul(scale)?.broadcast_add(shift)?),
             Step::Flatten => Some(arg(0)?.flatten_from(1)?),
             Step::Identity => Some(arg(0)?.clone()),
-            Step::Add => Some(arg(0)?.broadcast_add(arg(1)?).map_err(wrap)?),
-            Step::Mul => Some(arg(0)?.broadcast_mul(arg(1)?).map_err(wrap)?),
+            Step::Binary(op) => Some(binary(*op, arg(0)?, arg(1)?).map_err(wrap)?),
             Step::Concat(axis) => {
                 let parts: Vec<&Tensor> = (0..args.len()).map(arg).collect::<Result<_, _>>()?;
                 Some(Tensor::cat(&parts, *axis).map_err(wrap)?)
@@ -280,6 +277,31 @@ fn activation(a: Activation, x: &Tensor) -> candle_core::Result<Tensor> {
         Activation::LeakyRelu { slope } => x.relu()? - (x.neg()?.relu()? * slope as f64)?,
         Activation::Clip { min, max } => x.clamp(min, max),
         other => elementwise(x, |v| other.apply(v as f64) as f32),
+    }
+}
+
+/// The common operators as tensor ops; any other through its definition.
+fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    match op {
+        BinaryOp::Add => a.broadcast_add(b),
+        BinaryOp::Sub => a.broadcast_sub(b),
+        BinaryOp::Mul => a.broadcast_mul(b),
+        BinaryOp::Div => a.broadcast_div(b),
+        BinaryOp::Min => a.broadcast_minimum(b),
+        BinaryOp::Max => a.broadcast_maximum(b),
+        other => {
+            let shape = candle_core::Shape::broadcast_shape_binary_op(a.shape(), b.shape(), "binary")?;
+            let (x, y) = (a.broadcast_as(shape.clone())?, b.broadcast_as(shape.clone())?);
+            let host = |t: &Tensor| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>();
+            let values: Vec<f32> = host(&x)?
+                .into_iter()
+                .zip(host(&y)?)
+                .map(|(p, q)| other.apply(p as f64, q as f64) as f32)
+                .collect();
+            Tensor::from_vec(values, shape, &Device::Cpu)?
+                .to_device(a.device())?
+                .to_dtype(a.dtype())
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The whole pipeline checked by running models with the independent f64 reference interpreter.
 
-use accnn_graph::ir::{Activation, ConvAttrs, Padding2d, PoolAttrs, PoolConvention, PoolKind};
+use accnn_graph::ir::{Activation, BinaryOp, ConvAttrs, Padding2d, PoolAttrs, PoolConvention, PoolKind};
 use accnn_graph::mxnet::load_checkpoint;
 use accnn_graph::{Entry, Model, ModelBuilder, Op, Tensor};
 use accnn_plan::{Analysis, Scope, apply_plan, factorise_all, full_rank_plan, plan_for_ratio, plan_from_config};
@@ -78,7 +78,11 @@ fn awkward_model() -> Model {
     let r1 = n.b.activation("r1", c1, Activation::Relu);
     let c2 = n.conv("c2", r1, 8, 8, [5, 3], [1, 2], [1, 1], [2, 1], 1, false);
     let c3 = n.conv("c3", r1, 8, 8, [3, 3], [1, 2], [2, 1], [2, 1], 2, true);
-    let add = n.b.node("add", Op::Add { broadcast: false }, &[c2, c3]);
+    let add = Op::Binary {
+        op: BinaryOp::Add,
+        broadcast: false,
+    };
+    let add = n.b.node("add", add, &[c2, c3]);
     let c4 = n.conv("c4", add, 8, 6, [1, 3], [1, 1], [1, 1], [0, 1], 1, true);
     let cat = n.b.node("cat", Op::Concat { axis: 1 }, &[add, c4]);
     let pool = Op::Pooling(PoolAttrs {

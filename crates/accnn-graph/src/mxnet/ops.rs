@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use crate::error::GraphError;
-use crate::ir::{Activation, BatchNormAttrs, ConvAttrs, FcAttrs, Op, Padding2d, PoolAttrs, PoolConvention, PoolKind};
+use crate::ir::{
+    Activation, BatchNormAttrs, BinaryOp, ConvAttrs, FcAttrs, Op, Padding2d, PoolAttrs, PoolConvention, PoolKind,
+};
 
 struct Attrs<'a> {
     node: &'a str,
@@ -156,7 +158,6 @@ pub fn parse_op(node: &str, op: &str, map: &BTreeMap<String, String>) -> Result<
             min: a.f64_or("a_min", f64::NEG_INFINITY)? as f32,
             max: a.f64_or("a_max", f64::INFINITY)? as f32,
         }),
-        "broadcast_mul" | "elemwise_mul" | "_mul" | "_Mul" => Op::Mul,
         "_copy" | "identity" => Op::Identity,
         "relu" => Op::Activation(Activation::Relu),
         "sigmoid" => Op::Activation(Activation::Sigmoid),
@@ -211,8 +212,10 @@ pub fn parse_op(node: &str, op: &str, map: &BTreeMap<String, String>) -> Result<
                 axis,
             })
         }
-        "elemwise_add" | "_Plus" | "_plus" | "_add" => Op::Add { broadcast: false },
-        "broadcast_add" | "broadcast_plus" => Op::Add { broadcast: true },
+        name if BinaryOp::from_mxnet_name(name).is_some() => {
+            let (op, broadcast) = BinaryOp::from_mxnet_name(name).expect("checked");
+            Op::Binary { op, broadcast }
+        }
         "Concat" | "concat" => {
             let dim = a.get("dim").unwrap_or("1");
             match dim.parse::<usize>() {
@@ -280,7 +283,7 @@ pub fn op_attrs(op: &Op) -> Result<BTreeMap<String, String>, GraphError> {
             .ok_or_else(|| GraphError::Invalid(format!("MXNet cannot express asymmetric padding {pad:?}")))
     };
     match op {
-        Op::Variable | Op::Flatten | Op::SoftmaxOutput | Op::Add { .. } | Op::Mul | Op::Identity => {}
+        Op::Variable | Op::Flatten | Op::SoftmaxOutput | Op::Binary { .. } | Op::Identity => {}
         Op::Opaque { op_type, .. } => {
             return Err(GraphError::Invalid(format!(
                 "MXNet has no equivalent of the operator '{op_type}'"

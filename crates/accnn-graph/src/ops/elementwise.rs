@@ -1,9 +1,101 @@
-//! Elementwise binary operators with numpy-style broadcasting: sum and product.
+//! Elementwise binary operators with numpy-style broadcasting. Everything about one operator is
+//! here: its formula (the reference and the engine's generic path evaluate it), its names, and its
+//! entry in [`BinaryOp::examples`], which the engine-vs-reference suite runs over.
 
 use crate::error::GraphError;
 
 use super::context::strides;
 use super::{Array, EvalContext, ShapeContext};
+
+/// A binary elementwise operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    /// `a` to the power `b`.
+    Pow,
+    Min,
+    Max,
+}
+
+impl BinaryOp {
+    /// The operator on `a` and `b`, in `f64`.
+    pub fn apply(self, a: f64, b: f64) -> f64 {
+        match self {
+            BinaryOp::Add => a + b,
+            BinaryOp::Sub => a - b,
+            BinaryOp::Mul => a * b,
+            BinaryOp::Div => a / b,
+            BinaryOp::Pow => a.powf(b),
+            BinaryOp::Min => a.min(b),
+            BinaryOp::Max => a.max(b),
+        }
+    }
+
+    /// The MXNet operator name, broadcasting or not (MXNet's `elemwise_*` need equal shapes).
+    pub fn mxnet_name(self, broadcast: bool) -> &'static str {
+        match (self, broadcast) {
+            (BinaryOp::Add, false) => "elemwise_add",
+            (BinaryOp::Add, true) => "broadcast_add",
+            (BinaryOp::Sub, false) => "elemwise_sub",
+            (BinaryOp::Sub, true) => "broadcast_sub",
+            (BinaryOp::Mul, _) => "broadcast_mul",
+            (BinaryOp::Div, _) => "broadcast_div",
+            (BinaryOp::Pow, _) => "broadcast_power",
+            (BinaryOp::Min, _) => "broadcast_minimum",
+            (BinaryOp::Max, _) => "broadcast_maximum",
+        }
+    }
+
+    /// The operator (and whether it broadcasts) an MXNet operator name means.
+    pub fn from_mxnet_name(name: &str) -> Option<(Self, bool)> {
+        Some(match name {
+            "elemwise_add" | "_Plus" | "_plus" | "_add" => (BinaryOp::Add, false),
+            "broadcast_add" | "broadcast_plus" => (BinaryOp::Add, true),
+            "elemwise_sub" | "_Minus" | "_minus" | "_sub" => (BinaryOp::Sub, false),
+            "broadcast_sub" | "broadcast_minus" => (BinaryOp::Sub, true),
+            "broadcast_mul" | "elemwise_mul" | "_mul" | "_Mul" => (BinaryOp::Mul, true),
+            "broadcast_div" | "elemwise_div" | "_div" | "_Div" => (BinaryOp::Div, true),
+            "broadcast_power" | "_power" | "_Power" => (BinaryOp::Pow, true),
+            "broadcast_minimum" | "_minimum" => (BinaryOp::Min, true),
+            "broadcast_maximum" | "_maximum" => (BinaryOp::Max, true),
+            _ => return None,
+        })
+    }
+
+    /// The ONNX operator of the same name.
+    pub fn from_onnx(op_type: &str) -> Option<Self> {
+        Self::examples().into_iter().find(|op| format!("{op:?}") == op_type)
+    }
+
+    /// Every operator, for tests that must cover them all.
+    pub fn examples() -> Vec<BinaryOp> {
+        vec![
+            BinaryOp::Add,
+            BinaryOp::Sub,
+            BinaryOp::Mul,
+            BinaryOp::Div,
+            BinaryOp::Pow,
+            BinaryOp::Min,
+            BinaryOp::Max,
+        ]
+    }
+
+    /// The verb of an error about mismatched shapes.
+    fn verb(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "adds",
+            BinaryOp::Sub => "subtracts",
+            BinaryOp::Mul => "multiplies",
+            BinaryOp::Div => "divides",
+            BinaryOp::Pow => "raises",
+            BinaryOp::Min => "takes the minimum of",
+            BinaryOp::Max => "takes the maximum of",
+        }
+    }
+}
 
 /// The broadcast shape of `a` and `b`; `node` names the node in errors.
 pub fn broadcast(node: &str, a: &[usize], b: &[usize]) -> Result<Vec<usize>, GraphError> {
@@ -21,24 +113,25 @@ pub fn broadcast(node: &str, a: &[usize], b: &[usize]) -> Result<Vec<usize>, Gra
         .collect()
 }
 
-/// `Add` (broadcasting only when `broadcast`: MXNet's `elemwise_add` needs equal shapes).
-pub(crate) fn add_shapes(broadcasting: bool, cx: &ShapeContext) -> Result<Vec<Vec<usize>>, GraphError> {
+/// The output shape, broadcasting only when `broadcasting` (MXNet's `elemwise_*` need equal shapes).
+pub(crate) fn output_shapes(
+    op: BinaryOp,
+    broadcasting: bool,
+    cx: &ShapeContext,
+) -> Result<Vec<Vec<usize>>, GraphError> {
     let (x, y) = (cx.input(0)?, cx.input(1)?);
     if broadcasting {
         Ok(vec![broadcast(cx.name(), x, y)?])
     } else if x == y {
         Ok(vec![x.to_vec()])
     } else {
-        Err(cx.error(format!("adds shapes {x:?} and {y:?}, which differ")))
+        Err(cx.error(format!("{} shapes {x:?} and {y:?}, which differ", op.verb())))
     }
 }
 
-pub(crate) fn mul_shapes(cx: &ShapeContext) -> Result<Vec<Vec<usize>>, GraphError> {
-    Ok(vec![broadcast(cx.name(), cx.input(0)?, cx.input(1)?)?])
-}
-
-/// `f(a, b)` elementwise over the broadcast output.
-pub(crate) fn reference(cx: &EvalContext, f: impl Fn(f64, f64) -> f64) -> Result<Array, GraphError> {
+/// The operator elementwise over the broadcast output.
+pub(crate) fn reference(op: BinaryOp, cx: &EvalContext) -> Result<Array, GraphError> {
+    let f = |a, b| op.apply(a, b);
     let (a, b) = (cx.arg(0)?, cx.arg(1)?);
     let out_shape = cx.output_shape();
     let os = strides(out_shape);
@@ -54,4 +147,54 @@ pub(crate) fn reference(cx: &EvalContext, f: impl Fn(f64, f64) -> f64) -> Result
     };
     let n: usize = out_shape.iter().product();
     Ok(cx.output((0..n).map(|i| f(pick(a, i), pick(b, i))).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Exhaustive, so that a new operator must be counted here and then listed in `examples`.
+    fn ordinal(op: BinaryOp) -> usize {
+        match op {
+            BinaryOp::Add => 0,
+            BinaryOp::Sub => 1,
+            BinaryOp::Mul => 2,
+            BinaryOp::Div => 3,
+            BinaryOp::Pow => 4,
+            BinaryOp::Min => 5,
+            BinaryOp::Max => 6,
+        }
+    }
+
+    #[test]
+    fn examples_cover_every_operator_and_names_round_trip() {
+        let mut seen: Vec<usize> = BinaryOp::examples().into_iter().map(ordinal).collect();
+        seen.sort();
+        assert_eq!(seen, (0..7).collect::<Vec<_>>());
+        for op in BinaryOp::examples() {
+            assert_eq!(BinaryOp::from_onnx(&format!("{op:?}")), Some(op));
+            for broadcast in [false, true] {
+                let (back, b) = BinaryOp::from_mxnet_name(op.mxnet_name(broadcast)).unwrap();
+                assert_eq!(back, op);
+                assert!(b || !broadcast);
+            }
+        }
+    }
+
+    #[test]
+    fn definitions_give_known_values() {
+        let cases = [
+            (BinaryOp::Add, 2.0, 3.0, 5.0),
+            (BinaryOp::Sub, 2.0, 3.0, -1.0),
+            (BinaryOp::Mul, 2.0, 3.0, 6.0),
+            (BinaryOp::Div, 3.0, 2.0, 1.5),
+            (BinaryOp::Pow, 4.0, 0.5, 2.0),
+            (BinaryOp::Pow, -2.0, 3.0, -8.0),
+            (BinaryOp::Min, 2.0, -3.0, -3.0),
+            (BinaryOp::Max, 2.0, -3.0, 2.0),
+        ];
+        for (op, a, b, want) in cases {
+            assert_eq!(op.apply(a, b), want, "{op:?}({a}, {b})");
+        }
+    }
 }

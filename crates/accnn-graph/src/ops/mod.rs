@@ -10,7 +10,7 @@
 //! | [`dense`] | `FullyConnected` |
 //! | [`pool`] | `Pooling` (max, average, sum; global) |
 //! | [`activation`] | elementwise unary functions: ReLU, sigmoid, tanh, softplus, softsign, leaky ReLU, clip |
-//! | [`elementwise`] | `Add`, `Mul` with broadcasting |
+//! | [`elementwise`] | binary operators with broadcasting: add, subtract, multiply, divide, power, min, max |
 //! | [`batch_norm`] | `BatchNorm` |
 //! | [`softmax`] | `Softmax`, `SoftmaxOutput` |
 //! | [`shape_ops`] | `Concat`, `Reshape`, `Flatten`, `Identity`, `Dropout` |
@@ -47,8 +47,7 @@ impl Op {
             Op::BatchNorm(b) => batch_norm::output_shapes(b, cx),
             Op::Activation(_) => activation::output_shapes(cx),
             Op::Softmax { .. } | Op::SoftmaxOutput => softmax::output_shapes(cx),
-            Op::Add { broadcast } => elementwise::add_shapes(*broadcast, cx),
-            Op::Mul => elementwise::mul_shapes(cx),
+            Op::Binary { op, broadcast } => elementwise::output_shapes(*op, *broadcast, cx),
             Op::Concat { axis } => shape_ops::concat_shapes(*axis, cx),
             Op::Reshape { shape } => shape_ops::reshape_shapes(shape, cx),
             Op::Flatten => shape_ops::flatten_shapes(cx),
@@ -69,8 +68,7 @@ impl Op {
             Op::Activation(a) => activation::reference(*a, cx),
             Op::Softmax { axis } => softmax::reference(*axis, cx),
             Op::SoftmaxOutput => softmax::reference(1, cx),
-            Op::Add { .. } => elementwise::reference(cx, |a, b| a + b),
-            Op::Mul => elementwise::reference(cx, |a, b| a * b),
+            Op::Binary { op, .. } => elementwise::reference(*op, cx),
             Op::Concat { axis } => shape_ops::concat_reference(*axis, cx),
             Op::Reshape { .. } | Op::Flatten | Op::Identity | Op::Dropout => shape_ops::same_values(cx),
             Op::Variable => Err(GraphError::Invalid(

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use super::{Converted, Importer};
 use crate::error::GraphError;
-use crate::ir::{Activation, BatchNormAttrs, ConvAttrs, FcAttrs, Op, Padding2d, PoolAttrs, PoolConvention, PoolKind};
+use crate::ir::{
+    Activation, BatchNormAttrs, BinaryOp, ConvAttrs, FcAttrs, Op, Padding2d, PoolAttrs, PoolConvention, PoolKind,
+};
 use crate::onnx::attrs::NodeAttrs;
 use crate::onnx::proto::NodeProto;
 use crate::ops::activation::{SELU_ALPHA, SELU_GAMMA};
@@ -84,7 +86,7 @@ impl Importer {
             }),
             "Reshape" => self.reshape(n, &a),
             "BatchNormalization" => Ok(self.batch_norm(n, &a)),
-            "Add" | "Mul" => Ok(self.binary(n)),
+            op_type if BinaryOp::from_onnx(op_type).is_some() => Ok(self.binary(n)),
             "Concat" => Ok(self.concat(n, &a)),
             "Softmax" => {
                 let default = if self.opset < 13 { 1 } else { -1 };
@@ -327,16 +329,16 @@ impl Importer {
         Some(Converted::new(Op::BatchNorm(attrs), inputs))
     }
 
-    /// Add and Mul, with numpy broadcasting.
+    /// Two-input elementwise operators, with numpy broadcasting (Min and Max of more inputs stay
+    /// opaque).
     fn binary(&mut self, n: &NodeProto) -> Option<Converted> {
+        if n.input.len() != 2 {
+            return None;
+        }
         let (x, y) = (input(n, 0)?, input(n, 1)?);
         let (xe, ye) = (self.value(&x)?, self.value(&y)?);
-        let op = if n.op_type == "Add" {
-            Op::Add { broadcast: true }
-        } else {
-            Op::Mul
-        };
-        Some(Converted::new(op, vec![xe, ye]))
+        let op = BinaryOp::from_onnx(&n.op_type)?;
+        Some(Converted::new(Op::Binary { op, broadcast: true }, vec![xe, ye]))
     }
 
     /// Concat on a non-negative axis.
