@@ -3,6 +3,7 @@
 mod bench_speedup;
 mod build_cuda;
 mod mxnet_check;
+mod node_tests;
 mod onnx_check;
 mod peak_memory;
 mod plot;
@@ -49,6 +50,9 @@ enum Command {
     /// Check that ONNX models accnn writes pass onnx.checker and match onnxruntime (needs a Python
     /// with onnx and onnxruntime).
     OnnxCheck(onnx_check::OnnxCheckArgs),
+    /// Run ONNX's own backend node tests (from the onnx wheel) for every operator accnn claims,
+    /// through accnn's importer and engine; print the table of passes per operator.
+    NodeTests(node_tests::NodeTestsArgs),
 }
 
 fn main() -> Result<()> {
@@ -67,6 +71,7 @@ fn main() -> Result<()> {
         }
         Command::MxnetCheck(args) => mxnet_check::run(root, &args),
         Command::OnnxCheck(args) => onnx_check::run(root, &args),
+        Command::NodeTests(args) => node_tests::run(&args),
         Command::TrainFixture(args) => train::run(root, &args),
         Command::PeakMemory(args) => peak_memory::run(root, &args),
     }

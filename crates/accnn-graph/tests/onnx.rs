@@ -237,3 +237,22 @@ fn constant_node_weights_are_defined_once() {
     let again = decode_onnx(&written.model, Path::new("c2.onnx"), None).expect("reads back");
     assert_eq!(again.model.args["w"].data()[0], 5.0);
 }
+
+/// A MatMul whose output is the graph's output (no bias Add after it) reads as a dense layer; this
+/// crashed the importer once (the graph output counted as a reader at an invalid index).
+#[test]
+fn matmul_as_the_last_node_reads() {
+    let mut b = GraphBuilder::new(13);
+    b.input("x", &[2, 4]);
+    b.initializer("w", Tensor::new(vec![4, 3], vec![0.5; 12]).expect("shape"));
+    b.node("MatMul", &["x", "w"], &["y"], vec![]);
+    b.output("y", &[Some(2), Some(3)]);
+    let read = decode_onnx(&b.finish(), Path::new("m.onnx"), None).expect("reads");
+    assert!(
+        read.model
+            .graph
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, Op::FullyConnected(_)))
+    );
+}

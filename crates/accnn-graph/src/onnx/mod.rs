@@ -211,6 +211,17 @@ pub fn symbolic_input_dims(source: &OnnxSource) -> Vec<String> {
         .collect()
 }
 
+/// A float tensor stored alone in a `TensorProto` file (ONNX's backend test data, `input_0.pb`).
+pub fn read_tensor_file(path: &Path) -> Result<crate::Tensor, GraphError> {
+    use prost::Message;
+    let bytes = std::fs::read(path).map_err(|e| GraphError::io(path, e))?;
+    let proto = proto::TensorProto::decode(&bytes[..]).map_err(|e| GraphError::format(path, e.to_string()))?;
+    match tensor::decode(&proto, path)? {
+        tensor::Value::Float(t) => Ok(t),
+        _ => Err(GraphError::format(path, "not a floating-point tensor")),
+    }
+}
+
 /// The data input's shape without the batch, as declared in the model, if fully known (image size
 /// from the `imgsz` metadata where only height and width are symbolic).
 pub fn declared_input_shape(source: &OnnxSource) -> Option<Vec<usize>> {

@@ -93,7 +93,7 @@ impl Importer {
                 let axis = a.int("axis").unwrap_or(default);
                 Ok(self.single(n, Op::Softmax { axis }))
             }
-            "Dropout" => Ok(self.single(n, Op::Dropout)),
+            "Dropout" => Ok(self.dropout(n, &a)),
             "Identity" => Ok(self.single(n, Op::Identity)),
             _ => Ok(None),
         }
@@ -197,7 +197,12 @@ impl Importer {
         let outputs = bt.shape()[1];
         let out = n.output.first().cloned().unwrap_or_default();
         let add = consumers.get(&out).and_then(|c| match c.as_slice() {
-            [only] if all[*only].op_type == "Add" && all[*only].domain.is_empty() => {
+            // (A graph output counts as a reader at index usize::MAX.)
+            [only]
+                if all
+                    .get(*only)
+                    .is_some_and(|a| a.op_type == "Add" && a.domain.is_empty()) =>
+            {
                 let add = &all[*only];
                 let other = add.input.iter().find(|i| **i != out)?;
                 let t = self.float_const(other)?;
@@ -327,6 +332,24 @@ impl Importer {
             axis: 1,
         };
         Some(Converted::new(Op::BatchNorm(attrs), inputs))
+    }
+
+    /// Dropout at inference: the identity. In training mode (attribute before opset 12, a constant
+    /// input since) or with its mask read, it is kept opaque.
+    fn dropout(&mut self, n: &NodeProto, a: &NodeAttrs) -> Option<Converted> {
+        if n.output.get(1).is_some_and(|o| !o.is_empty()) || a.int("is_test") == Some(0) {
+            return None;
+        }
+        if let Some(mode) = input(n, 2) {
+            let training = match self.ints_const(&mode) {
+                Some(v) => v.iter().any(|&b| b != 0),
+                None => self.scalar(&mode).is_none_or(|b| b != 0.0),
+            };
+            if training {
+                return None;
+            }
+        }
+        self.single(n, Op::Dropout)
     }
 
     /// Two-input elementwise operators, with numpy broadcasting (Min and Max of more inputs stay
