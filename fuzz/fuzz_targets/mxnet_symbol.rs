@@ -1,4 +1,4 @@
-//! The MXNet symbol JSON reader, then shape inference and MAC counting (`accnn::Analysis`) over the
+//! The MXNet symbol JSON reader, then shape inference and MAC counting (`accnn_plan::Analysis`) over the
 //! committed DAG fixture's weights: arbitrary text must give an error or an analysis, never a panic
 //! or a hang.
 #![no_main]
@@ -29,6 +29,6 @@ fuzz_target!(|data: &[u8]| {
         aux: set.aux,
     };
     for shape in [[1, 3, 11, 9], [2, 1, 1, 1], [1, 3, 64, 64]] {
-        let _ = accnn::Analysis::new(&model, &shape);
+        let _ = accnn_plan::Analysis::new(&model, &shape);
     }
 });

@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Some(dims) = declared_input_shape(&read.source) {
         let shape: Vec<usize> = std::iter::once(1).chain(dims).collect();
-        let _ = accnn::Analysis::new(&read.model, &shape);
+        let _ = accnn_plan::Analysis::new(&read.model, &shape);
     }
     if let Ok(written) = encode_onnx(&read.source, &read.model, None) {
         // What accnn writes, it reads back.
