@@ -125,7 +125,7 @@ pub fn build(args: &VggArgs) -> Model {
         x = b.model.node(&format!("pool{}", s + 1), pool, &[x]);
         size = (size.0 / 2, size.1 / 2);
     }
-    x = b.model.node("flatten", Op::Flatten, &[x]);
+    x = b.model.node("flatten", Op::Flatten { axis: 1 }, &[x]);
     let features = cin * size.0 * size.1;
     x = b.fc("fc6", x, features, args.fc_width);
     x = b.model.activation("relu6", x, Activation::Relu);

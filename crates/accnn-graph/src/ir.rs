@@ -52,7 +52,11 @@ pub enum Op {
     FullyConnected(FcAttrs),
     Activation(Activation),
     Pooling(PoolAttrs),
-    Flatten,
+    /// The axes before `axis` (negative: from the end) into one, the rest into another (MXNet's
+    /// Flatten is `axis: 1`).
+    Flatten {
+        axis: i64,
+    },
     Dropout,
     BatchNorm(BatchNormAttrs),
     /// An elementwise binary operator; `broadcast` allows numpy-style broadcasting.
@@ -94,7 +98,7 @@ impl Op {
             Op::Activation(Activation::Clip { .. }) => "clip",
             Op::Activation(_) => "Activation",
             Op::Pooling(_) => "Pooling",
-            Op::Flatten => "Flatten",
+            Op::Flatten { .. } => "Flatten",
             Op::Dropout => "Dropout",
             Op::BatchNorm(_) => "BatchNorm",
             Op::Binary { op, broadcast } => op.mxnet_name(*broadcast),

@@ -39,7 +39,8 @@ pub(crate) enum Step {
         scale: Tensor,
         shift: Tensor,
     },
-    Flatten,
+    /// Flatten at an axis.
+    Flatten(i64),
     Identity,
     Binary(BinaryOp),
     Concat(usize),
@@ -85,7 +86,7 @@ impl Lowering<'_> {
             Op::Activation(a) => Step::Activation(*a),
             Op::Pooling(p) => self.pool(p),
             Op::BatchNorm(b) => self.batch_norm(node, b)?,
-            Op::Flatten => Step::Flatten,
+            Op::Flatten { axis } => Step::Flatten(*axis),
             Op::Dropout | Op::Identity => Step::Identity,
             Op::Binary { op, .. } => Step::Binary(*op),
             Op::Concat { axis } => Step::Concat(*axis),
@@ -226,7 +227,14 @@ impl Step {
             } => Some(dense(arg(0)?, kernel, *outputs, *flatten).map_err(wrap)?),
             Step::Activation(a) => Some(activation(*a, arg(0)?).map_err(wrap)?),
             Step::Affine { scale, shift } => Some(arg(0)?.broadcast_mul(scale)?.broadcast_add(shift)?),
-            Step::Flatten => Some(arg(0)?.flatten_from(1)?),
+            Step::Flatten(axis) => {
+                let x = arg(0)?;
+                let dims = accnn_graph::ops::shape_ops::flatten(x.dims(), *axis).ok_or_else(|| InferError::Node {
+                    node: name.to_string(),
+                    message: format!("flatten axis {axis} is out of range for {:?}", x.dims()),
+                })?;
+                Some(x.reshape(dims.to_vec())?)
+            }
             Step::Identity => Some(arg(0)?.clone()),
             Step::Binary(op) => Some(binary(*op, arg(0)?, arg(1)?).map_err(wrap)?),
             Step::Concat(axis) => {

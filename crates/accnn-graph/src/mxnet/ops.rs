@@ -196,7 +196,7 @@ pub fn parse_op(node: &str, op: &str, map: &BTreeMap<String, String>) -> Result<
                 count_include_pad: a.bool_or("count_include_pad", true)?,
             })
         }
-        "Flatten" | "flatten" => Op::Flatten,
+        "Flatten" | "flatten" => Op::Flatten { axis: 1 },
         "Dropout" => Op::Dropout,
         "BatchNorm" => {
             let axis = match a.get("axis") {
@@ -283,10 +283,15 @@ pub fn op_attrs(op: &Op) -> Result<BTreeMap<String, String>, GraphError> {
             .ok_or_else(|| GraphError::Invalid(format!("MXNet cannot express asymmetric padding {pad:?}")))
     };
     match op {
-        Op::Variable | Op::Flatten | Op::SoftmaxOutput | Op::Binary { .. } | Op::Identity => {}
+        Op::Variable | Op::Flatten { axis: 1 } | Op::SoftmaxOutput | Op::Binary { .. } | Op::Identity => {}
         Op::Opaque { op_type, .. } => {
             return Err(GraphError::Invalid(format!(
                 "MXNet has no equivalent of the operator '{op_type}'"
+            )));
+        }
+        Op::Flatten { axis } => {
+            return Err(GraphError::Invalid(format!(
+                "MXNet's Flatten keeps the first axis; it cannot flatten at axis {axis}"
             )));
         }
         Op::Convolution(c) => {

@@ -50,7 +50,7 @@ impl Op {
             Op::Binary { op, broadcast } => elementwise::output_shapes(*op, *broadcast, cx),
             Op::Concat { axis } => shape_ops::concat_shapes(*axis, cx),
             Op::Reshape { shape } => shape_ops::reshape_shapes(shape, cx),
-            Op::Flatten => shape_ops::flatten_shapes(cx),
+            Op::Flatten { axis } => shape_ops::flatten_shapes(*axis, cx),
             Op::Identity => shape_ops::passthrough_shapes(1, cx),
             Op::Dropout => shape_ops::passthrough_shapes(2, cx),
             Op::Variable | Op::Opaque { .. } => Err(cx.error("has no shape rule of its own")),
@@ -70,7 +70,7 @@ impl Op {
             Op::SoftmaxOutput => softmax::reference(1, cx),
             Op::Binary { op, .. } => elementwise::reference(*op, cx),
             Op::Concat { axis } => shape_ops::concat_reference(*axis, cx),
-            Op::Reshape { .. } | Op::Flatten | Op::Identity | Op::Dropout => shape_ops::same_values(cx),
+            Op::Reshape { .. } | Op::Flatten { .. } | Op::Identity | Op::Dropout => shape_ops::same_values(cx),
             Op::Variable => Err(GraphError::Invalid(
                 "variables hold values; they are not evaluated".into(),
             )),

@@ -161,9 +161,11 @@ pub fn samples() -> Vec<OpSample> {
     out.push(sample("Reshape".into(), vec![2, 3, 4, 4], |b, x| {
         b.node("op", Op::Reshape { shape: vec![0, -1, 8] }, &[x])
     }));
-    out.push(sample("Flatten".into(), vec![2, 3, 4, 4], |b, x| {
-        b.node("op", Op::Flatten, &[x])
-    }));
+    for axis in [1, 2, 0, -1] {
+        out.push(sample(format!("Flatten at {axis}"), vec![2, 3, 4, 4], |b, x| {
+            b.node("op", Op::Flatten { axis }, &[x])
+        }));
+    }
     out.push(sample("Identity".into(), vec![2, 3, 4, 4], |b, x| {
         b.node("op", Op::Identity, &[x])
     }));
@@ -184,7 +186,7 @@ fn operator_index(op: &Op) -> usize {
         Op::FullyConnected(_) => 3,
         Op::Activation(_) => 4,
         Op::Pooling(_) => 5,
-        Op::Flatten => 6,
+        Op::Flatten { .. } => 6,
         Op::Dropout => 7,
         Op::BatchNorm(_) => 8,
         Op::Binary { .. } => 9,

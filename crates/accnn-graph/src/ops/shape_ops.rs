@@ -56,10 +56,23 @@ pub(crate) fn reshape_shapes(codes: &[i64], cx: &ShapeContext) -> Result<Vec<Vec
     Ok(vec![reshape(cx.name(), cx.input(0)?, codes)?])
 }
 
-pub(crate) fn flatten_shapes(cx: &ShapeContext) -> Result<Vec<Vec<usize>>, GraphError> {
+/// The 2-D shape Flatten at `axis` (negative: from the end) gives `input`, `None` when the axis is
+/// out of range.
+pub fn flatten(input: &[usize], axis: i64) -> Option<[usize; 2]> {
+    let rank = input.len() as i64;
+    let axis = if axis < 0 { rank + axis } else { axis };
+    if !(0..=rank).contains(&axis) {
+        return None;
+    }
+    let (outer, inner) = input.split_at(axis as usize);
+    Some([element_count(outer).ok()?, element_count(inner).ok()?])
+}
+
+pub(crate) fn flatten_shapes(axis: i64, cx: &ShapeContext) -> Result<Vec<Vec<usize>>, GraphError> {
     let s = cx.input(0)?;
-    let rest = element_count(s.get(1..).unwrap_or(&[]))?;
-    Ok(vec![vec![s.first().copied().unwrap_or(1), rest]])
+    let [outer, inner] =
+        flatten(s, axis).ok_or_else(|| cx.error(format!("flatten axis {axis} is out of range for {s:?}")))?;
+    Ok(vec![vec![outer, inner]])
 }
 
 /// Identity; Dropout has MXNet's second (mask) output of the same shape.

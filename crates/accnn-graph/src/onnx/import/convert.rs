@@ -79,11 +79,10 @@ impl Importer {
             "Clip" => Ok(self.clip(n, &a)),
             "MaxPool" | "AveragePool" => self.pool(n, &a),
             "GlobalAveragePool" | "GlobalMaxPool" => Ok(self.global_pool(n)),
-            "Flatten" => Ok(match a.int("axis").unwrap_or(1) {
-                1 => self.single(n, Op::Flatten),
-                0 => self.single(n, Op::Reshape { shape: vec![1, -1] }),
-                _ => None,
-            }),
+            "Flatten" => {
+                let axis = a.int("axis").unwrap_or(1);
+                Ok(self.single(n, Op::Flatten { axis }))
+            }
             "Reshape" => self.reshape(n, &a),
             "BatchNormalization" => Ok(self.batch_norm(n, &a)),
             op_type if BinaryOp::from_onnx(op_type).is_some() => Ok(self.binary(n)),
