@@ -64,8 +64,9 @@ pub enum Op {
         op: BinaryOp,
         broadcast: bool,
     },
+    /// Concatenation along `axis` (negative: from the end).
     Concat {
-        axis: usize,
+        axis: i64,
     },
     /// Softmax over `axis` (MXNet `softmax`, default last axis written as -1).
     Softmax {

@@ -43,7 +43,7 @@ pub(crate) enum Step {
     Flatten(i64),
     Identity,
     Binary(BinaryOp),
-    Concat(usize),
+    Concat(i64),
     Softmax(i64),
     Reshape(Vec<i64>),
 }
@@ -239,7 +239,13 @@ impl Step {
             Step::Binary(op) => Some(binary(*op, arg(0)?, arg(1)?).map_err(wrap)?),
             Step::Concat(axis) => {
                 let parts: Vec<&Tensor> = (0..args.len()).map(arg).collect::<Result<_, _>>()?;
-                Some(Tensor::cat(&parts, *axis).map_err(wrap)?)
+                let ax = accnn_graph::ops::shape_ops::resolve_axis(*axis, arg(0)?.rank()).ok_or_else(|| {
+                    InferError::Node {
+                        node: name.to_string(),
+                        message: format!("concat axis {axis} is out of range"),
+                    }
+                })?;
+                Some(Tensor::cat(&parts, ax).map_err(wrap)?)
             }
             Step::Softmax(axis) => {
                 let x = arg(0)?;

@@ -218,9 +218,9 @@ pub fn parse_op(node: &str, op: &str, map: &BTreeMap<String, String>) -> Result<
         }
         "Concat" | "concat" => {
             let dim = a.get("dim").unwrap_or("1");
-            match dim.parse::<usize>() {
+            match dim.parse::<i64>() {
                 Ok(axis) => Op::Concat { axis },
-                Err(_) => return Err(a.err(format!("Concat dim '{dim}' is not supported (non-negative axes only)"))),
+                Err(_) => return Err(a.err(format!("Concat dim '{dim}' is not an integer"))),
             }
         }
         "SoftmaxOutput" | "Softmax" => Op::SoftmaxOutput,

@@ -147,10 +147,12 @@ pub fn samples() -> Vec<OpSample> {
             b.node("op", binary, &[x, c])
         }));
     }
-    out.push(sample("Concat".into(), vec![2, 3, 4, 4], |b, x| {
-        let r = b.activation("r", x, Activation::Relu);
-        b.node("op", Op::Concat { axis: 1 }, &[x, r])
-    }));
+    for axis in [1, -1] {
+        out.push(sample(format!("Concat at {axis}"), vec![2, 3, 4, 4], |b, x| {
+            let r = b.activation("r", x, Activation::Relu);
+            b.node("op", Op::Concat { axis }, &[x, r])
+        }));
+    }
     out.push(sample("Softmax".into(), vec![2, 3, 5], |b, x| {
         b.node("op", Op::Softmax { axis: -1 }, &[x])
     }));

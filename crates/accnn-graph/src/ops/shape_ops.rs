@@ -85,11 +85,16 @@ pub(crate) fn same_values(cx: &EvalContext) -> Result<Array, GraphError> {
     Ok(cx.output(cx.arg(0)?.data.clone()))
 }
 
-pub(crate) fn concat_shapes(axis: usize, cx: &ShapeContext) -> Result<Vec<Vec<usize>>, GraphError> {
+/// The axis `axis` names in a tensor of `rank` dimensions (negative: from the end), if in range.
+pub fn resolve_axis(axis: i64, rank: usize) -> Option<usize> {
+    let resolved = if axis < 0 { rank as i64 + axis } else { axis };
+    (0..rank as i64).contains(&resolved).then_some(resolved as usize)
+}
+
+pub(crate) fn concat_shapes(axis: i64, cx: &ShapeContext) -> Result<Vec<Vec<usize>>, GraphError> {
     let first = cx.input(0)?.to_vec();
-    if axis >= first.len() {
-        return Err(cx.error(format!("concat axis {axis} out of range for {first:?}")));
-    }
+    let axis = resolve_axis(axis, first.len())
+        .ok_or_else(|| cx.error(format!("concat axis {axis} out of range for {first:?}")))?;
     let mut o = first.clone();
     o[axis] = 0;
     for k in 0..cx.input_count() {
@@ -104,8 +109,9 @@ pub(crate) fn concat_shapes(axis: usize, cx: &ShapeContext) -> Result<Vec<Vec<us
     Ok(vec![o])
 }
 
-pub(crate) fn concat_reference(axis: usize, cx: &EvalContext) -> Result<Array, GraphError> {
+pub(crate) fn concat_reference(axis: i64, cx: &EvalContext) -> Result<Array, GraphError> {
     let out_shape = cx.output_shape();
+    let axis = resolve_axis(axis, out_shape.len()).ok_or_else(|| GraphError::Invalid(format!("concat axis {axis}")))?;
     let outer: usize = out_shape[..axis].iter().product();
     let mut out = Vec::with_capacity(out_shape.iter().product());
     for o in 0..outer {

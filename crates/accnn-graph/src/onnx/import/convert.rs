@@ -363,9 +363,9 @@ impl Importer {
         Some(Converted::new(Op::Binary { op, broadcast: true }, vec![xe, ye]))
     }
 
-    /// Concat on a non-negative axis.
+    /// Concat (a negative axis counts from the end).
     fn concat(&mut self, n: &NodeProto, a: &NodeAttrs) -> Option<Converted> {
-        let axis = a.int("axis").and_then(|v| usize::try_from(v).ok())?;
+        let axis = a.int("axis")?;
         let mut inputs = Vec::new();
         for name in n.input.iter().filter(|s| !s.is_empty()) {
             inputs.push(self.value(name)?);
