@@ -66,17 +66,11 @@ fn load_for_data(args: &EvalArgs, model: &ModelArgs) -> Result<accnn::LoadedMode
             let first =
                 load_images(&args.data, &args.split, pre, Some(1)).map_err(|e| anyhow::anyhow!("--data {e:#}"))?;
             let shape = first.image_shape().to_vec();
-            let loaded = accnn::load_model(model.input()?, Some(&shape), false).map_err(crate::errors::explain)?;
+            let loaded = crate::loaded(accnn::load_model(model.input()?, Some(&shape), false))?;
             say!("{}: input size taken from the data: {shape:?}", loaded.name)?;
             Ok(loaded)
         }
-        Ok(loaded) => {
-            for warning in &loaded.warnings {
-                eprintln!("warning: {warning}");
-            }
-            Ok(loaded)
-        }
-        Err(e) => Err(crate::errors::explain(e)),
+        read => crate::loaded(read),
     }
 }
 

@@ -49,7 +49,12 @@ fn release_freed_memory() {
 
 /// Reads the model as it is (no BatchNorm folding), warning about non-finite weights.
 pub(crate) fn load(args: &ModelArgs) -> Result<LoadedModel> {
-    let loaded = accnn::load_model(args.input()?, args.shape()?.as_deref(), false).map_err(errors::explain)?;
+    loaded(accnn::load_model(args.input()?, args.shape()?.as_deref(), false))
+}
+
+/// A model read by the library, with its warnings printed and its error worded for the flags.
+pub(crate) fn loaded(read: Result<LoadedModel, accnn::Error>) -> Result<LoadedModel> {
+    let loaded = read.map_err(errors::explain)?;
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }

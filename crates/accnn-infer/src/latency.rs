@@ -149,8 +149,8 @@ pub fn model_seconds(
     let mut shape = data_shape.to_vec();
     shape[0] = batch;
     let x = Tensor::randn(0f32, 1f32, shape, &Device::Cpu)?;
-    typical_seconds(&engine, &x, MODEL_ROUNDS)
+    typical_seconds(&engine, &x, ROUNDS)
 }
 
-/// Timed runs of a whole model in [`model_seconds`].
-const MODEL_ROUNDS: usize = 5;
+/// The least number of timed runs of a layer or a model (see [`typical_seconds`]).
+pub const ROUNDS: usize = 5;

@@ -239,17 +239,18 @@ impl Step {
             Step::Binary(op) => Some(binary(*op, arg(0)?, arg(1)?).map_err(wrap)?),
             Step::Concat(axis) => {
                 let parts: Vec<&Tensor> = (0..args.len()).map(arg).collect::<Result<_, _>>()?;
-                let ax = accnn_graph::ops::shape_ops::resolve_axis(*axis, arg(0)?.rank()).ok_or_else(|| {
-                    InferError::Node {
-                        node: name.to_string(),
-                        message: format!("concat axis {axis} is out of range"),
-                    }
+                let ax = accnn_graph::ops::resolve_axis(*axis, arg(0)?.rank()).ok_or_else(|| InferError::Node {
+                    node: name.to_string(),
+                    message: format!("concat axis {axis} is out of range"),
                 })?;
                 Some(Tensor::cat(&parts, ax).map_err(wrap)?)
             }
             Step::Softmax(axis) => {
                 let x = arg(0)?;
-                let ax = accnn_graph::ops::softmax::resolve_axis(*axis, x.rank());
+                let ax = accnn_graph::ops::resolve_axis(*axis, x.rank()).ok_or_else(|| InferError::Node {
+                    node: name.to_string(),
+                    message: format!("softmax axis {axis} is out of range"),
+                })?;
                 let e = x.broadcast_sub(&x.max_keepdim(ax)?)?.exp()?;
                 Some(e.broadcast_div(&e.sum_keepdim(ax)?)?)
             }

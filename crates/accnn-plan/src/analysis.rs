@@ -3,7 +3,7 @@
 use accnn_graph::cost::{LayerKind, conv_macs};
 use accnn_graph::rewrite::vertical_conv;
 use accnn_graph::shape::{Shapes, conv_output_hw, infer_shapes};
-use accnn_graph::{Model, Op, element_count};
+use accnn_graph::{Model, Op};
 
 use crate::Error;
 use crate::per_layer::{LayerId, LayerSet};
@@ -114,14 +114,7 @@ impl Analysis {
                     (c.num_group, max_rank, vertical + horizontal)
                 }
                 Op::FullyConnected(f) => {
-                    let (rows, features) = if f.flatten {
-                        (1, element_count(&input_shape[1..])?)
-                    } else {
-                        (
-                            element_count(&input_shape[1..input_shape.len() - 1])?,
-                            input_shape[input_shape.len() - 1],
-                        )
-                    };
+                    let (rows, features) = f.rows_and_features(&input_shape)?;
                     (
                         1,
                         features.min(f.num_hidden),
@@ -156,13 +149,9 @@ impl Analysis {
                 blockers: shapes
                     .blockers(&model.graph, i)
                     .into_iter()
-                    .map(|b| {
-                        let node = &model.graph.nodes[b];
-                        let op = match &node.op {
-                            Op::Opaque { op_type, .. } => op_type.clone(),
-                            other => other.mxnet_name().to_string(),
-                        };
-                        (node.name.clone(), op)
+                    .filter_map(|b| match &model.graph.nodes[b].op {
+                        Op::Opaque { op_type, .. } => Some((model.graph.nodes[b].name.clone(), op_type.clone())),
+                        _ => None,
                     })
                     .collect(),
             })

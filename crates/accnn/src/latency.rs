@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use accnn_graph::{Model, Op};
-use accnn_infer::latency::{LayerSpec, model_seconds, time_layer};
+use accnn_infer::latency::{LayerSpec, ROUNDS, model_seconds, time_layer};
 use accnn_infer::{EngineOptions, InferError};
 use accnn_plan::{Analysis, Factorisation, Layer, LayerCosts, LayerKind, PerLayer, RankPlan, Scope};
 
@@ -18,7 +18,6 @@ use crate::Error;
 
 /// At most this many ranks are timed per layer.
 const PROBES_PER_LAYER: usize = 16;
-const ROUNDS: usize = 5;
 
 struct Cache {
     path: Option<PathBuf>,

@@ -101,6 +101,9 @@ fn positive(attrs: &Attrs, key: &str, v: [usize; 2]) -> Result<[usize; 2], Graph
 /// Parses an MXNet operator name and attributes into an [`Op`].
 pub fn parse_op(node: &str, op: &str, map: &BTreeMap<String, String>) -> Result<Op, GraphError> {
     let a = Attrs { node, map };
+    if let Some((op, broadcast)) = BinaryOp::from_mxnet_name(op) {
+        return Ok(Op::Binary { op, broadcast });
+    }
     Ok(match op {
         "null" => Op::Variable,
         "Convolution" => {
@@ -211,10 +214,6 @@ pub fn parse_op(node: &str, op: &str, map: &BTreeMap<String, String>) -> Result<
                 fix_gamma: a.bool_or("fix_gamma", true)?,
                 axis,
             })
-        }
-        name if BinaryOp::from_mxnet_name(name).is_some() => {
-            let (op, broadcast) = BinaryOp::from_mxnet_name(name).expect("checked");
-            Op::Binary { op, broadcast }
         }
         "Concat" | "concat" => {
             let dim = a.get("dim").unwrap_or("1");

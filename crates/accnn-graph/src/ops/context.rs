@@ -115,6 +115,11 @@ impl<'a> EvalContext<'a> {
         }
     }
 
+    /// An error about this node.
+    pub fn error(&self, message: impl Into<String>) -> GraphError {
+        GraphError::node(&self.node.name, message)
+    }
+
     /// The value of input `k`.
     pub fn arg(&self, k: usize) -> Result<&'a Array, GraphError> {
         self.node

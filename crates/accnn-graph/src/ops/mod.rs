@@ -35,6 +35,12 @@ pub use samples::{OpSample, samples};
 use crate::error::GraphError;
 use crate::ir::Op;
 
+/// The axis `axis` names in a tensor of `rank` dimensions (negative: from the end), if in range.
+pub fn resolve_axis(axis: i64, rank: usize) -> Option<usize> {
+    let resolved = if axis < 0 { rank as i64 + axis } else { axis };
+    (0..rank as i64).contains(&resolved).then_some(resolved as usize)
+}
+
 impl Op {
     /// The shapes of the node's outputs, from its inputs' shapes; stored weights are checked against
     /// what the operator needs. Variables and opaque operators have no rule here: shape inference

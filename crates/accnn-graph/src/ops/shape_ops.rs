@@ -4,7 +4,7 @@
 use crate::error::GraphError;
 use crate::tensor::element_count;
 
-use super::{Array, EvalContext, ShapeContext};
+use super::{Array, EvalContext, ShapeContext, resolve_axis};
 
 /// The output shape of MXNet's `Reshape` with `codes` (0 copy, -1 infer, -2 copy the rest, -3 merge
 /// two) applied to `input`; `node` names the node in errors.
@@ -59,12 +59,13 @@ pub(crate) fn reshape_shapes(codes: &[i64], cx: &ShapeContext) -> Result<Vec<Vec
 /// The 2-D shape Flatten at `axis` (negative: from the end) gives `input`, `None` when the axis is
 /// out of range.
 pub fn flatten(input: &[usize], axis: i64) -> Option<[usize; 2]> {
-    let rank = input.len() as i64;
-    let axis = if axis < 0 { rank + axis } else { axis };
-    if !(0..=rank).contains(&axis) {
-        return None;
-    }
-    let (outer, inner) = input.split_at(axis as usize);
+    // Flatten's axis may also be the rank itself (everything in the outer part).
+    let axis = if axis == input.len() as i64 {
+        input.len()
+    } else {
+        resolve_axis(axis, input.len())?
+    };
+    let (outer, inner) = input.split_at(axis);
     Some([element_count(outer).ok()?, element_count(inner).ok()?])
 }
 
@@ -83,12 +84,6 @@ pub(crate) fn passthrough_shapes(outputs: usize, cx: &ShapeContext) -> Result<Ve
 /// The input's values in the output's shape: Reshape, Flatten, Identity, Dropout.
 pub(crate) fn same_values(cx: &EvalContext) -> Result<Array, GraphError> {
     Ok(cx.output(cx.arg(0)?.data.clone()))
-}
-
-/// The axis `axis` names in a tensor of `rank` dimensions (negative: from the end), if in range.
-pub fn resolve_axis(axis: i64, rank: usize) -> Option<usize> {
-    let resolved = if axis < 0 { rank as i64 + axis } else { axis };
-    (0..rank as i64).contains(&resolved).then_some(resolved as usize)
 }
 
 pub(crate) fn concat_shapes(axis: i64, cx: &ShapeContext) -> Result<Vec<Vec<usize>>, GraphError> {
@@ -111,7 +106,8 @@ pub(crate) fn concat_shapes(axis: i64, cx: &ShapeContext) -> Result<Vec<Vec<usiz
 
 pub(crate) fn concat_reference(axis: i64, cx: &EvalContext) -> Result<Array, GraphError> {
     let out_shape = cx.output_shape();
-    let axis = resolve_axis(axis, out_shape.len()).ok_or_else(|| GraphError::Invalid(format!("concat axis {axis}")))?;
+    let axis =
+        resolve_axis(axis, out_shape.len()).ok_or_else(|| cx.error(format!("concat axis {axis} is out of range")))?;
     let outer: usize = out_shape[..axis].iter().product();
     let mut out = Vec::with_capacity(out_shape.iter().product());
     for o in 0..outer {

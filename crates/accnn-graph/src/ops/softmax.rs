@@ -2,16 +2,7 @@
 
 use crate::error::GraphError;
 
-use super::{Array, EvalContext, ShapeContext};
-
-/// The axis `axis` names in a tensor of `rank` dimensions (negative counts from the end).
-pub fn resolve_axis(axis: i64, rank: usize) -> usize {
-    if axis < 0 {
-        (rank as i64 + axis) as usize
-    } else {
-        axis as usize
-    }
-}
+use super::{Array, EvalContext, ShapeContext, resolve_axis};
 
 pub(crate) fn output_shapes(cx: &ShapeContext) -> Result<Vec<Vec<usize>>, GraphError> {
     Ok(vec![cx.input(0)?.to_vec()])
@@ -19,7 +10,8 @@ pub(crate) fn output_shapes(cx: &ShapeContext) -> Result<Vec<Vec<usize>>, GraphE
 
 pub(crate) fn reference(axis: i64, cx: &EvalContext) -> Result<Array, GraphError> {
     let x = cx.arg(0)?;
-    let axis = resolve_axis(axis, x.shape.len());
+    let axis =
+        resolve_axis(axis, x.shape.len()).ok_or_else(|| cx.error(format!("softmax axis {axis} is out of range")))?;
     let dim = x.shape[axis];
     let inner: usize = x.shape[axis + 1..].iter().product();
     let outer: usize = x.shape[..axis].iter().product();

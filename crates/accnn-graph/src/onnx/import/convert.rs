@@ -85,7 +85,6 @@ impl Importer {
             }
             "Reshape" => self.reshape(n, &a),
             "BatchNormalization" => Ok(self.batch_norm(n, &a)),
-            op_type if BinaryOp::from_onnx(op_type).is_some() => Ok(self.binary(n)),
             "Concat" => Ok(self.concat(n, &a)),
             "Softmax" => {
                 let default = if self.opset < 13 { 1 } else { -1 };
@@ -94,7 +93,7 @@ impl Importer {
             }
             "Dropout" => Ok(self.dropout(n, &a)),
             "Identity" => Ok(self.single(n, Op::Identity)),
-            _ => Ok(None),
+            op_type => Ok(BinaryOp::from_onnx(op_type).and_then(|op| self.binary(n, op))),
         }
     }
 
@@ -353,13 +352,12 @@ impl Importer {
 
     /// Two-input elementwise operators, with numpy broadcasting (Min and Max of more inputs stay
     /// opaque).
-    fn binary(&mut self, n: &NodeProto) -> Option<Converted> {
+    fn binary(&mut self, n: &NodeProto, op: BinaryOp) -> Option<Converted> {
         if n.input.len() != 2 {
             return None;
         }
         let (x, y) = (input(n, 0)?, input(n, 1)?);
         let (xe, ye) = (self.value(&x)?, self.value(&y)?);
-        let op = BinaryOp::from_onnx(&n.op_type)?;
         Some(Converted::new(Op::Binary { op, broadcast: true }, vec![xe, ye]))
     }
 
