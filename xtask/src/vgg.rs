@@ -1,6 +1,6 @@
 //! VGG-16 topology (13 convolutions, 3 FC layers) with seeded He-normal weights.
 
-use accnn_graph::ir::{Activation, ConvAttrs, Padding2d, PoolAttrs, PoolConvention, PoolKind};
+use accnn_graph::ir::{Activation, ConvAttrs, PoolAttrs, PoolKind};
 use accnn_graph::mxnet::save_checkpoint;
 use accnn_graph::{Entry, Model, ModelBuilder, Op, Tensor};
 use anyhow::Result;
@@ -113,15 +113,7 @@ pub fn build(args: &VggArgs) -> Model {
             x = b.conv(&format!("conv{}_{i}", s + 1), x, cin, width);
             cin = width;
         }
-        let pool = Op::Pooling(PoolAttrs {
-            kind: PoolKind::Max,
-            kernel: [2, 2],
-            stride: [2, 2],
-            pad: Padding2d::default(),
-            global: false,
-            convention: PoolConvention::Valid,
-            count_include_pad: true,
-        });
+        let pool = Op::Pooling(PoolAttrs::new(PoolKind::Max, [2, 2], [2, 2]));
         x = b.model.node(&format!("pool{}", s + 1), pool, &[x]);
         size = (size.0 / 2, size.1 / 2);
     }

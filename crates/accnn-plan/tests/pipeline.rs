@@ -86,13 +86,8 @@ fn awkward_model() -> Model {
     let c4 = n.conv("c4", add, 8, 6, [1, 3], [1, 1], [1, 1], [0, 1], 1, true);
     let cat = n.b.node("cat", Op::Concat { axis: 1 }, &[add, c4]);
     let pool = Op::Pooling(PoolAttrs {
-        kind: PoolKind::Max,
-        kernel: [2, 2],
-        stride: [2, 2],
-        pad: Padding2d::default(),
-        global: false,
         convention: PoolConvention::Full,
-        count_include_pad: true,
+        ..PoolAttrs::new(PoolKind::Max, [2, 2], [2, 2])
     });
     let p = n.b.node("pool", pool, &[cat]);
     let fc1 = n.dense("fc1", p, 12, 14 * 3 * 3, true);

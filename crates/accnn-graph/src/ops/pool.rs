@@ -37,6 +37,28 @@ pub struct PoolAttrs {
     pub count_include_pad: bool,
 }
 
+impl PoolAttrs {
+    /// `kind` pooling over `kernel` windows every `stride`, unpadded, rounding down (MXNet's
+    /// `valid`), padded cells counted in averages (MXNet's default).
+    ///
+    /// ```
+    /// use accnn_graph::ir::{PoolAttrs, PoolConvention, PoolKind};
+    /// let full = PoolAttrs { convention: PoolConvention::Full, ..PoolAttrs::new(PoolKind::Max, [2, 2], [2, 2]) };
+    /// assert_eq!(accnn_graph::shape::pool_output_hw(&full, 5, 5), Some((3, 3)));
+    /// ```
+    pub fn new(kind: PoolKind, kernel: [usize; 2], stride: [usize; 2]) -> Self {
+        PoolAttrs {
+            kind,
+            kernel,
+            stride,
+            pad: Padding2d::default(),
+            global: false,
+            convention: PoolConvention::Valid,
+            count_include_pad: true,
+        }
+    }
+}
+
 /// Output height and width of a pooling window on an `h x w` input, with MXNet's conventions.
 pub fn pool_output_hw(p: &PoolAttrs, h: usize, w: usize) -> Option<(usize, usize)> {
     if p.global {

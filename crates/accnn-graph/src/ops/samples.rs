@@ -85,13 +85,8 @@ pub fn samples() -> Vec<OpSample> {
         }
     }
     let global = PoolAttrs {
-        kind: PoolKind::Avg,
-        kernel: [1, 1],
-        stride: [1, 1],
-        pad: Padding2d::default(),
         global: true,
-        convention: PoolConvention::Valid,
-        count_include_pad: true,
+        ..PoolAttrs::new(PoolKind::Avg, [1, 1], [1, 1])
     };
     out.push(sample("Pooling global".into(), vec![2, 3, 5, 4], |b, x| {
         b.node("op", Op::Pooling(global), &[x])
