@@ -7,6 +7,7 @@ mod node_tests;
 mod onnx_check;
 mod peak_memory;
 mod plot;
+mod real_models;
 mod train;
 mod vgg;
 
@@ -53,6 +54,9 @@ enum Command {
     /// Run ONNX's own backend node tests (from the onnx wheel) for every operator accnn claims,
     /// through accnn's importer and engine; print the table of passes per operator.
     NodeTests(node_tests::NodeTestsArgs),
+    /// Read, run, rewrite and check real exports: the onnx wheel's model-zoo models and PaddleOCR's
+    /// models from the rapidocr wheel, against onnxruntime (needs a Python with onnx, onnxruntime, pip).
+    RealModels(real_models::RealModelsArgs),
 }
 
 fn main() -> Result<()> {
@@ -72,6 +76,7 @@ fn main() -> Result<()> {
         Command::MxnetCheck(args) => mxnet_check::run(root, &args),
         Command::OnnxCheck(args) => onnx_check::run(root, &args),
         Command::NodeTests(args) => node_tests::run(&args),
+        Command::RealModels(args) => real_models::run(root, &args),
         Command::TrainFixture(args) => train::run(root, &args),
         Command::PeakMemory(args) => peak_memory::run(root, &args),
     }

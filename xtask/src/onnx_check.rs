@@ -55,6 +55,14 @@ fn cases() -> Vec<Case> {
             });
         }
     }
+    for opset in [11, 13, 17] {
+        out.push(Case {
+            name: format!("exported_shapes-opset{opset}"),
+            bytes: zoo::exported_shapes(5, opset),
+            shape: vec![2, 3, 16, 16],
+            ratios: vec![2.0],
+        });
+    }
     out.push(Case {
         name: "resnet18".into(),
         bytes: zoo::resnet18(18, 1000),

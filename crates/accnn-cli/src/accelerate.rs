@@ -115,7 +115,10 @@ fn report(result: &Accelerated, asked: Asked) -> Result<()> {
             l.speedup()
         )?;
     }
-    if let Some(f) = &result.fidelity {
+    if let Err(why) = &result.fidelity {
+        say!("output check skipped: {why}")?;
+    }
+    if let Ok(f) = &result.fidelity {
         let what = if f.synthetic {
             "synthetic inputs"
         } else {

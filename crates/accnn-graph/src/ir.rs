@@ -40,7 +40,10 @@ pub use crate::ops::batch_norm::BatchNormAttrs;
 pub use crate::ops::conv::ConvAttrs;
 pub use crate::ops::dense::FcAttrs;
 pub use crate::ops::elementwise::BinaryOp;
+pub use crate::ops::lrn::LrnAttrs;
 pub use crate::ops::pool::{PoolAttrs, PoolConvention, PoolKind};
+pub use crate::ops::reduce::{ReduceAttrs, ReduceOp};
+pub use crate::ops::shape_ops::SliceAttrs;
 
 /// The operators accnn understands; each has its module under [`crate::ops`]. Anything else is kept
 /// as [`Op::Opaque`].
@@ -78,6 +81,26 @@ pub enum Op {
     Reshape {
         shape: Vec<i64>,
     },
+    /// Output axis `k` is input axis `perm[k]`.
+    Transpose {
+        perm: Vec<usize>,
+    },
+    /// Local response normalisation across channels.
+    Lrn(LrnAttrs),
+    /// A reduction over axes.
+    Reduce(ReduceAttrs),
+    /// Matrix product of two computed tensors (not a layer: neither side is a stored weight).
+    MatMul,
+    /// A strided window of the input.
+    Slice(SliceAttrs),
+    /// Removes size-1 axes (all of them when `None`; negative from the end).
+    Squeeze {
+        axes: Option<Vec<i64>>,
+    },
+    /// Inserts size-1 axes at `axes` of the output (negative from its end).
+    Unsqueeze {
+        axes: Vec<i64>,
+    },
     /// Passes its input through.
     Identity,
     /// An operator accnn does not interpret, kept so that it can be written back as it was read.
@@ -107,6 +130,21 @@ impl Op {
             Op::Softmax { .. } => "softmax",
             Op::SoftmaxOutput => "SoftmaxOutput",
             Op::Reshape { .. } => "Reshape",
+            Op::Transpose { .. } => "transpose",
+            Op::Lrn(_) => "LRN",
+            Op::MatMul => "batch_dot",
+            Op::Slice(_) => "slice",
+            Op::Squeeze { .. } => "squeeze",
+            Op::Unsqueeze { .. } => "expand_dims",
+            Op::Reduce(r) => match r.op {
+                ReduceOp::Sum => "sum",
+                ReduceOp::Mean => "mean",
+                ReduceOp::Max => "max",
+                ReduceOp::Min => "min",
+                ReduceOp::Prod => "prod",
+                ReduceOp::L2 => "norm",
+                ReduceOp::L1 | ReduceOp::SumSquare | ReduceOp::LogSumExp => "_opaque",
+            },
             Op::Identity => "_copy",
             Op::Opaque { .. } => "_opaque",
         }

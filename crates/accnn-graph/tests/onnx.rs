@@ -13,6 +13,9 @@ fn models() -> Vec<(String, Vec<u8>)> {
         out.push((format!("residual_block@{opset}"), zoo::residual_block(2, opset)));
         out.push((format!("concat_branch@{opset}"), zoo::concat_branch(3, opset)));
     }
+    for opset in [11, 13, 17] {
+        out.push((format!("exported_shapes@{opset}"), zoo::exported_shapes(4, opset)));
+    }
     out
 }
 
@@ -255,4 +258,65 @@ fn matmul_as_the_last_node_reads() {
             .iter()
             .any(|n| matches!(n.op, Op::FullyConnected(_)))
     );
+}
+
+#[test]
+fn computed_weights_and_shape_subgraphs_fold_at_import() {
+    use prost::Message;
+    for opset in [11, 13, 17] {
+        let bytes = zoo::exported_shapes(4, opset);
+        let read = decode_onnx(&bytes, Path::new("e.onnx"), None).expect("reads");
+        let model = &read.model;
+        // Folded at batch 1, the model still runs at batch 3: the batch is copied, not baked in.
+        let shapes = infer_shapes(model, &[3, 3, 16, 16]).expect("shapes");
+        let head = model.graph.heads[0];
+        assert_eq!(shapes.outputs[head.node][head.output], vec![3, 5], "opset {opset}");
+        let reshape = model.graph.nodes.iter().find_map(|n| match &n.op {
+            Op::Reshape { shape } => Some(shape.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            reshape,
+            Some(vec![0, 8, -1]),
+            "opset {opset}: Shape → … → Concat folded"
+        );
+        // The convolution's weight is the HWIO initializer transposed to OIHW.
+        let proto = onnx::proto::ModelProto::decode(&bytes[..]).expect("valid protobuf");
+        let stored = proto
+            .graph
+            .as_ref()
+            .and_then(|g| g.initializer.iter().find(|t| t.name == "conv.kernel_hwio"))
+            .expect("the initializer");
+        let hwio: Vec<f32> = if stored.raw_data.is_empty() {
+            stored.float_data.clone()
+        } else {
+            stored
+                .raw_data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        let conv = model
+            .graph
+            .nodes
+            .iter()
+            .find(|n| matches!(n.op, Op::Convolution(_)))
+            .expect("a convolution");
+        let weight = model
+            .param(&model.graph.nodes[conv.inputs[1].node].name)
+            .expect("a stored weight");
+        assert_eq!(weight.shape(), &[8, 3, 3, 3]);
+        for o in 0..8 {
+            for i in 0..3 {
+                for h in 0..3 {
+                    for w in 0..3 {
+                        assert_eq!(
+                            weight.data()[((o * 3 + i) * 3 + h) * 3 + w],
+                            hwio[((h * 3 + w) * 3 + i) * 8 + o]
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use accnn_graph::ir::{Activation, BatchNormAttrs, BinaryOp, ConvAttrs, FcAttrs, PoolAttrs};
+use accnn_graph::ir::{
+    Activation, BatchNormAttrs, BinaryOp, ConvAttrs, FcAttrs, LrnAttrs, PoolAttrs, ReduceAttrs, ReduceOp, SliceAttrs,
+};
 use accnn_graph::{Model, Node, Op};
 use candle_core::{CustomOp1, DType, Device, Tensor};
 
@@ -46,6 +48,13 @@ pub(crate) enum Step {
     Concat(i64),
     Softmax(i64),
     Reshape(Vec<i64>),
+    Transpose(Vec<usize>),
+    Lrn(LrnAttrs),
+    Reduce(ReduceAttrs),
+    MatMul,
+    Slice(SliceAttrs),
+    /// An operator that only changes the shape, computed by the graph's own shape rule.
+    Reshaped(Op),
 }
 
 pub(crate) enum DenseLayer {
@@ -93,6 +102,12 @@ impl Lowering<'_> {
             Op::Softmax { axis } => Step::Softmax(*axis),
             Op::SoftmaxOutput => Step::Softmax(1),
             Op::Reshape { shape } => Step::Reshape(shape.clone()),
+            Op::Transpose { perm } => Step::Transpose(perm.clone()),
+            Op::Lrn(l) => Step::Lrn(*l),
+            Op::Reduce(r) => Step::Reduce(r.clone()),
+            Op::MatMul => Step::MatMul,
+            Op::Squeeze { .. } | Op::Unsqueeze { .. } => Step::Reshaped(node.op.clone()),
+            Op::Slice(s) => Step::Slice(s.clone()),
             Op::Opaque { op_type, .. } => {
                 return Err(InferError::Node {
                     node: node.name.clone(),
@@ -236,7 +251,13 @@ impl Step {
                 Some(x.reshape(dims.to_vec())?)
             }
             Step::Identity => Some(arg(0)?.clone()),
-            Step::Binary(op) => Some(binary(*op, arg(0)?, arg(1)?).map_err(wrap)?),
+            Step::Binary(op) => {
+                let mut acc = binary(*op, arg(0)?, arg(1)?).map_err(wrap)?;
+                for k in 2..args.len() {
+                    acc = binary(*op, &acc, arg(k)?).map_err(wrap)?;
+                }
+                Some(acc)
+            }
             Step::Concat(axis) => {
                 let parts: Vec<&Tensor> = (0..args.len()).map(arg).collect::<Result<_, _>>()?;
                 let ax = accnn_graph::ops::resolve_axis(*axis, arg(0)?.rank()).ok_or_else(|| InferError::Node {
@@ -258,6 +279,38 @@ impl Step {
                 let x = arg(0)?;
                 let dims = accnn_graph::shape::reshape(name, x.dims(), codes)?;
                 Some(x.reshape(dims)?)
+            }
+            Step::Transpose(perm) => Some(arg(0)?.permute(perm.as_slice()).map_err(wrap)?.contiguous()?),
+            Step::Lrn(l) => Some(lrn(l, arg(0)?).map_err(wrap)?),
+            Step::Reshaped(op) => {
+                let x = arg(0)?;
+                let dims = match op {
+                    Op::Squeeze { axes } => accnn_graph::ops::shape_ops::squeezed(x.dims(), axes.as_deref()),
+                    Op::Unsqueeze { axes } => accnn_graph::ops::shape_ops::unsqueezed(x.dims(), axes),
+                    _ => None,
+                }
+                .ok_or_else(|| InferError::Node {
+                    node: name.to_string(),
+                    message: format!("cannot reshape {:?} as {op:?}", x.dims()),
+                })?;
+                Some(x.reshape(dims)?)
+            }
+            Step::MatMul => Some(matmul(arg(0)?, arg(1)?).map_err(wrap)?),
+            Step::Slice(s) => {
+                let x = arg(0)?;
+                let ranges = s.ranges(x.dims()).map_err(|message| InferError::Node {
+                    node: name.to_string(),
+                    message,
+                })?;
+                Some(slice(x, &ranges).map_err(wrap)?)
+            }
+            Step::Reduce(r) => {
+                let x = arg(0)?;
+                let out = r.output_shape(x.dims()).ok_or_else(|| InferError::Node {
+                    node: name.to_string(),
+                    message: format!("reduction axes {:?} out of range for {:?}", r.axes, x.dims()),
+                })?;
+                Some(reduce(r, x).and_then(|y| y.reshape(out)).map_err(wrap)?)
             }
         })
     }
@@ -281,6 +334,105 @@ fn dense(x: &Tensor, kernel: &DenseLayer, outputs: usize, flatten: bool) -> cand
         y = y.reshape(dims)?;
     }
     Ok(y)
+}
+
+/// `x / (bias + alpha / size * window sum of x²)^beta`, the window sum as shifted slices of the
+/// zero-padded squares (windows are a handful of channels).
+fn lrn(l: &LrnAttrs, x: &Tensor) -> candle_core::Result<Tensor> {
+    let channels = x.dim(1)?;
+    let (below, above) = l.reach();
+    let squares = x.sqr()?.pad_with_zeros(1, below, above)?;
+    let mut sum = squares.narrow(1, 0, channels)?;
+    for k in 1..l.size {
+        sum = (sum + squares.narrow(1, k, channels)?)?;
+    }
+    let denominator = sum
+        .affine(l.alpha as f64 / l.size as f64, l.bias as f64)?
+        .powf(l.beta as f64)?;
+    x / denominator
+}
+
+/// numpy's matmul: 1-D operands as a row or a column vector, batch axes broadcast.
+fn matmul(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    let out = accnn_graph::ops::matmul::matmul_shape(a.dims(), b.dims())
+        .ok_or_else(|| candle_core::Error::Msg(format!("cannot multiply {:?} by {:?}", a.dims(), b.dims())))?;
+    let a2 = if a.rank() == 1 { a.unsqueeze(0)? } else { a.clone() };
+    let b2 = if b.rank() == 1 { b.unsqueeze(1)? } else { b.clone() };
+    a2.contiguous()?.broadcast_matmul(&b2.contiguous()?)?.reshape(out)
+}
+
+/// A window of `x`: narrowing for unit steps, the shared index arithmetic otherwise.
+fn slice(x: &Tensor, ranges: &[accnn_graph::ops::layout::SliceAxis]) -> candle_core::Result<Tensor> {
+    if ranges.iter().all(|r| r.step == 1 || r.count <= 1) {
+        let mut y = x.clone();
+        for (axis, r) in ranges.iter().enumerate() {
+            if r.count != x.dims()[axis] {
+                y = y.narrow(axis, r.start as usize, r.count)?;
+            }
+        }
+        return y.contiguous();
+    }
+    let values: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let (dims, data) = accnn_graph::ops::layout::slice(x.dims(), &values, ranges);
+    Tensor::from_vec(data, dims, &Device::Cpu)?
+        .to_device(x.device())?
+        .to_dtype(x.dtype())
+}
+
+/// The reduction with the reduced axes kept as size 1; the product through its definition.
+fn reduce(r: &ReduceAttrs, x: &Tensor) -> candle_core::Result<Tensor> {
+    let axes = r
+        .resolved_axes(x.rank())
+        .ok_or_else(|| candle_core::Error::Msg(format!("reduction axes {:?} out of range", r.axes)))?;
+    let count: usize = axes.iter().map(|&k| x.dims()[k]).product();
+    if count == 0 {
+        // An empty reduction is the operation's start value (0, 1, -inf, +inf), finished.
+        let kept: Vec<usize> = (0..x.rank())
+            .map(|k| if axes.contains(&k) { 1 } else { x.dims()[k] })
+            .collect();
+        let value = r.op.finish(r.op.start(), 0);
+        return Tensor::full(value as f32, kept, x.device())?.to_dtype(x.dtype());
+    }
+    let over = |t: &Tensor, f: &dyn Fn(&Tensor, usize) -> candle_core::Result<Tensor>| {
+        axes.iter().try_fold(t.clone(), |acc, &k| f(&acc, k))
+    };
+    match r.op {
+        ReduceOp::Sum => x.sum_keepdim(axes.clone()),
+        ReduceOp::Mean => x.sum_keepdim(axes.clone())? / count as f64,
+        ReduceOp::Max => over(x, &|t, k| t.max_keepdim(k)),
+        ReduceOp::Min => over(x, &|t, k| t.min_keepdim(k)),
+        ReduceOp::L1 => x.abs()?.sum_keepdim(axes.clone()),
+        ReduceOp::L2 => x.sqr()?.sum_keepdim(axes.clone())?.sqrt(),
+        ReduceOp::SumSquare => x.sqr()?.sum_keepdim(axes.clone()),
+        ReduceOp::LogSumExp => x.exp()?.sum_keepdim(axes.clone())?.log(),
+        ReduceOp::Prod => {
+            let dims = x.dims().to_vec();
+            let kept: Vec<usize> = (0..dims.len())
+                .map(|k| if axes.contains(&k) { 1 } else { dims[k] })
+                .collect();
+            let values: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+            let mut acc = vec![1f64; kept.iter().product()];
+            let mut index = vec![0usize; dims.len()];
+            for v in values {
+                let target = index
+                    .iter()
+                    .zip(&kept)
+                    .fold(0, |t, (&i, &d)| t * d + if d == 1 { 0 } else { i });
+                acc[target] *= v as f64;
+                for d in (0..dims.len()).rev() {
+                    index[d] += 1;
+                    if index[d] < dims[d] {
+                        break;
+                    }
+                    index[d] = 0;
+                }
+            }
+            let acc: Vec<f32> = acc.into_iter().map(|a| a as f32).collect();
+            Tensor::from_vec(acc, kept, &Device::Cpu)?
+                .to_device(x.device())?
+                .to_dtype(x.dtype())
+        }
+    }
 }
 
 /// The common functions as tensor ops (on any device); any other through its definition.

@@ -28,36 +28,42 @@ impl Fidelity {
     pub const WARNING: f64 = 0.1;
 }
 
-/// The inputs of the check and the original model's outputs on them; `None` when the engine
-/// cannot run the model (an operator it does not know).
+/// The inputs of the check and the original model's outputs on them.
 pub(crate) struct Reference {
     input: Tensor,
     synthetic: bool,
     outputs: Vec<f32>,
 }
 
-fn engine(model: &Model) -> Option<Engine> {
-    Engine::new(model, EngineOptions::default()).ok()
-}
-
-fn first_output(engine: &Engine, input: &Tensor) -> Option<Vec<f32>> {
-    let out = engine.run(input).ok()?.into_iter().next()?;
-    out.flatten_all().ok()?.to_vec1::<f32>().ok()
+/// The first output of `model` on `input`, or why accnn's engine could not compute it.
+fn first_output(model: &Model, input: &Tensor) -> Result<Vec<f32>, String> {
+    let engine = Engine::new(model, EngineOptions::default()).map_err(|e| e.to_string())?;
+    let out = engine.run(input).map_err(|e| e.to_string())?.into_iter().next();
+    let out = out.ok_or("the model has no output")?;
+    out.flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(|e| e.to_string())
 }
 
 /// Runs the original `model` on the check's inputs: the first calibration images, else
 /// synthetic ones of `data_shape` (batch first) from a fixed seed.
-pub(crate) fn reference(model: &Model, data_shape: &[usize], calibration: Option<&Dataset>) -> Option<Reference> {
+/// `Err` says why the check cannot run (an operator accnn's engine does not run).
+pub(crate) fn reference(
+    model: &Model,
+    data_shape: &[usize],
+    calibration: Option<&Dataset>,
+) -> Result<Reference, String> {
+    let bad = |e: candle_core::Error| e.to_string();
     let (input, synthetic) = match calibration {
         Some(data) if !data.is_empty() => {
             let n = data.len().min(CHECK_INPUTS);
             let (images, _) = data.slice(0..n);
             let shape = [n, data.shape[1], data.shape[2], data.shape[3]];
-            (Tensor::from_vec(images, &shape, &Device::Cpu).ok()?, false)
+            (Tensor::from_vec(images, &shape, &Device::Cpu).map_err(bad)?, false)
         }
         _ => {
             let mut shape = data_shape.to_vec();
-            *shape.first_mut()? = CHECK_INPUTS;
+            *shape.first_mut().ok_or("the data shape is empty")? = CHECK_INPUTS;
             let n: usize = shape.iter().product();
             // A fixed sequence, so that runs are comparable (not candle's global RNG).
             let mut state = 0x9E37_79B9_7F4A_7C15u64;
@@ -74,24 +80,28 @@ pub(crate) fn reference(model: &Model, data_shape: &[usize], calibration: Option
                     ((s - 2.0) * 3f64.sqrt()) as f32
                 })
                 .collect();
-            (Tensor::from_vec(values, shape, &Device::Cpu).ok()?, true)
+            (Tensor::from_vec(values, shape, &Device::Cpu).map_err(bad)?, true)
         }
     };
-    let input = input.to_dtype(DType::F32).ok()?;
-    let outputs = first_output(&engine(model)?, &input)?;
-    Some(Reference {
+    let input = input.to_dtype(DType::F32).map_err(bad)?;
+    let outputs = first_output(model, &input)?;
+    Ok(Reference {
         input,
         synthetic,
         outputs,
     })
 }
 
-/// The new model against the reference; `None` when it cannot be run.
-pub(crate) fn compare(reference: &Reference, model: &Model) -> Option<Fidelity> {
-    let new = first_output(&engine(model)?, &reference.input)?;
+/// The new model against the reference; `Err` says why it could not be run or compared.
+pub(crate) fn compare(reference: &Reference, model: &Model) -> Result<Fidelity, String> {
+    let new = first_output(model, &reference.input)?;
     let old = &reference.outputs;
     if new.len() != old.len() || old.is_empty() {
-        return None;
+        return Err(format!(
+            "the new model's first output has {} values, the original's {}",
+            new.len(),
+            old.len()
+        ));
     }
     let diff: f64 = new.iter().zip(old).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum();
     let norm: f64 = old.iter().map(|b| (*b as f64).powi(2)).sum();
@@ -104,7 +114,7 @@ pub(crate) fn compare(reference: &Reference, model: &Model) -> Option<Fidelity> 
             best(&new[r.clone()]) == best(&old[r])
         })
         .count();
-    Some(Fidelity {
+    Ok(Fidelity {
         inputs,
         synthetic: reference.synthetic,
         relative_error: (diff / norm.max(f64::MIN_POSITIVE)).sqrt(),

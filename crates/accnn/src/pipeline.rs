@@ -116,9 +116,9 @@ pub struct Accelerated {
     pub reconstruction_seconds: f64,
     /// `Cost::Latency`: measured and predicted latencies.
     pub latency: Option<LatencyOutcome>,
-    /// The new model's outputs against the original's on a few inputs (`None`: accnn's engine
-    /// cannot run the model).
-    pub fidelity: Option<Fidelity>,
+    /// The new model's outputs against the original's on a few inputs (`Err`: why accnn's engine
+    /// could not run or compare them).
+    pub fidelity: Result<Fidelity, String>,
     /// Seconds from the analysed model to the chosen plan (calibration statistics, SVDs, selection).
     pub plan_seconds: f64,
     /// The files written, when the request had an output.
@@ -214,7 +214,7 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
     let plan_seconds = started.elapsed().as_secs_f64();
     let (model, report, fits, reconstruction_seconds) = rewrite(model, &analysis, svds, &plan, calibration.as_ref())?;
     observer.on(Event::Rewritten);
-    let fidelity = check.as_ref().and_then(|r| fidelity::compare(r, &model));
+    let fidelity = check.and_then(|r| fidelity::compare(&r, &model));
     let latency = match latency_prediction {
         Some((original, predicted, l)) => Some(LatencyOutcome {
             batch: l.batch,

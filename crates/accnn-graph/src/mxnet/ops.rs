@@ -201,6 +201,26 @@ pub fn parse_op(node: &str, op: &str, map: &BTreeMap<String, String>) -> Result<
         }
         "Flatten" | "flatten" => Op::Flatten { axis: 1 },
         "Dropout" => Op::Dropout,
+        "LRN" => Op::Lrn(crate::ir::LrnAttrs {
+            size: a.usize_or("nsize", 0).and_then(|n| {
+                if n == 0 {
+                    Err(a.err("LRN needs a positive nsize"))
+                } else {
+                    Ok(n)
+                }
+            })?,
+            alpha: a.f64_or("alpha", 1e-4)? as f32,
+            beta: a.f64_or("beta", 0.75)? as f32,
+            bias: a.f64_or("knorm", 2.0)? as f32,
+        }),
+        "transpose" => {
+            let axes = a.ints("axes")?.unwrap_or_default();
+            let perm: Option<Vec<usize>> = axes.iter().map(|&x| usize::try_from(x).ok()).collect();
+            match perm {
+                Some(perm) if !perm.is_empty() => Op::Transpose { perm },
+                _ => return Err(a.err(format!("transpose needs explicit non-negative axes, got {axes:?}"))),
+            }
+        }
         "BatchNorm" => {
             let axis = match a.get("axis") {
                 None => 1,
@@ -352,6 +372,44 @@ pub fn op_attrs(op: &Op) -> Result<BTreeMap<String, String>, GraphError> {
             put("axis", b.axis.to_string());
         }
         Op::Concat { axis } => put("dim", axis.to_string()),
+        Op::Transpose { perm } => put(
+            "axes",
+            format!("({})", perm.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")),
+        ),
+        Op::MatMul => {
+            return Err(GraphError::Invalid(
+                "MXNet's batch_dot does not broadcast like ONNX MatMul; accnn does not write it".into(),
+            ));
+        }
+        Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
+            return Err(GraphError::Invalid(
+                "accnn does not write ONNX Squeeze or Unsqueeze to MXNet".into(),
+            ));
+        }
+        Op::Slice(_) => {
+            return Err(GraphError::Invalid(
+                "accnn does not write ONNX Slice to MXNet (its clamping differs)".into(),
+            ));
+        }
+        Op::Reduce(r) => {
+            if r.op.mxnet_supported() {
+                if let Some(axes) = &r.axes {
+                    put(
+                        "axis",
+                        format!("({})", axes.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")),
+                    );
+                }
+                put("keepdims", bool_text(r.keep_dims));
+            } else {
+                return Err(GraphError::Invalid(format!("MXNet has no {:?} reduction", r.op)));
+            }
+        }
+        Op::Lrn(l) => {
+            put("nsize", l.size.to_string());
+            put("alpha", l.alpha.to_string());
+            put("beta", l.beta.to_string());
+            put("knorm", l.bias.to_string());
+        }
         Op::Softmax { axis } => put("axis", axis.to_string()),
         Op::Reshape { shape } => put(
             "shape",

@@ -17,6 +17,12 @@ pub struct GraphBuilder {
 }
 
 fn value_info(name: &str, dims: Option<&[Option<usize>]>) -> ValueInfoProto {
+    typed_value_info(name, 1, dims)
+}
+
+/// A tensor's name, element type and dimensions (`None`: a symbolic batch), as graph inputs,
+/// outputs and `value_info` record them.
+pub(crate) fn typed_value_info(name: &str, elem_type: i32, dims: Option<&[Option<usize>]>) -> ValueInfoProto {
     // Every graph input and output carries a shape, as onnx.checker's full check requires.
     let shape = dims.map(|dims| TensorShapeProto {
         dim: dims
@@ -33,7 +39,7 @@ fn value_info(name: &str, dims: Option<&[Option<usize>]>) -> ValueInfoProto {
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
-            value: Some(TypeValue::TensorType(type_proto::Tensor { elem_type: 1, shape })),
+            value: Some(TypeValue::TensorType(type_proto::Tensor { elem_type, shape })),
             ..Default::default()
         }),
         ..Default::default()

@@ -218,6 +218,10 @@ pub fn encode_onnx(source: &OnnxSource, model: &Model, external: Option<&str>) -
     used.extend(original.node.iter().flat_map(|n| n.output.iter().cloned()));
     let mut fresh = |base: &str| used.fresh(base);
     let mut nodes: Vec<NodeProto> = Vec::new();
+    // Where each written node stood in the original (a replacement: where the node it replaces
+    // stood), so that the written graph keeps the original's order.
+    let mut positions: Vec<usize> = Vec::new();
+    let mut last_position = 0;
     let mut extra: ExtraTensors = Vec::new();
     for (i, n) in model.graph.nodes.iter().enumerate() {
         if matches!(n.op, Op::Variable) {
@@ -233,44 +237,61 @@ pub fn encode_onnx(source: &OnnxSource, model: &Model, external: Option<&str>) -
                 .all(|(k, o)| o.is_empty() || names.get(&Entry { node: i, output: k }) == Some(o));
             if r.op == n.op && r.inputs == inputs && same_outputs {
                 nodes.extend(r.proto_nodes.iter().map(|&p| original.node[p].clone()));
+                positions.extend(r.proto_nodes.iter().copied());
+                last_position = r.proto_nodes.last().copied().unwrap_or(last_position);
                 continue;
             }
         }
         let template = record.map(|r| original.node[r.proto_nodes[0]].clone());
+        let position = record.map_or(last_position, |r| r.proto_nodes[0]);
         let output = names[&Entry::new(i)].clone();
         let (made, tensors) = emit(source, model, n, &inputs, &output, template, &mut fresh)?;
+        positions.extend(std::iter::repeat_n(position, made.len()));
         nodes.extend(made);
         extra.extend(tensors);
     }
-    let referenced: HashSet<String> = nodes.iter().flat_map(|n| n.input.iter().cloned()).collect();
+    let mut referenced: HashSet<String> = nodes.iter().flat_map(|n| n.input.iter().cloned()).collect();
     let originally_referenced: HashSet<&str> = original
         .node
         .iter()
         .flat_map(|n| n.input.iter().map(String::as_str))
         .collect();
-    // Constant nodes first: they have no inputs, and their readers may come in any order after.
-    let mut constants: Vec<(usize, &str)> = Vec::new();
+    // Constants the import computed (Constant nodes, folded weights and shape subgraphs) are written
+    // as the nodes that computed them, with what those nodes read, unless the IR changed the value:
+    // then the new value is an initializer, and no node may define the name again.
+    let mut kept: Vec<usize> = Vec::new();
     let mut initializers: Vec<TensorProto> = Vec::new();
     let mut emitted: HashSet<String> = HashSet::new();
-    for (name, (index, print)) in &source.constant_nodes {
-        if !referenced.contains(name) {
+    let mut stack: Vec<String> = referenced
+        .iter()
+        .filter(|n| source.constant_nodes.contains_key(*n))
+        .cloned()
+        .collect();
+    while let Some(name) = stack.pop() {
+        let Some((index, print)) = source.constant_nodes.get(&name) else {
+            continue;
+        };
+        if !emitted.insert(name.clone()) {
             continue;
         }
-        match model.args.get(name) {
-            Some(t) if Some(fingerprint(t)) != *print => {
-                initializers.push(new_tensor(name, t, source.float_type));
-                emitted.insert(name.clone());
-            }
-            // Unchanged: the Constant node defines it, so no initializer may define it again.
+        match model.args.get(&name) {
+            Some(t) if Some(fingerprint(t)) != *print => initializers.push(new_tensor(&name, t, source.float_type)),
             _ => {
-                constants.push((*index, name));
-                emitted.insert(name.clone());
+                kept.push(*index);
+                for input in &original.node[*index].input {
+                    referenced.insert(input.clone());
+                    if source.constant_nodes.contains_key(input) && !emitted.contains(input) {
+                        stack.push(input.clone());
+                    }
+                }
             }
         }
     }
-    constants.sort();
-    let mut all_nodes: Vec<NodeProto> = constants.iter().map(|(i, _)| original.node[*i].clone()).collect();
+    let mut all_nodes: Vec<NodeProto> = kept.iter().map(|&i| original.node[i].clone()).collect();
     all_nodes.extend(nodes);
+    let mut all_positions = kept;
+    all_positions.extend(positions);
+    let all_nodes = topological_order(all_nodes, &all_positions);
     for t in &original.initializer {
         let wanted = referenced.contains(&t.name) || !originally_referenced.contains(t.name.as_str());
         if !wanted {
@@ -340,6 +361,16 @@ pub fn encode_onnx(source: &OnnxSource, model: &Model, external: Option<&str>) -
         }
         data = Some(bytes);
     }
+    // Before IR version 4 every initializer must also be a graph input.
+    if source.proto.ir_version < 4 {
+        let inputs: HashSet<String> = graph.input.iter().map(|i| i.name.clone()).collect();
+        for t in initializers.iter().filter(|t| !inputs.contains(&t.name)) {
+            let dims: Vec<Option<usize>> = t.dims.iter().map(|&d| Some(d as usize)).collect();
+            graph
+                .input
+                .push(super::builder::typed_value_info(&t.name, t.data_type, Some(&dims)));
+        }
+    }
     graph.initializer = initializers;
     let mut proto = source.proto.clone();
     proto.graph = Some(graph);
@@ -353,4 +384,50 @@ pub fn encode_onnx(source: &OnnxSource, model: &Model, external: Option<&str>) -
         model: proto.encode_to_vec(),
         data,
     })
+}
+
+/// `nodes` ordered so that each comes after the producers of its inputs, otherwise by `positions`
+/// (their places in the original graph): Kahn's algorithm taking the earliest ready node each time.
+fn topological_order(nodes: Vec<NodeProto>, positions: &[usize]) -> Vec<NodeProto> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for o in n.output.iter().filter(|o| !o.is_empty()) {
+            producer.insert(o.as_str(), i);
+        }
+    }
+    let mut waiting = vec![0usize; nodes.len()];
+    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    for (i, n) in nodes.iter().enumerate() {
+        let mut from: Vec<usize> = n
+            .input
+            .iter()
+            .filter_map(|s| producer.get(s.as_str()).copied())
+            .collect();
+        from.sort_unstable();
+        from.dedup();
+        for p in from.into_iter().filter(|&p| p != i) {
+            waiting[i] += 1;
+            readers[p].push(i);
+        }
+    }
+    let key = |i: usize| Reverse((positions[i], i));
+    let mut ready: BinaryHeap<Reverse<(usize, usize)>> =
+        (0..nodes.len()).filter(|&i| waiting[i] == 0).map(key).collect();
+    let mut order = Vec::with_capacity(nodes.len());
+    while let Some(Reverse((_, i))) = ready.pop() {
+        order.push(i);
+        for &r in &readers[i] {
+            waiting[r] -= 1;
+            if waiting[r] == 0 {
+                ready.push(key(r));
+            }
+        }
+    }
+    // A cycle cannot come from a DAG; should one appear, its nodes keep their given order at the end.
+    let placed: HashSet<usize> = order.iter().copied().collect();
+    order.extend((0..nodes.len()).filter(|i| !placed.contains(i)));
+    let mut slots: Vec<Option<NodeProto>> = nodes.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
 }

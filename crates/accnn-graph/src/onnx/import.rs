@@ -1,5 +1,6 @@
 //! ONNX `ModelProto` to accnn's IR. How each ONNX operator maps onto the IR is in `convert`.
 
+mod constants;
 mod convert;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -22,8 +23,29 @@ struct SamePad {
     lower: bool,
 }
 
+/// Output shapes of the IR nodes made so far, where known at the input shape being read.
+#[derive(Default)]
+struct IrShapes {
+    outputs: Vec<Vec<Vec<usize>>>,
+    known: Vec<bool>,
+}
+
+impl IrShapes {
+    fn known(&self, e: Entry) -> Option<&[usize]> {
+        if !self.known.get(e.node).copied().unwrap_or(false) {
+            return None;
+        }
+        self.outputs[e.node].get(e.output).map(Vec::as_slice)
+    }
+}
+
 struct Importer {
     opset: i64,
+    /// The data input's shape (batch first), when known: what `Shape` nodes are folded for.
+    data_shape: Option<Vec<usize>>,
+    /// The graph input that `data_shape` is the shape of.
+    data_name: Option<String>,
+    shapes: IrShapes,
     nodes: Vec<Node>,
     args: BTreeMap<String, Tensor>,
     /// Values of graph tensors produced by IR nodes.
@@ -74,9 +96,59 @@ impl Importer {
             inputs: Vec::new(),
             attrs: BTreeMap::new(),
         });
+        self.settle_shapes(None);
         let e = Entry::new(self.nodes.len() - 1);
         self.entry_names.insert(e, name);
         e
+    }
+
+    /// Infers the output shapes of the node just pushed, resolving its `auto_pad = SAME_*` now when
+    /// its input shape is known. Returns the padding still pending.
+    fn settle_shapes(&mut self, same_pad: Option<bool>) -> Option<bool> {
+        let i = self.nodes.len() - 1;
+        let node = &self.nodes[i];
+        let inputs_known = node.inputs.iter().all(|e| self.shapes.known(*e).is_some());
+        let mut pending = same_pad;
+        if let (Some(lower), true) = (same_pad, inputs_known) {
+            let input = self.shapes.known(node.inputs[0]).unwrap_or_default().to_vec();
+            if let Some(pad) = same_padding(&node.op, lower, &input) {
+                set_padding(&mut self.nodes[i].op, pad);
+                pending = None;
+            }
+        }
+        let node = &self.nodes[i];
+        let outputs = match &node.op {
+            Op::Variable if self.data_name.as_deref() == Some(node.name.as_str()) => {
+                self.data_shape.clone().map(|s| vec![s])
+            }
+            Op::Variable => self.args.get(&node.name).map(|t| vec![t.shape().to_vec()]),
+            Op::Opaque { .. } => None,
+            _ if !inputs_known || pending.is_some() => None,
+            _ => {
+                // Shape rules read weights from a model: lend them the importer's, then take them back.
+                let model = Model {
+                    graph: Graph {
+                        nodes: std::mem::take(&mut self.nodes),
+                        heads: Vec::new(),
+                    },
+                    args: std::mem::take(&mut self.args),
+                    aux: BTreeMap::new(),
+                };
+                let node = &model.graph.nodes[i];
+                let result = node.op.output_shapes(&crate::ops::ShapeContext {
+                    model: &model,
+                    node,
+                    outputs: &self.shapes.outputs,
+                });
+                self.nodes = model.graph.nodes;
+                self.args = model.args;
+                // A rule that fails here fails again, with its message, in shape inference proper.
+                result.ok()
+            }
+        };
+        self.shapes.known.push(outputs.is_some());
+        self.shapes.outputs.push(outputs.unwrap_or_default());
+        pending
     }
 
     /// A float constant as it is stored (in `consts` until a variable takes it into `args`).
@@ -100,10 +172,11 @@ impl Importer {
                 _ => None,
             };
             self.taken.insert(name.to_string());
-            let e = self.push_variable(name.to_string());
+            // Stored before the variable is pushed, which reads its shape.
             if let Some(t) = tensor {
                 self.args.insert(name.to_string(), t);
             }
+            let e = self.push_variable(name.to_string());
             self.produced.insert(name.to_string(), e);
             return Some(e);
         }
@@ -124,7 +197,7 @@ impl Importer {
 
     fn ints_const(&self, name: &str) -> Option<&Vec<i64>> {
         match self.consts.get(name) {
-            Some(Value::Ints(v)) => Some(v),
+            Some(Value::Ints { values, .. }) => Some(values),
             _ => None,
         }
     }
@@ -237,8 +310,16 @@ pub(crate) fn import(
     for n in &graph.node {
         taken.extend(n.output.iter().cloned());
     }
+    let data_name = graph
+        .input
+        .iter()
+        .map(|i| i.name.clone())
+        .find(|n| data_inputs.contains(n));
     let mut im = Importer {
         opset,
+        data_shape: data_shape.map(<[usize]>::to_vec),
+        data_name,
+        shapes: IrShapes::default(),
         nodes: Vec::new(),
         args: BTreeMap::new(),
         produced: HashMap::new(),
@@ -252,8 +333,9 @@ pub(crate) fn import(
     };
     let mut merged_away: HashSet<usize> = HashSet::new();
     let nodes = graph.node.clone();
+    let constant_indices: HashSet<usize> = constant_nodes.values().map(|&(c, _)| c).collect();
     for (index, n) in nodes.iter().enumerate() {
-        if merged_away.contains(&index) || constant_nodes.values().any(|&(c, _)| c == index) {
+        if merged_away.contains(&index) || constant_indices.contains(&index) {
             continue;
         }
         let base = if n.name.is_empty() {
@@ -262,6 +344,21 @@ pub(crate) fn import(
             n.name.clone()
         };
         let label = base.clone();
+        let is_graph_output = n
+            .output
+            .iter()
+            .any(|o| consumers.get(o).is_some_and(|c| c.contains(&usize::MAX)));
+        let attrs = super::attrs::NodeAttrs { node: n, label: &label };
+        if let Some(value) = im.fold(n, &attrs, is_graph_output)? {
+            let out = n.output[0].clone();
+            let print = match &value {
+                Value::Float(t) => Some(fingerprint(t)),
+                _ => None,
+            };
+            constant_nodes.insert(out.clone(), (index, print));
+            im.consts.insert(out, value);
+            continue;
+        }
         let converted = im.convert(n, &label, &consumers, &nodes)?;
         let converted = match converted {
             Some(c) => c,
@@ -312,9 +409,10 @@ pub(crate) fn import(
             attrs: BTreeMap::new(),
         });
         let me = im.nodes.len() - 1;
-        if let Some(lower) = converted.same_pad {
+        if let Some(lower) = im.settle_shapes(converted.same_pad) {
             im.same_pads.push(SamePad { node: me, lower });
         }
+        let op = im.nodes[me].op.clone();
         for (k, out) in outputs.iter().enumerate() {
             if !out.is_empty() {
                 let e = Entry { node: me, output: k };
@@ -329,7 +427,7 @@ pub(crate) fn import(
             name,
             Imported {
                 proto_nodes,
-                op: converted.op,
+                op,
                 inputs: inputs_named,
                 outputs,
             },
@@ -413,8 +511,14 @@ fn constant_value(n: &mut NodeProto, label: &str, dir: &Path, path: &Path) -> Re
         },
         "value_float" => Some(Value::Float(Tensor::new(vec![], vec![attr.f])?)),
         "value_floats" => Some(Value::Float(Tensor::new(vec![attr.floats.len()], attr.floats.clone())?)),
-        "value_int" => Some(Value::Ints(vec![attr.i])),
-        "value_ints" => Some(Value::Ints(attr.ints.clone())),
+        "value_int" => Some(Value::Ints {
+            dims: vec![],
+            values: vec![attr.i],
+        }),
+        "value_ints" => Some(Value::Ints {
+            dims: vec![attr.ints.len()],
+            values: attr.ints.clone(),
+        }),
         _ => None,
     })
 }
@@ -439,49 +543,58 @@ fn resolve_same_pads(
         })?;
         let shapes = crate::shape::infer_shapes_prefix(model, shape, p.node)?;
         let input = model.graph.nodes[p.node].inputs[0];
+        if !shapes.is_known(input.node) {
+            // Downstream of an operator accnn does not interpret: the layer stays whole, as read.
+            continue;
+        }
         let s = shapes.outputs[input.node][input.output].clone();
         if s.len() != 4 {
             return Err(GraphError::node(&name, format!("expects a 4-D input, got {s:?}")));
         }
-        let same = |size: usize, k: usize, stride: usize, dilate: usize| -> (usize, usize) {
-            let out = size.div_ceil(stride);
-            let span = dilate * (k - 1) + 1;
-            let total = ((out - 1) * stride + span).saturating_sub(size);
-            let small = total / 2;
-            if p.lower {
-                (total - small, small)
-            } else {
-                (small, total - small)
-            }
-        };
-        let pad = match &model.graph.nodes[p.node].op {
-            Op::Convolution(c) => {
-                let (t, b) = same(s[2], c.kernel[0], c.stride[0], c.dilate[0]);
-                let (l, r) = same(s[3], c.kernel[1], c.stride[1], c.dilate[1]);
-                Padding2d {
-                    top: t,
-                    bottom: b,
-                    left: l,
-                    right: r,
-                }
-            }
-            Op::Pooling(q) => {
-                let (t, b) = same(s[2], q.kernel[0], q.stride[0], 1);
-                let (l, r) = same(s[3], q.kernel[1], q.stride[1], 1);
-                Padding2d {
-                    top: t,
-                    bottom: b,
-                    left: l,
-                    right: r,
-                }
-            }
-            _ => unreachable!("only convolutions and pooling take auto_pad"),
-        };
-        match &mut model.graph.nodes[p.node].op {
-            Op::Convolution(c) => c.pad = pad,
-            Op::Pooling(q) => q.pad = pad,
-            _ => {}
-        }
+        let pad = same_padding(&model.graph.nodes[p.node].op, p.lower, &s)
+            .ok_or_else(|| GraphError::node(&name, format!("cannot pad a window to its input {s:?}")))?;
+        set_padding(&mut model.graph.nodes[p.node].op, pad);
     }
     Ok(())
+}
+
+/// The explicit padding `auto_pad = SAME_UPPER` (`SAME_LOWER` when `lower`) means for a convolution
+/// or pooling window over `input` (NCHW); `None` for other operators or inputs.
+fn same_padding(op: &Op, lower: bool, input: &[usize]) -> Option<Padding2d> {
+    let [_, _, h, w] = <[usize; 4]>::try_from(input).ok()?;
+    let same = |size: usize, k: usize, stride: usize, dilate: usize| -> (usize, usize) {
+        let out = size.div_ceil(stride);
+        let span = dilate * (k - 1) + 1;
+        let total = ((out - 1) * stride + span).saturating_sub(size);
+        let small = total / 2;
+        if lower {
+            (total - small, small)
+        } else {
+            (small, total - small)
+        }
+    };
+    let (kernel, stride, dilate) = match op {
+        Op::Convolution(c) => (c.kernel, c.stride, c.dilate),
+        Op::Pooling(q) => (q.kernel, q.stride, [1, 1]),
+        _ => return None,
+    };
+    if h == 0 || w == 0 || kernel.contains(&0) || stride.contains(&0) {
+        return None;
+    }
+    let (top, bottom) = same(h, kernel[0], stride[0], dilate[0]);
+    let (left, right) = same(w, kernel[1], stride[1], dilate[1]);
+    Some(Padding2d {
+        top,
+        bottom,
+        left,
+        right,
+    })
+}
+
+fn set_padding(op: &mut Op, pad: Padding2d) {
+    match op {
+        Op::Convolution(c) => c.pad = pad,
+        Op::Pooling(q) => q.pad = pad,
+        _ => {}
+    }
 }

@@ -13,8 +13,8 @@ use crate::tensor::{DType, Tensor, element_count};
 pub(crate) enum Value {
     /// A floating-point tensor, widened or narrowed to `f32`.
     Float(Tensor),
-    /// An integer tensor (shapes, axes): its values.
-    Ints(Vec<i64>),
+    /// An integer (or boolean) tensor: shapes, axes, indices.
+    Ints { dims: Vec<usize>, values: Vec<i64> },
     /// Any other element type: kept as it is, never interpreted.
     Other,
 }
@@ -154,7 +154,7 @@ pub(crate) fn decode(t: &TensorProto, path: &Path) -> Result<Value, GraphError> 
                     t.int64_data.clone()
                 }
             };
-            Ok(Value::Ints(v))
+            Ok(Value::Ints { dims, values: v })
         }
         Ok(DataType::Int32) => {
             let v: Vec<i64> = match raw(4)? {
@@ -167,7 +167,17 @@ pub(crate) fn decode(t: &TensorProto, path: &Path) -> Result<Value, GraphError> 
                     t.int32_data.iter().map(|&v| v as i64).collect()
                 }
             };
-            Ok(Value::Ints(v))
+            Ok(Value::Ints { dims, values: v })
+        }
+        Ok(DataType::Bool) => {
+            let v: Vec<i64> = match raw(1)? {
+                Some(b) => b.iter().map(|&x| i64::from(x != 0)).collect(),
+                None => {
+                    check_len(t.int32_data.len(), "int32_data")?;
+                    t.int32_data.iter().map(|&v| i64::from(v != 0)).collect()
+                }
+            };
+            Ok(Value::Ints { dims, values: v })
         }
         _ => Ok(Value::Other),
     }

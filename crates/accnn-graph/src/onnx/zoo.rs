@@ -309,3 +309,113 @@ pub fn concat_branch(seed: u64, opset: i64) -> Vec<u8> {
     n.b.output("out", &[None, Some(7)]);
     n.b.finish()
 }
+
+/// Weights and shapes computed in the graph, as exporters write them (at 3x16x16, symbolic batch):
+/// a convolution whose weight is a Keras-layout (HWIO) initializer `Transpose`d in the graph, a
+/// per-channel scale from a `Constant` node `Unsqueeze`d to `(C, 1, 1)`, a bias made by
+/// `ConstantOfShape`, a flatten through `Shape → Gather → Unsqueeze → Concat → Reshape`, an
+/// attention-style product of two computed tensors (`MatMul`, `Transpose`, `Slice`, `ReduceMean`),
+/// and a `MatMul + Add` head. Every constant folds at import for a given input shape.
+pub fn exported_shapes(seed: u64, opset: i64) -> Vec<u8> {
+    let mut n = net(seed, opset);
+    n.b.input_symbolic_batch("data", &[1, 3, 16, 16]);
+    let hwio = n.rng.tensor(vec![3, 3, 3, 8], |r| r.normal() / 4.0);
+    n.b.initializer("conv.kernel_hwio", hwio);
+    let w = n.named(
+        "/w/Transpose",
+        "Transpose",
+        &["conv.kernel_hwio"],
+        vec![attrs::ints("perm", &[3, 2, 0, 1])],
+    );
+    let c = n.named(
+        "/conv/Conv",
+        "Conv",
+        &["data", &w],
+        vec![attrs::ints("kernel_shape", &[3, 3]), attrs::ints("pads", &[1, 1, 1, 1])],
+    );
+    let r = n.relu("/relu", &c);
+    let scale = n.rng.tensor(vec![8], |r| 0.5 + r.uniform());
+    n.b.named_node(
+        "/scale/Constant",
+        "Constant",
+        &[],
+        &["scale"],
+        vec![attrs::tensor("value", &scale)],
+    );
+    let unsqueezed = if opset >= 13 {
+        n.b.int_initializer("scale_axes", &[2], &[1, 2]);
+        n.named("/scale/Unsqueeze", "Unsqueeze", &["scale", "scale_axes"], vec![])
+    } else {
+        n.named(
+            "/scale/Unsqueeze",
+            "Unsqueeze",
+            &["scale"],
+            vec![attrs::ints("axes", &[1, 2])],
+        )
+    };
+    let scaled = n.named("/scale/Mul", "Mul", &[&r, &unsqueezed], vec![]);
+    n.b.int_initializer("bias_shape", &[4], &[1, 8, 1, 1]);
+    let fill = Tensor::new(vec![1], vec![0.25]).expect("one value");
+    let bias = n.named(
+        "/bias/ConstantOfShape",
+        "ConstantOfShape",
+        &["bias_shape"],
+        vec![attrs::tensor("value", &fill)],
+    );
+    let shifted = n.named("/bias/Add", "Add", &[&scaled, &bias], vec![]);
+    // (B, 8, 16, 16) → (B, 8, 256) → attention-like (B, 8, 8) weights → mean over the last axis.
+    let shape = n.named("/flat/Shape", "Shape", &[&shifted], vec![]);
+    n.b.int_initializer("zero", &[], &[0]);
+    let batch = n.named("/flat/Gather", "Gather", &[&shape, "zero"], vec![attrs::int("axis", 0)]);
+    let batch = if opset >= 13 {
+        n.b.int_initializer("zero_axis", &[1], &[0]);
+        n.named("/flat/Unsqueeze", "Unsqueeze", &[&batch, "zero_axis"], vec![])
+    } else {
+        n.named(
+            "/flat/Unsqueeze",
+            "Unsqueeze",
+            &[&batch],
+            vec![attrs::ints("axes", &[0])],
+        )
+    };
+    n.b.int_initializer("rows", &[2], &[8, -1]);
+    let target = n.named("/flat/Concat", "Concat", &[&batch, "rows"], vec![attrs::int("axis", 0)]);
+    let rows = n.named("/flat/Reshape", "Reshape", &[&shifted, &target], vec![]);
+    let cols = n.named(
+        "/attn/Transpose",
+        "Transpose",
+        &[&rows],
+        vec![attrs::ints("perm", &[0, 2, 1])],
+    );
+    let half = n.named(
+        "/attn/Slice",
+        "Slice",
+        &[&cols, "slice_starts", "slice_ends", "slice_axes"],
+        vec![],
+    );
+    n.b.int_initializer("slice_starts", &[1], &[0]);
+    n.b.int_initializer("slice_ends", &[1], &[128]);
+    n.b.int_initializer("slice_axes", &[1], &[1]);
+    let rows_half = n.named(
+        "/attn/SliceRows",
+        "Slice",
+        &[&rows, "slice_starts", "slice_ends", "slice_row_axes"],
+        vec![],
+    );
+    n.b.int_initializer("slice_row_axes", &[1], &[2]);
+    let product = n.named("/attn/MatMul", "MatMul", &[&rows_half, &half], vec![]);
+    let mean = n.named(
+        "/attn/ReduceMean",
+        "ReduceMean",
+        &[&product],
+        vec![attrs::ints("axes", &[-1]), attrs::int("keepdims", 0)],
+    );
+    let head_w = n.rng.tensor(vec![8, 5], |r| r.normal() / 3.0);
+    n.b.initializer("head.weight", head_w);
+    let logits = n.named("/head/MatMul", "MatMul", &[&mean, "head.weight"], vec![]);
+    let head_b = n.rng.tensor(vec![5], |r| 0.1 * r.normal());
+    n.b.initializer("head.bias", head_b);
+    n.b.named_node("/head/Add", "Add", &[&logits, "head.bias"], &["out"], vec![]);
+    n.b.output("out", &[None, Some(5)]);
+    n.b.finish()
+}

@@ -128,20 +128,23 @@ pub(crate) fn output_shapes(
     broadcasting: bool,
     cx: &ShapeContext,
 ) -> Result<Vec<Vec<usize>>, GraphError> {
-    let (x, y) = (cx.input(0)?, cx.input(1)?);
-    if broadcasting {
-        Ok(vec![broadcast(cx.name(), x, y)?])
-    } else if x == y {
-        Ok(vec![x.to_vec()])
-    } else {
-        Err(cx.error(format!("{} shapes {x:?} and {y:?}, which differ", op.verb())))
+    let mut out = cx.input(0)?.to_vec();
+    for k in 1..cx.input_count().max(2) {
+        let y = cx.input(k)?;
+        out = if broadcasting {
+            broadcast(cx.name(), &out, y)?
+        } else if out == y {
+            out
+        } else {
+            return Err(cx.error(format!("{} shapes {out:?} and {y:?}, which differ", op.verb())));
+        };
     }
+    Ok(vec![out])
 }
 
-/// The operator elementwise over the broadcast output.
+/// The operator elementwise over the broadcast output, folded left over the inputs (ONNX's `Sum`,
+/// `Max` and `Min` take any number).
 pub(crate) fn reference(op: BinaryOp, cx: &EvalContext) -> Result<Array, GraphError> {
-    let f = |a, b| op.apply(a, b);
-    let (a, b) = (cx.arg(0)?, cx.arg(1)?);
     let out_shape = cx.output_shape();
     let os = strides(out_shape);
     let pick = |arr: &Array, idx: usize| -> f64 {
@@ -154,8 +157,14 @@ pub(crate) fn reference(op: BinaryOp, cx: &EvalContext) -> Result<Array, GraphEr
         }
         arr.data[flat]
     };
+    let args: Vec<&Array> = (0..cx.input_count()).map(|k| cx.arg(k)).collect::<Result<_, _>>()?;
+    let (first, rest) = args.split_first().ok_or_else(|| cx.error("no inputs"))?;
     let n: usize = out_shape.iter().product();
-    Ok(cx.output((0..n).map(|i| f(pick(a, i), pick(b, i))).collect()))
+    Ok(cx.output(
+        (0..n)
+            .map(|i| rest.iter().fold(pick(first, i), |acc, a| op.apply(acc, pick(a, i))))
+            .collect(),
+    ))
 }
 
 #[cfg(test)]

@@ -13,7 +13,11 @@
 //! | [`elementwise`] | binary operators with broadcasting: add, subtract, multiply, divide, power, min, max |
 //! | [`batch_norm`] | `BatchNorm` |
 //! | [`softmax`] | `Softmax`, `SoftmaxOutput` |
-//! | [`shape_ops`] | `Concat`, `Reshape`, `Flatten`, `Identity`, `Dropout` |
+//! | [`matmul`] | `MatMul` of two computed tensors (batched, broadcasting) |
+//! | [`reduce`] | reductions over axes: sum, mean, max, min, product, L1, L2, sum of squares, log-sum-exp |
+//! | [`lrn`] | `LRN` (local response normalisation across channels) |
+//! | [`shape_ops`] | `Concat`, `Reshape`, `Flatten`, `Squeeze`, `Unsqueeze`, `Transpose`, `Slice`, `Identity`, `Dropout` |
+//! | [`layout`] | (index arithmetic shared by the operators that move values, and constant folding) |
 //!
 //! [`samples`] is one small model per operator: the conformance set that the reference and the
 //! engine are checked on, operator by operator.
@@ -24,7 +28,11 @@ mod context;
 pub mod conv;
 pub mod dense;
 pub mod elementwise;
+pub mod layout;
+pub mod lrn;
+pub mod matmul;
 pub mod pool;
+pub mod reduce;
 mod samples;
 pub mod shape_ops;
 pub mod softmax;
@@ -57,6 +65,13 @@ impl Op {
             Op::Concat { axis } => shape_ops::concat_shapes(*axis, cx),
             Op::Reshape { shape } => shape_ops::reshape_shapes(shape, cx),
             Op::Flatten { axis } => shape_ops::flatten_shapes(*axis, cx),
+            Op::Transpose { perm } => shape_ops::transpose_shapes(perm, cx),
+            Op::Lrn(l) => lrn::output_shapes(l, cx),
+            Op::Reduce(r) => reduce::output_shapes(r, cx),
+            Op::MatMul => matmul::output_shapes(cx),
+            Op::Squeeze { axes } => shape_ops::squeeze_shapes(axes.as_deref(), cx),
+            Op::Unsqueeze { axes } => shape_ops::unsqueeze_shapes(axes, cx),
+            Op::Slice(s) => shape_ops::slice_shapes(s, cx),
             Op::Identity => shape_ops::passthrough_shapes(1, cx),
             Op::Dropout => shape_ops::passthrough_shapes(2, cx),
             Op::Variable | Op::Opaque { .. } => Err(cx.error("has no shape rule of its own")),
@@ -76,7 +91,17 @@ impl Op {
             Op::SoftmaxOutput => softmax::reference(1, cx),
             Op::Binary { op, .. } => elementwise::reference(*op, cx),
             Op::Concat { axis } => shape_ops::concat_reference(*axis, cx),
-            Op::Reshape { .. } | Op::Flatten { .. } | Op::Identity | Op::Dropout => shape_ops::same_values(cx),
+            Op::Transpose { perm } => shape_ops::transpose_reference(perm, cx),
+            Op::Lrn(l) => lrn::reference(l, cx),
+            Op::Reduce(r) => reduce::reference(r, cx),
+            Op::MatMul => matmul::reference(cx),
+            Op::Slice(s) => shape_ops::slice_reference(s, cx),
+            Op::Reshape { .. }
+            | Op::Flatten { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Identity
+            | Op::Dropout => shape_ops::same_values(cx),
             Op::Variable => Err(GraphError::Invalid(
                 "variables hold values; they are not evaluated".into(),
             )),

@@ -163,6 +163,72 @@ pub fn samples() -> Vec<OpSample> {
             b.node("op", Op::Flatten { axis }, &[x])
         }));
     }
+    out.push(sample("Transpose".into(), vec![2, 3, 4, 5], |b, x| {
+        b.node("op", Op::Transpose { perm: vec![0, 3, 1, 2] }, &[x])
+    }));
+    for size in [5, 2] {
+        let lrn = crate::ir::LrnAttrs {
+            size,
+            alpha: 0.3,
+            beta: 0.75,
+            bias: 1.5,
+        };
+        out.push(sample(format!("LRN of size {size}"), vec![2, 6, 3, 3], |b, x| {
+            b.node("op", Op::Lrn(lrn), &[x])
+        }));
+    }
+    for (k, op) in crate::ir::ReduceOp::examples().into_iter().enumerate() {
+        // Alternate the axes and keep_dims over the operators; positive inputs keep Prod finite.
+        let axes = [Some(vec![1]), Some(vec![-1, 2]), None][k % 3].clone();
+        // (A full reduction without kept axes is a scalar, whose empty shape reads as unknown.)
+        let attrs = crate::ir::ReduceAttrs {
+            op,
+            keep_dims: k % 2 == 0 || axes.is_none(),
+            axes,
+        };
+        out.push(sample(
+            format!("Reduce {op:?} over {:?}", attrs.axes),
+            vec![2, 3, 4, 5],
+            |b, x| b.node("op", Op::Reduce(attrs), &[x]),
+        ));
+    }
+    out.push(sample(
+        "MatMul of two computed tensors".into(),
+        vec![2, 3, 4, 5],
+        |b, x| {
+            // x · xᵀ over the last two axes, broadcast against a batch-1 copy.
+            let t = b.node("t", Op::Transpose { perm: vec![0, 1, 3, 2] }, &[x]);
+            b.node("op", Op::MatMul, &[x, t])
+        },
+    ));
+    for (starts, ends, axes, steps) in [
+        (vec![1, 0], vec![3, -1], Some(vec![1, -1]), None),
+        (vec![-1, 4], vec![i64::MIN, 0], Some(vec![2, 3]), Some(vec![-2, -3])),
+    ] {
+        let attrs = crate::ir::SliceAttrs {
+            starts,
+            ends,
+            axes,
+            steps,
+        };
+        out.push(sample(format!("Slice {attrs:?}"), vec![2, 3, 4, 5], |b, x| {
+            b.node("op", Op::Slice(attrs), &[x])
+        }));
+    }
+    out.push(sample("Squeeze and Unsqueeze".into(), vec![2, 1, 4, 1], |b, x| {
+        let s = b.node(
+            "s",
+            Op::Squeeze {
+                axes: Some(vec![-1, 1]),
+            },
+            &[x],
+        );
+        let u = b.node("u", Op::Unsqueeze { axes: vec![0, -1] }, &[s]);
+        b.node("op", Op::Squeeze { axes: None }, &[u])
+    }));
+    out.push(sample("Unsqueeze".into(), vec![2, 3], |b, x| {
+        b.node("op", Op::Unsqueeze { axes: vec![1, -1] }, &[x])
+    }));
     out.push(sample("Identity".into(), vec![2, 3, 4, 4], |b, x| {
         b.node("op", Op::Identity, &[x])
     }));
@@ -192,6 +258,13 @@ fn operator_index(op: &Op) -> usize {
         Op::SoftmaxOutput => 12,
         Op::Reshape { .. } => 13,
         Op::Identity => 14,
+        Op::Transpose { .. } => 15,
+        Op::Lrn(_) => 16,
+        Op::Reduce(_) => 17,
+        Op::MatMul => 18,
+        Op::Slice(_) => 19,
+        Op::Squeeze { .. } => 20,
+        Op::Unsqueeze { .. } => 21,
     }
 }
 
@@ -211,6 +284,6 @@ mod tests {
             assert!(!shapes.of(head).is_empty(), "{}", s.name);
         }
         // Every operator but Variable (0) and Opaque (1).
-        assert_eq!(covered, (2..15).collect(), "operators without a sample");
+        assert_eq!(covered, (2..22).collect(), "operators without a sample");
     }
 }

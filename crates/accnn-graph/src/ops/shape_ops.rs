@@ -1,5 +1,5 @@
-//! Operators that move values without computing: Concat, Reshape, Flatten, and the pass-throughs
-//! (Identity, Dropout at inference).
+//! Operators that move values without computing: Concat, Reshape, Flatten, Transpose, and the
+//! pass-throughs (Identity, Dropout at inference).
 
 use crate::error::GraphError;
 use crate::tensor::element_count;
@@ -118,4 +118,127 @@ pub(crate) fn concat_reference(axis: i64, cx: &EvalContext) -> Result<Array, Gra
         }
     }
     Ok(cx.output(out))
+}
+
+/// The shape Transpose with `perm` gives its input.
+pub(crate) fn transpose_shapes(perm: &[usize], cx: &ShapeContext) -> Result<Vec<Vec<usize>>, GraphError> {
+    let x = cx.input(0)?;
+    let mut seen = vec![false; x.len()];
+    if perm.len() != x.len()
+        || perm
+            .iter()
+            .any(|&p| p >= x.len() || std::mem::replace(&mut seen[p], true))
+    {
+        return Err(cx.error(format!("{perm:?} is not a permutation of the axes of {x:?}")));
+    }
+    Ok(vec![perm.iter().map(|&p| x[p]).collect()])
+}
+
+pub(crate) fn transpose_reference(perm: &[usize], cx: &EvalContext) -> Result<Array, GraphError> {
+    let x = cx.arg(0)?;
+    let (_, data) = super::layout::transpose(&x.shape, &x.data, perm)
+        .ok_or_else(|| cx.error(format!("{perm:?} is not a permutation of the axes of {:?}", x.shape)))?;
+    Ok(cx.output(data))
+}
+
+/// ONNX `Slice` with constant bounds: `starts`/`ends` on `axes` (all when `None`) by `steps` (1
+/// when `None`), negative values from the end, clamped as Python does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceAttrs {
+    pub starts: Vec<i64>,
+    pub ends: Vec<i64>,
+    pub axes: Option<Vec<i64>>,
+    pub steps: Option<Vec<i64>>,
+}
+
+impl SliceAttrs {
+    /// The range taken on each axis of an input of `dims`.
+    pub fn ranges(&self, dims: &[usize]) -> Result<Vec<super::layout::SliceAxis>, String> {
+        super::layout::slice_axes(
+            dims,
+            &self.starts,
+            &self.ends,
+            self.axes.as_deref(),
+            self.steps.as_deref(),
+        )
+    }
+}
+
+pub(crate) fn slice_shapes(attrs: &SliceAttrs, cx: &ShapeContext) -> Result<Vec<Vec<usize>>, GraphError> {
+    let ranges = attrs.ranges(cx.input(0)?).map_err(|m| cx.error(m))?;
+    Ok(vec![ranges.iter().map(|r| r.count).collect()])
+}
+
+pub(crate) fn slice_reference(attrs: &SliceAttrs, cx: &EvalContext) -> Result<Array, GraphError> {
+    let x = cx.arg(0)?;
+    let ranges = attrs.ranges(&x.shape).map_err(|m| cx.error(m))?;
+    let (_, data) = super::layout::slice(&x.shape, &x.data, &ranges);
+    Ok(cx.output(data))
+}
+
+/// Dimensions after inserting size-1 axes at `axes` (negative: from the end of the output).
+pub fn unsqueezed(dims: &[usize], axes: &[i64]) -> Option<Vec<usize>> {
+    let rank = dims.len() + axes.len();
+    let mut at: Vec<usize> = axes.iter().map(|&a| resolve_axis(a, rank)).collect::<Option<_>>()?;
+    at.sort_unstable();
+    at.dedup();
+    if at.len() != axes.len() {
+        return None;
+    }
+    let mut rest = dims.iter();
+    Some(
+        (0..rank)
+            .map(|k| if at.contains(&k) { 1 } else { *rest.next().unwrap_or(&1) })
+            .collect(),
+    )
+}
+
+/// Dimensions after removing the size-1 axes `axes` (all of them when `None`).
+pub fn squeezed(dims: &[usize], axes: Option<&[i64]>) -> Option<Vec<usize>> {
+    match axes {
+        None => Some(dims.iter().copied().filter(|&d| d != 1).collect()),
+        Some(axes) => {
+            let at: Vec<usize> = axes
+                .iter()
+                .map(|&a| resolve_axis(a, dims.len()))
+                .collect::<Option<_>>()?;
+            if at.iter().any(|&a| dims[a] != 1) {
+                return None;
+            }
+            Some(
+                dims.iter()
+                    .enumerate()
+                    .filter(|(k, _)| !at.contains(k))
+                    .map(|(_, &d)| d)
+                    .collect(),
+            )
+        }
+    }
+}
+
+pub(crate) fn unsqueeze_shapes(axes: &[i64], cx: &ShapeContext) -> Result<Vec<Vec<usize>>, GraphError> {
+    let x = cx.input(0)?;
+    let out = unsqueezed(x, axes).ok_or_else(|| cx.error(format!("cannot insert axes {axes:?} into {x:?}")))?;
+    Ok(vec![out])
+}
+
+pub(crate) fn squeeze_shapes(axes: Option<&[i64]>, cx: &ShapeContext) -> Result<Vec<Vec<usize>>, GraphError> {
+    let x = cx.input(0)?;
+    let out =
+        squeezed(x, axes).ok_or_else(|| cx.error(format!("cannot remove axes {axes:?} from {x:?} (not size 1)")))?;
+    Ok(vec![out])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsqueeze_and_squeeze_place_axes_like_onnx() {
+        assert_eq!(unsqueezed(&[3, 4], &[0, -1]), Some(vec![1, 3, 4, 1]));
+        assert_eq!(unsqueezed(&[3], &[1, 1]), None);
+        assert_eq!(squeezed(&[1, 3, 1], None), Some(vec![3]));
+        assert_eq!(squeezed(&[1, 3, 1], Some(&[-1])), Some(vec![1, 3]));
+        assert_eq!(squeezed(&[1, 3, 1], Some(&[1])), None);
+    }
 }

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use super::{Converted, Importer};
 use crate::error::GraphError;
 use crate::ir::{
-    Activation, BatchNormAttrs, BinaryOp, ConvAttrs, FcAttrs, Op, Padding2d, PoolAttrs, PoolConvention, PoolKind,
+    Activation, BatchNormAttrs, BinaryOp, ConvAttrs, Entry, FcAttrs, Op, Padding2d, PoolAttrs, PoolConvention,
+    PoolKind, ReduceAttrs, ReduceOp,
 };
 use crate::onnx::attrs::NodeAttrs;
 use crate::onnx::proto::NodeProto;
@@ -17,7 +18,7 @@ use crate::tensor::Tensor;
 type Conversion = Result<Option<Converted>, GraphError>;
 
 /// The elementwise function an ONNX operator of one input computes, if it is one.
-fn unary(op_type: &str, a: &NodeAttrs) -> Option<Activation> {
+pub(super) fn unary(op_type: &str, a: &NodeAttrs) -> Option<Activation> {
     Some(match op_type {
         "Relu" => Activation::Relu,
         "Sigmoid" => Activation::Sigmoid,
@@ -72,10 +73,15 @@ impl Importer {
         if let Some(f) = unary(&n.op_type, &a) {
             return Ok(self.single(n, Op::Activation(f)));
         }
+        if let Some(op) = ReduceOp::from_onnx(&n.op_type) {
+            return Ok(self.reduce(n, &a, op));
+        }
         match n.op_type.as_str() {
             "Conv" => self.conv(n, &a),
             "Gemm" => self.gemm(n, &a),
-            "MatMul" => Ok(self.matmul(n, consumers, all)),
+            "MatMul" => Ok(self.matmul(n, consumers, all).or_else(|| self.matmul_of_values(n))),
+            "Slice" => Ok(self.slice(n, &a)),
+            "Squeeze" | "Unsqueeze" => Ok(self.squeeze(n, &a)),
             "Clip" => Ok(self.clip(n, &a)),
             "MaxPool" | "AveragePool" => self.pool(n, &a),
             "GlobalAveragePool" | "GlobalMaxPool" => Ok(self.global_pool(n)),
@@ -91,8 +97,11 @@ impl Importer {
                 let axis = a.int("axis").unwrap_or(default);
                 Ok(self.single(n, Op::Softmax { axis }))
             }
-            "Dropout" => Ok(self.dropout(n, &a)),
+            "Dropout" => Ok(self.dropout(n, &a, consumers)),
             "Identity" => Ok(self.single(n, Op::Identity)),
+            "Sum" => Ok(self.binary(n, BinaryOp::Add)),
+            "Transpose" => Ok(self.transpose(n, &a)),
+            "LRN" => self.lrn(n, &a),
             op_type => Ok(BinaryOp::from_onnx(op_type).and_then(|op| self.binary(n, op))),
         }
     }
@@ -309,6 +318,19 @@ impl Importer {
         if shape.iter().any(|&d| d < -1) {
             return Err(a.err(format!("Reshape target {shape:?} holds a value below -1")));
         }
+        // A target that repeats the batch it was read (or folded from `Shape`) for keeps the batch
+        // instead (code 0), so that the model runs at any batch, as exporters meant.
+        let mut shape = shape;
+        let batch = self.data_shape.as_ref().and_then(|s| s.first().copied());
+        let input_batch = input(n, 0)
+            .and_then(|x| self.value(&x))
+            .and_then(|e| self.shapes.known(e).and_then(|s| s.first().copied()));
+        if let (Some(b), Some(first)) = (batch, shape.first_mut())
+            && input_batch == Some(b)
+            && *first == b as i64
+        {
+            *first = 0;
+        }
         Ok(self.single(n, Op::Reshape { shape }))
     }
 
@@ -334,8 +356,13 @@ impl Importer {
 
     /// Dropout at inference: the identity. In training mode (attribute before opset 12, a constant
     /// input since) or with its mask read, it is kept opaque.
-    fn dropout(&mut self, n: &NodeProto, a: &NodeAttrs) -> Option<Converted> {
-        if n.output.get(1).is_some_and(|o| !o.is_empty()) || a.int("is_test") == Some(0) {
+    /// Dropout at inference; its mask output, when named, must be unread.
+    fn dropout(&mut self, n: &NodeProto, a: &NodeAttrs, consumers: &HashMap<String, Vec<usize>>) -> Option<Converted> {
+        let mask_read = n
+            .output
+            .get(1)
+            .is_some_and(|o| !o.is_empty() && consumers.contains_key(o));
+        if mask_read || a.int("is_test") == Some(0) {
             return None;
         }
         if let Some(mode) = input(n, 2) {
@@ -350,15 +377,127 @@ impl Importer {
         self.single(n, Op::Dropout)
     }
 
+    fn transpose(&mut self, n: &NodeProto, a: &NodeAttrs) -> Option<Converted> {
+        let perm = match a.ints("perm") {
+            Some(p) => p.iter().map(|&x| usize::try_from(x).ok()).collect::<Option<Vec<_>>>()?,
+            // The default reverses the axes, which needs the input's rank.
+            None => {
+                let x = self.value(&input(n, 0)?)?;
+                let rank = self.shapes.known(x)?.len();
+                (0..rank).rev().collect()
+            }
+        };
+        self.single(n, Op::Transpose { perm })
+    }
+
+    /// The product of two computed tensors.
+    fn matmul_of_values(&mut self, n: &NodeProto) -> Option<Converted> {
+        let (a, b) = (input(n, 0)?, input(n, 1)?);
+        if self.float_const(&b).is_some() {
+            return None;
+        }
+        let (ae, be) = (self.value(&a)?, self.value(&b)?);
+        Some(Converted::new(Op::MatMul, vec![ae, be]))
+    }
+
+    /// A Slice with constant bounds (attributes before opset 10).
+    fn slice(&mut self, n: &NodeProto, a: &NodeAttrs) -> Option<Converted> {
+        let ints = |s: &Self, k: usize| -> Option<Option<Vec<i64>>> {
+            match input(n, k) {
+                Some(name) => Some(Some(s.ints_const(&name)?.clone())),
+                None => Some(None),
+            }
+        };
+        let attrs = if self.opset < 10 {
+            crate::ir::SliceAttrs {
+                starts: a.ints("starts")?,
+                ends: a.ints("ends")?,
+                axes: a.ints("axes"),
+                steps: None,
+            }
+        } else {
+            crate::ir::SliceAttrs {
+                starts: ints(self, 1)??,
+                ends: ints(self, 2)??,
+                axes: ints(self, 3)?,
+                steps: ints(self, 4)?,
+            }
+        };
+        self.single(n, Op::Slice(attrs))
+    }
+
+    /// Squeeze and Unsqueeze with constant axes (attributes before opset 13).
+    fn squeeze(&mut self, n: &NodeProto, a: &NodeAttrs) -> Option<Converted> {
+        let axes = if self.opset < 13 {
+            a.ints("axes")
+        } else {
+            match input(n, 1) {
+                Some(name) => Some(self.ints_const(&name)?.clone()),
+                None => None,
+            }
+        };
+        let op = if n.op_type == "Unsqueeze" {
+            Op::Unsqueeze { axes: axes? }
+        } else {
+            Op::Squeeze { axes }
+        };
+        self.single(n, op)
+    }
+
+    /// A reduction; its axes are an attribute, or from opset 18 (13 for ReduceSum) a constant input.
+    fn reduce(&mut self, n: &NodeProto, a: &NodeAttrs, op: ReduceOp) -> Option<Converted> {
+        let axes_are_input = self.opset >= 18 || (op == ReduceOp::Sum && self.opset >= 13);
+        let axes = if axes_are_input {
+            match input(n, 1) {
+                Some(name) => Some(self.ints_const(&name)?.clone()),
+                None => None,
+            }
+        } else {
+            a.ints("axes")
+        };
+        let axes = axes.filter(|v| !v.is_empty());
+        if axes.is_none() && a.int("noop_with_empty_axes").unwrap_or(0) != 0 {
+            return self.single(n, Op::Identity);
+        }
+        let attrs = ReduceAttrs {
+            op,
+            axes,
+            keep_dims: a.int("keepdims").unwrap_or(1) != 0,
+        };
+        self.single(n, Op::Reduce(attrs))
+    }
+
+    fn lrn(&mut self, n: &NodeProto, a: &NodeAttrs) -> Conversion {
+        let size = a
+            .int("size")
+            .and_then(|s| usize::try_from(s).ok())
+            .filter(|&s| s > 0)
+            .ok_or_else(|| a.err("LRN needs a positive size"))?;
+        let attrs = crate::ir::LrnAttrs {
+            size,
+            alpha: a.float("alpha").unwrap_or(1e-4),
+            beta: a.float("beta").unwrap_or(0.75),
+            bias: a.float("bias").unwrap_or(1.0),
+        };
+        Ok(self.single(n, Op::Lrn(attrs)))
+    }
+
     /// Two-input elementwise operators, with numpy broadcasting (Min and Max of more inputs stay
     /// opaque).
     fn binary(&mut self, n: &NodeProto, op: BinaryOp) -> Option<Converted> {
-        if n.input.len() != 2 {
+        let names: Vec<String> = n.input.iter().filter(|s| !s.is_empty()).cloned().collect();
+        // Sum, Max and Min take any number of inputs; one is a copy.
+        let variadic = matches!(n.op_type.as_str(), "Sum" | "Max" | "Min");
+        if names.len() != n.input.len() || names.len() < 2 && !variadic || names.len() > 2 && !variadic {
             return None;
         }
-        let (x, y) = (input(n, 0)?, input(n, 1)?);
-        let (xe, ye) = (self.value(&x)?, self.value(&y)?);
-        Some(Converted::new(Op::Binary { op, broadcast: true }, vec![xe, ye]))
+        let inputs: Vec<Entry> = names.iter().map(|x| self.value(x)).collect::<Option<_>>()?;
+        let op = if inputs.len() == 1 {
+            Op::Identity
+        } else {
+            Op::Binary { op, broadcast: true }
+        };
+        Some(Converted::new(op, inputs))
     }
 
     /// Concat (a negative axis counts from the end).
