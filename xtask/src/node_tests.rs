@@ -88,6 +88,9 @@ const CLAIMED: &[&str] = &[
     "ReduceL2",
     "ReduceSumSquare",
     "ReduceLogSumExp",
+    "ConvTranspose",
+    "Resize",
+    "Upsample",
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]

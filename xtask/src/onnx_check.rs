@@ -62,6 +62,12 @@ fn cases() -> Vec<Case> {
             shape: vec![2, 3, 16, 16],
             ratios: vec![2.0],
         });
+        out.push(Case {
+            name: format!("detection_head-opset{opset}"),
+            bytes: zoo::detection_head(7, opset),
+            shape: vec![2, 4, 12, 12],
+            ratios: vec![2.0],
+        });
     }
     out.push(Case {
         name: "resnet18".into(),

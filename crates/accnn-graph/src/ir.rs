@@ -38,11 +38,13 @@ impl Padding2d {
 pub use crate::ops::activation::Activation;
 pub use crate::ops::batch_norm::BatchNormAttrs;
 pub use crate::ops::conv::ConvAttrs;
+pub use crate::ops::conv_transpose::ConvTransposeAttrs;
 pub use crate::ops::dense::FcAttrs;
 pub use crate::ops::elementwise::BinaryOp;
 pub use crate::ops::lrn::LrnAttrs;
 pub use crate::ops::pool::{PoolAttrs, PoolConvention, PoolKind};
 pub use crate::ops::reduce::{ReduceAttrs, ReduceOp};
+pub use crate::ops::resize::{CoordinateTransform, NearestRounding, ResizeAttrs, ResizeMode, ResizeTarget};
 pub use crate::ops::shape_ops::SliceAttrs;
 
 /// The operators accnn understands; each has its module under [`crate::ops`]. Anything else is kept
@@ -101,6 +103,10 @@ pub enum Op {
     Unsqueeze {
         axes: Vec<i64>,
     },
+    /// A transposed convolution (learned upsampling); run, not decomposed.
+    ConvTranspose(ConvTransposeAttrs),
+    /// Nearest or linear resampling to a new size.
+    Resize(ResizeAttrs),
     /// Passes its input through.
     Identity,
     /// An operator accnn does not interpret, kept so that it can be written back as it was read.
@@ -145,6 +151,8 @@ impl Op {
                 ReduceOp::L2 => "norm",
                 ReduceOp::L1 | ReduceOp::SumSquare | ReduceOp::LogSumExp => "_opaque",
             },
+            Op::ConvTranspose(_) => "Deconvolution",
+            Op::Resize(_) => "UpSampling",
             Op::Identity => "_copy",
             Op::Opaque { .. } => "_opaque",
         }

@@ -15,6 +15,7 @@ fn models() -> Vec<(String, Vec<u8>)> {
     }
     for opset in [11, 13, 17] {
         out.push((format!("exported_shapes@{opset}"), zoo::exported_shapes(4, opset)));
+        out.push((format!("detection_head@{opset}"), zoo::detection_head(6, opset)));
     }
     out
 }
@@ -318,5 +319,28 @@ fn computed_weights_and_shape_subgraphs_fold_at_import() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn upsampling_heads_read_with_their_shapes_at_any_batch() {
+    for opset in [11, 13, 17] {
+        let bytes = zoo::detection_head(6, opset);
+        let read = decode_onnx(&bytes, Path::new("d.onnx"), None).expect("reads");
+        let ops: Vec<&Op> = read.model.graph.nodes.iter().map(|n| &n.op).collect();
+        assert_eq!(
+            ops.iter().filter(|o| matches!(o, Op::Resize(_))).count(),
+            2,
+            "opset {opset}"
+        );
+        assert!(ops.iter().any(|o| matches!(o, Op::ConvTranspose(_))));
+        // 12 → 24 (nearest x2) → 48 (stride-2 transposed 2x2) → 24 (linear x0.5), at batch 3.
+        let shapes = infer_shapes(&read.model, &[3, 4, 12, 12]).expect("shapes");
+        let head = read.model.graph.heads[0];
+        assert_eq!(
+            shapes.outputs[head.node][head.output],
+            vec![3, 4, 24, 24],
+            "opset {opset}"
+        );
     }
 }

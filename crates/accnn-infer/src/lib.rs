@@ -32,6 +32,7 @@ pub mod latency;
 mod layers;
 mod options;
 mod pool;
+mod resample;
 mod step;
 pub mod timing;
 
@@ -100,7 +101,7 @@ impl Engine {
         let mut weight_use = vec![false; graph.nodes.len()];
         for node in &graph.nodes {
             let n_weights = match node.op {
-                Op::Convolution(_) | Op::FullyConnected(_) => 2,
+                Op::Convolution(_) | Op::FullyConnected(_) | Op::ConvTranspose(_) => 2,
                 Op::BatchNorm(_) => 4,
                 Op::SoftmaxOutput => 1,
                 _ => 0,

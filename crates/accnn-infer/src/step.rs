@@ -55,6 +55,8 @@ pub(crate) enum Step {
     Slice(SliceAttrs),
     /// An operator that only changes the shape, computed by the graph's own shape rule.
     Reshaped(Op),
+    Deconv(crate::resample::Deconv),
+    Resize(accnn_graph::ir::ResizeAttrs),
 }
 
 pub(crate) enum DenseLayer {
@@ -108,6 +110,8 @@ impl Lowering<'_> {
             Op::MatMul => Step::MatMul,
             Op::Squeeze { .. } | Op::Unsqueeze { .. } => Step::Reshaped(node.op.clone()),
             Op::Slice(s) => Step::Slice(s.clone()),
+            Op::ConvTranspose(c) => self.deconv(node, c)?,
+            Op::Resize(r) => Step::Resize(r.clone()),
             Op::Opaque { op_type, .. } => {
                 return Err(InferError::Node {
                     node: node.name.clone(),
@@ -138,6 +142,23 @@ impl Lowering<'_> {
             kernel.relu = self.fused_relu[i];
             Step::Kernel(Arc::new(Box::new(kernel)))
         })
+    }
+
+    fn deconv(&self, node: &Node, c: &accnn_graph::ir::ConvTransposeAttrs) -> Result<Step, InferError> {
+        let weight = param(self.model, node, 1, "weight")?;
+        let bias = if c.no_bias {
+            None
+        } else {
+            Some(param(self.model, node, 2, "bias")?)
+        };
+        let per_channel = c.num_filter / c.num_group * c.kernel[0] * c.kernel[1];
+        let channels = weight.len() / per_channel.max(1);
+        let deconv = crate::resample::Deconv::new(c.clone(), channels, &weight, bias, self.device, self.dtype)
+            .map_err(|e| InferError::Node {
+                node: node.name.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(Step::Deconv(deconv))
     }
 
     fn dense(&self, node: &Node, f: &FcAttrs) -> Result<Step, InferError> {
@@ -295,6 +316,8 @@ impl Step {
                 })?;
                 Some(x.reshape(dims)?)
             }
+            Step::Deconv(d) => Some(d.forward(arg(0)?).map_err(wrap)?),
+            Step::Resize(r) => Some(crate::resample::resize(r, arg(0)?).map_err(wrap)?),
             Step::MatMul => Some(matmul(arg(0)?, arg(1)?).map_err(wrap)?),
             Step::Slice(s) => {
                 let x = arg(0)?;

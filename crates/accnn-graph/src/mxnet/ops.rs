@@ -133,6 +133,47 @@ pub fn parse_op(node: &str, op: &str, map: &BTreeMap<String, String>) -> Result<
                 no_bias: a.bool_or("no_bias", false)?,
             })
         }
+        "Deconvolution" => {
+            if a.get("target_shape")
+                .is_some_and(|t| !matches!(t, "()" | "[]" | "None"))
+            {
+                return Err(a.err("Deconvolution with a target_shape is not supported; give pad and adj"));
+            }
+            let num_filter = a.usize("num_filter")?;
+            let num_group = a.usize_or("num_group", 1)?;
+            if num_filter == 0 || num_group == 0 || num_filter % num_group != 0 {
+                return Err(a.err(format!(
+                    "num_filter {num_filter} is not a positive multiple of num_group {num_group}"
+                )));
+            }
+            let [ph, pw] = a.pair("pad", Some([0, 0]))?;
+            Op::ConvTranspose(crate::ir::ConvTransposeAttrs {
+                kernel: positive(&a, "kernel", a.pair("kernel", None)?)?,
+                stride: positive(&a, "stride", a.pair("stride", Some([1, 1]))?)?,
+                dilate: positive(&a, "dilate", a.pair("dilate", Some([1, 1]))?)?,
+                pad: Padding2d::symmetric(ph, pw),
+                output_padding: a.pair("adj", Some([0, 0]))?,
+                num_filter,
+                num_group,
+                // MXNet's Deconvolution has no bias unless asked.
+                no_bias: a.bool_or("no_bias", true)?,
+            })
+        }
+        "UpSampling" => {
+            if a.get("sample_type").unwrap_or("nearest") != "nearest" || a.usize_or("num_args", 1)? != 1 {
+                return Err(a.err("only single-input nearest UpSampling is supported"));
+            }
+            let scale = a.usize("scale")?;
+            if scale == 0 {
+                return Err(a.err("UpSampling scale must be positive"));
+            }
+            Op::Resize(crate::ir::ResizeAttrs {
+                mode: crate::ir::ResizeMode::Nearest(crate::ir::NearestRounding::Floor),
+                coordinates: crate::ir::CoordinateTransform::Asymmetric,
+                target: crate::ir::ResizeTarget::Scales(vec![1.0, 1.0, scale as f32, scale as f32]),
+                antialias: false,
+            })
+        }
         "FullyConnected" => {
             let num_hidden = a.usize("num_hidden")?;
             if num_hidden == 0 {
@@ -321,6 +362,42 @@ pub fn op_attrs(op: &Op) -> Result<BTreeMap<String, String>, GraphError> {
             put("num_filter", c.num_filter.to_string());
             put("num_group", c.num_group.to_string());
             put("no_bias", bool_text(c.no_bias));
+        }
+        Op::ConvTranspose(c) => {
+            put("kernel", tuple(c.kernel));
+            put("stride", tuple(c.stride));
+            put("dilate", tuple(c.dilate));
+            put("pad", symmetric(&c.pad)?);
+            put("adj", tuple(c.output_padding));
+            put("num_filter", c.num_filter.to_string());
+            put("num_group", c.num_group.to_string());
+            put("no_bias", bool_text(c.no_bias));
+        }
+        Op::Resize(r) => {
+            use crate::ir::{CoordinateTransform, NearestRounding, ResizeMode, ResizeTarget};
+            let scale = match (&r.mode, &r.coordinates, &r.target) {
+                (
+                    ResizeMode::Nearest(NearestRounding::Floor),
+                    CoordinateTransform::Asymmetric,
+                    ResizeTarget::Scales(s),
+                ) if s.len() == 4
+                    && s[0] == 1.0
+                    && s[1] == 1.0
+                    && s[2] == s[3]
+                    && s[2] >= 1.0
+                    && s[2].fract() == 0.0 =>
+                {
+                    s[2] as usize
+                }
+                _ => {
+                    return Err(GraphError::Invalid(format!(
+                        "MXNet's UpSampling is nearest by an integer factor on H and W; it cannot express {r:?}"
+                    )));
+                }
+            };
+            put("scale", scale.to_string());
+            put("sample_type", "nearest".to_string());
+            put("num_args", "1".to_string());
         }
         Op::FullyConnected(f) => {
             put("num_hidden", f.num_hidden.to_string());

@@ -34,6 +34,11 @@ impl NodeAttrs<'_> {
         self.find(name).map(|a| a.ints.clone())
     }
 
+    /// A float-list attribute.
+    pub fn floats(&self, name: &str) -> Option<Vec<f32>> {
+        self.find(name).map(|a| a.floats.clone())
+    }
+
     /// A string attribute.
     pub fn string(&self, name: &str) -> Option<String> {
         self.find(name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
@@ -46,6 +51,15 @@ impl NodeAttrs<'_> {
             // Windows, strides and dilations: zero would divide by zero in shape inference.
             Some(v) if v.len() == 2 && v.iter().all(|&x| x > 0) => Ok([v[0] as usize, v[1] as usize]),
             Some(v) => Err(self.err(format!("attribute {name} = {v:?} is not two positive integers"))),
+        }
+    }
+
+    /// A non-negative 2-element attribute (`output_padding`).
+    pub fn offsets(&self, name: &str) -> Result<[usize; 2], GraphError> {
+        match self.ints(name) {
+            None => Ok([0, 0]),
+            Some(v) if v.len() == 2 && v.iter().all(|&x| x >= 0) => Ok([v[0] as usize, v[1] as usize]),
+            Some(v) => Err(self.err(format!("attribute {name} = {v:?} is not two non-negative integers"))),
         }
     }
 

@@ -2,6 +2,7 @@
 
 mod constants;
 mod convert;
+mod upsampling;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;

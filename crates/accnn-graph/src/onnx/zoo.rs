@@ -419,3 +419,58 @@ pub fn exported_shapes(seed: u64, opset: i64) -> Vec<u8> {
     n.b.output("out", &[None, Some(5)]);
     n.b.finish()
 }
+
+/// A DB-style detection head at 4x12x12 (symbolic batch), as paddle2onnx and torch write it:
+/// convolution, nearest `Resize` by constant scales (`roi` empty, or omitted from opset 13), a 1x1 convolution, a strided
+/// `ConvTranspose` with bias, a linear half-pixel `Resize` back down, and a `Sigmoid` map.
+pub fn detection_head(seed: u64, opset: i64) -> Vec<u8> {
+    let mut n = net(seed, opset);
+    n.b.input_symbolic_batch("data", &[1, 4, 12, 12]);
+    let c = n.conv("/neck/conv", "data", 4, 8, 3, 1, true);
+    let r = n.relu("/neck/relu", &c);
+    let scales = Tensor::new(vec![4], vec![1.0, 1.0, 2.0, 2.0]).expect("4 scales");
+    n.b.initializer("up.scales", scales);
+    // Resize-11 requires its roi input; from 13 it may be left empty.
+    let roi = if opset < 13 {
+        n.b.initializer("roi", Tensor::new(vec![0], vec![]).expect("empty"));
+        "roi"
+    } else {
+        ""
+    };
+    let up = n.named(
+        "/neck/Resize",
+        "Resize",
+        &[&r, roi, "up.scales"],
+        vec![
+            attrs::string("mode", "nearest"),
+            attrs::string("coordinate_transformation_mode", "asymmetric"),
+            attrs::string("nearest_mode", "floor"),
+        ],
+    );
+    let fuse = n.conv("/head/conv", &up, 8, 6, 1, 1, false);
+    let w = n.rng.tensor(vec![6, 4, 2, 2], |r| r.normal() / 3.0);
+    n.b.initializer("head.deconv.weight", w);
+    let b = n.rng.tensor(vec![4], |r| 0.1 * r.normal());
+    n.b.initializer("head.deconv.bias", b);
+    let deconv = n.named(
+        "/head/ConvTranspose",
+        "ConvTranspose",
+        &[&fuse, "head.deconv.weight", "head.deconv.bias"],
+        vec![
+            attrs::ints("kernel_shape", &[2, 2]),
+            attrs::ints("strides", &[2, 2]),
+            attrs::ints("pads", &[0, 0, 0, 0]),
+        ],
+    );
+    let half = Tensor::new(vec![4], vec![1.0, 1.0, 0.5, 0.5]).expect("4 scales");
+    n.b.initializer("down.scales", half);
+    let down = n.named(
+        "/head/Resize",
+        "Resize",
+        &[&deconv, roi, "down.scales"],
+        vec![attrs::string("mode", "linear")],
+    );
+    n.b.named_node("/head/Sigmoid", "Sigmoid", &[&down], &["map"], vec![]);
+    n.b.output("map", &[None, Some(4), Some(24), Some(24)]);
+    n.b.finish()
+}

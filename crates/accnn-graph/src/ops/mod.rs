@@ -7,6 +7,8 @@
 //! | module | operators |
 //! |---|---|
 //! | [`conv`] | `Convolution` |
+//! | [`conv_transpose`] | `ConvTranspose` (transposed convolution, not decomposed) |
+//! | [`resize`] | `Resize` (nearest and linear resampling; ONNX `Resize`, `Upsample`) |
 //! | [`dense`] | `FullyConnected` |
 //! | [`pool`] | `Pooling` (max, average, sum; global) |
 //! | [`activation`] | elementwise unary functions: ReLU, sigmoid, tanh, softplus, softsign, leaky ReLU, clip |
@@ -26,6 +28,7 @@ pub mod activation;
 pub mod batch_norm;
 mod context;
 pub mod conv;
+pub mod conv_transpose;
 pub mod dense;
 pub mod elementwise;
 pub mod layout;
@@ -33,6 +36,7 @@ pub mod lrn;
 pub mod matmul;
 pub mod pool;
 pub mod reduce;
+pub mod resize;
 mod samples;
 pub mod shape_ops;
 pub mod softmax;
@@ -72,6 +76,8 @@ impl Op {
             Op::Squeeze { axes } => shape_ops::squeeze_shapes(axes.as_deref(), cx),
             Op::Unsqueeze { axes } => shape_ops::unsqueeze_shapes(axes, cx),
             Op::Slice(s) => shape_ops::slice_shapes(s, cx),
+            Op::ConvTranspose(c) => conv_transpose::output_shapes(c, cx),
+            Op::Resize(r) => resize::output_shapes(r, cx),
             Op::Identity => shape_ops::passthrough_shapes(1, cx),
             Op::Dropout => shape_ops::passthrough_shapes(2, cx),
             Op::Variable | Op::Opaque { .. } => Err(cx.error("has no shape rule of its own")),
@@ -96,6 +102,8 @@ impl Op {
             Op::Reduce(r) => reduce::reference(r, cx),
             Op::MatMul => matmul::reference(cx),
             Op::Slice(s) => shape_ops::slice_reference(s, cx),
+            Op::ConvTranspose(c) => conv_transpose::reference(c, cx),
+            Op::Resize(r) => resize::reference(r, cx),
             Op::Reshape { .. }
             | Op::Flatten { .. }
             | Op::Squeeze { .. }

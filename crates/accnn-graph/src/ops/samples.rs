@@ -229,6 +229,43 @@ pub fn samples() -> Vec<OpSample> {
     out.push(sample("Unsqueeze".into(), vec![2, 3], |b, x| {
         b.node("op", Op::Unsqueeze { axes: vec![1, -1] }, &[x])
     }));
+    let deconv = crate::ir::ConvTransposeAttrs {
+        kernel: [3, 2],
+        stride: [2, 3],
+        dilate: [1, 2],
+        pad: Padding2d {
+            top: 1,
+            bottom: 0,
+            left: 0,
+            right: 2,
+        },
+        output_padding: [1, 0],
+        num_filter: 6,
+        num_group: 2,
+        no_bias: false,
+    };
+    out.push(sample("ConvTranspose".into(), vec![2, 4, 5, 4], |b, x| {
+        let w = b.weight("w", tensor(vec![4, 3, 3, 2], 10));
+        let bias = b.weight("b", tensor(vec![6], 11));
+        b.node("op", Op::ConvTranspose(deconv), &[x, w, bias])
+    }));
+    for (mode, coordinates, target) in resize_cases() {
+        let attrs = crate::ir::ResizeAttrs {
+            mode,
+            coordinates,
+            target,
+            antialias: matches!(
+                mode,
+                crate::ir::ResizeMode::Cubic {
+                    exclude_outside: true,
+                    ..
+                }
+            ),
+        };
+        out.push(sample(format!("Resize {attrs:?}"), vec![2, 3, 4, 5], |b, x| {
+            b.node("op", Op::Resize(attrs), &[x])
+        }));
+    }
     out.push(sample("Identity".into(), vec![2, 3, 4, 4], |b, x| {
         b.node("op", Op::Identity, &[x])
     }));
@@ -236,6 +273,44 @@ pub fn samples() -> Vec<OpSample> {
         b.node("op", Op::Dropout, &[x])
     }));
     out
+}
+
+/// Every rounding and coordinate rule, up and down, by scales and by sizes.
+fn resize_cases() -> Vec<(
+    crate::ir::ResizeMode,
+    crate::ir::CoordinateTransform,
+    crate::ir::ResizeTarget,
+)> {
+    use crate::ir::{CoordinateTransform as T, NearestRounding as R, ResizeMode as M, ResizeTarget};
+    let up = ResizeTarget::Scales(vec![1.0, 1.0, 2.0, 1.5]);
+    let down = ResizeTarget::Sizes(vec![2, 3, 3, 2]);
+    vec![
+        (M::Nearest(R::Floor), T::Asymmetric, up.clone()),
+        (M::Nearest(R::RoundPreferFloor), T::HalfPixel, up.clone()),
+        (M::Nearest(R::RoundPreferCeil), T::AlignCorners, down.clone()),
+        (M::Nearest(R::Ceil), T::HalfPixelSymmetric, down.clone()),
+        (M::Linear, T::HalfPixel, up.clone()),
+        (M::Linear, T::PytorchHalfPixel, down.clone()),
+        (M::Linear, T::AlignCorners, up.clone()),
+        (M::Linear, T::HalfPixelSymmetric, down.clone()),
+        (
+            M::Cubic {
+                a: -0.5,
+                exclude_outside: false,
+            },
+            T::HalfPixel,
+            up,
+        ),
+        // (Antialiased too: see the caller.)
+        (
+            M::Cubic {
+                a: -0.75,
+                exclude_outside: true,
+            },
+            T::Asymmetric,
+            down,
+        ),
+    ]
 }
 
 /// Which operator `op` is: an exhaustive match, so that a new variant must be placed here (and
@@ -265,6 +340,8 @@ fn operator_index(op: &Op) -> usize {
         Op::Slice(_) => 19,
         Op::Squeeze { .. } => 20,
         Op::Unsqueeze { .. } => 21,
+        Op::ConvTranspose(_) => 22,
+        Op::Resize(_) => 23,
     }
 }
 
@@ -284,6 +361,6 @@ mod tests {
             assert!(!shapes.of(head).is_empty(), "{}", s.name);
         }
         // Every operator but Variable (0) and Opaque (1).
-        assert_eq!(covered, (2..22).collect(), "operators without a sample");
+        assert_eq!(covered, (2..24).collect(), "operators without a sample");
     }
 }

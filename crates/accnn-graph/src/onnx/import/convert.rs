@@ -52,7 +52,7 @@ pub(super) fn unary(op_type: &str, a: &NodeAttrs) -> Option<Activation> {
 }
 
 /// Input `k` of `n`, when present.
-fn input(n: &NodeProto, k: usize) -> Option<String> {
+pub(super) fn input(n: &NodeProto, k: usize) -> Option<String> {
     n.input.get(k).filter(|s| !s.is_empty()).cloned()
 }
 
@@ -102,6 +102,9 @@ impl Importer {
             "Sum" => Ok(self.binary(n, BinaryOp::Add)),
             "Transpose" => Ok(self.transpose(n, &a)),
             "LRN" => self.lrn(n, &a),
+            "ConvTranspose" => self.conv_transpose(n, &a),
+            "Resize" => self.resize(n, &a),
+            "Upsample" => self.upsample(n, &a),
             op_type => Ok(BinaryOp::from_onnx(op_type).and_then(|op| self.binary(n, op))),
         }
     }
@@ -512,7 +515,7 @@ impl Importer {
 }
 
 /// ONNX `pads` (`[top, left, bottom, right]`) as a padding.
-fn padding(a: &NodeAttrs) -> Result<Padding2d, GraphError> {
+pub(super) fn padding(a: &NodeAttrs) -> Result<Padding2d, GraphError> {
     let pads = a.pads()?;
     Ok(Padding2d {
         top: pads[0],
