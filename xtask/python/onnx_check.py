@@ -4,7 +4,8 @@ Run by `cargo xtask onnx-check`, which writes a manifest (JSON):
   {"cases": [{"model": PATH, "input": F32 FILE, "shape": [..], "expected": F32 FILE,
               "reference": PATH or null, "tolerance": FLOAT, "check": BOOL (default true),
               "atol": FLOAT (default 0)}],
-   "bench": [{"name": STR, "original": PATH, "accelerated": PATH, "shape": [..]}]}
+   "bench": [{"name": STR, "original": PATH, "accelerated": PATH, "shape": [..]}],
+   "bench_results": PATH (optional: the bench medians in ms, as JSON)}
 For each case: onnx.checker (full check, with shape inference) passes (unless "check" is false), onnxruntime runs the model,
 its output matches accnn's engine output `expected` (relative error < tolerance, or every value
 within `atol`: outputs that are all near zero, such as an empty detection map, have no meaningful
@@ -54,7 +55,12 @@ def main():
             continue
         x = np.fromfile(case["input"], dtype=np.float32).reshape(case["shape"])
         expected = np.fromfile(case["expected"], dtype=np.float32)
-        got = run(path, x)
+        try:
+            got = run(path, x)
+        except Exception as e:  # noqa: BLE001 - report and go on to the next model
+            print(f"FAIL {path}: onnxruntime cannot run it: {e}")
+            failures += 1
+            continue
         err = relative_error(got, expected)
         worst = float(np.abs(got.astype(np.float64).ravel() - expected).max(initial=0.0))
         ok = err < case["tolerance"] or worst <= case.get("atol", 0.0)
@@ -68,6 +74,7 @@ def main():
                 line = "FAIL" + line[4:]
         print(line)
         failures += 0 if ok else 1
+    timed = []
     for bench in manifest.get("bench", []):
         x = np.random.default_rng(0).standard_normal(bench["shape"], dtype=np.float32)
         # One session at a time: onnxruntime's workers spin after each run, so a second session
@@ -86,10 +93,14 @@ def main():
             medians.append(statistics.median(times))
             del s
         a, b = medians
+        timed.append({"name": bench["name"], "original_ms": a * 1e3, "accelerated_ms": b * 1e3})
         print(
             f"onnxruntime {bench['name']}: original {a * 1e3:.2f} ms, accelerated {b * 1e3:.2f} ms, "
             f"speed-up {a / b:.2f}x (medians of {bench.get('rounds', 20)} runs each, one session at a time)"
         )
+    if manifest.get("bench_results"):
+        with open(manifest["bench_results"], "w") as f:
+            json.dump(timed, f)
     sys.exit(1 if failures else 0)
 
 

@@ -91,6 +91,20 @@ const CLAIMED: &[&str] = &[
     "ConvTranspose",
     "Resize",
     "Upsample",
+    "Erf",
+    "Gelu",
+    "LayerNormalization",
+    "InstanceNormalization",
+    "GroupNormalization",
+    "Split",
+    "PRelu",
+    "LogSoftmax",
+    "Pad",
+    "Gather",
+    "Expand",
+    "Tile",
+    "DepthToSpace",
+    "SpaceToDepth",
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -21,12 +21,14 @@ pub struct OnnxCheckArgs {
     pub bench: bool,
 }
 
-fn write_f32(path: &Path, values: &[f32]) -> Result<()> {
+/// Writes `values` as raw little-endian f32, as `xtask/python/onnx_check.py` reads them.
+pub(crate) fn write_f32(path: &Path, values: &[f32]) -> Result<()> {
     std::fs::write(path, values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn engine_output(model: &Model, input: &[f32], shape: &[usize]) -> Result<Vec<f32>> {
+/// The first output of `model` on `input` (of `shape`) in accnn's engine, flattened.
+pub(crate) fn engine_output(model: &Model, input: &[f32], shape: &[usize]) -> Result<Vec<f32>> {
     let engine = Engine::new(model, EngineOptions::default())?;
     let x = candle_core::Tensor::from_slice(input, shape, &candle_core::Device::Cpu)?;
     Ok(engine.run(&x)?.remove(0).flatten_all()?.to_vec1::<f32>()?)
@@ -60,6 +62,12 @@ fn cases() -> Vec<Case> {
             name: format!("exported_shapes-opset{opset}"),
             bytes: zoo::exported_shapes(5, opset),
             shape: vec![2, 3, 16, 16],
+            ratios: vec![2.0],
+        });
+        out.push(Case {
+            name: format!("split_block-opset{opset}"),
+            bytes: zoo::split_block(9, opset),
+            shape: vec![2, 8, 8, 8],
             ratios: vec![2.0],
         });
         out.push(Case {

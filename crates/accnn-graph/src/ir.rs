@@ -42,7 +42,9 @@ pub use crate::ops::conv_transpose::ConvTransposeAttrs;
 pub use crate::ops::dense::FcAttrs;
 pub use crate::ops::elementwise::BinaryOp;
 pub use crate::ops::lrn::LrnAttrs;
+pub use crate::ops::normalization::{NormKind, NormalizationAttrs};
 pub use crate::ops::pool::{PoolAttrs, PoolConvention, PoolKind};
+pub use crate::ops::rearrange::{PadAttrs, PadMode, SpaceDepth};
 pub use crate::ops::reduce::{ReduceAttrs, ReduceOp};
 pub use crate::ops::resize::{CoordinateTransform, NearestRounding, ResizeAttrs, ResizeMode, ResizeTarget};
 pub use crate::ops::shape_ops::SliceAttrs;
@@ -107,6 +109,30 @@ pub enum Op {
     ConvTranspose(ConvTransposeAttrs),
     /// Nearest or linear resampling to a new size.
     Resize(ResizeAttrs),
+    /// Layer, instance or group normalisation (statistics of the input itself).
+    Normalization(NormalizationAttrs),
+    /// The logarithm of Softmax over `axis`.
+    LogSoftmax {
+        axis: i64,
+    },
+    /// Pads (or crops) every axis.
+    Pad(PadAttrs),
+    /// The slices at constant `indices` (shaped `index_dims`) along `axis`.
+    Gather {
+        axis: i64,
+        indices: Vec<i64>,
+        index_dims: Vec<usize>,
+    },
+    /// The input broadcast to `shape` (numpy rules, either side may be 1).
+    Expand {
+        shape: Vec<i64>,
+    },
+    /// The input repeated `repeats[k]` times along axis `k`.
+    Tile {
+        repeats: Vec<usize>,
+    },
+    /// Channel blocks moved into pixel tiles or back.
+    SpaceDepth(SpaceDepth),
     /// Passes its input through.
     Identity,
     /// An operator accnn does not interpret, kept so that it can be written back as it was read.
@@ -153,6 +179,18 @@ impl Op {
             },
             Op::ConvTranspose(_) => "Deconvolution",
             Op::Resize(_) => "UpSampling",
+            Op::Normalization(n) => match n.kind {
+                NormKind::Layer { .. } => "LayerNorm",
+                NormKind::Instance => "InstanceNorm",
+                NormKind::Group { .. } => "GroupNorm",
+            },
+            Op::LogSoftmax { .. } => "log_softmax",
+            Op::Pad(_) => "pad",
+            Op::Gather { .. } => "take",
+            Op::Expand { .. } => "broadcast_to",
+            Op::Tile { .. } => "tile",
+            Op::SpaceDepth(SpaceDepth::ToSpace { .. }) => "depth_to_space",
+            Op::SpaceDepth(SpaceDepth::ToDepth { .. }) => "space_to_depth",
             Op::Identity => "_copy",
             Op::Opaque { .. } => "_opaque",
         }

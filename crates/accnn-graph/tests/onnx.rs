@@ -17,6 +17,9 @@ fn models() -> Vec<(String, Vec<u8>)> {
         out.push((format!("exported_shapes@{opset}"), zoo::exported_shapes(4, opset)));
         out.push((format!("detection_head@{opset}"), zoo::detection_head(6, opset)));
     }
+    for opset in [9, 11, 13, 17] {
+        out.push((format!("split_block@{opset}"), zoo::split_block(8, opset)));
+    }
     out
 }
 
@@ -74,7 +77,7 @@ fn unknown_ops_pass_through_and_are_named_when_they_block_a_layer() {
     let mut b = GraphBuilder::new(13);
     b.input("x", &[1, 4]);
     b.node("Hardmax", &["x"], &["h"], vec![]);
-    b.node("Erf", &["x"], &["e"], vec![]);
+    b.node("LpNormalization", &["x"], &["e"], vec![]);
     b.node("Add", &["h", "e"], &["s"], vec![]);
     b.initializer("w", Tensor::new(vec![3, 4], vec![0.25; 12]).expect("shape"));
     b.node("Gemm", &["s", "w"], &["y"], vec![onnx::attr_int("transB", 1)]);
@@ -93,7 +96,7 @@ fn unknown_ops_pass_through_and_are_named_when_they_block_a_layer() {
         .iter()
         .map(|&b| graph.nodes[b].name.as_str())
         .collect();
-    assert_eq!(blockers, ["Hardmax_h", "Erf_e"]);
+    assert_eq!(blockers, ["Hardmax_h", "LpNormalization_e"]);
     assert!(accnn_graph::cost::layer_costs(&read.model, &shapes).is_empty());
 }
 
@@ -340,6 +343,110 @@ fn upsampling_heads_read_with_their_shapes_at_any_batch() {
         assert_eq!(
             shapes.outputs[head.node][head.output],
             vec![3, 4, 24, 24],
+            "opset {opset}"
+        );
+    }
+}
+
+/// torch shares equal weights through `Identity` nodes. When the layer reading the original is
+/// decomposed, the original leaves the model; the written file must still define the shared
+/// copy (here as its value), not an initializer stripped of its data.
+#[test]
+fn weights_shared_through_identity_survive_decomposing_their_owner() {
+    let mut b = GraphBuilder::new(13);
+    b.input("x", &[1, 4]);
+    b.initializer(
+        "w1",
+        Tensor::new(vec![4, 3], (0..12).map(|v| v as f32 / 7.0).collect()).expect("shape"),
+    );
+    b.initializer(
+        "w2",
+        Tensor::new(vec![3, 2], (0..6).map(|v| 1.0 - v as f32 / 5.0).collect()).expect("shape"),
+    );
+    b.initializer("bias", Tensor::new(vec![3], vec![0.5, -0.25, 0.125]).expect("shape"));
+    b.node("Identity", &["bias"], &["bias_copy"], vec![]);
+    b.node("MatMul", &["x", "w1"], &["m1"], vec![]);
+    b.node("Add", &["m1", "bias"], &["h"], vec![]);
+    b.node("MatMul", &["h", "w2"], &["m2"], vec![]);
+    b.node("Slice", &["bias_copy", "starts", "ends"], &["bias2"], vec![]);
+    b.int_initializer("starts", &[1], &[0]);
+    b.int_initializer("ends", &[1], &[2]);
+    b.node("Add", &["m2", "bias2"], &["y"], vec![]);
+    b.output("y", &[Some(1), Some(2)]);
+    let read = decode_onnx(&b.finish(), Path::new("s.onnx"), None).expect("reads");
+    let model = read.model.clone();
+    let first = model
+        .graph
+        .nodes
+        .iter()
+        .position(|n| matches!(n.op, Op::FullyConnected(_)))
+        .expect("the first layer");
+    // A full-rank split: identity, then the layer's own (outputs, inputs) weight.
+    let w = model
+        .param(&model.graph.nodes[model.graph.nodes[first].inputs[1].node].name)
+        .expect("weight")
+        .clone();
+    let eye = Tensor::new(
+        vec![4, 4],
+        (0..16).map(|i| if i % 5 == 0 { 1.0 } else { 0.0 }).collect(),
+    )
+    .expect("4x4");
+    let split = accnn_graph::rewrite::LayerSplit::new(first, eye, w);
+    let rewritten = accnn_graph::rewrite::apply_splits(model, vec![split]).expect("splits");
+    let written = encode_onnx(&read.source, &rewritten, None).expect("writes");
+    let proto = <onnx::proto::ModelProto as prost::Message>::decode(&written.model[..]).expect("protobuf");
+    let graph = proto.graph.expect("a graph");
+    for t in &graph.initializer {
+        let values = t.dims.iter().product::<i64>() as usize;
+        let bytes = if t.data_type == 1 { 4 * values } else { 8 * values };
+        assert!(
+            t.raw_data.len() == bytes || t.float_data.len() == values || t.int64_data.len() == values,
+            "initializer '{}' lost its data",
+            t.name
+        );
+    }
+    let defined: std::collections::HashSet<&str> = graph
+        .initializer
+        .iter()
+        .map(|t| t.name.as_str())
+        .chain(graph.node.iter().flat_map(|n| n.output.iter().map(String::as_str)))
+        .chain(graph.input.iter().map(|i| i.name.as_str()))
+        .collect();
+    for n in &graph.node {
+        for i in n.input.iter().filter(|i| !i.is_empty()) {
+            assert!(
+                defined.contains(i.as_str()),
+                "'{i}' read by {} is defined nowhere",
+                n.name
+            );
+        }
+    }
+}
+
+/// A Split becomes one Slice per output (written back once: see the byte-for-byte test); the
+/// rearranging operators read with their shapes at any batch.
+#[test]
+fn split_blocks_read_and_rewrite_with_their_shapes() {
+    for opset in [9, 11, 13, 17] {
+        let bytes = zoo::split_block(8, opset);
+        let read = decode_onnx(&bytes, Path::new("s.onnx"), None).expect("reads");
+        let ops: Vec<&Op> = read.model.graph.nodes.iter().map(|n| &n.op).collect();
+        assert_eq!(
+            ops.iter().filter(|o| matches!(o, Op::Slice(_))).count(),
+            2,
+            "opset {opset}"
+        );
+        for wanted in ["Pad", "SpaceDepth", "Tile", "LogSoftmax"] {
+            assert!(
+                ops.iter().any(|o| format!("{o:?}").starts_with(wanted)),
+                "opset {opset}: no {wanted}"
+            );
+        }
+        let shapes = infer_shapes(&read.model, &[3, 8, 8, 8]).expect("shapes");
+        let head = read.model.graph.heads[0];
+        assert_eq!(
+            shapes.outputs[head.node][head.output],
+            vec![3, 4, 16, 32],
             "opset {opset}"
         );
     }

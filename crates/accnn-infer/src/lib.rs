@@ -30,8 +30,10 @@ mod dense;
 pub mod eval;
 pub mod latency;
 mod layers;
+mod normalize;
 mod options;
 mod pool;
+mod rearrange;
 mod resample;
 mod step;
 pub mod timing;
@@ -101,7 +103,7 @@ impl Engine {
         let mut weight_use = vec![false; graph.nodes.len()];
         for node in &graph.nodes {
             let n_weights = match node.op {
-                Op::Convolution(_) | Op::FullyConnected(_) | Op::ConvTranspose(_) => 2,
+                Op::Convolution(_) | Op::FullyConnected(_) | Op::ConvTranspose(_) | Op::Normalization(_) => 2,
                 Op::BatchNorm(_) => 4,
                 Op::SoftmaxOutput => 1,
                 _ => 0,

@@ -57,6 +57,10 @@ pub(crate) enum Step {
     Reshaped(Op),
     Deconv(crate::resample::Deconv),
     Resize(accnn_graph::ir::ResizeAttrs),
+    Normalize(crate::normalize::Normalize),
+    LogSoftmax(i64),
+    /// A rearranging operator (Pad, Gather, Expand, Tile, DepthToSpace, SpaceToDepth).
+    Rearrange(Op),
 }
 
 pub(crate) enum DenseLayer {
@@ -112,6 +116,11 @@ impl Lowering<'_> {
             Op::Slice(s) => Step::Slice(s.clone()),
             Op::ConvTranspose(c) => self.deconv(node, c)?,
             Op::Resize(r) => Step::Resize(r.clone()),
+            Op::Normalization(n) => self.normalize(node, n)?,
+            Op::LogSoftmax { axis } => Step::LogSoftmax(*axis),
+            Op::Pad(_) | Op::Gather { .. } | Op::Expand { .. } | Op::Tile { .. } | Op::SpaceDepth(_) => {
+                Step::Rearrange(node.op.clone())
+            }
             Op::Opaque { op_type, .. } => {
                 return Err(InferError::Node {
                     node: node.name.clone(),
@@ -159,6 +168,22 @@ impl Lowering<'_> {
                 message: e.to_string(),
             })?;
         Ok(Step::Deconv(deconv))
+    }
+
+    fn normalize(&self, node: &Node, n: &accnn_graph::ir::NormalizationAttrs) -> Result<Step, InferError> {
+        let scale = param(self.model, node, 1, "scale")?;
+        let bias = if n.bias {
+            Some(param(self.model, node, 2, "bias")?)
+        } else {
+            None
+        };
+        let step = crate::normalize::Normalize::new(*n, scale, bias, self.device, self.dtype).map_err(|e| {
+            InferError::Node {
+                node: node.name.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        Ok(Step::Normalize(step))
     }
 
     fn dense(&self, node: &Node, f: &FcAttrs) -> Result<Step, InferError> {
@@ -296,6 +321,32 @@ impl Step {
                 let e = x.broadcast_sub(&x.max_keepdim(ax)?)?.exp()?;
                 Some(e.broadcast_div(&e.sum_keepdim(ax)?)?)
             }
+            Step::LogSoftmax(axis) => {
+                let x = arg(0)?;
+                let ax = accnn_graph::ops::resolve_axis(*axis, x.rank()).ok_or_else(|| InferError::Node {
+                    node: name.to_string(),
+                    message: format!("log-softmax axis {axis} is out of range"),
+                })?;
+                let shifted = x.broadcast_sub(&x.max_keepdim(ax)?)?;
+                Some(shifted.broadcast_sub(&shifted.exp()?.sum_keepdim(ax)?.log()?)?)
+            }
+            Step::Rearrange(op) => {
+                use crate::rearrange as r;
+                let x = arg(0)?;
+                let y = match op {
+                    Op::Pad(p) => r::pad(p, x),
+                    Op::Gather {
+                        axis,
+                        indices,
+                        index_dims,
+                    } => r::gather(*axis, indices, index_dims, x),
+                    Op::Expand { shape } => r::expand(shape, x),
+                    Op::Tile { repeats } => r::tile(repeats, x),
+                    Op::SpaceDepth(s) => r::space_depth(*s, x),
+                    other => Err(candle_core::Error::Msg(format!("{other:?} is not a rearrangement"))),
+                };
+                Some(y.map_err(wrap)?)
+            }
             Step::Reshape(codes) => {
                 let x = arg(0)?;
                 let dims = accnn_graph::shape::reshape(name, x.dims(), codes)?;
@@ -317,6 +368,7 @@ impl Step {
                 Some(x.reshape(dims)?)
             }
             Step::Deconv(d) => Some(d.forward(arg(0)?).map_err(wrap)?),
+            Step::Normalize(n) => Some(n.forward(arg(0)?).map_err(wrap)?),
             Step::Resize(r) => Some(crate::resample::resize(r, arg(0)?).map_err(wrap)?),
             Step::MatMul => Some(matmul(arg(0)?, arg(1)?).map_err(wrap)?),
             Step::Slice(s) => {
@@ -466,6 +518,8 @@ fn activation(a: Activation, x: &Tensor) -> candle_core::Result<Tensor> {
         Activation::Sigmoid => (x.neg()?.exp()? + 1.0)?.recip(),
         Activation::LeakyRelu { slope } => x.relu()? - (x.neg()?.relu()? * slope as f64)?,
         Activation::Clip { min, max } => x.clamp(min, max),
+        Activation::Erf => x.erf(),
+        Activation::Gelu { tanh: false } => x.gelu_erf(),
         other => elementwise(x, |v| other.apply(v as f64) as f32),
     }
 }
@@ -479,6 +533,7 @@ fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
         BinaryOp::Div => a.broadcast_div(b),
         BinaryOp::Min => a.broadcast_minimum(b),
         BinaryOp::Max => a.broadcast_maximum(b),
+        BinaryOp::PRelu => a.relu()?.broadcast_add(&a.minimum(0.0)?.broadcast_mul(b)?),
         other => {
             let shape = candle_core::Shape::broadcast_shape_binary_op(a.shape(), b.shape(), "binary")?;
             let (x, y) = (a.broadcast_as(shape.clone())?, b.broadcast_as(shape.clone())?);

@@ -289,6 +289,11 @@ pub fn parse_op(node: &str, op: &str, map: &BTreeMap<String, String>) -> Result<
                 v.parse().map_err(|_| a.err(format!("bad softmax axis '{v}'")))
             })?,
         },
+        "log_softmax" => Op::LogSoftmax {
+            axis: a.get("axis").map_or(Ok(-1), |v| {
+                v.parse().map_err(|_| a.err(format!("bad log_softmax axis '{v}'")))
+            })?,
+        },
         "SoftmaxActivation" => {
             if a.get("mode") == Some("channel") {
                 Op::Softmax { axis: 1 }
@@ -343,6 +348,13 @@ pub fn op_attrs(op: &Op) -> Result<BTreeMap<String, String>, GraphError> {
             .ok_or_else(|| GraphError::Invalid(format!("MXNet cannot express asymmetric padding {pad:?}")))
     };
     match op {
+        Op::Binary {
+            op: BinaryOp::PRelu, ..
+        } => {
+            return Err(GraphError::Invalid(
+                "MXNet's PReLU takes its slope per channel, not broadcast numpy-style; accnn does not write it".into(),
+            ));
+        }
         Op::Variable | Op::Flatten { axis: 1 } | Op::SoftmaxOutput | Op::Binary { .. } | Op::Identity => {}
         Op::Opaque { op_type, .. } => {
             return Err(GraphError::Invalid(format!(
@@ -372,6 +384,12 @@ pub fn op_attrs(op: &Op) -> Result<BTreeMap<String, String>, GraphError> {
             put("num_filter", c.num_filter.to_string());
             put("num_group", c.num_group.to_string());
             put("no_bias", bool_text(c.no_bias));
+        }
+        Op::Normalization(n) => {
+            return Err(GraphError::Invalid(format!(
+                "accnn does not write {:?} normalisation to MXNet",
+                n.kind
+            )));
         }
         Op::Resize(r) => {
             use crate::ir::{CoordinateTransform, NearestRounding, ResizeMode, ResizeTarget};
@@ -487,7 +505,13 @@ pub fn op_attrs(op: &Op) -> Result<BTreeMap<String, String>, GraphError> {
             put("beta", l.beta.to_string());
             put("knorm", l.bias.to_string());
         }
-        Op::Softmax { axis } => put("axis", axis.to_string()),
+        Op::Softmax { axis } | Op::LogSoftmax { axis } => put("axis", axis.to_string()),
+        Op::Pad(_) | Op::Gather { .. } | Op::Expand { .. } | Op::Tile { .. } | Op::SpaceDepth(_) => {
+            return Err(GraphError::Invalid(format!(
+                "accnn does not write ONNX {} to MXNet",
+                op.mxnet_name()
+            )));
+        }
         Op::Reshape { shape } => put(
             "shape",
             format!("({})", shape.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")),

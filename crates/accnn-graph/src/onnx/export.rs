@@ -204,6 +204,47 @@ fn emit(
     }
 }
 
+/// Whether the import kept `t`'s values only in the IR (a float weight the IR held untransformed:
+/// its proto lost its data, a one-byte marker left where the data was raw).
+fn stripped_at_import(t: &TensorProto) -> bool {
+    let float = matches!(
+        dtype_of(t.data_type),
+        Some(crate::DType::Float32 | crate::DType::Float16)
+    );
+    let values: i64 = t.dims.iter().product();
+    let empty = t.float_data.is_empty() && t.int32_data.is_empty() && t.external_data.is_empty();
+    float && values > 0 && empty && (t.raw_data.is_empty() || &t.raw_data[..] == b"-")
+}
+
+/// Whether the constant `name` is computed, through constant nodes, from a stored float weight
+/// that `model` no longer holds (the import keeps float weights' values only in the IR).
+fn reads_lost_weight(
+    name: &str,
+    source: &OnnxSource,
+    model: &Model,
+    stored_float: &HashSet<&str>,
+    memo: &mut HashMap<String, bool>,
+) -> bool {
+    if let Some(&known) = memo.get(name) {
+        return known;
+    }
+    // Cycle guard: a name under evaluation counts as not lost.
+    memo.insert(name.to_string(), false);
+    let graph = source.proto.graph.as_ref();
+    let lost = match (source.constant_nodes.get(name), graph) {
+        (Some(&(index, _)), Some(g)) => g.node[index].input.iter().any(|i| {
+            if source.constant_nodes.contains_key(i) {
+                !model.args.contains_key(i) && reads_lost_weight(i, source, model, stored_float, memo)
+            } else {
+                stored_float.contains(i.as_str()) && !model.args.contains_key(i)
+            }
+        }),
+        _ => false,
+    };
+    memo.insert(name.to_string(), lost);
+    lost
+}
+
 /// Writes `model`, read from (and rewritten since) `source`, as ONNX. With `external` (a file name
 /// next to the model), tensors of 1 KiB and more go to that file instead of the model.
 pub fn encode_onnx(source: &OnnxSource, model: &Model, external: Option<&str>) -> Result<EncodedOnnx, GraphError> {
@@ -223,6 +264,7 @@ pub fn encode_onnx(source: &OnnxSource, model: &Model, external: Option<&str>) -
     let mut positions: Vec<usize> = Vec::new();
     let mut last_position = 0;
     let mut extra: ExtraTensors = Vec::new();
+    let mut written_protos: HashSet<usize> = HashSet::new();
     for (i, n) in model.graph.nodes.iter().enumerate() {
         if matches!(n.op, Op::Variable) {
             continue;
@@ -236,8 +278,15 @@ pub fn encode_onnx(source: &OnnxSource, model: &Model, external: Option<&str>) -
                 .enumerate()
                 .all(|(k, o)| o.is_empty() || names.get(&Entry { node: i, output: k }) == Some(o));
             if r.op == n.op && r.inputs == inputs && same_outputs {
-                nodes.extend(r.proto_nodes.iter().map(|&p| original.node[p].clone()));
-                positions.extend(r.proto_nodes.iter().copied());
+                // A proto node that became several IR nodes (a Split's Slices) is written once.
+                let fresh_protos: Vec<usize> = r
+                    .proto_nodes
+                    .iter()
+                    .copied()
+                    .filter(|&p| written_protos.insert(p))
+                    .collect();
+                nodes.extend(fresh_protos.iter().map(|&p| original.node[p].clone()));
+                positions.extend(fresh_protos);
                 last_position = r.proto_nodes.last().copied().unwrap_or(last_position);
                 continue;
             }
@@ -259,6 +308,13 @@ pub fn encode_onnx(source: &OnnxSource, model: &Model, external: Option<&str>) -
     // Constants the import computed (Constant nodes, folded weights and shape subgraphs) are written
     // as the nodes that computed them, with what those nodes read, unless the IR changed the value:
     // then the new value is an initializer, and no node may define the name again.
+    let stored_float: HashSet<&str> = original
+        .initializer
+        .iter()
+        .filter(|t| stripped_at_import(t))
+        .map(|t| t.name.as_str())
+        .collect();
+    let mut lost_memo: HashMap<String, bool> = HashMap::new();
     let mut kept: Vec<usize> = Vec::new();
     let mut initializers: Vec<TensorProto> = Vec::new();
     let mut emitted: HashSet<String> = HashSet::new();
@@ -274,8 +330,20 @@ pub fn encode_onnx(source: &OnnxSource, model: &Model, external: Option<&str>) -
         if !emitted.insert(name.clone()) {
             continue;
         }
+        // A kept node must find its inputs: a float initializer it reads, directly or through other
+        // constant nodes, is stored only while the IR uses it (torch shares equal weights through
+        // Identity nodes; when the layer that read the original is decomposed, the original goes),
+        // so such a node is replaced by its value.
+        let inputs_lost = reads_lost_weight(&name, source, model, &stored_float, &mut lost_memo);
         match model.args.get(&name) {
-            Some(t) if Some(fingerprint(t)) != *print => initializers.push(new_tensor(&name, t, source.float_type)),
+            Some(t) if Some(fingerprint(t)) != *print || inputs_lost => {
+                initializers.push(new_tensor(&name, t, source.float_type))
+            }
+            None if inputs_lost => {
+                return Err(GraphError::Invalid(format!(
+                    "constant '{name}' is computed from a weight the rewritten model no longer holds"
+                )));
+            }
             _ => {
                 kept.push(*index);
                 for input in &original.node[*index].input {
@@ -311,6 +379,12 @@ pub fn encode_onnx(source: &OnnxSource, model: &Model, external: Option<&str>) -
                     let dtype = dtype_of(t.data_type).unwrap_or(source.float_type);
                     encode(t.clone(), value, dtype)
                 }
+            }
+            None if stored_float.contains(t.name.as_str()) => {
+                return Err(GraphError::Invalid(format!(
+                    "weight '{}' is read by the rewritten graph but its values are gone",
+                    t.name
+                )));
             }
             None => t.clone(),
         };

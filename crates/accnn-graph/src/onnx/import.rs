@@ -2,6 +2,8 @@
 
 mod constants;
 mod convert;
+mod normalization;
+mod rearrange;
 mod upsampling;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -71,6 +73,9 @@ struct Converted {
     /// Output tensor names, when they are not the proto node's own.
     outputs: Option<Vec<String>>,
     same_pad: Option<bool>,
+    /// Further IR nodes the same proto node becomes (a Split is one Slice per output), each with
+    /// its own `outputs`; they read the graph's tensors, not each other.
+    also: Vec<Converted>,
 }
 
 impl Converted {
@@ -81,6 +86,7 @@ impl Converted {
             merged: Vec::new(),
             outputs: None,
             same_pad: None,
+            also: Vec::new(),
         }
     }
 }
@@ -361,7 +367,7 @@ pub(crate) fn import(
             continue;
         }
         let converted = im.convert(n, &label, &consumers, &nodes)?;
-        let converted = match converted {
+        let mut converted = match converted {
             Some(c) => c,
             None => {
                 // Not interpreted: kept as it is; its value inputs still order the graph.
@@ -391,48 +397,58 @@ pub(crate) fn import(
                 )
             }
         };
-        let name = if im.taken.contains(&base) && !n.output.contains(&base) {
-            im.fresh(&base)
-        } else {
-            im.taken.insert(base.clone());
-            base
-        };
-        let outputs = converted.outputs.clone().unwrap_or_else(|| n.output.clone());
-        let inputs_named: Vec<String> = converted
-            .inputs
-            .iter()
-            .map(|e| im.entry_names.get(e).cloned().unwrap_or_default())
-            .collect();
-        im.nodes.push(Node {
-            name: name.clone(),
-            op: converted.op.clone(),
-            inputs: converted.inputs,
-            attrs: BTreeMap::new(),
-        });
-        let me = im.nodes.len() - 1;
-        if let Some(lower) = im.settle_shapes(converted.same_pad) {
-            im.same_pads.push(SamePad { node: me, lower });
-        }
-        let op = im.nodes[me].op.clone();
-        for (k, out) in outputs.iter().enumerate() {
-            if !out.is_empty() {
-                let e = Entry { node: me, output: k };
-                im.produced.insert(out.clone(), e);
-                im.entry_names.insert(e, out.clone());
+        let mut also = std::mem::take(&mut converted.also);
+        let mut next = Some(converted);
+        let mut first = true;
+        while let Some(mut converted) = next.take() {
+            let base_free = !im.taken.contains(&base) || n.output.contains(&base);
+            let name = if first && base_free {
+                im.taken.insert(base.clone());
+                base.clone()
+            } else {
+                im.fresh(&base)
+            };
+            first = false;
+            let outputs = converted.outputs.take().unwrap_or_else(|| n.output.clone());
+            let inputs_named: Vec<String> = converted
+                .inputs
+                .iter()
+                .map(|e| im.entry_names.get(e).cloned().unwrap_or_default())
+                .collect();
+            im.nodes.push(Node {
+                name: name.clone(),
+                op: converted.op.clone(),
+                inputs: converted.inputs,
+                attrs: BTreeMap::new(),
+            });
+            let me = im.nodes.len() - 1;
+            if let Some(lower) = im.settle_shapes(converted.same_pad) {
+                im.same_pads.push(SamePad { node: me, lower });
+            }
+            let op = im.nodes[me].op.clone();
+            for (k, out) in outputs.iter().enumerate() {
+                if !out.is_empty() {
+                    let e = Entry { node: me, output: k };
+                    im.produced.insert(out.clone(), e);
+                    im.entry_names.insert(e, out.clone());
+                }
+            }
+            merged_away.extend(converted.merged.iter().copied());
+            let mut proto_nodes = vec![index];
+            proto_nodes.extend(converted.merged);
+            im.imported.insert(
+                name,
+                Imported {
+                    proto_nodes,
+                    op,
+                    inputs: inputs_named,
+                    outputs,
+                },
+            );
+            if !also.is_empty() {
+                next = Some(also.remove(0));
             }
         }
-        merged_away.extend(converted.merged.iter().copied());
-        let mut proto_nodes = vec![index];
-        proto_nodes.extend(converted.merged);
-        im.imported.insert(
-            name,
-            Imported {
-                proto_nodes,
-                op,
-                inputs: inputs_named,
-                outputs,
-            },
-        );
     }
     let mut heads = Vec::new();
     for o in &graph.output {

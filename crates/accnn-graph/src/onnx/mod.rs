@@ -112,11 +112,21 @@ struct Initializer {
 /// Reads an ONNX file. `data_shape` (batch first) is needed only for `auto_pad = SAME_*` layers
 /// when the model's input shape is symbolic; the model's own input shape is used otherwise.
 ///
-/// Interpreted (opsets 9 to 21): Conv (pads, strides, dilations, group, auto_pad), Gemm (alpha,
-/// beta, transB), MatMul with a constant weight (and a following bias Add), Relu, LeakyRelu, Clip,
-/// Sigmoid, Tanh, Softplus, Softsign, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool,
-/// Flatten, Reshape (constant shape), BatchNormalization, Add, Mul, Concat, Dropout, Softmax,
-/// Identity, Constant. Initializers in external data files are read.
+/// Interpreted as IR operators (opsets 9 to 21; each checked against ONNX's own backend node
+/// tests by `cargo xtask node-tests`): Conv (pads, strides, dilations, group, auto_pad), ConvTranspose
+/// (output_padding, output_shape), Gemm (alpha, beta, transB), MatMul (a constant weight, with a
+/// following bias Add, becomes a layer), BatchNormalization, LayerNormalization,
+/// InstanceNormalization, GroupNormalization, LRN, MaxPool, AveragePool, GlobalAveragePool,
+/// GlobalMaxPool, Resize and Upsample (nearest, linear, cubic), the activations (Relu, LeakyRelu,
+/// Clip, Sigmoid, HardSigmoid, HardSwish, Tanh, Softplus, Softsign, Elu, Selu, Mish, Erf, Gelu,
+/// Exp, Log, Neg, Abs, Sqrt, Reciprocal), the elementwise Add, Sub, Mul, Div, Pow, Sum, Min, Max
+/// (broadcasting), Concat, Flatten, Reshape, Transpose, Slice, Squeeze, Unsqueeze, the Reduce*
+/// family, Softmax, Dropout and Identity.
+///
+/// Constant subgraphs are computed as the model is read (Constant, ConstantOfShape, Shape, Size,
+/// Cast, Gather, Expand, Range, Where, Not and the operators above on constants), so the shape
+/// arithmetic of today's exporters settles into constants. Initializers in external data files are
+/// read.
 pub fn read_onnx(path: &Path, data_shape: Option<&[usize]>) -> Result<OnnxModel, GraphError> {
     let bytes = std::fs::read(path).map_err(|e| GraphError::io(path, e))?;
     decode_bytes(prost::bytes::Bytes::from(bytes), path, data_shape)

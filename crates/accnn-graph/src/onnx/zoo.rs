@@ -474,3 +474,68 @@ pub fn detection_head(seed: u64, opset: i64) -> Vec<u8> {
     n.b.output("map", &[None, Some(4), Some(24), Some(24)]);
     n.b.finish()
 }
+
+/// A YOLO-style split block at 8x8x8 (symbolic batch), with the rearranging operators of today's
+/// exports: a 1x1 convolution `Split` in two halves (the `split` attribute before opset 13, an input
+/// from 13), a reflect `Pad` and unpadded 3x3 max pooling on the second half, a 3x3 convolution with a
+/// per-channel `PRelu`, `Concat` of both halves and that branch, a 1x1 convolution, `DepthToSpace`
+/// (DCR) to 4x16x16, a `Tile` along the batch-free width, and `LogSoftmax` over the channels (over the
+/// last axis before opset 13, whose softmax flattens every axis from `axis` on, as torch exports it).
+pub fn split_block(seed: u64, opset: i64) -> Vec<u8> {
+    let mut n = net(seed, opset);
+    n.b.input_symbolic_batch("images", &[1, 8, 8, 8]);
+    let c = n.conv("/model.0/cv1", "images", 8, 16, 1, 1, true);
+    let halves = ["/model.0/Split_output_0", "/model.0/Split_output_1"];
+    let mut split_inputs = vec![c.as_str()];
+    let mut split_attrs = vec![attrs::int("axis", 1)];
+    if opset < 13 {
+        split_attrs.push(attrs::ints("split", &[8, 8]));
+    } else {
+        n.b.int_initializer("split.sizes", &[2], &[8, 8]);
+        split_inputs.push("split.sizes");
+    }
+    n.b.named_node("/model.0/Split", "Split", &split_inputs, &halves, split_attrs);
+    let pad_attrs = vec![attrs::string("mode", "reflect")];
+    let padded = if opset < 11 {
+        let mut a = pad_attrs;
+        a.push(attrs::ints("pads", &[0, 0, 1, 1, 0, 0, 1, 1]));
+        n.named("/model.0/Pad", "Pad", &[halves[1]], a)
+    } else {
+        n.b.int_initializer("pad.pads", &[8], &[0, 0, 1, 1, 0, 0, 1, 1]);
+        n.named("/model.0/Pad", "Pad", &[halves[1], "pad.pads"], pad_attrs)
+    };
+    let pooled = n.named(
+        "/model.0/MaxPool",
+        "MaxPool",
+        &[&padded],
+        vec![attrs::ints("kernel_shape", &[3, 3]), attrs::ints("strides", &[1, 1])],
+    );
+    let m = n.conv("/model.0/m", &pooled, 8, 8, 3, 1, true);
+    let slope = n.rng.tensor(vec![8, 1, 1], |r| 0.25 + 0.1 * r.normal());
+    n.b.initializer("model.0.act.slope", slope);
+    let act = n.named("/model.0/PRelu", "PRelu", &[&m, "model.0.act.slope"], vec![]);
+    let cat = n.named(
+        "/model.0/Concat",
+        "Concat",
+        &[halves[0], halves[1], &act],
+        vec![attrs::int("axis", 1)],
+    );
+    let cv2 = n.conv("/model.0/cv2", &cat, 24, 16, 1, 1, true);
+    let d2s = n.named(
+        "/model.1/DepthToSpace",
+        "DepthToSpace",
+        &[&cv2],
+        vec![attrs::int("blocksize", 2), attrs::string("mode", "DCR")],
+    );
+    n.b.int_initializer("tile.repeats", &[4], &[1, 1, 1, 2]);
+    let tiled = n.named("/model.1/Tile", "Tile", &[&d2s, "tile.repeats"], vec![]);
+    n.b.named_node(
+        "/model.1/LogSoftmax",
+        "LogSoftmax",
+        &[&tiled],
+        &["scores"],
+        vec![attrs::int("axis", if opset < 13 { 3 } else { 1 })],
+    );
+    n.b.output("scores", &[None, Some(4), Some(16), Some(32)]);
+    n.b.finish()
+}

@@ -51,6 +51,12 @@ pub enum Activation {
     },
     /// `x * tanh(ln(1 + e^x))`.
     Mish,
+    /// The Gauss error function (PyTorch's exact GELU exports as `x * 0.5 * (1 + erf(x / √2))`).
+    Erf,
+    /// `x * Φ(x)`, or with `tanh` its tanh approximation (ONNX `Gelu`, opset 20).
+    Gelu {
+        tanh: bool,
+    },
 }
 
 impl Activation {
@@ -81,6 +87,12 @@ impl Activation {
             Activation::Elu { alpha } => elu(x, alpha as f64),
             Activation::Selu { alpha, gamma } => gamma as f64 * elu(x, alpha as f64),
             Activation::Mish => x * x.exp().ln_1p().tanh(),
+            Activation::Erf => erf(x),
+            Activation::Gelu { tanh: false } => 0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2)),
+            Activation::Gelu { tanh: true } => {
+                let inner = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+                0.5 * x * (1.0 + inner.tanh())
+            }
         }
     }
 
@@ -130,13 +142,15 @@ impl Activation {
                 gamma: SELU_GAMMA,
             },
             Activation::Mish,
+            Activation::Erf,
+            Activation::Gelu { tanh: false },
         ]
     }
 
     /// How many functions there are; the exhaustive match of `ordinal` keeps it honest, and a test
     /// checks that [`Self::examples`] lists each.
     #[cfg(test)]
-    const COUNT: usize = 18;
+    const COUNT: usize = 20;
 
     #[cfg(test)]
     fn ordinal(self) -> usize {
@@ -159,6 +173,8 @@ impl Activation {
             Activation::Elu { .. } => 15,
             Activation::Selu { .. } => 16,
             Activation::Mish => 17,
+            Activation::Erf => 18,
+            Activation::Gelu { .. } => 19,
         }
     }
 }
@@ -166,6 +182,33 @@ impl Activation {
 /// ONNX's default SELU constants.
 pub const SELU_ALPHA: f32 = 1.673_263_2;
 pub const SELU_GAMMA: f32 = 1.050_701;
+
+/// The error function to about 1e-14: its Taylor series below 3 (terms peak near 170, so the
+/// cancellation costs two digits), else `1 - erfc` from erfc's continued fraction.
+pub fn erf(x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    let a = x.abs();
+    let value = if a < 3.0 {
+        let (mut term, mut sum) = (a, a);
+        let mut n = 0.0;
+        while term.abs() > 1e-17 * sum.abs() {
+            n += 1.0;
+            term *= -a * a / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        2.0 / std::f64::consts::PI.sqrt() * sum
+    } else {
+        // erfc(a) = e^(-a²)/√π · 1/(a + 1/2 / (a + 1 / (a + 3/2 / (a + ...)))), evaluated from the tail.
+        let mut fraction = 0.0;
+        for k in (1..60).rev() {
+            fraction = (k as f64 / 2.0) / (a + fraction);
+        }
+        1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / (a + fraction)
+    };
+    value.copysign(x)
+}
 
 fn elu(x: f64, alpha: f64) -> f64 {
     if x > 0.0 { x } else { alpha * x.exp_m1() }
@@ -228,6 +271,13 @@ mod tests {
             (Activation::Mish, 0.0, 0.0),
             // softplus(ln 3) = ln 4; tanh(ln 4) = 15/17.
             (Activation::Mish, 3f64.ln(), 3f64.ln() * 15.0 / 17.0),
+            // Tabulated values (Abramowitz and Stegun, table 7.1) on both sides of the switch at 3.
+            (Activation::Erf, 0.5, 0.520_499_877_813_047),
+            (Activation::Erf, -1.0, -0.842_700_792_949_715),
+            (Activation::Erf, 2.9, 0.999_958_902_121_900),
+            (Activation::Erf, 3.5, 0.999_999_256_901_628),
+            (Activation::Gelu { tanh: false }, 1.0, 0.841_344_746_068_543),
+            (Activation::Gelu { tanh: true }, 1.0, 0.841_191_990_608_367),
         ];
         for (a, x, want) in cases {
             assert!(close(a.apply(x), want), "{a:?}({x}) = {} != {want}", a.apply(x));

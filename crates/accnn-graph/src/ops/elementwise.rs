@@ -18,6 +18,8 @@ pub enum BinaryOp {
     Pow,
     Min,
     Max,
+    /// `a` where positive, `b * a` elsewhere (a learned slope, broadcast to `a`: ONNX PRelu).
+    PRelu,
 }
 
 impl BinaryOp {
@@ -31,6 +33,13 @@ impl BinaryOp {
             BinaryOp::Pow => a.powf(b),
             BinaryOp::Min => a.min(b),
             BinaryOp::Max => a.max(b),
+            BinaryOp::PRelu => {
+                if a > 0.0 {
+                    a
+                } else {
+                    a * b
+                }
+            }
         }
     }
 
@@ -46,6 +55,7 @@ impl BinaryOp {
             (BinaryOp::Pow, _) => "broadcast_power",
             (BinaryOp::Min, _) => "broadcast_minimum",
             (BinaryOp::Max, _) => "broadcast_maximum",
+            (BinaryOp::PRelu, _) => "LeakyReLU",
         }
     }
 
@@ -75,6 +85,7 @@ impl BinaryOp {
             "Pow" => BinaryOp::Pow,
             "Min" => BinaryOp::Min,
             "Max" => BinaryOp::Max,
+            "PRelu" => BinaryOp::PRelu,
             _ => return None,
         })
     }
@@ -89,6 +100,7 @@ impl BinaryOp {
             BinaryOp::Pow,
             BinaryOp::Min,
             BinaryOp::Max,
+            BinaryOp::PRelu,
         ]
     }
 
@@ -102,6 +114,7 @@ impl BinaryOp {
             BinaryOp::Pow => "raises",
             BinaryOp::Min => "takes the minimum of",
             BinaryOp::Max => "takes the maximum of",
+            BinaryOp::PRelu => "scales the negatives of",
         }
     }
 }
@@ -181,6 +194,7 @@ mod tests {
             BinaryOp::Pow => 4,
             BinaryOp::Min => 5,
             BinaryOp::Max => 6,
+            BinaryOp::PRelu => 7,
         }
     }
 
@@ -188,9 +202,13 @@ mod tests {
     fn examples_cover_every_operator_and_names_round_trip() {
         let mut seen: Vec<usize> = BinaryOp::examples().into_iter().map(ordinal).collect();
         seen.sort();
-        assert_eq!(seen, (0..7).collect::<Vec<_>>());
+        assert_eq!(seen, (0..8).collect::<Vec<_>>());
         for op in BinaryOp::examples() {
             assert_eq!(BinaryOp::from_onnx(&format!("{op:?}")), Some(op));
+            // MXNet's PReLU slopes are per channel, not a broadcasting binary operator.
+            if op == BinaryOp::PRelu {
+                continue;
+            }
             for broadcast in [false, true] {
                 let (back, b) = BinaryOp::from_mxnet_name(op.mxnet_name(broadcast)).unwrap();
                 assert_eq!(back, op);
@@ -210,6 +228,8 @@ mod tests {
             (BinaryOp::Pow, -2.0, 3.0, -8.0),
             (BinaryOp::Min, 2.0, -3.0, -3.0),
             (BinaryOp::Max, 2.0, -3.0, 2.0),
+            (BinaryOp::PRelu, 2.0, 0.25, 2.0),
+            (BinaryOp::PRelu, -2.0, 0.25, -0.5),
         ];
         for (op, a, b, want) in cases {
             assert_eq!(op.apply(a, b), want, "{op:?}({a}, {b})");

@@ -8,7 +8,7 @@ use super::context::strides;
 use super::resolve_axis;
 
 /// Calls `f` with each multi-index of `dims` in row-major order.
-fn for_each_index(dims: &[usize], mut f: impl FnMut(&[usize])) {
+pub(crate) fn for_each_index(dims: &[usize], mut f: impl FnMut(&[usize])) {
     if dims.contains(&0) {
         return;
     }

@@ -14,7 +14,9 @@
 //! | [`activation`] | elementwise unary functions: ReLU, sigmoid, tanh, softplus, softsign, leaky ReLU, clip |
 //! | [`elementwise`] | binary operators with broadcasting: add, subtract, multiply, divide, power, min, max |
 //! | [`batch_norm`] | `BatchNorm` |
-//! | [`softmax`] | `Softmax`, `SoftmaxOutput` |
+//! | [`normalization`] | layer, instance and group normalisation |
+//! | [`softmax`] | `Softmax`, `LogSoftmax`, `SoftmaxOutput` |
+//! | [`rearrange`] | `Pad`, `Gather` (constant indices), `Expand`, `Tile`, `SpaceDepth` (DepthToSpace, SpaceToDepth) |
 //! | [`matmul`] | `MatMul` of two computed tensors (batched, broadcasting) |
 //! | [`reduce`] | reductions over axes: sum, mean, max, min, product, L1, L2, sum of squares, log-sum-exp |
 //! | [`lrn`] | `LRN` (local response normalisation across channels) |
@@ -34,7 +36,9 @@ pub mod elementwise;
 pub mod layout;
 pub mod lrn;
 pub mod matmul;
+pub mod normalization;
 pub mod pool;
+pub mod rearrange;
 pub mod reduce;
 pub mod resize;
 mod samples;
@@ -78,6 +82,17 @@ impl Op {
             Op::Slice(s) => shape_ops::slice_shapes(s, cx),
             Op::ConvTranspose(c) => conv_transpose::output_shapes(c, cx),
             Op::Resize(r) => resize::output_shapes(r, cx),
+            Op::Normalization(n) => normalization::output_shapes(n, cx),
+            Op::LogSoftmax { .. } => softmax::output_shapes(cx),
+            Op::Pad(p) => rearrange::pad_shapes(p, cx),
+            Op::Gather {
+                axis,
+                indices,
+                index_dims,
+            } => rearrange::gather_shapes(*axis, indices, index_dims, cx),
+            Op::Expand { shape } => rearrange::expand_shapes(shape, cx),
+            Op::Tile { repeats } => rearrange::tile_shapes(repeats, cx),
+            Op::SpaceDepth(s) => rearrange::space_depth_shapes(*s, cx),
             Op::Identity => shape_ops::passthrough_shapes(1, cx),
             Op::Dropout => shape_ops::passthrough_shapes(2, cx),
             Op::Variable | Op::Opaque { .. } => Err(cx.error("has no shape rule of its own")),
@@ -94,6 +109,19 @@ impl Op {
             Op::BatchNorm(b) => batch_norm::reference(b, cx),
             Op::Activation(a) => activation::reference(*a, cx),
             Op::Softmax { axis } => softmax::reference(*axis, cx),
+            Op::LogSoftmax { axis } => softmax::reference(*axis, cx).map(|mut y| {
+                y.data.iter_mut().for_each(|v| *v = v.ln());
+                y
+            }),
+            Op::Pad(p) => rearrange::pad_reference(p, cx),
+            Op::Gather {
+                axis,
+                indices,
+                index_dims,
+            } => rearrange::gather_reference(*axis, indices, index_dims, cx),
+            Op::Expand { shape } => rearrange::expand_reference(shape, cx),
+            Op::Tile { repeats } => rearrange::tile_reference(repeats, cx),
+            Op::SpaceDepth(s) => rearrange::space_depth_reference(*s, cx),
             Op::SoftmaxOutput => softmax::reference(1, cx),
             Op::Binary { op, .. } => elementwise::reference(*op, cx),
             Op::Concat { axis } => shape_ops::concat_reference(*axis, cx),
@@ -104,6 +132,7 @@ impl Op {
             Op::Slice(s) => shape_ops::slice_reference(s, cx),
             Op::ConvTranspose(c) => conv_transpose::reference(c, cx),
             Op::Resize(r) => resize::reference(r, cx),
+            Op::Normalization(n) => normalization::reference(n, cx),
             Op::Reshape { .. }
             | Op::Flatten { .. }
             | Op::Squeeze { .. }

@@ -266,6 +266,79 @@ pub fn samples() -> Vec<OpSample> {
             b.node("op", Op::Resize(attrs), &[x])
         }));
     }
+    for (kind, scale_shape) in [
+        (crate::ir::NormKind::Layer { axis: -2 }, vec![4, 5]),
+        (crate::ir::NormKind::Instance, vec![6]),
+        (crate::ir::NormKind::Group { groups: 3 }, vec![6]),
+    ] {
+        let attrs = crate::ir::NormalizationAttrs {
+            kind,
+            epsilon: 1e-3,
+            bias: !matches!(kind, crate::ir::NormKind::Layer { .. }),
+        };
+        out.push(sample(format!("Normalization {kind:?}"), vec![2, 6, 4, 5], |b, x| {
+            let scale = b.weight("scale", tensor(scale_shape.clone(), 12));
+            let mut inputs = vec![x, scale];
+            if attrs.bias {
+                inputs.push(b.weight("bias", tensor(scale_shape, 13)));
+            }
+            b.node("op", Op::Normalization(attrs), &inputs)
+        }));
+    }
+    out.push(sample("LogSoftmax".into(), vec![2, 3, 5], |b, x| {
+        b.node("op", Op::LogSoftmax { axis: 1 }, &[x])
+    }));
+    use crate::ir::{PadAttrs, PadMode, SpaceDepth};
+    for mode in [PadMode::Constant(0.5), PadMode::Reflect, PadMode::Edge, PadMode::Wrap] {
+        let attrs = PadAttrs {
+            pads: vec![(0, 0), (1, -1), (2, 1), (-1, 3)],
+            mode,
+        };
+        out.push(sample(format!("Pad {mode:?}"), vec![2, 3, 4, 5], |b, x| {
+            b.node("op", Op::Pad(attrs), &[x])
+        }));
+    }
+    out.push(sample("Gather".into(), vec![2, 3, 4, 5], |b, x| {
+        let op = Op::Gather {
+            axis: -2,
+            indices: vec![3, -4, 1, 1],
+            index_dims: vec![2, 2],
+        };
+        b.node("op", op, &[x])
+    }));
+    out.push(sample("Expand".into(), vec![2, 3, 1, 5], |b, x| {
+        b.node(
+            "op",
+            Op::Expand {
+                shape: vec![3, 1, 1, 4, 1],
+            },
+            &[x],
+        )
+    }));
+    out.push(sample("Tile".into(), vec![2, 3, 4, 5], |b, x| {
+        b.node(
+            "op",
+            Op::Tile {
+                repeats: vec![1, 2, 1, 3],
+            },
+            &[x],
+        )
+    }));
+    for s in [
+        SpaceDepth::ToSpace {
+            block: 2,
+            column_row_depth: false,
+        },
+        SpaceDepth::ToSpace {
+            block: 2,
+            column_row_depth: true,
+        },
+        SpaceDepth::ToDepth { block: 2 },
+    ] {
+        out.push(sample(format!("{s:?}"), vec![2, 8, 4, 6], |b, x| {
+            b.node("op", Op::SpaceDepth(s), &[x])
+        }));
+    }
     out.push(sample("Identity".into(), vec![2, 3, 4, 4], |b, x| {
         b.node("op", Op::Identity, &[x])
     }));
@@ -342,6 +415,13 @@ fn operator_index(op: &Op) -> usize {
         Op::Unsqueeze { .. } => 21,
         Op::ConvTranspose(_) => 22,
         Op::Resize(_) => 23,
+        Op::Normalization(_) => 24,
+        Op::LogSoftmax { .. } => 25,
+        Op::Pad(_) => 26,
+        Op::Gather { .. } => 27,
+        Op::Expand { .. } => 28,
+        Op::Tile { .. } => 29,
+        Op::SpaceDepth(_) => 30,
     }
 }
 
@@ -361,6 +441,6 @@ mod tests {
             assert!(!shapes.of(head).is_empty(), "{}", s.name);
         }
         // Every operator but Variable (0) and Opaque (1).
-        assert_eq!(covered, (2..24).collect(), "operators without a sample");
+        assert_eq!(covered, (2..31).collect(), "operators without a sample");
     }
 }

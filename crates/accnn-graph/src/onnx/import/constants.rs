@@ -281,7 +281,7 @@ impl Importer {
     }
 
     /// The shape of tensor `name` at the input shape being read: constants' and IR values' alike.
-    fn known_shape(&self, name: &str) -> Option<Vec<usize>> {
+    pub(super) fn known_shape(&self, name: &str) -> Option<Vec<usize>> {
         if let Some(e) = self.produced.get(name) {
             return self.shapes.known(*e).map(<[usize]>::to_vec);
         }

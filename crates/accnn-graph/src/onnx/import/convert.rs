@@ -47,6 +47,10 @@ pub(super) fn unary(op_type: &str, a: &NodeAttrs) -> Option<Activation> {
             gamma: a.float("gamma").unwrap_or(SELU_GAMMA),
         },
         "Mish" => Activation::Mish,
+        "Erf" => Activation::Erf,
+        "Gelu" => Activation::Gelu {
+            tanh: a.string("approximate").as_deref() == Some("tanh"),
+        },
         _ => return None,
     })
 }
@@ -81,6 +85,7 @@ impl Importer {
             "Gemm" => self.gemm(n, &a),
             "MatMul" => Ok(self.matmul(n, consumers, all).or_else(|| self.matmul_of_values(n))),
             "Slice" => Ok(self.slice(n, &a)),
+            "Split" => Ok(self.split(n, &a)),
             "Squeeze" | "Unsqueeze" => Ok(self.squeeze(n, &a)),
             "Clip" => Ok(self.clip(n, &a)),
             "MaxPool" | "AveragePool" => self.pool(n, &a),
@@ -92,11 +97,13 @@ impl Importer {
             "Reshape" => self.reshape(n, &a),
             "BatchNormalization" => Ok(self.batch_norm(n, &a)),
             "Concat" => Ok(self.concat(n, &a)),
-            "Softmax" => {
-                let default = if self.opset < 13 { 1 } else { -1 };
-                let axis = a.int("axis").unwrap_or(default);
-                Ok(self.single(n, Op::Softmax { axis }))
-            }
+            "Softmax" | "LogSoftmax" => Ok(self.softmax(n, &a)),
+            "Pad" => Ok(self.pad(n, &a)),
+            "Gather" => Ok(self.gather(n, &a)),
+            "Expand" => Ok(self.expand(n)),
+            "Tile" => Ok(self.tile(n)),
+            "DepthToSpace" | "SpaceToDepth" => Ok(self.space_depth(n, &a)),
+            "Cast" => Ok(self.cast(n, &a)),
             "Dropout" => Ok(self.dropout(n, &a, consumers)),
             "Identity" => Ok(self.single(n, Op::Identity)),
             "Sum" => Ok(self.binary(n, BinaryOp::Add)),
@@ -105,6 +112,9 @@ impl Importer {
             "ConvTranspose" => self.conv_transpose(n, &a),
             "Resize" => self.resize(n, &a),
             "Upsample" => self.upsample(n, &a),
+            "LayerNormalization" | "InstanceNormalization" | "GroupNormalization" => {
+                self.normalization(n, &a, consumers)
+            }
             op_type => Ok(BinaryOp::from_onnx(op_type).and_then(|op| self.binary(n, op))),
         }
     }
@@ -427,6 +437,55 @@ impl Importer {
             }
         };
         self.single(n, Op::Slice(attrs))
+    }
+
+    /// A Split becomes one Slice per output: sizes from the `split` attribute (before opset 13) or
+    /// constant input, else equal parts (the last one smaller, opset 18's `num_outputs`).
+    fn split(&mut self, n: &NodeProto, a: &NodeAttrs) -> Option<Converted> {
+        let x_name = input(n, 0)?;
+        if n.output.is_empty() {
+            return None;
+        }
+        let x = self.value(&x_name)?;
+        let dims = self.known_shape(&x_name)?;
+        let axis = a.int("axis").unwrap_or(0);
+        let dim = dims[crate::ops::resolve_axis(axis, dims.len())?] as i64;
+        let parts = n.output.len() as i64;
+        let sizes = match (self.opset < 13, input(n, 1)) {
+            (true, _) => a.ints("split"),
+            (false, Some(name)) => Some(self.ints_const(&name)?.clone()),
+            (false, None) => None,
+        };
+        let sizes = match sizes {
+            Some(s) => s,
+            None => {
+                let chunk = (dim + parts - 1) / parts.max(1);
+                (0..parts).map(|k| chunk.min(dim - chunk * k).max(0)).collect()
+            }
+        };
+        if sizes.len() != n.output.len() || sizes.iter().any(|&s| s < 0) || sizes.iter().sum::<i64>() != dim {
+            return None;
+        }
+        let mut start = 0;
+        let mut parts: Vec<Converted> = sizes
+            .iter()
+            .zip(&n.output)
+            .map(|(&size, out)| {
+                let slice = crate::ir::SliceAttrs {
+                    starts: vec![start],
+                    ends: vec![start + size],
+                    axes: Some(vec![axis]),
+                    steps: None,
+                };
+                start += size;
+                let mut c = Converted::new(Op::Slice(slice), vec![x]);
+                c.outputs = Some(vec![out.clone()]);
+                c
+            })
+            .collect();
+        let mut first = parts.remove(0);
+        first.also = parts;
+        Some(first)
     }
 
     /// Squeeze and Unsqueeze with constant axes (attributes before opset 13).

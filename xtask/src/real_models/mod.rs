@@ -6,13 +6,16 @@
 //! checker accepts and that computes the original's outputs in onnxruntime; `--ratio 2` writes one
 //! that passes the checker and runs there, its output error printed.
 
+mod document;
+mod measure;
+
+use crate::onnx_check::{engine_output, write_f32};
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use accnn::{ModelInput, RankSource, Request};
-use accnn_graph::Model;
-use accnn_infer::{Engine, EngineOptions};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
@@ -30,9 +33,26 @@ pub struct RealModelsArgs {
     /// Only models whose name contains one of these (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// A Python with torch and torchvision: also export torchvision's classifiers at opsets 13
+    /// and 17 (`xtask/python/export_torchvision.py`, once, into `DIR/torchvision`) and test them.
+    /// torch is several GB: give it its own venv; CI does not.
+    #[arg(long)]
+    pub torch: Option<PathBuf>,
     /// Speed-up ratios to write besides 1 (the exact rewrite).
     #[arg(long, value_delimiter = ',', default_value = "2")]
     pub ratios: Vec<f64>,
+    /// Instead of the conformance run, measure the models with trained weights (the OCR models,
+    /// and torchvision's with --torch) at 1.5x and 2x, data-free and calibrated, and at 1.5x of
+    /// measured latency: output error and agreement on held-out inputs, speed-up in accnn's engine
+    /// and in onnxruntime. Writes the table to --table.
+    #[arg(long)]
+    pub measure: bool,
+    /// Calibration images (synthetic pages) per calibrated variant, with --measure.
+    #[arg(long, default_value_t = 64)]
+    pub calibration_images: usize,
+    /// Where --measure writes its Markdown table.
+    #[arg(long, default_value = "results/real-models.md")]
+    pub table: PathBuf,
 }
 
 struct RealModel {
@@ -43,31 +63,7 @@ struct RealModel {
     /// For OCR models, the per-channel mean and deviation of their preprocessing: their input is
     /// then a page of dark glyph blocks on white (a pattern would leave a detector's map empty,
     /// its outputs all ~1e-10, and relative errors meaningless).
-    document: Option<([f32; 3], [f32; 3])>,
-}
-
-/// Rows of dark glyph-sized blocks on a white page, normalised by `mean` and `std`.
-fn document_input(shape: &[usize], mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
-    let (c, h, w) = (shape[1], shape[2], shape[3]);
-    let line = (h / 8).clamp(8, 40);
-    let glyph = (line * 3 / 8).max(3);
-    let mut out = Vec::with_capacity(shape.iter().product());
-    for _ in 0..shape[0] {
-        for ch in 0..c {
-            for y in 0..h {
-                for x in 0..w {
-                    let inked = y % line >= line / 4
-                        && y % line < line / 4 + glyph
-                        && x % (glyph + glyph / 2 + 1) < glyph
-                        && x >= w / 16
-                        && x < w - w / 16;
-                    let v = if inked { 0.0 } else { 1.0 };
-                    out.push((v - mean[ch % 3]) / std[ch % 3]);
-                }
-            }
-        }
-    }
-    out
+    document: Option<document::Normalisation>,
 }
 
 fn python_output(python: &Path, code: &str) -> Result<String> {
@@ -137,25 +133,52 @@ fn collect(args: &RealModelsArgs) -> Result<Vec<RealModel>> {
             document: Some(norm),
         });
     }
+    if let Some(torch) = &args.torch {
+        let out = args.dir.join("torchvision");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/export_torchvision.py");
+        let status = Command::new(torch)
+            .arg(&script)
+            .arg(&out)
+            .args(["13", "17"])
+            .status()
+            .with_context(|| format!("cannot run {}", torch.display()))?;
+        if !status.success() {
+            bail!("{} could not export torchvision's models", script.display());
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&out)
+            .with_context(|| format!("cannot list {}", out.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+            .collect();
+        files.sort();
+        for path in files {
+            models.push(RealModel {
+                name: path.file_stem().unwrap_or_default().to_string_lossy().into_owned(),
+                path,
+                data_shape: None,
+                document: None,
+            });
+        }
+    }
     if !args.only.is_empty() {
         models.retain(|m| args.only.iter().any(|o| m.name.contains(o.as_str())));
     }
     Ok(models)
 }
 
-fn write_f32(path: &Path, values: &[f32]) -> Result<()> {
-    std::fs::write(path, values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
-fn engine_output(model: &Model, input: &[f32], shape: &[usize]) -> Result<Vec<f32>> {
-    let engine = Engine::new(model, EngineOptions::default())?;
-    let x = candle_core::Tensor::from_slice(input, shape, &candle_core::Device::Cpu)?;
-    Ok(engine.run(&x)?.remove(0).flatten_all()?.to_vec1::<f32>()?)
-}
-
 pub fn run(root: &Path, args: &RealModelsArgs) -> Result<()> {
     let models = collect(args)?;
+    if args.measure {
+        let cache = args.dir.join("latency.json");
+        return measure::run(
+            root,
+            &args.python,
+            &cache,
+            &models,
+            args.calibration_images,
+            &args.table,
+        );
+    }
     let dir = std::env::temp_dir().join(format!("accnn-real-models-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let mut cases = Vec::new();
@@ -171,7 +194,7 @@ pub fn run(root: &Path, args: &RealModelsArgs) -> Result<()> {
         let shape = loaded.analysis.data_shape.clone();
         let n: usize = shape.iter().product();
         let input: Vec<f32> = match m.document {
-            Some((mean, std)) => document_input(&shape, mean, std),
+            Some(norm) => document::regular_page(&shape, norm),
             None => (0..n).map(|i| ((i * 7919 % 2003) as f32 / 1001.0) - 1.0).collect(),
         };
         let input_path = dir.join(format!("{}.input.f32", m.name));
