@@ -183,7 +183,12 @@ pub fn collect(
             LayerResponses {
                 moment: whiten_dim.map(SecondMoment::new),
                 targets: Vec::new(),
-                outputs: layer.output_shape.get(1).copied().unwrap_or(0),
+                // A dense layer's outputs are its weight's rows: its output may be `N, T, O`
+                // (MatMul over a sequence), where axis 1 is not the output width.
+                outputs: match layer.kind {
+                    LayerKind::FullyConnected => layer.weight_shape.first().copied().unwrap_or(0),
+                    LayerKind::Convolution => layer.output_shape.get(1).copied().unwrap_or(0),
+                },
             },
         );
     }

@@ -165,3 +165,40 @@ fn full_rank_calibration_reproduces_an_onnx_dag() {
     }
     assert!(fitted.fits.iter().any(|f| !f.refit), "{:?}", fitted.fits);
 }
+
+/// A dense layer over a sequence (`flatten` off: ONNX MatMul on `N, …, T, C`) has as many outputs
+/// as its weight has rows, whatever its output's axis 1 is; the refit is the least-squares optimum
+/// of its response over every row.
+#[test]
+fn refit_of_a_dense_layer_over_a_sequence_fits_every_row() {
+    let mut b = ModelBuilder::new();
+    let x = b.input("data");
+    let w = Tensor::new(vec![10, 8], noise(80, 21)).unwrap();
+    let bias = Tensor::new(vec![10], noise(10, 22)).unwrap();
+    let fc = b.dense("fc", x, w, Some(bias), false);
+    let model = b.build(&[fc]).unwrap();
+    let data = images(40, [1, 6, 8], 9);
+    let analysis = Analysis::new(&model, &[1, 1, 6, 8]).unwrap();
+    assert_eq!(analysis.layers[0].output_shape, vec![1, 1, 6, 10]);
+    let options = CalibrateOptions::default();
+    let wanted = analysis.select(|_| true);
+    let stats = collect(&model, &analysis, &data, &wanted, &options).unwrap();
+    let svds = factorise(&model, &analysis, &stats, &wanted, &options).unwrap();
+    let plan = RankPlan {
+        layers: vec![PlannedLayer {
+            layer: LayerId(0),
+            rank: 3,
+        }],
+    };
+    let fitted = reconstruct(model.clone(), &analysis, &svds, &plan, &stats, &data, &options).unwrap();
+    let fit = &fitted.fits[0];
+    assert!(fit.refit && fit.error_after < fit.error_before, "{fit:?}");
+    assert_eq!(fit.samples, 40 * 6);
+    let target = outputs(&model, &data);
+    let measured = squared_error(&outputs(&fitted.model, &data), &target) / target.iter().map(|v| v * v).sum::<f64>();
+    assert!(
+        (measured - fit.error_after).abs() < 1e-4,
+        "reported {} vs measured {measured}",
+        fit.error_after
+    );
+}

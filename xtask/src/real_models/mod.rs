@@ -41,8 +41,8 @@ pub struct RealModelsArgs {
     /// Speed-up ratios to write besides 1 (the exact rewrite).
     #[arg(long, value_delimiter = ',', default_value = "2")]
     pub ratios: Vec<f64>,
-    /// Instead of the conformance run, measure the models with trained weights (the OCR models,
-    /// and torchvision's with --torch) at 1.5x and 2x, data-free and calibrated, and at 1.5x of
+    /// Instead of the conformance run, measure the OCR models (trained) and, with --torch,
+    /// torchvision's (random weights: speed only) at 1.5x and 2x, data-free and calibrated, and at 1.5x and 1.1x of
     /// measured latency: output error and agreement on held-out inputs, speed-up in accnn's engine
     /// and in onnxruntime. Writes the table to --table.
     #[arg(long)]
