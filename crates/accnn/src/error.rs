@@ -60,6 +60,17 @@ pub enum Error {
         "latency ratio {ratio}: the parts of the model that are not decomposed already take {fixed_ms:.2} ms of the {allowed_ms:.2} ms allowed"
     )]
     UnreachableLatency { ratio: f64, fixed_ms: f64, allowed_ms: f64 },
+    /// Under a latency budget, even the fastest measured ranks of every budgeted layer leave the
+    /// model slower than the ratio asks.
+    #[error(
+        "latency ratio {ratio}: at their fastest measured ranks the model would still take {fastest_ms:.2} ms of the {allowed_ms:.2} ms allowed; the largest reachable speed-up is about {max_ratio:.2}x"
+    )]
+    LatencyOutOfReach {
+        ratio: f64,
+        fastest_ms: f64,
+        allowed_ms: f64,
+        max_ratio: f64,
+    },
     /// Under a latency budget, the new model measured no faster than the original: not written.
     #[error(
         "the new model measured {measured_ms:.2} ms against the original's {original_ms:.2} ms at batch {batch}: not faster, so nothing was written (timing noise on a small model, or no decomposition pays off on this device)"

@@ -183,7 +183,19 @@ pub fn latency_plan(
             allowed_ms: allowed * 1e3,
         });
     }
-    let (plan, layers_ns) = accnn_plan::plan_for_costs(analysis, svds, &costs, ns(allowed - fixed))?;
+    let (plan, layers_ns) = match accnn_plan::plan_for_costs(analysis, svds, &costs, ns(allowed - fixed)) {
+        // The selector only sees the budgeted layers; the reachable ratio is the whole model's.
+        Err(accnn_plan::Error::CostSelection(accnn_rank::RankError::Infeasible { minimum, .. })) => {
+            let fastest = fixed + minimum as f64 * 1e-9;
+            return Err(Error::LatencyOutOfReach {
+                ratio,
+                fastest_ms: fastest * 1e3,
+                allowed_ms: allowed * 1e3,
+                max_ratio: original / fastest,
+            });
+        }
+        other => other?,
+    };
     Ok(LatencyPlan {
         plan,
         original_seconds: original,
