@@ -21,6 +21,19 @@ pub struct OnnxCheckArgs {
     pub bench: bool,
 }
 
+/// Writes `manifest` into `dir` and runs `xtask/python/onnx_check.py` on it with `python`:
+/// whether every case passed (its lines are printed as they come).
+pub(crate) fn run_python_check(root: &Path, python: &Path, dir: &Path, manifest: &serde_json::Value) -> Result<bool> {
+    let path = dir.join("manifest.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(manifest)?)?;
+    let status = Command::new(python)
+        .arg(root.join("xtask/python/onnx_check.py"))
+        .arg(&path)
+        .status()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    Ok(status.success())
+}
+
 /// Writes `values` as raw little-endian f32, as `xtask/python/onnx_check.py` reads them.
 pub(crate) fn write_f32(path: &Path, values: &[f32]) -> Result<()> {
     std::fs::write(path, values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
@@ -161,18 +174,14 @@ pub fn run(root: &Path, args: &OnnxCheckArgs) -> Result<()> {
             }
         }
     }
-    let manifest = dir.join("manifest.json");
-    std::fs::write(
-        &manifest,
-        serde_json::to_vec_pretty(&json!({"cases": manifest_cases, "bench": bench}))?,
+    let passed = run_python_check(
+        root,
+        &args.python,
+        &dir,
+        &json!({"cases": manifest_cases, "bench": bench}),
     )?;
-    let status = Command::new(&args.python)
-        .arg(root.join("xtask/python/onnx_check.py"))
-        .arg(&manifest)
-        .status()
-        .with_context(|| format!("cannot run {}", args.python.display()))?;
     let _ = std::fs::remove_dir_all(&dir);
-    if !status.success() {
+    if !passed {
         problems.push("some written models failed onnx.checker or disagree with onnxruntime".into());
     }
     if !problems.is_empty() {

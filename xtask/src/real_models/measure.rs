@@ -6,18 +6,17 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use accnn::{Calibration, CalibrationImages, Cost, Dataset, LatencyOptions, ModelInput, RankSource, Request, Scope};
-use accnn_graph::Model;
 use accnn_infer::{Engine, EngineOptions, timing};
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use serde_json::json;
 
+use super::RealModel;
 use super::document::{Normalisation, varied_pages};
-use super::{RealModel, write_f32};
+use crate::onnx_check::{run_python_check, write_f32};
 
 /// Held-out inputs the outputs are compared on (never among the calibration images).
 const HELD_OUT: usize = 8;
@@ -80,6 +79,8 @@ struct Row {
     decomposed: usize,
     layers: usize,
     relative_error: f64,
+    /// What agreement measures for this model's output, and its value.
+    agreement_kind: &'static str,
     agreement: f64,
     engine: timing::Comparison,
     seconds: f64,
@@ -88,9 +89,8 @@ struct Row {
     shape: Vec<usize>,
 }
 
-/// The first output of `model` on `input`, with its dimensions.
-fn output(model: &Model, input: &Tensor) -> Result<(Vec<f32>, Vec<usize>)> {
-    let engine = Engine::new(model, EngineOptions::default())?;
+/// The first output of `engine` on `input`, with its dimensions.
+fn output(engine: &Engine, input: &Tensor) -> Result<(Vec<f32>, Vec<usize>)> {
     let out = engine.run(input)?.remove(0);
     let dims = out.dims().to_vec();
     Ok((out.flatten_all()?.to_vec1::<f32>()?, dims))
@@ -157,7 +157,6 @@ fn measure_all(
 ) -> Result<()> {
     let started = Instant::now();
     let mut rows = Vec::new();
-    let mut metrics = Vec::new();
     // Variants accnn refused (a latency ratio the layers cannot reach), with its reason.
     let mut refused: Vec<(String, &'static str, String)> = Vec::new();
     let mut cases = Vec::new();
@@ -173,8 +172,9 @@ fn measure_all(
         let norm = m.document.unwrap_or(IMAGENET);
         let held_shape = [HELD_OUT, chw[0], chw[1], chw[2]];
         let held = Tensor::from_vec(varied_pages(&held_shape, 2, norm), &held_shape[..], &Device::Cpu)?;
-        let (old, dims) = output(&loaded.model, &held)?;
+        // One engine per model, for its outputs and its timings.
         let original_engine = Engine::new(&loaded.model, EngineOptions::default())?;
+        let (old, dims) = output(&original_engine, &held)?;
         drop(loaded);
         let single = held.narrow(0, 0, 1)?;
         let held_path = dir.join(format!("{}.held.f32", m.name));
@@ -219,7 +219,8 @@ fn measure_all(
                 }
             };
             let seconds = t.elapsed().as_secs_f64();
-            let (new, _) = output(&fast.model, &held)?;
+            let fast_engine = Engine::new(&fast.model, EngineOptions::default())?;
+            let (new, _) = output(&fast_engine, &held)?;
             let (what, agree) = agreement(&dims, &new, &old);
             let expected = dir.join(format!("{}-{i}.expected.f32", m.name));
             write_f32(&expected, &new)?;
@@ -227,7 +228,6 @@ fn measure_all(
                 "model": out, "input": held_path, "shape": held_shape, "expected": expected,
                 "tolerance": 1e-4, "atol": 1e-6,
             }));
-            let fast_engine = Engine::new(&fast.model, EngineOptions::default())?;
             let engine = timing::compare(&original_engine, &fast_engine, &single, 2, 11)?;
             let row = Row {
                 model: m.name.clone(),
@@ -236,6 +236,7 @@ fn measure_all(
                 decomposed: fast.report.layers.iter().filter(|l| l.width.is_some()).count(),
                 layers,
                 relative_error: relative_error(&new, &old),
+                agreement_kind: what,
                 agreement: agree,
                 engine,
                 seconds,
@@ -256,7 +257,6 @@ fn measure_all(
                 row.seconds
             );
             rows.push(row);
-            metrics.push(what);
         }
     }
     if rows.is_empty() {
@@ -268,17 +268,8 @@ fn measure_all(
         .enumerate()
         .map(|(i, r)| json!({"name": i.to_string(), "original": r.original, "accelerated": r.onnx, "shape": r.shape}))
         .collect();
-    let manifest = dir.join("manifest.json");
-    std::fs::write(
-        &manifest,
-        serde_json::to_vec_pretty(&json!({ "cases": cases, "bench": bench, "bench_results": results }))?,
-    )?;
-    let status = Command::new(python)
-        .arg(root.join("xtask/python/onnx_check.py"))
-        .arg(&manifest)
-        .status()
-        .with_context(|| format!("cannot run {}", python.display()))?;
-    if !status.success() {
+    let manifest = json!({ "cases": cases, "bench": bench, "bench_results": results });
+    if !run_python_check(root, python, dir, &manifest)? {
         bail!("real-models --measure: some written models fail onnx.checker or disagree with onnxruntime");
     }
     let timed: Vec<(f64, f64)> = serde_json::from_slice::<Vec<serde_json::Value>>(&std::fs::read(&results)?)?
@@ -294,16 +285,17 @@ fn measure_all(
         "| model | variant | theoretical | layers decomposed | held-out output error | agreement | accnn engine, batch 1 | onnxruntime, batch 1 | accelerate (s) |\n\
          |---|---|---|---|---|---|---|---|---|\n",
     );
-    for ((r, what), (a, b)) in rows.iter().zip(&metrics).zip(&timed) {
+    for (r, (a, b)) in rows.iter().zip(&timed) {
         let _ = writeln!(
             md,
-            "| {} | {} | {:.2}x | {}/{} | {:.2}% | {what} {:.1}% | {:.2}x ({:.1} → {:.1} ms) | {:.2}x ({:.1} → {:.1} ms) | {:.1} |",
+            "| {} | {} | {:.2}x | {}/{} | {:.2}% | {} {:.1}% | {:.2}x ({:.1} → {:.1} ms) | {:.2}x ({:.1} → {:.1} ms) | {:.1} |",
             r.model,
             r.variant,
             r.theoretical,
             r.decomposed,
             r.layers,
             100.0 * r.relative_error,
+            r.agreement_kind,
             100.0 * r.agreement,
             r.engine.speedup(),
             1e3 * r.engine.a.median(),

@@ -9,7 +9,7 @@
 mod document;
 mod measure;
 
-use crate::onnx_check::{engine_output, write_f32};
+use crate::onnx_check::{engine_output, run_python_check, write_f32};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -182,7 +182,6 @@ pub fn run(root: &Path, args: &RealModelsArgs) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("accnn-real-models-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let mut cases = Vec::new();
-    let mut summary = Vec::new();
     for m in &models {
         let started = Instant::now();
         let loaded = accnn::load_model(
@@ -240,17 +239,10 @@ pub fn run(root: &Path, args: &RealModelsArgs) -> Result<()> {
         }
         line += &format!(" ({:.1} s)", started.elapsed().as_secs_f64());
         println!("{line}");
-        summary.push(line);
     }
-    let manifest = dir.join("manifest.json");
-    std::fs::write(&manifest, serde_json::to_vec_pretty(&json!({ "cases": cases }))?)?;
-    let status = Command::new(&args.python)
-        .arg(root.join("xtask/python/onnx_check.py"))
-        .arg(&manifest)
-        .status()
-        .with_context(|| format!("cannot run {}", args.python.display()))?;
+    let passed = run_python_check(root, &args.python, &dir, &json!({ "cases": cases }))?;
     let _ = std::fs::remove_dir_all(&dir);
-    if !status.success() {
+    if !passed {
         bail!("real-models: some models disagree with onnxruntime or fail onnx.checker");
     }
     println!(
