@@ -320,6 +320,7 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
             ratio: *ratio,
             scope: Scope::All,
             align: 1,
+            objective: Default::default(),
             cost: Cost::Latency(LatencyOptions {
                 batch: 1,
                 engine: EngineOptions {

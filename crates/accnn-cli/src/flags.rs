@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use accnn::{Cost, LatencyOptions, ModelInput, Output, Precision, RankConfig, RankSource, Request, Scope};
+use accnn::{Cost, LatencyOptions, ModelInput, Objective, Output, Precision, RankConfig, RankSource, Request, Scope};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -108,6 +108,11 @@ pub(crate) struct AccelerateArgs {
     /// GEMM kernels and tensor cores run at full speed.
     #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "config")]
     align: usize,
+    /// What the ranks for --ratio maximise: `energy`, the kept PCA energy (exact, layers may stay
+    /// whole); `seed`, the original accnn tool's selector as it was (every convolution decomposed,
+    /// kept singular-value sums, convolutions only).
+    #[arg(long, value_name = "OBJECTIVE", default_value_t = Objective::default(), value_parser = parse_objective, conflicts_with = "config")]
+    rank_search: Objective,
     /// What --ratio divides: MACs (theoretical), or latency measured with accnn's engine on
     /// --device in --dtype (every budgeted layer timed whole and at up to 16 ranks; a
     /// decomposition that is not faster is never chosen).
@@ -145,6 +150,7 @@ impl AccelerateArgs {
                 ratio,
                 scope,
                 align: self.align,
+                objective: self.rank_search,
                 cost: match self.cost {
                     CostArg::Macs => Cost::Macs,
                     CostArg::Latency => Cost::Latency(LatencyOptions {
@@ -182,7 +188,9 @@ impl AccelerateArgs {
 
     /// The ratio asked for, and the layers it budgets, for the closing line.
     pub(crate) fn requested(&self) -> Option<(f64, Scope)> {
-        let scope = if self.conv_only { Scope::ConvOnly } else { Scope::All };
+        // The original's selector budgets convolutions only, whatever --conv-only says.
+        let conv_only = self.conv_only || self.rank_search == Objective::Seed;
+        let scope = if conv_only { Scope::ConvOnly } else { Scope::All };
         self.ratio.map(|r| (r, scope))
     }
 }
@@ -258,4 +266,11 @@ impl From<PrecisionArg> for Precision {
             PrecisionArg::F64 => Precision::F64,
         }
     }
+}
+
+fn parse_objective(name: &str) -> Result<Objective, String> {
+    Objective::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = Objective::ALL.iter().map(|o| o.name()).collect();
+        format!("expected one of {}, got '{name}'", names.join(", "))
+    })
 }

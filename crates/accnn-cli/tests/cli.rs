@@ -623,3 +623,79 @@ fn symbolic_input_sizes_are_never_guessed() {
         "{stdout}"
     );
 }
+
+#[test]
+fn rank_search_seed_decomposes_every_convolution_and_says_what_chose_the_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = accnn(
+        &[
+            "-m",
+            &fixture(),
+            "--ratio",
+            "2",
+            "--rank-search",
+            "seed",
+            "--save-model",
+            "seed",
+        ],
+        dir.path(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("ranks chosen by --rank-search seed"), "{stdout}");
+    assert!(
+        stdout.contains("requested 2.000x over convolutions: achieved 2.000x"),
+        "{stdout}"
+    );
+    // The library's plan for the same request, independently of the CLI.
+    let model = accnn_graph::mxnet::load_checkpoint(&fixture(), 1).unwrap();
+    let analysis = accnn::Analysis::new(&model, &[1, 1, 32, 32]).unwrap();
+    let svds = accnn_plan::factorise_all(&model, &analysis, Default::default(), |_, _| {}).unwrap();
+    let plan =
+        accnn_plan::plan_for_objective(&analysis, &svds, 2.0, accnn::Scope::All, 1, accnn::Objective::Seed).unwrap();
+    let config = accnn::RankConfig::read(&dir.path().join("config.json")).unwrap();
+    assert_eq!(config, plan.to_config(&analysis));
+    assert_eq!(config.conv_params.len(), 13, "every convolution decomposed");
+    assert!(config.fc_params.is_empty());
+    // The default objective says so too.
+    let energy = accnn(
+        &["-m", &fixture(), "--ratio", "2", "--save-model", "energy"],
+        dir.path(),
+    );
+    assert!(
+        String::from_utf8_lossy(&energy.stdout).contains("ranks chosen by --rank-search energy"),
+        "{}",
+        String::from_utf8_lossy(&energy.stdout)
+    );
+    let bad = tempfile::tempdir().unwrap();
+    fails_cleanly(
+        &[
+            "-m",
+            &fixture(),
+            "--ratio",
+            "2",
+            "--rank-search",
+            "seed",
+            "--align",
+            "8",
+            "--save-model",
+            "x",
+        ],
+        bad.path(),
+        "the 'seed' rank search does not take a rank alignment",
+    );
+    fails_cleanly(
+        &[
+            "-m",
+            &fixture(),
+            "--ratio",
+            "2",
+            "--rank-search",
+            "best",
+            "--save-model",
+            "x",
+        ],
+        bad.path(),
+        "expected one of energy, seed, got 'best'",
+    );
+}

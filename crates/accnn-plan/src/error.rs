@@ -55,6 +55,11 @@ pub enum Error {
     InvalidRatio { ratio: f64 },
     #[error("the rank alignment must be at least 1")]
     InvalidAlignment,
+    #[error("the '{objective}' rank search does not take {option}")]
+    ObjectiveOption {
+        objective: &'static str,
+        option: &'static str,
+    },
     #[error("the model has no convolution or fully-connected layer to decompose")]
     NothingToDecompose,
     #[error(

@@ -66,10 +66,16 @@ impl Factorisation {
 
     /// Energy kept at per-group rank `1..=max_rank`.
     pub fn energy(&self) -> Vec<f64> {
+        accnn_rank::energy_profile(&self.singular_values())
+    }
+
+    /// Singular values, largest first, one list per convolution group (response energies' square
+    /// roots when data-aware).
+    pub fn singular_values(&self) -> Vec<&[f64]> {
         match self {
-            Factorisation::Conv(s) => accnn_rank::energy_profile(&s.singular_values()),
-            Factorisation::Dense(s) => accnn_rank::energy_profile(&[s.singular_values()]),
-            Factorisation::Response { svd, .. } => accnn_rank::energy_profile(&[svd.singular_values()]),
+            Factorisation::Conv(s) => s.singular_values(),
+            Factorisation::Dense(s) => vec![s.singular_values()],
+            Factorisation::Response { svd, .. } => vec![svd.singular_values()],
         }
     }
 

@@ -29,6 +29,7 @@ mod analysis;
 mod error;
 mod factorise;
 mod format;
+mod objective;
 mod per_layer;
 mod plan;
 mod report;
@@ -41,10 +42,12 @@ pub use factorise::{Factorisation, layer_node};
 pub use format::{
     EncodedModel, ModelBytes, ModelFile, ModelFormat, ModelSource, check_destination, encode_model, is_onnx,
 };
+pub use objective::{Objective, plan_seed};
 pub use per_layer::{LayerId, LayerSet, PerLayer};
 pub use plan::{
     LayerCosts, PlannedLayer, RankPlan, Scope, apply_plan, check_ratio, factorise_all, factorise_layers,
-    full_rank_plan, plan_for_costs, plan_for_ratio, plan_for_ratio_aligned, plan_from_config, plan_width,
+    full_rank_plan, plan_for_costs, plan_for_objective, plan_for_ratio, plan_for_ratio_aligned, plan_from_config,
+    plan_width,
 };
 pub use report::{LayerReport, Report, plan_report};
 

@@ -7,6 +7,7 @@ use accnn_rank::{RankCandidate, RankConfig, select_ranks_aligned};
 
 use crate::analysis::{Analysis, Layer};
 use crate::factorise::Factorisation;
+use crate::objective::{Objective, plan_seed};
 use crate::per_layer::{LayerId, LayerSet, PerLayer};
 use crate::report::{Report, plan_report};
 use crate::{ConfigSection, Error, Precision};
@@ -42,7 +43,7 @@ pub struct RankPlan {
 
 impl RankPlan {
     /// The plan an optimiser chose: `ranks[j]` (`None`: whole) for layer `layers[j]`.
-    fn from_selection(ranks: &[Option<usize>], layers: &[LayerId]) -> Self {
+    pub(crate) fn from_selection(ranks: &[Option<usize>], layers: &[LayerId]) -> Self {
         let layers = ranks
             .iter()
             .zip(layers)
@@ -162,6 +163,27 @@ pub fn plan_for_ratio_aligned(
     let selection =
         select_ranks_aligned(&candidates, budget, align).map_err(|cause| Error::Selection { ratio, cause })?;
     Ok(RankPlan::from_selection(&selection.ranks, &candidate_layers))
+}
+
+/// The plan `objective` chooses for `ratio` over the layers in `scope`, widths multiples of `align`.
+/// [`Objective::Seed`] is the original's selector as it was: it budgets convolutions only and takes
+/// no alignment (an `align` above 1 is refused).
+pub fn plan_for_objective(
+    analysis: &Analysis,
+    svds: &PerLayer<Factorisation>,
+    ratio: f64,
+    scope: Scope,
+    align: usize,
+    objective: Objective,
+) -> Result<RankPlan, Error> {
+    match objective {
+        Objective::Energy => plan_for_ratio_aligned(analysis, svds, ratio, scope, align),
+        Objective::Seed if align > 1 => Err(Error::ObjectiveOption {
+            objective: objective.name(),
+            option: "a rank alignment",
+        }),
+        Objective::Seed => plan_seed(analysis, svds, ratio),
+    }
 }
 
 /// A speed-up ratio must be a finite number of at least 1.

@@ -28,6 +28,9 @@ pub struct LayerReport {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Report {
     pub layers: Vec<LayerReport>,
+    /// What chose the ranks, printed next to the kept energy (a `--rank-search` objective, a
+    /// config file); `None` leaves it unsaid.
+    pub chosen_by: Option<String>,
 }
 
 impl Report {
@@ -98,7 +101,13 @@ impl std::fmt::Display for Report {
         writeln!(f, "total MACs {before} -> {after}; parameters {pb} -> {pa}")?;
         // The objective rank selection maximises: plans of equal cost compare by it.
         let log_energy: f64 = self.layers.iter().map(|l| l.energy.max(f64::MIN_POSITIVE).ln()).sum();
-        writeln!(f, "kept energy: sum of ln(energy) over the layers {log_energy:.3}")?;
+        match &self.chosen_by {
+            Some(by) => writeln!(
+                f,
+                "kept energy: sum of ln(energy) over the layers {log_energy:.3}; ranks chosen by {by}"
+            )?,
+            None => writeln!(f, "kept energy: sum of ln(energy) over the layers {log_energy:.3}")?,
+        }
         writeln!(
             f,
             "theoretical speed-up: {:.3}x whole model (conv + fc), {:.3}x convolutions alone",
@@ -146,5 +155,8 @@ pub fn plan_report(analysis: &Analysis, svds: &PerLayer<Factorisation>, plan: &R
             }
         })
         .collect();
-    Ok(Report { layers })
+    Ok(Report {
+        layers,
+        chosen_by: None,
+    })
 }

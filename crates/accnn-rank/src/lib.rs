@@ -20,6 +20,7 @@
 
 mod config;
 pub mod knapsack;
+pub mod seed;
 
 pub use config::{RankConfig, RankConfigError};
 

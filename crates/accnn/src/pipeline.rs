@@ -8,8 +8,8 @@ use accnn_graph::io::{FileContent, same_file, write_contents_atomically};
 use accnn_graph::{FoldedBatchNorm, Model, fold_batch_norms};
 use accnn_infer::data::Dataset;
 use accnn_plan::{
-    Analysis, ConfigSection, Factorisation, LayerSet, ModelFile, ModelSource, PerLayer, RankPlan, Report,
-    check_destination, encode_model,
+    Analysis, ConfigSection, Factorisation, LayerKind, LayerSet, ModelFile, ModelSource, Objective, PerLayer, RankPlan,
+    Report, check_destination, encode_model,
 };
 use accnn_rank::RankConfig;
 
@@ -212,7 +212,9 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
         None => choose_plan(&model, &analysis, &svds, &ranks)?,
     };
     let plan_seconds = started.elapsed().as_secs_f64();
-    let (model, report, fits, reconstruction_seconds) = rewrite(model, &analysis, svds, &plan, calibration.as_ref())?;
+    let (model, mut report, fits, reconstruction_seconds) =
+        rewrite(model, &analysis, svds, &plan, calibration.as_ref())?;
+    report.chosen_by = Some(chosen_by(&ranks, calibration.is_some()));
     observer.on(Event::Rewritten);
     let fidelity = check.and_then(|r| fidelity::compare(&r, &model));
     let latency = match latency_prediction {
@@ -265,6 +267,26 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
     })
 }
 
+/// What chose the ranks, in words, for the report.
+fn chosen_by(ranks: &RankSource, calibrated: bool) -> String {
+    match ranks {
+        RankSource::Ratio { objective, cost, .. } => {
+            let budget = match cost {
+                Cost::Macs => "MACs",
+                Cost::Latency(_) => "measured latency",
+            };
+            let energy = if calibrated { "response" } else { "weight" };
+            format!(
+                "--rank-search {objective} ({}; {energy} spectra, under {budget})",
+                objective.describe()
+            )
+        }
+        RankSource::Config { path: Some(path), .. } => format!("the config {}", path.display()),
+        RankSource::Config { path: None, .. } => "the given config".into(),
+        RankSource::Layer { .. } => "the given K".into(),
+    }
+}
+
 /// The plan the request fixes (a config, one layer), or the layers a ratio may decompose.
 fn plan_or_layers(ranks: &RankSource, analysis: &Analysis) -> Result<(Option<RankPlan>, LayerSet), Error> {
     let plan = match ranks {
@@ -279,13 +301,22 @@ fn plan_or_layers(ranks: &RankSource, analysis: &Analysis) -> Result<(Option<Ran
         }
         RankSource::Layer { name, kind, width } => single_layer_plan(analysis, name, *kind, *width)?,
         RankSource::Ratio {
-            ratio, scope, align, ..
+            ratio,
+            scope,
+            align,
+            objective,
+            ..
         } => {
             accnn_plan::check_ratio(*ratio)?;
             if *align == 0 {
                 return Err(accnn_plan::Error::InvalidAlignment.into());
             }
-            return Ok((None, analysis.select(|l| scope.includes(l.kind) && l.can_reduce_cost())));
+            let wanted = match objective {
+                // The original decomposes every (ungrouped) convolution, even where no rank is cheaper.
+                Objective::Seed => analysis.select(|l| l.kind == LayerKind::Convolution && l.groups == 1),
+                Objective::Energy => analysis.select(|l| scope.includes(l.kind) && l.can_reduce_cost()),
+            };
+            return Ok((None, wanted));
         }
     };
     let wanted = plan.layer_set();
@@ -336,15 +367,21 @@ fn choose_plan(
         scope,
         align,
         cost,
+        objective,
     } = ranks
     else {
         unreachable!("config and single-layer requests fix their plan")
     };
     match cost {
         Cost::Macs => Ok((
-            accnn_plan::plan_for_ratio_aligned(analysis, svds, *ratio, *scope, *align)?,
+            accnn_plan::plan_for_objective(analysis, svds, *ratio, *scope, *align, *objective)?,
             None,
         )),
+        Cost::Latency(_) if *objective != Objective::Energy => Err(accnn_plan::Error::ObjectiveOption {
+            objective: objective.name(),
+            option: "a latency cost",
+        }
+        .into()),
         Cost::Latency(l) => {
             let target = LatencyTarget {
                 ratio: *ratio,

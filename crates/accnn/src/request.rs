@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use accnn_graph::Model;
 use accnn_infer::EngineOptions;
 use accnn_infer::data::{Dataset, ImageOptions};
-use accnn_plan::{LayerKind, Precision, Scope};
+use accnn_plan::{LayerKind, Objective, Precision, Scope};
 use accnn_rank::RankConfig;
 
 /// One run of the pipeline. Build it with [`Request::new`] and the `with_*` methods, or as a literal.
@@ -100,6 +100,8 @@ pub enum RankSource {
         scope: Scope,
         align: usize,
         cost: Cost,
+        /// What the plan maximises (`--rank-search`).
+        objective: Objective,
     },
     /// The ranks of a `config.json` (`path`, when it came from a file, names it in errors).
     Config { config: RankConfig, path: Option<PathBuf> },
@@ -119,6 +121,7 @@ impl RankSource {
             scope: Scope::All,
             align: 1,
             cost: Cost::Macs,
+            objective: Objective::default(),
         }
     }
 }

@@ -196,6 +196,7 @@ fn measure_all(
                 ratio: v.ratio,
                 scope: Scope::All,
                 align: 1,
+                objective: Default::default(),
                 cost,
             };
             let mut request = Request::new(ModelInput::file(m.path.display().to_string()), ranks)

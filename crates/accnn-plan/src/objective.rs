@@ -1,0 +1,93 @@
+//! What a speed-up ratio's rank plan maximises.
+
+use accnn_graph::cost::LayerKind;
+use accnn_rank::seed::{SeedLayer, select_seed};
+
+use crate::Error;
+use crate::analysis::Analysis;
+use crate::factorise::Factorisation;
+use crate::per_layer::{LayerId, PerLayer};
+use crate::plan::{RankPlan, check_ratio};
+
+/// The objective that chooses every layer's rank for a ratio (`--rank-search`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Objective {
+    /// `Σ ln E(K)` with `E` the PCA energy (squared singular values) kept, solved exactly; a layer
+    /// may stay whole.
+    #[default]
+    Energy,
+    /// The original accnn tool's selector as it was ([`accnn_rank::seed`]): every convolution
+    /// decomposed, `Σ ln` of kept singular-value sums, its cost model (input size, stride ignored),
+    /// convolutions only whatever the scope. A user of the original gets the original's ranks.
+    Seed,
+}
+
+impl Objective {
+    /// The name `--rank-search` takes and reports print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Objective::Energy => "energy",
+            Objective::Seed => "seed",
+        }
+    }
+
+    /// Every objective, in the order reports and tables list them.
+    pub const ALL: [Objective; 2] = [Objective::Energy, Objective::Seed];
+
+    /// The objective named `name`.
+    pub fn from_name(name: &str) -> Option<Objective> {
+        Objective::ALL.into_iter().find(|o| o.name() == name)
+    }
+
+    /// What the objective maximises, in words, for reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Objective::Energy => "Σ ln(kept PCA energy), exact, layers may stay whole",
+            Objective::Seed => {
+                "the original accnn's selector: Σ ln(kept singular-value sum), every convolution decomposed"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Objective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The original tool's ranks for `ratio` over convolution MACs (its own cost model): every
+/// ungrouped convolution factorised in `svds` is decomposed; grouped ones, which the original
+/// could not read, and FC layers stay whole.
+pub fn plan_seed(analysis: &Analysis, svds: &PerLayer<Factorisation>, ratio: f64) -> Result<RankPlan, Error> {
+    check_ratio(ratio)?;
+    let mut layers = Vec::new();
+    let mut ids: Vec<LayerId> = Vec::new();
+    for layer in analysis
+        .layers
+        .iter()
+        .filter(|l| l.kind == LayerKind::Convolution && l.groups == 1)
+    {
+        let Some(svd) = svds.get(layer.id) else {
+            continue;
+        };
+        let w = &layer.weight_shape;
+        let input = &layer.input_shape;
+        if w.len() != 4 || input.len() != 4 {
+            continue;
+        }
+        layers.push(SeedLayer {
+            name: layer.name.clone(),
+            kernel: [w[0], w[1], w[2], w[3]],
+            input_hw: [input[2], input[3]],
+            singular_values: svd.singular_values().first().map(|s| s.to_vec()).unwrap_or_default(),
+        });
+        ids.push(layer.id);
+    }
+    if layers.is_empty() {
+        return Err(Error::NothingToDecompose);
+    }
+    let selection = select_seed(&layers, ratio).map_err(|cause| Error::Selection { ratio, cause })?;
+    let ranks: Vec<Option<usize>> = selection.ranks;
+    Ok(RankPlan::from_selection(&ranks, &ids))
+}
