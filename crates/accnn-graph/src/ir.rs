@@ -136,11 +136,61 @@ pub enum Op {
     /// Passes its input through.
     Identity,
     /// An operator accnn does not interpret, kept so that it can be written back as it was read.
-    /// Nothing downstream of it has a known shape; the engine cannot run it.
+    /// Its output shapes are those the file records for it (`declared`), where it records them and
+    /// they hold for the data shape at hand; otherwise nothing downstream of it has a known shape.
+    /// The engine cannot run it.
     Opaque {
         op_type: String,
         outputs: usize,
+        declared: Option<DeclaredShapes>,
     },
+}
+
+/// One dimension of a shape a model file records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeclaredDim {
+    Fixed(usize),
+    /// The data input's batch size, whatever it is.
+    Batch,
+}
+
+/// The output shapes a model file records for an operator accnn does not interpret (ONNX
+/// `value_info`), valid for data shapes that agree with `input`: the dimensions after the batch
+/// that the file's data input fixes (`None` where the file leaves one symbolic).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeclaredShapes {
+    pub input: Vec<Option<usize>>,
+    pub outputs: Vec<Vec<DeclaredDim>>,
+}
+
+impl DeclaredShapes {
+    /// The output shapes for a data input of shape `data_shape` (batch first), or `None` when the
+    /// file's shapes were recorded for another input size.
+    ///
+    /// ```
+    /// use accnn_graph::ir::{DeclaredDim::*, DeclaredShapes};
+    /// let d = DeclaredShapes { input: vec![Some(3), Some(8), Some(8)], outputs: vec![vec![Batch, Fixed(16)]] };
+    /// assert_eq!(d.resolve(&[4, 3, 8, 8]), Some(vec![vec![4, 16]]));
+    /// assert_eq!(d.resolve(&[4, 3, 16, 16]), None);
+    /// ```
+    pub fn resolve(&self, data_shape: &[usize]) -> Option<Vec<Vec<usize>>> {
+        let (&batch, rest) = data_shape.split_first()?;
+        let agrees =
+            rest.len() == self.input.len() && rest.iter().zip(&self.input).all(|(d, i)| i.is_none_or(|i| i == *d));
+        agrees.then(|| {
+            self.outputs
+                .iter()
+                .map(|dims| {
+                    dims.iter()
+                        .map(|d| match d {
+                            DeclaredDim::Fixed(v) => *v,
+                            DeclaredDim::Batch => batch,
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+    }
 }
 
 impl Op {

@@ -6,9 +6,10 @@ use crate::ops::ShapeContext;
 
 /// Output shapes of every node, indexed `[node][output]`.
 ///
-/// Nodes downstream of an operator accnn does not interpret ([`Op::Opaque`]) have no known shape:
-/// their entries in `outputs` are empty and `unknown` names an opaque node responsible
-/// ([`Shapes::blockers`] names all of them).
+/// An operator accnn does not interpret ([`Op::Opaque`]) has the output shapes its file records
+/// for this input size ([`crate::ir::DeclaredShapes`]); where it has none, nodes downstream of it
+/// have no known shape: their entries in `outputs` are empty and `unknown` names an opaque node
+/// responsible ([`Shapes::blockers`] names all of them).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Shapes {
     pub outputs: Vec<Vec<Vec<usize>>>,
@@ -77,9 +78,19 @@ pub fn infer_shapes_prefix(model: &Model, data_shape: &[usize], count: usize) ->
     let mut unknown: Vec<Option<usize>> = Vec::with_capacity(graph.nodes.len());
     for (i, node) in graph.nodes.iter().enumerate().take(count) {
         let name = node.name.as_str();
+        let upstream = node.inputs.iter().find_map(|e| unknown[e.node]);
         let blocked = match &node.op {
-            Op::Opaque { .. } => Some(i),
-            _ => node.inputs.iter().find_map(|e| unknown[e.node]),
+            // An opaque node's shapes are known where the file records them for this input size; its
+            // inputs' shapes do not matter then.
+            Op::Opaque { declared, .. } => match declared.as_ref().and_then(|d| d.resolve(data_shape)) {
+                Some(shapes) => {
+                    outputs.push(shapes);
+                    unknown.push(None);
+                    continue;
+                }
+                None => Some(i),
+            },
+            _ => upstream,
         };
         // Nodes downstream of an operator accnn does not interpret have no known shape; layers among
         // them stay whole (see `Shapes::blockers`).

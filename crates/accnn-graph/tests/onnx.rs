@@ -100,6 +100,62 @@ fn unknown_ops_pass_through_and_are_named_when_they_block_a_layer() {
     assert!(accnn_graph::cost::layer_costs(&read.model, &shapes).is_empty());
 }
 
+/// `x (batch, 3, 8, 8)` -> Hardmax (not interpreted) -> 3x3 convolution, with the Hardmax output's
+/// shape recorded in `value_info` when `recorded` is given.
+fn opaque_then_conv(recorded: Option<&[Option<usize>]>) -> Vec<u8> {
+    let mut b = GraphBuilder::new(13);
+    b.input_symbolic_batch("x", &[1, 3, 8, 8]);
+    b.node("Hardmax", &["x"], &["h"], vec![onnx::attr_int("axis", 1)]);
+    b.initializer("w", Tensor::new(vec![8, 3, 3, 3], vec![0.1; 216]).expect("shape"));
+    b.node(
+        "Conv",
+        &["h", "w"],
+        &["y"],
+        vec![onnx::attr_ints("pads", &[1, 1, 1, 1])],
+    );
+    b.output("y", &[None, Some(8), Some(8), Some(8)]);
+    if let Some(dims) = recorded {
+        b.value_info("h", dims);
+    }
+    b.finish()
+}
+
+#[test]
+fn an_unknown_op_takes_the_shape_its_file_records() {
+    let conv_shape = |bytes: &[u8], data: &[usize]| {
+        let read = decode_onnx(bytes, Path::new("v.onnx"), Some(data)).expect("reads");
+        let shapes = infer_shapes(&read.model, data).expect("shapes");
+        let conv = read
+            .model
+            .graph
+            .nodes
+            .iter()
+            .position(|n| matches!(n.op, Op::Convolution(_)))
+            .expect("a convolution");
+        let macs = accnn_graph::cost::layer_costs(&read.model, &shapes).len();
+        (shapes.is_known(conv).then(|| shapes.of(conv).to_vec()), macs)
+    };
+    // Not recorded: the convolution's input shape is unknown, and it is not a layer to decompose.
+    assert_eq!(conv_shape(&opaque_then_conv(None), &[1, 3, 8, 8]), (None, 0));
+    // Recorded with the symbolic batch: known at any batch size.
+    let recorded = opaque_then_conv(Some(&[None, Some(3), Some(8), Some(8)]));
+    assert_eq!(conv_shape(&recorded, &[1, 3, 8, 8]), (Some(vec![1, 8, 8, 8]), 1));
+    assert_eq!(conv_shape(&recorded, &[5, 3, 8, 8]), (Some(vec![5, 8, 8, 8]), 1));
+    // Recorded at batch 1 while the input's batch is symbolic: a fixed 1 is taken as it is, so it
+    // holds at batch 1 only; a shape recorded with a symbolic non-batch dimension is no shape.
+    let fixed = opaque_then_conv(Some(&[Some(1), Some(3), Some(8), Some(8)]));
+    assert_eq!(conv_shape(&fixed, &[1, 3, 8, 8]).0, Some(vec![1, 8, 8, 8]));
+    let symbolic_height = opaque_then_conv(Some(&[None, Some(3), None, Some(8)]));
+    assert_eq!(conv_shape(&symbolic_height, &[1, 3, 8, 8]), (None, 0));
+    // The file's shapes hold for its own input size only: at another, the shape is unknown again.
+    let read = decode_onnx(&recorded, Path::new("v.onnx"), None).expect("reads");
+    let shapes = infer_shapes(&read.model, &[1, 3, 16, 16]).expect("shapes");
+    assert!(read.model.graph.heads.iter().all(|h| !shapes.is_known(h.node)));
+    // Written back untouched.
+    let written = encode_onnx(&read.source, &read.model, None).expect("writes");
+    assert!(written.model == recorded);
+}
+
 #[test]
 fn bad_files_are_refused_with_the_file_named() {
     let err = decode_onnx(b"this is not protobuf at all", Path::new("junk.onnx"), None)

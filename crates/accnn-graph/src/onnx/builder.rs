@@ -133,6 +133,12 @@ impl GraphBuilder {
         self
     }
 
+    /// Records the float32 tensor `name`'s shape in `value_info` (`None`: the symbolic batch).
+    pub fn value_info(&mut self, name: &str, dims: &[Option<usize>]) -> &mut Self {
+        self.graph.value_info.push(value_info(name, Some(dims)));
+        self
+    }
+
     /// The model as a `ModelProto`.
     pub fn model(&self) -> ModelProto {
         ModelProto {

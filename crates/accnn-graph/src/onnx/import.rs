@@ -4,6 +4,7 @@ mod constants;
 mod convert;
 mod normalization;
 mod rearrange;
+mod recorded;
 mod upsampling;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -129,7 +130,10 @@ impl Importer {
                 self.data_shape.clone().map(|s| vec![s])
             }
             Op::Variable => self.args.get(&node.name).map(|t| vec![t.shape().to_vec()]),
-            Op::Opaque { .. } => None,
+            Op::Opaque { declared, .. } => declared
+                .as_ref()
+                .zip(self.data_shape.as_deref())
+                .and_then(|(d, shape)| d.resolve(shape)),
             _ if !inputs_known || pending.is_some() => None,
             _ => {
                 // Shape rules read weights from a model: lend them the importer's, then take them back.
@@ -338,6 +342,7 @@ pub(crate) fn import(
         transformed: HashSet::new(),
         same_pads: Vec::new(),
     };
+    let recorded = recorded::RecordedShapes::new(graph, im.data_name.as_deref());
     let mut merged_away: HashSet<usize> = HashSet::new();
     let nodes = graph.node.clone();
     let constant_indices: HashSet<usize> = constant_nodes.values().map(|&(c, _)| c).collect();
@@ -392,6 +397,7 @@ pub(crate) fn import(
                             format!("{}.{}", n.domain, n.op_type)
                         },
                         outputs: n.output.len().max(1),
+                        declared: recorded.of(&n.output),
                     },
                     inputs,
                 )

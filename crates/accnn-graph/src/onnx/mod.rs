@@ -7,7 +7,8 @@
 //! the output tensor names of the nodes they replace, so that everything downstream stays valid.
 //!
 //! Operators accnn does not interpret become [`crate::Op::Opaque`] nodes and pass
-//! through untouched; see [`read_onnx`] for what is interpreted.
+//! through untouched, with the output shapes the file's `value_info` records for them; see
+//! [`read_onnx`] for what is interpreted.
 //!
 //! ```
 //! use accnn_graph::onnx::{self, GraphBuilder};
