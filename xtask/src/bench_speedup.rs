@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use accnn::{
-    Analysis, Calibration, CalibrationImages, Cost, Fit, LatencyOptions, ModelInput, RankSource, Request, Scope,
+    Analysis, Calibration, CalibrationImages, Cost, Fit, LatencyOptions, ModelInput, Objective, RankSource, Request,
+    Scope,
 };
 use accnn_graph::{Model, fold_batch_norms};
 use accnn_infer::data::{Dataset, ImageOptions, ImageSource, open_images};
@@ -54,6 +55,13 @@ pub struct BenchSpeedupArgs {
     /// Theoretical speed-ups of the rank-selection sweep.
     #[arg(long, value_delimiter = ',', default_values_t = vec![1.5, 2.0, 3.0, 4.0, 6.0])]
     pub ratios: Vec<f64>,
+    /// The rank-selection objectives of the data-free sweep, a row per objective and ratio
+    /// (`seed` is the original tool's selector) [default: every objective].
+    #[arg(long, value_delimiter = ',')]
+    pub rank_search: Vec<Objective>,
+    /// Ratios of the sweep budget convolutions only, as the original tool's did.
+    #[arg(long)]
+    pub conv_only: bool,
     /// Devices to time on: cpu, and cuda (or cuda:N) for the GPU column, with a build made by
     /// `cargo xtask build-cuda`.
     #[arg(long, value_delimiter = ',', default_values_t = vec!["cpu".to_string()])]
@@ -105,6 +113,9 @@ struct Section {
     calibration: Option<Dataset>,
     config: Option<RankConfig>,
     ratios: Vec<f64>,
+    /// The objectives of the data-free sweep, and the layers its ratios budget.
+    objectives: Vec<Objective>,
+    scope: Scope,
     /// A hardware-aware row: rank selection under this measured-latency ratio (batch 1), with the
     /// latency cache file.
     latency: Option<(f64, PathBuf)>,
@@ -305,15 +316,32 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
         let (m, seconds) = accelerate(ranks, Fit::Weights)?;
         push("model1", "config.json ranks, data-free", m, Some(seconds), rows)?;
     }
+    let over = match section.scope {
+        Scope::All => "",
+        Scope::ConvOnly => " (convolutions)",
+    };
     for &ratio in &section.ratios {
-        let (m, seconds) = accelerate(RankSource::ratio(ratio), Fit::Weights)?;
-        push(
-            &format!("{ratio}x data-free"),
-            "rank selection, weight SVD",
-            m,
-            Some(seconds),
-            rows,
-        )?;
+        for &objective in &section.objectives {
+            let ranks = RankSource::Ratio {
+                ratio,
+                scope: section.scope,
+                align: 1,
+                cost: Cost::Macs,
+                objective,
+            };
+            let (m, seconds) = accelerate(ranks, Fit::Weights)?;
+            let variant = match section.objectives.as_slice() {
+                [_] => format!("{ratio}x{over} data-free"),
+                _ => format!("{ratio}x{over} data-free, {objective}"),
+            };
+            push(
+                &variant,
+                &format!("rank selection ({}), weight SVD", objective.describe()),
+                m,
+                Some(seconds),
+                rows,
+            )?;
+        }
     }
     if let Some((ratio, cache)) = &section.latency {
         let ranks = RankSource::Ratio {
@@ -345,9 +373,16 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
                 threads,
                 ..Calibration::new(CalibrationImages::Dataset(calibration.clone()))
             });
-            let (m, seconds) = accelerate(RankSource::ratio(ratio), fit)?;
+            let ranks = RankSource::Ratio {
+                ratio,
+                scope: section.scope,
+                align: 1,
+                cost: Cost::Macs,
+                objective: Objective::default(),
+            };
+            let (m, seconds) = accelerate(ranks, fit)?;
             push(
-                &format!("{ratio}x data-aware"),
+                &format!("{ratio}x{over} data-aware"),
                 &format!(
                     "response ranks + least-squares refit, {} calibration images",
                     calibration.len()
@@ -446,6 +481,12 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
         args.ratios.clone()
     };
     let rounds = if args.quick { 5 } else { 15 };
+    let objectives = if args.rank_search.is_empty() {
+        Objective::ALL.to_vec()
+    } else {
+        args.rank_search.clone()
+    };
+    let scope = if args.conv_only { Scope::ConvOnly } else { Scope::All };
     let mut sections = Vec::new();
     match &args.model {
         Some(spec) => {
@@ -472,6 +513,8 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
                 calibration,
                 config,
                 ratios: ratios.clone(),
+                objectives: objectives.clone(),
+                scope,
                 latency: None,
                 batch_n: 8,
                 rounds,
@@ -507,6 +550,8 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
                 calibration: Some(load_data(&calib, "train", &pre, &shape, Some(512))?),
                 config: None,
                 ratios: ratios.clone(),
+                objectives: objectives.clone(),
+                scope,
                 latency: None,
                 batch_n: 64,
                 rounds,
@@ -524,6 +569,8 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
                     calibration: None,
                     config: Some(RankConfig::read(&config_path)?),
                     ratios: vec![3.0],
+                    objectives: vec![Objective::default()],
+                    scope: Scope::All,
                     latency: Some((2.0, args.out.join("latency-cache.json"))),
                     batch_n: if args.quick { 1 } else { 8 },
                     rounds: if args.quick { 3 } else { 7 },

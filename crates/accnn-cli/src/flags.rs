@@ -111,7 +111,7 @@ pub(crate) struct AccelerateArgs {
     /// What the ranks for --ratio maximise: `energy`, the kept PCA energy (exact, layers may stay
     /// whole); `seed`, the original accnn tool's selector as it was (every convolution decomposed,
     /// kept singular-value sums, convolutions only).
-    #[arg(long, value_name = "OBJECTIVE", default_value_t = Objective::default(), value_parser = parse_objective, conflicts_with = "config")]
+    #[arg(long, value_name = "OBJECTIVE", default_value_t = Objective::default(), conflicts_with = "config")]
     rank_search: Objective,
     /// What --ratio divides: MACs (theoretical), or latency measured with accnn's engine on
     /// --device in --dtype (every budgeted layer timed whole and at up to 16 ranks; a
@@ -266,11 +266,4 @@ impl From<PrecisionArg> for Precision {
             PrecisionArg::F64 => Precision::F64,
         }
     }
-}
-
-fn parse_objective(name: &str) -> Result<Objective, String> {
-    Objective::from_name(name).ok_or_else(|| {
-        let names: Vec<&str> = Objective::ALL.iter().map(|o| o.name()).collect();
-        format!("expected one of {}, got '{name}'", names.join(", "))
-    })
 }

@@ -50,6 +50,20 @@ impl Objective {
     }
 }
 
+impl std::str::FromStr for Objective {
+    type Err = String;
+
+    /// ```
+    /// assert_eq!("seed".parse(), Ok(accnn_plan::Objective::Seed));
+    /// ```
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Objective::from_name(name).ok_or_else(|| {
+            let names: Vec<&str> = Objective::ALL.iter().map(|o| o.name()).collect();
+            format!("expected one of {}, got '{name}'", names.join(", "))
+        })
+    }
+}
+
 impl std::fmt::Display for Objective {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
