@@ -30,7 +30,7 @@ impl Observer for Progress {
             }
             Event::Calibrated { images, seconds } => {
                 let _ = say!(
-                    "calibration: {images} images from {}, statistics in {seconds:.1} s",
+                    "calibration: {images} {}, statistics in {seconds:.1} s",
                     self.calibration_source
                 );
             }

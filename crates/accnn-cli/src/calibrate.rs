@@ -6,12 +6,17 @@ use accnn::{Accelerated, Calibration, CalibrationImages, Fit};
 use anyhow::{Result, bail};
 use clap::Args;
 
+/// The `--calibrate` value that asks for synthetic images.
+const SYNTHETIC: &str = "synthetic";
+
 /// Flags of data-aware decomposition, shared by the main command and `conv` / `fc`.
 #[derive(Args, Debug)]
 pub(crate) struct CalibrationArgs {
-    /// Fit the decomposition to the network's responses on these images (IDX directory or .npz, as
-    /// `accnn eval` reads; use training images, never the test set): ranks by response energy, and
-    /// each pair refitted by least squares on the approximated network's inputs.
+    /// Fit the decomposition to the network's responses on these images (IDX directory, .npz or
+    /// image folder, as `accnn eval` reads; use training images, never the test set): ranks by
+    /// response energy, and each pair refitted by least squares on the approximated network's
+    /// inputs. `synthetic`: seeded images with natural-image statistics instead, no data needed
+    /// (inputs standardised to mean 0, std 1; write ./synthetic for a file of that name).
     #[arg(long, value_name = "DATA")]
     pub calibrate: Option<PathBuf>,
     /// Calibration images to use.
@@ -36,24 +41,33 @@ impl CalibrationArgs {
         if self.calib_samples == 0 {
             bail!("--calib-samples must be positive");
         }
-        Ok(Fit::Calibration(Calibration {
-            images: CalibrationImages::Files {
+        let images = if path.as_os_str() == SYNTHETIC {
+            CalibrationImages::Synthetic {
+                count: self.calib_samples,
+                seed: 0,
+            }
+        } else {
+            CalibrationImages::Files {
                 path: path.clone(),
                 split: self.calib_split.clone(),
                 limit: self.calib_samples,
                 image: self.preprocess.options(),
-            },
+            }
+        };
+        Ok(Fit::Calibration(Calibration {
+            images,
             positions: self.calib_positions,
             threads: 0,
         }))
     }
 
-    /// Where the calibration images came from, for the report.
+    /// What the calibration images are, for the report: "images from PATH", or synthetic ones.
     pub fn source(&self) -> String {
-        self.calibrate
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default()
+        match &self.calibrate {
+            Some(p) if p.as_os_str() == SYNTHETIC => "synthetic images (seeded, natural-image statistics)".into(),
+            Some(p) => format!("images from {}", p.display()),
+            None => String::new(),
+        }
     }
 }
 

@@ -69,6 +69,11 @@ impl Factorisation {
         accnn_rank::energy_profile(&self.singular_values())
     }
 
+    /// Fraction of the singular-value sum (nuclear norm) kept at per-group rank `1..=max_rank`.
+    pub fn singular_value_fraction(&self) -> Vec<f64> {
+        accnn_rank::seed::singular_value_profile(&self.singular_values())
+    }
+
     /// Singular values, largest first, one list per convolution group (response energies' square
     /// roots when data-aware).
     pub fn singular_values(&self) -> Vec<&[f64]> {

@@ -16,6 +16,11 @@ pub enum Objective {
     /// may stay whole.
     #[default]
     Energy,
+    /// `Σ ln N(K)` with `N` the fraction of the singular-value sum (nuclear norm) kept, solved
+    /// exactly under accnn's MAC counts; a layer may stay whole.
+    Nuclear,
+    NuclearAll,
+    EnergyAll,
     /// The original accnn tool's selector as it was ([`accnn_rank::seed`]): every convolution
     /// decomposed, `Σ ln` of kept singular-value sums, its cost model (input size, stride ignored),
     /// convolutions only whatever the scope. A user of the original gets the original's ranks.
@@ -27,12 +32,21 @@ impl Objective {
     pub fn name(self) -> &'static str {
         match self {
             Objective::Energy => "energy",
+            Objective::Nuclear => "nuclear",
+            Objective::NuclearAll => "nuclear-all",
+            Objective::EnergyAll => "energy-all",
             Objective::Seed => "seed",
         }
     }
 
     /// Every objective, in the order reports and tables list them.
-    pub const ALL: [Objective; 2] = [Objective::Energy, Objective::Seed];
+    pub const ALL: [Objective; 5] = [
+        Objective::Energy,
+        Objective::Nuclear,
+        Objective::NuclearAll,
+        Objective::EnergyAll,
+        Objective::Seed,
+    ];
 
     /// The objective named `name`.
     pub fn from_name(name: &str) -> Option<Objective> {
@@ -43,6 +57,9 @@ impl Objective {
     pub fn describe(self) -> &'static str {
         match self {
             Objective::Energy => "Σ ln(kept PCA energy), exact, layers may stay whole",
+            Objective::Nuclear => "Σ ln(kept singular-value sum), exact, layers may stay whole",
+            Objective::NuclearAll => "Σ ln(kept singular-value sum), exact, every layer decomposed",
+            Objective::EnergyAll => "Σ ln(kept PCA energy), exact, every layer decomposed",
             Objective::Seed => {
                 "the original accnn's selector: Σ ln(kept singular-value sum), every convolution decomposed"
             }

@@ -125,6 +125,20 @@ pub fn plan_for_ratio_aligned(
     scope: Scope,
     align: usize,
 ) -> Result<RankPlan, Error> {
+    plan_exact(analysis, svds, ratio, scope, align, Factorisation::energy, false)
+}
+
+/// The exact optimum of `Σ ln profile(K)` under the MAC budget, `profile` giving each layer's
+/// kept fraction at every rank.
+fn plan_exact(
+    analysis: &Analysis,
+    svds: &PerLayer<Factorisation>,
+    ratio: f64,
+    scope: Scope,
+    align: usize,
+    profile: impl Fn(&Factorisation) -> Vec<f64>,
+    every_layer: bool,
+) -> Result<RankPlan, Error> {
     if align == 0 {
         return Err(Error::InvalidAlignment);
     }
@@ -143,10 +157,11 @@ pub fn plan_for_ratio_aligned(
                         LayerKind::Convolution => accnn_rank::LayerKind::Convolution,
                         LayerKind::FullyConnected => accnn_rank::LayerKind::FullyConnected,
                     },
-                    original_cost: layer.macs,
+                    // A layer that must be decomposed: staying whole is priced out of every budget.
+                    original_cost: if every_layer { u64::MAX / 1024 } else { layer.macs },
                     cost_per_rank: layer.macs_per_rank,
                     rank_unit: layer.groups,
-                    energy: svd.energy(),
+                    energy: profile(svd),
                 });
                 candidate_layers.push(layer.id);
             }
@@ -178,6 +193,25 @@ pub fn plan_for_objective(
 ) -> Result<RankPlan, Error> {
     match objective {
         Objective::Energy => plan_for_ratio_aligned(analysis, svds, ratio, scope, align),
+        Objective::Nuclear => plan_exact(
+            analysis,
+            svds,
+            ratio,
+            scope,
+            align,
+            Factorisation::singular_value_fraction,
+            false,
+        ),
+        Objective::NuclearAll => plan_exact(
+            analysis,
+            svds,
+            ratio,
+            scope,
+            align,
+            Factorisation::singular_value_fraction,
+            true,
+        ),
+        Objective::EnergyAll => plan_exact(analysis, svds, ratio, scope, align, Factorisation::energy, true),
         Objective::Seed if align > 1 => Err(Error::ObjectiveOption {
             objective: objective.name(),
             option: "a rank alignment",

@@ -49,19 +49,21 @@ impl SeedLayer {
     }
 }
 
-/// Cumulative singular-value fractions `Σ_{i<k} σ_i / Σ σ_i` for `k = 1..=len`.
+/// Cumulative singular-value fractions `Σ_{i<k} σ_i / Σ σ_i` for `k = 1..=len` (the fraction of
+/// the nuclear norm kept). Several spectra (one per convolution group, all cut at the same rank)
+/// are summed, as in [`crate::energy_profile`].
 ///
 /// ```
-/// let p = accnn_rank::seed::singular_value_profile(&[3.0, 1.0]);
+/// let p = accnn_rank::seed::singular_value_profile(&[&[3.0, 1.0]]);
 /// assert_eq!(p, vec![0.75, 1.0]);
 /// ```
-pub fn singular_value_profile(singular_values: &[f64]) -> Vec<f64> {
-    let total: f64 = singular_values.iter().sum();
+pub fn singular_value_profile(spectra: &[&[f64]]) -> Vec<f64> {
+    let len = spectra.iter().map(|s| s.len()).min().unwrap_or(0);
+    let total: f64 = spectra.iter().flat_map(|s| s.iter()).sum();
     let mut acc = 0.0;
-    singular_values
-        .iter()
-        .map(|s| {
-            acc += s;
+    (0..len)
+        .map(|k| {
+            acc += spectra.iter().map(|s| s[k]).sum::<f64>();
             if total > 0.0 { (acc / total).min(1.0) } else { 1.0 }
         })
         .collect()
@@ -80,7 +82,7 @@ pub fn select_seed(layers: &[SeedLayer], ratio: f64) -> Result<RankSelection, Ra
         if bad || layer.max_rank() == 0 {
             return Err(RankError::BadEnergy(layer.name.clone()));
         }
-        let profile = singular_value_profile(&layer.singular_values);
+        let profile = singular_value_profile(&[&layer.singular_values]);
         let per_rank = layer.cost_per_rank();
         items.push(
             (1..=layer.max_rank())

@@ -54,6 +54,9 @@ pub enum Error {
     /// No calibration images were asked for.
     #[error("the number of calibration images must be positive")]
     NoCalibrationImages,
+    /// Synthetic images are images: `N, C, H, W`.
+    #[error("synthetic calibration images need an image input (N, C, H, W); the model's input is {shape:?}")]
+    SyntheticImages { shape: Vec<usize> },
     #[error("the batch size must be positive")]
     InvalidBatch,
     #[error(

@@ -66,20 +66,7 @@ pub(crate) fn reference(
             *shape.first_mut().ok_or("the data shape is empty")? = CHECK_INPUTS;
             let n: usize = shape.iter().product();
             // A fixed sequence, so that runs are comparable (not candle's global RNG).
-            let mut state = 0x9E37_79B9_7F4A_7C15u64;
-            let values: Vec<f32> = (0..n)
-                .map(|_| {
-                    // Sum of four uniforms, centred and scaled: close enough to a standard normal.
-                    let mut s = 0.0;
-                    for _ in 0..4 {
-                        state ^= state << 13;
-                        state ^= state >> 7;
-                        state ^= state << 17;
-                        s += (state >> 11) as f64 / (1u64 << 53) as f64;
-                    }
-                    ((s - 2.0) * 3f64.sqrt()) as f32
-                })
-                .collect();
+            let values = accnn_infer::data::synthetic::standard_normal(n, 0);
             (Tensor::from_vec(values, shape, &Device::Cpu).map_err(bad)?, true)
         }
     };

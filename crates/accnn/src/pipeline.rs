@@ -314,7 +314,9 @@ fn plan_or_layers(ranks: &RankSource, analysis: &Analysis) -> Result<(Option<Ran
             let wanted = match objective {
                 // The original decomposes every (ungrouped) convolution, even where no rank is cheaper.
                 Objective::Seed => analysis.select(|l| l.kind == LayerKind::Convolution && l.groups == 1),
-                Objective::Energy => analysis.select(|l| scope.includes(l.kind) && l.can_reduce_cost()),
+                Objective::Energy | Objective::Nuclear | Objective::NuclearAll | Objective::EnergyAll => {
+                    analysis.select(|l| scope.includes(l.kind) && l.can_reduce_cost())
+                }
             };
             return Ok((None, wanted));
         }
@@ -486,6 +488,14 @@ fn prepare_calibration(
             accnn_infer::data::open_images(&path, &split, &image, &analysis.data_shape, Some(limit))
                 .and_then(|images| images.to_dataset())
                 .map_err(Error::CalibrationData)?
+        }
+        CalibrationImages::Synthetic { count, seed } => {
+            let shape = &analysis.data_shape;
+            match (count, shape.as_slice()) {
+                (0, _) => return Err(Error::NoCalibrationImages),
+                (_, &[_, c, h, w]) => accnn_infer::data::synthetic::natural_noise(count, [c, h, w], seed),
+                _ => return Err(Error::SyntheticImages { shape: shape.clone() }),
+            }
         }
     };
     let options = CalibrateOptions {

@@ -190,6 +190,10 @@ pub enum CalibrationImages {
         limit: usize,
         image: ImageOptions,
     },
+    /// `count` seeded images of the model's input shape with natural-image (`1/f`) statistics,
+    /// standardised per channel ([`accnn_infer::data::synthetic::natural_noise`]): data-aware
+    /// fitting without data.
+    Synthetic { count: usize, seed: u64 },
 }
 
 /// Where the new model goes.

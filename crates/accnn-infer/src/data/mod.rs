@@ -6,6 +6,7 @@
 //! Both are an [`ImageSource`], which is what [`crate::eval::predict`] reads.
 
 mod folder;
+pub mod synthetic;
 
 use std::io::Read;
 use std::ops::Range;
@@ -219,7 +220,7 @@ pub fn load_images(path: &Path, split: &str, pre: Preprocess, limit: Option<usiz
 }
 
 /// Reads a `.npz` holding `x` (float32 `N, C, H, W`, already preprocessed) and `y` (integer labels).
-/// Compressed (`savez_compressed`) archives are not supported by the reader.
+/// Both `numpy.savez` and `numpy.savez_compressed` archives are read.
 pub fn load_npz(path: &Path, limit: Option<usize>) -> Result<Dataset, InferError> {
     let arrays = candle_core::Tensor::read_npz(path).map_err(|e| err(path, e.to_string()))?;
     let get = |name: &str| {
