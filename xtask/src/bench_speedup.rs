@@ -116,6 +116,8 @@ struct Section {
     /// The objectives of the data-free sweep, and the layers its ratios budget.
     objectives: Vec<Objective>,
     scope: Scope,
+    /// Rows fitted to synthetic images (`--calibrate synthetic`), one per ratio.
+    synthetic: bool,
     /// A hardware-aware row: rank selection under this measured-latency ratio (batch 1), with the
     /// latency cache file.
     latency: Option<(f64, PathBuf)>,
@@ -367,6 +369,27 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
             rows,
         )?;
     }
+    for &ratio in section.ratios.iter().filter(|_| section.synthetic) {
+        let ranks = RankSource::Ratio {
+            ratio,
+            scope: section.scope,
+            align: 1,
+            cost: Cost::Macs,
+            objective: Objective::default(),
+        };
+        let fit = Fit::Calibration(Calibration {
+            threads,
+            ..Calibration::new(CalibrationImages::Synthetic { count: 512, seed: 0 })
+        });
+        let (m, seconds) = accelerate(ranks, fit)?;
+        push(
+            &format!("{ratio}x{over} synthetic"),
+            "response ranks + least-squares refit on 512 synthetic images (--calibrate synthetic), no data",
+            m,
+            Some(seconds),
+            rows,
+        )?;
+    }
     if let Some(calibration) = &section.calibration {
         for &ratio in &section.ratios {
             let fit = Fit::Calibration(Calibration {
@@ -515,6 +538,7 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
                 ratios: ratios.clone(),
                 objectives: objectives.clone(),
                 scope,
+                synthetic: true,
                 latency: None,
                 batch_n: 8,
                 rounds,
@@ -552,6 +576,7 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
                 ratios: ratios.clone(),
                 objectives: objectives.clone(),
                 scope,
+                synthetic: true,
                 latency: None,
                 batch_n: 64,
                 rounds,
@@ -571,6 +596,8 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
                     ratios: vec![3.0],
                     objectives: vec![Objective::default()],
                     scope: Scope::All,
+                    // 512 images through VGG-16 at 224 take minutes, for a row without accuracy.
+                    synthetic: false,
                     latency: Some((2.0, args.out.join("latency-cache.json"))),
                     batch_n: if args.quick { 1 } else { 8 },
                     rounds: if args.quick { 3 } else { 7 },
@@ -670,7 +697,11 @@ mod tests {
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(out.join("bench-speedup.json")).expect("json")).expect("parses");
         let rows = json["rows"].as_array().expect("rows");
-        assert_eq!(rows.len(), 5, "the original and one row per ratio and objective");
+        assert_eq!(
+            rows.len(),
+            7,
+            "the original, a row per ratio and objective, a synthetic row per ratio"
+        );
         for (row, (ratio, objective)) in
             rows[1..]
                 .iter()

@@ -44,7 +44,8 @@ enum Command {
     /// Peak resident memory of `accnn` decomposing VGG-16 (generated with a fixed seed), against the
     /// model file's size.
     PeakMemory(peak_memory::PeakMemoryArgs),
-    /// Train the fixture on Fashion-MNIST (candle autograd), fold BatchNorm, write fixtures/vgg16-mini.
+    /// Train the fixture on Fashion-MNIST (candle autograd), fold BatchNorm, write fixtures/vgg16-mini;
+    /// with --torch PY, train a converged VGG-16-topology or ResNet fixture with torch, as ONNX.
     TrainFixture(train::TrainArgs),
     /// Check that checkpoints accnn writes load and run in MXNet 1.9 (needs a Python with mxnet).
     MxnetCheck(mxnet_check::MxnetCheckArgs),

@@ -5,7 +5,7 @@
 //! A test's extra graph inputs (a convolution's weight, an addend) become initializers holding their
 //! test values, since accnn's models have one data input. Outcomes: pass; fail (wrong numbers or an
 //! engine error); refused (accnn keeps the node opaque: an attribute or input form it does not
-//! support); skipped (the data input is not float32). Every test that does not pass must be listed,
+//! support); skipped (the data input is neither float32 nor boolean). Every test that does not pass must be listed,
 //! with its reason, in `xtask/node-tests-exceptions.txt`, and every listed one must still not pass:
 //! the run fails otherwise, so the table can only change on purpose.
 
@@ -105,6 +105,16 @@ const CLAIMED: &[&str] = &[
     "Tile",
     "DepthToSpace",
     "SpaceToDepth",
+    "Equal",
+    "Less",
+    "LessOrEqual",
+    "Greater",
+    "GreaterOrEqual",
+    "And",
+    "Or",
+    "Xor",
+    "Not",
+    "Where",
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -149,7 +159,9 @@ fn run_test(dir: &Path) -> Result<Outcome> {
     let mut model = ModelProto::decode(&bytes[..])?;
     let data = dir.join("test_data_set_0");
     let first = read_proto(&data.join("input_0.pb"))?;
-    if first.data_type != 1 {
+    // Float32 data, and booleans: accnn's engine holds them as 0.0 and 1.0 (the logical operators'
+    // and Where's tests feed them).
+    if first.data_type != 1 && first.data_type != 9 {
         return Ok(Outcome::Skipped(format!("input element type {}", first.data_type)));
     }
     let graph = model.graph.as_mut().context("no graph")?;

@@ -34,9 +34,66 @@ pub struct TrainArgs {
     pub lr: f64,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Output prefix [default: fixtures/vgg16-mini].
+    /// Output prefix [default: fixtures/vgg16-mini; with --torch: fixtures/ARCH-fmnist.onnx].
     #[arg(long)]
     pub out: Option<String>,
+    /// A Python with torch: train to convergence with `xtask/python/train_fixture.py` (SGD with
+    /// Nesterov momentum, one-cycle cosine schedule, crop and flip augmentation), export ONNX, and
+    /// check its accuracy with accnn's engine. --epochs, --batch, --lr and --seed apply.
+    #[arg(long, value_name = "PY")]
+    pub torch: Option<PathBuf>,
+    /// With --torch: vgg16 (VGG-16's topology at a quarter of its widths) or resnet14 (the CIFAR
+    /// ResNet of He et al., 14 layers, widths 16-32-64).
+    #[arg(long, default_value = "vgg16", value_parser = ["vgg16", "resnet14"])]
+    pub arch: String,
+}
+
+/// Trains with torch, then scores the exported ONNX file with accnn's engine on the test set: the
+/// two must agree, or the export (or accnn's reading of it) is wrong.
+fn run_torch(root: &Path, args: &TrainArgs, python: &Path) -> Result<()> {
+    let out = args
+        .out
+        .clone()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(format!("fixtures/{}-fmnist.onnx", args.arch)));
+    let script = root.join("xtask/python/train_fixture.py");
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(&script)
+        .args(["--data", &args.data.to_string_lossy()])
+        .args(["--out", &out.to_string_lossy()])
+        .args(["--epochs", &args.epochs.to_string()])
+        .args(["--batch", &args.batch.to_string()])
+        .args(["--lr", &args.lr.to_string()])
+        .args(["--seed", &args.seed.to_string()]);
+    match args.arch.as_str() {
+        "vgg16" => cmd.args(["--arch", "vgg16"]),
+        _ => cmd.args(["--arch", "resnet", "--depth", "14", "--widen", "1"]),
+    };
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    anyhow::ensure!(status.success(), "{} failed", script.display());
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{}.json", out.display())).context("the training summary")?)?;
+    let torch_top1 = summary["test_top1"].as_f64().context("test_top1 in the summary")?;
+    let file = accnn_plan::ModelFile::open(&out.to_string_lossy(), 1, Some(&[1, 32, 32]))?;
+    let engine = accnn_infer::Engine::new(&file.model, Default::default())?;
+    let test = load_idx(&args.data, "t10k", PREPROCESS, None)?;
+    let scored = accnn_infer::eval::score(
+        &accnn_infer::eval::predict(&engine, &test, 500, |_| {})?,
+        accnn_infer::data::ImageSource::labels(&test),
+    );
+    println!(
+        "{}: test top-1 {:.2}% in torch, {:.2}% in accnn's engine",
+        out.display(),
+        100.0 * torch_top1,
+        100.0 * scored.top1
+    );
+    anyhow::ensure!(
+        (scored.top1 - torch_top1).abs() < 1e-3,
+        "accnn's engine disagrees with torch on the exported model"
+    );
+    Ok(())
 }
 
 struct Net {
@@ -121,6 +178,9 @@ fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
 }
 
 pub fn run(root: &Path, args: &TrainArgs) -> Result<()> {
+    if let Some(python) = &args.torch {
+        return run_torch(root, args, python);
+    }
     let train = load_idx(&args.data, "train", PREPROCESS, None)
         .context("training set (apt-get install -y dataset-fashion-mnist)")?;
     let test = load_idx(&args.data, "t10k", PREPROCESS, None)?;

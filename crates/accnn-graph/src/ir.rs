@@ -135,6 +135,8 @@ pub enum Op {
     SpaceDepth(SpaceDepth),
     /// Passes its input through.
     Identity,
+    /// The second input where the first is non-zero, else the third, all broadcast (ONNX `Where`).
+    Where,
     /// An operator accnn does not interpret, kept so that it can be written back as it was read.
     /// Its output shapes are those the file records for it (`declared`), where it records them and
     /// they hold for the data shape at hand; otherwise nothing downstream of it has a known shape.
@@ -242,6 +244,7 @@ impl Op {
             Op::SpaceDepth(SpaceDepth::ToSpace { .. }) => "depth_to_space",
             Op::SpaceDepth(SpaceDepth::ToDepth { .. }) => "space_to_depth",
             Op::Identity => "_copy",
+            Op::Where => "where",
             Op::Opaque { .. } => "_opaque",
         }
     }

@@ -45,6 +45,7 @@ pub(crate) enum Step {
     Flatten(i64),
     Identity,
     Binary(BinaryOp),
+    Where,
     Concat(i64),
     Softmax(i64),
     Reshape(Vec<i64>),
@@ -104,6 +105,7 @@ impl Lowering<'_> {
             Op::Flatten { axis } => Step::Flatten(*axis),
             Op::Dropout | Op::Identity => Step::Identity,
             Op::Binary { op, .. } => Step::Binary(*op),
+            Op::Where => Step::Where,
             Op::Concat { axis } => Step::Concat(*axis),
             Op::Softmax { axis } => Step::Softmax(*axis),
             Op::SoftmaxOutput => Step::Softmax(1),
@@ -304,6 +306,7 @@ impl Step {
                 }
                 Some(acc)
             }
+            Step::Where => Some(select(arg(0)?, arg(1)?, arg(2)?).map_err(wrap)?),
             Step::Concat(axis) => {
                 let parts: Vec<&Tensor> = (0..args.len()).map(arg).collect::<Result<_, _>>()?;
                 let ax = accnn_graph::ops::resolve_axis(*axis, arg(0)?.rank()).ok_or_else(|| InferError::Node {
@@ -522,6 +525,14 @@ fn activation(a: Activation, x: &Tensor) -> candle_core::Result<Tensor> {
         Activation::Gelu { tanh: false } => x.gelu_erf(),
         other => elementwise(x, |v| other.apply(v as f64) as f32),
     }
+}
+
+/// `on_true` where `cond` is non-zero, else `on_false`, the three broadcast together.
+fn select(cond: &Tensor, on_true: &Tensor, on_false: &Tensor) -> candle_core::Result<Tensor> {
+    let shape = candle_core::Shape::broadcast_shape_binary_op(cond.shape(), on_true.shape(), "where")?;
+    let shape = candle_core::Shape::broadcast_shape_binary_op(&shape, on_false.shape(), "where")?;
+    let mask = cond.broadcast_as(shape.clone())?.ne(0.0)?;
+    mask.where_cond(&on_true.broadcast_as(shape.clone())?, &on_false.broadcast_as(shape)?)
 }
 
 /// The common operators as tensor ops; any other through its definition.

@@ -506,7 +506,7 @@ pub fn op_attrs(op: &Op) -> Result<BTreeMap<String, String>, GraphError> {
             put("knorm", l.bias.to_string());
         }
         Op::Softmax { axis } | Op::LogSoftmax { axis } => put("axis", axis.to_string()),
-        Op::Pad(_) | Op::Gather { .. } | Op::Expand { .. } | Op::Tile { .. } | Op::SpaceDepth(_) => {
+        Op::Pad(_) | Op::Gather { .. } | Op::Expand { .. } | Op::Tile { .. } | Op::SpaceDepth(_) | Op::Where => {
             return Err(GraphError::Invalid(format!(
                 "accnn does not write ONNX {} to MXNet",
                 op.mxnet_name()

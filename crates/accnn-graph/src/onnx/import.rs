@@ -194,6 +194,19 @@ impl Importer {
         None
     }
 
+    /// [`Self::value`], or an integer or boolean constant widened to a float variable (an integer
+    /// exponent, a mask): the operand of an elementwise operator.
+    fn operand(&mut self, name: &str) -> Option<Entry> {
+        if let Some(e) = self.value(name) {
+            return Some(e);
+        }
+        let Some(Value::Ints { dims, values }) = self.consts.get(name) else {
+            return None;
+        };
+        let tensor = Tensor::new(dims.clone(), values.iter().map(|&v| v as f32).collect()).ok()?;
+        Some(self.weight(name, tensor, true))
+    }
+
     /// A weight variable holding `tensor`, computed from the ONNX tensor `source`: `source` itself
     /// when unchanged, else a new variable (the ONNX tensor stays as it was for the writer).
     fn weight(&mut self, source: &str, tensor: Tensor, changed: bool) -> Entry {

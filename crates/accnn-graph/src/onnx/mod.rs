@@ -121,8 +121,10 @@ struct Initializer {
 /// GlobalMaxPool, Resize and Upsample (nearest, linear, cubic), the activations (Relu, LeakyRelu,
 /// Clip, Sigmoid, HardSigmoid, HardSwish, Tanh, Softplus, Softsign, Elu, Selu, Mish, Erf, Gelu,
 /// Exp, Log, Neg, Abs, Sqrt, Reciprocal), the elementwise Add, Sub, Mul, Div, Pow, Sum, Min, Max
-/// (broadcasting), Concat, Flatten, Reshape, Transpose, Slice, Squeeze, Unsqueeze, the Reduce*
-/// family, Softmax, Dropout and Identity.
+/// (broadcasting), the comparisons (Equal, Less, LessOrEqual, Greater, GreaterOrEqual) and logical
+/// And, Or, Xor, Not (booleans as 0 and 1), Where, Concat, Flatten, Reshape, Transpose, Slice,
+/// Squeeze, Unsqueeze, the Reduce* family, Softmax, Dropout and Identity. Integer and boolean
+/// constants feeding the elementwise operators (an integer exponent, a mask) are widened to floats.
 ///
 /// Constant subgraphs are computed as the model is read (Constant, ConstantOfShape, Shape, Size,
 /// Cast, Gather, Expand, Range, Where, Not and the operators above on constants), so the shape
@@ -222,14 +224,19 @@ pub fn symbolic_input_dims(source: &OnnxSource) -> Vec<String> {
         .collect()
 }
 
-/// A float tensor stored alone in a `TensorProto` file (ONNX's backend test data, `input_0.pb`).
+/// A tensor stored alone in a `TensorProto` file (ONNX's backend test data, `input_0.pb`), as `f32`:
+/// integers and booleans (as 0 and 1) are widened.
 pub fn read_tensor_file(path: &Path) -> Result<crate::Tensor, GraphError> {
     use prost::Message;
     let bytes = std::fs::read(path).map_err(|e| GraphError::io(path, e))?;
     let proto = proto::TensorProto::decode(&bytes[..]).map_err(|e| GraphError::format(path, e.to_string()))?;
     match tensor::decode(&proto, path)? {
         tensor::Value::Float(t) => Ok(t),
-        _ => Err(GraphError::format(path, "not a floating-point tensor")),
+        // Booleans (comparisons' outputs) and integers read as accnn's engine holds them: floats.
+        tensor::Value::Ints { dims, values } => {
+            crate::Tensor::new(dims, values.into_iter().map(|v| v as f32).collect())
+        }
+        tensor::Value::Other => Err(GraphError::format(path, "not a numeric tensor")),
     }
 }
 

@@ -57,6 +57,8 @@ pub enum Activation {
     Gelu {
         tanh: bool,
     },
+    /// Logical not: 1 where `x` is 0, else 0 (ONNX `Not` on booleans read as 0 and 1).
+    Not,
 }
 
 impl Activation {
@@ -92,6 +94,13 @@ impl Activation {
             Activation::Gelu { tanh: true } => {
                 let inner = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
                 0.5 * x * (1.0 + inner.tanh())
+            }
+            Activation::Not => {
+                if x == 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
             }
         }
     }
@@ -144,13 +153,14 @@ impl Activation {
             Activation::Mish,
             Activation::Erf,
             Activation::Gelu { tanh: false },
+            Activation::Not,
         ]
     }
 
     /// How many functions there are; the exhaustive match of `ordinal` keeps it honest, and a test
     /// checks that [`Self::examples`] lists each.
     #[cfg(test)]
-    const COUNT: usize = 20;
+    const COUNT: usize = 21;
 
     #[cfg(test)]
     fn ordinal(self) -> usize {
@@ -175,6 +185,7 @@ impl Activation {
             Activation::Mish => 17,
             Activation::Erf => 18,
             Activation::Gelu { .. } => 19,
+            Activation::Not => 20,
         }
     }
 }

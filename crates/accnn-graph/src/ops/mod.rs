@@ -94,6 +94,7 @@ impl Op {
             Op::Tile { repeats } => rearrange::tile_shapes(repeats, cx),
             Op::SpaceDepth(s) => rearrange::space_depth_shapes(*s, cx),
             Op::Identity => shape_ops::passthrough_shapes(1, cx),
+            Op::Where => elementwise::where_shapes(cx),
             Op::Dropout => shape_ops::passthrough_shapes(2, cx),
             Op::Variable | Op::Opaque { .. } => Err(cx.error("has no shape rule of its own")),
         }
@@ -124,6 +125,7 @@ impl Op {
             Op::SpaceDepth(s) => rearrange::space_depth_reference(*s, cx),
             Op::SoftmaxOutput => softmax::reference(1, cx),
             Op::Binary { op, .. } => elementwise::reference(*op, cx),
+            Op::Where => elementwise::where_reference(cx),
             Op::Concat { axis } => shape_ops::concat_reference(*axis, cx),
             Op::Transpose { perm } => shape_ops::transpose_reference(perm, cx),
             Op::Lrn(l) => lrn::reference(l, cx),

@@ -105,6 +105,10 @@ pub fn samples() -> Vec<OpSample> {
             if a.positive_domain() {
                 wide = b.activation("positive", wide, Activation::Exp);
             }
+            // Logical not of a mask with zeros in it (of random floats it would be all zeros).
+            if a == Activation::Not {
+                wide = b.activation("mask", wide, Activation::Relu);
+            }
             b.activation("op", wide, a)
         }));
     }
@@ -135,6 +139,11 @@ pub fn samples() -> Vec<OpSample> {
             match op {
                 BinaryOp::Div => c.data_mut().iter_mut().for_each(|v| *v = 0.5 + v.abs()),
                 BinaryOp::Pow => x = b.activation("positive", x, Activation::Exp),
+                // Masks with zeros in them, and values equal to the constant where it is 0.
+                BinaryOp::And | BinaryOp::Or | BinaryOp::Xor | BinaryOp::Equal => {
+                    c.data_mut().iter_mut().for_each(|v| *v = v.max(0.0));
+                    x = b.activation("mask", x, Activation::Relu);
+                }
                 _ => {}
             }
             let c = b.weight("c", c);
@@ -142,6 +151,16 @@ pub fn samples() -> Vec<OpSample> {
             b.node("op", binary, &[x, c])
         }));
     }
+    out.push(sample("Where (broadcast)".into(), vec![2, 3, 4, 4], |b, x| {
+        let c = b.weight("c", tensor(vec![3, 1, 4], 9));
+        let greater = Op::Binary {
+            op: BinaryOp::Greater,
+            broadcast: true,
+        };
+        let cond = b.node("cond", greater, &[x, c]);
+        let other = b.weight("other", tensor(vec![4], 10));
+        b.node("op", Op::Where, &[cond, x, other])
+    }));
     for axis in [1, -1] {
         out.push(sample(format!("Concat at {axis}"), vec![2, 3, 4, 4], |b, x| {
             let r = b.activation("r", x, Activation::Relu);
@@ -422,6 +441,7 @@ fn operator_index(op: &Op) -> usize {
         Op::Expand { .. } => 28,
         Op::Tile { .. } => 29,
         Op::SpaceDepth(_) => 30,
+        Op::Where => 31,
     }
 }
 
@@ -441,6 +461,6 @@ mod tests {
             assert!(!shapes.of(head).is_empty(), "{}", s.name);
         }
         // Every operator but Variable (0) and Opaque (1).
-        assert_eq!(covered, (2..31).collect(), "operators without a sample");
+        assert_eq!(covered, (2..32).collect(), "operators without a sample");
     }
 }

@@ -51,6 +51,7 @@ pub(super) fn unary(op_type: &str, a: &NodeAttrs) -> Option<Activation> {
         "Gelu" => Activation::Gelu {
             tanh: a.string("approximate").as_deref() == Some("tanh"),
         },
+        "Not" => Activation::Not,
         _ => return None,
     })
 }
@@ -106,6 +107,7 @@ impl Importer {
             "Cast" => Ok(self.cast(n, &a)),
             "Dropout" => Ok(self.dropout(n, &a, consumers)),
             "Identity" => Ok(self.single(n, Op::Identity)),
+            "Where" => Ok(self.select(n)),
             "Sum" => Ok(self.binary(n, BinaryOp::Add)),
             "Transpose" => Ok(self.transpose(n, &a)),
             "LRN" => self.lrn(n, &a),
@@ -553,13 +555,22 @@ impl Importer {
         if names.len() != n.input.len() || names.len() < 2 && !variadic || names.len() > 2 && !variadic {
             return None;
         }
-        let inputs: Vec<Entry> = names.iter().map(|x| self.value(x)).collect::<Option<_>>()?;
+        let inputs: Vec<Entry> = names.iter().map(|x| self.operand(x)).collect::<Option<_>>()?;
         let op = if inputs.len() == 1 {
             Op::Identity
         } else {
             Op::Binary { op, broadcast: true }
         };
         Some(Converted::new(op, inputs))
+    }
+
+    /// `Where(condition, x, y)` on values (on constants it is computed as the model is read).
+    fn select(&mut self, n: &NodeProto) -> Option<Converted> {
+        if n.input.len() != 3 {
+            return None;
+        }
+        let inputs: Vec<Entry> = n.input.iter().map(|x| self.operand(x)).collect::<Option<_>>()?;
+        Some(Converted::new(Op::Where, inputs))
     }
 
     /// Concat (a negative axis counts from the end).
