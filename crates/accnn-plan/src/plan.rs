@@ -3,7 +3,7 @@
 use accnn_graph::cost::LayerKind;
 use accnn_graph::rewrite::apply_splits;
 use accnn_graph::{Model, Tensor};
-use accnn_rank::{RankCandidate, RankConfig, select_ranks_aligned};
+use accnn_rank::{RankCandidate, RankConfig};
 
 use crate::analysis::{Analysis, Layer};
 use crate::factorise::Factorisation;
@@ -157,8 +157,7 @@ fn plan_exact(
                         LayerKind::Convolution => accnn_rank::LayerKind::Convolution,
                         LayerKind::FullyConnected => accnn_rank::LayerKind::FullyConnected,
                     },
-                    // A layer that must be decomposed: staying whole is priced out of every budget.
-                    original_cost: if every_layer { u64::MAX / 1024 } else { layer.macs },
+                    original_cost: layer.macs,
                     cost_per_rank: layer.macs_per_rank,
                     rank_unit: layer.groups,
                     energy: profile(svd),
@@ -175,8 +174,9 @@ fn plan_exact(
     let budget = allowed
         .checked_sub(fixed)
         .ok_or(Error::UnreachableRatio { ratio, fixed, allowed })?;
-    let selection =
-        select_ranks_aligned(&candidates, budget, align).map_err(|cause| Error::Selection { ratio, cause })?;
+    let choices: Vec<accnn_rank::LayerChoices> =
+        candidates.iter().map(|c| c.choices_with(align, every_layer)).collect();
+    let selection = accnn_rank::select_among(&choices, budget).map_err(|cause| Error::Selection { ratio, cause })?;
     Ok(RankPlan::from_selection(&selection.ranks, &candidate_layers))
 }
 
@@ -256,6 +256,7 @@ pub fn plan_for_costs(
             whole_cost: c.whole,
             ranks: c.ranks.clone(),
             energy: svd.energy(),
+            must_decompose: false,
         });
         ids.push(id);
     }

@@ -121,22 +121,35 @@ pub struct LayerChoices {
     pub whole_cost: u64,
     pub ranks: Vec<(usize, u64)>,
     pub energy: Vec<f64>,
+    /// The layer must be decomposed: staying whole is no option, and ranks costing as much as the
+    /// whole layer or more are (as the original accnn allowed them).
+    pub must_decompose: bool,
 }
 
 impl RankCandidate {
     /// This layer's choices under its linear MAC cost, keeping only ranks whose width
     /// (`rank * rank_unit`, the filters of the first half) is a multiple of `align`.
     pub fn choices(&self, align: usize) -> LayerChoices {
+        self.choices_with(align, false)
+    }
+
+    /// [`Self::choices`], or with `must_decompose` every aligned rank and no whole option.
+    pub fn choices_with(&self, align: usize, must_decompose: bool) -> LayerChoices {
         let align = align.max(1);
+        let ranks = if must_decompose {
+            1..=self.energy.len()
+        } else {
+            self.useful_ranks()
+        };
         LayerChoices {
             name: self.name.clone(),
             whole_cost: self.original_cost,
-            ranks: self
-                .useful_ranks()
+            ranks: ranks
                 .filter(|&k| (k * self.rank_unit).is_multiple_of(align))
                 .map(|k| (k, self.cost(Some(k))))
                 .collect(),
             energy: self.energy.clone(),
+            must_decompose,
         }
     }
 }
@@ -169,12 +182,19 @@ pub fn select_among(layers: &[LayerChoices], budget: u64) -> Result<RankSelectio
         if bad {
             return Err(RankError::BadEnergy(layer.name.clone()));
         }
-        let mut options = vec![knapsack::Choice {
-            cost: layer.whole_cost,
-            value: 0.0,
-        }];
-        let mut label = vec![None];
-        for &(k, cost) in layer.ranks.iter().filter(|&&(_, c)| c < layer.whole_cost) {
+        let (mut options, mut label) = if layer.must_decompose {
+            (Vec::new(), Vec::new())
+        } else {
+            (
+                vec![knapsack::Choice {
+                    cost: layer.whole_cost,
+                    value: 0.0,
+                }],
+                vec![None],
+            )
+        };
+        let kept = |&&(_, c): &&(usize, u64)| layer.must_decompose || c < layer.whole_cost;
+        for &(k, cost) in layer.ranks.iter().filter(kept) {
             options.push(knapsack::Choice {
                 cost,
                 value: layer.energy[k - 1].max(MIN_ENERGY).ln(),

@@ -292,12 +292,14 @@ fn measured_costs_skip_decompositions_that_are_not_faster() {
             whole_cost: 1000,
             ranks: vec![(1, 300), (2, 500), (3, 900)],
             energy: vec![0.6, 0.9, 1.0],
+            must_decompose: false,
         },
         LayerChoices {
             name: "slow".into(),
             whole_cost: 200,
             ranks: vec![(1, 250), (2, 400)],
             energy: vec![0.99, 1.0],
+            must_decompose: false,
         },
     ];
     let sel = select_among(&layers, 750).expect("feasible");
@@ -308,4 +310,30 @@ fn measured_costs_skip_decompositions_that_are_not_faster() {
     assert_eq!(sel.ranks[1], None);
     // Below what the cheapest options cost: infeasible, with the reachable ratio.
     assert!(select_among(&layers, 400).is_err());
+}
+
+#[test]
+fn a_layer_that_must_be_decomposed_never_stays_whole() {
+    use accnn_rank::{LayerChoices, RankError, select_among};
+    let layer = |must_decompose| LayerChoices {
+        name: "conv".into(),
+        whole_cost: 100,
+        // Rank 2 costs more than the layer whole: allowed only when it must be decomposed.
+        ranks: vec![(1, 60), (2, 120)],
+        energy: vec![0.5, 1.0],
+        must_decompose,
+    };
+    // With room for anything, a free layer stays whole (energy 1 at cost 100)...
+    assert_eq!(select_among(&[layer(false)], 1000).unwrap().ranks, vec![None]);
+    // ...and one that must be decomposed takes its best rank, even above the whole cost.
+    assert_eq!(select_among(&[layer(true)], 1000).unwrap().ranks, vec![Some(2)]);
+    assert_eq!(select_among(&[layer(true)], 100).unwrap().ranks, vec![Some(1)]);
+    // Out of reach: the reachable ratio is the whole cost over the cheapest rank's.
+    match select_among(&[layer(true)], 50) {
+        Err(RankError::Infeasible { minimum, max_ratio, .. }) => {
+            assert_eq!(minimum, 60);
+            assert!((max_ratio - 100.0 / 60.0).abs() < 1e-12);
+        }
+        other => panic!("expected Infeasible, got {other:?}"),
+    }
 }
