@@ -318,20 +318,21 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
         let (m, seconds) = accelerate(ranks, Fit::Weights)?;
         push("model1", "config.json ranks, data-free", m, Some(seconds), rows)?;
     }
+    // Rank selection for `ratio` over the section's MACs.
+    let macs_ranks = |ratio: f64, objective: Objective| RankSource::Ratio {
+        ratio,
+        scope: section.scope,
+        align: 1,
+        cost: Cost::Macs,
+        objective,
+    };
     let over = match section.scope {
         Scope::All => "",
         Scope::ConvOnly => " (convolutions)",
     };
     for &ratio in &section.ratios {
         for &objective in &section.objectives {
-            let ranks = RankSource::Ratio {
-                ratio,
-                scope: section.scope,
-                align: 1,
-                cost: Cost::Macs,
-                objective,
-            };
-            let (m, seconds) = accelerate(ranks, Fit::Weights)?;
+            let (m, seconds) = accelerate(macs_ranks(ratio, objective), Fit::Weights)?;
             let variant = match section.objectives.as_slice() {
                 [_] => format!("{ratio}x{over} data-free"),
                 _ => format!("{ratio}x{over} data-free, {objective}"),
@@ -370,18 +371,11 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
         )?;
     }
     for &ratio in section.ratios.iter().filter(|_| section.synthetic) {
-        let ranks = RankSource::Ratio {
-            ratio,
-            scope: section.scope,
-            align: 1,
-            cost: Cost::Macs,
-            objective: Objective::default(),
-        };
         let fit = Fit::Calibration(Calibration {
             threads,
             ..Calibration::new(CalibrationImages::Synthetic { count: 512, seed: 0 })
         });
-        let (m, seconds) = accelerate(ranks, fit)?;
+        let (m, seconds) = accelerate(macs_ranks(ratio, Objective::default()), fit)?;
         push(
             &format!("{ratio}x{over} synthetic"),
             "response ranks + least-squares refit on 512 synthetic images (--calibrate synthetic), no data",
@@ -396,14 +390,7 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
                 threads,
                 ..Calibration::new(CalibrationImages::Dataset(calibration.clone()))
             });
-            let ranks = RankSource::Ratio {
-                ratio,
-                scope: section.scope,
-                align: 1,
-                cost: Cost::Macs,
-                objective: Objective::default(),
-            };
-            let (m, seconds) = accelerate(ranks, fit)?;
+            let (m, seconds) = accelerate(macs_ranks(ratio, Objective::default()), fit)?;
             push(
                 &format!("{ratio}x{over} data-aware"),
                 &format!(

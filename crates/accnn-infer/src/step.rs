@@ -545,6 +545,12 @@ fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
         BinaryOp::Min => a.broadcast_minimum(b),
         BinaryOp::Max => a.broadcast_maximum(b),
         BinaryOp::PRelu => a.relu()?.broadcast_add(&a.minimum(0.0)?.broadcast_mul(b)?),
+        // Comparisons give u8 masks; the IR holds truth values as 0.0 and 1.0 in the input's dtype.
+        BinaryOp::Equal => a.broadcast_eq(b)?.to_dtype(a.dtype()),
+        BinaryOp::Less => a.broadcast_lt(b)?.to_dtype(a.dtype()),
+        BinaryOp::LessOrEqual => a.broadcast_le(b)?.to_dtype(a.dtype()),
+        BinaryOp::Greater => a.broadcast_gt(b)?.to_dtype(a.dtype()),
+        BinaryOp::GreaterOrEqual => a.broadcast_ge(b)?.to_dtype(a.dtype()),
         other => {
             let shape = candle_core::Shape::broadcast_shape_binary_op(a.shape(), b.shape(), "binary")?;
             let (x, y) = (a.broadcast_as(shape.clone())?, b.broadcast_as(shape.clone())?);

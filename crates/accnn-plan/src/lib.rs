@@ -42,7 +42,7 @@ pub use factorise::{Factorisation, layer_node};
 pub use format::{
     EncodedModel, ModelBytes, ModelFile, ModelFormat, ModelSource, check_destination, encode_model, is_onnx,
 };
-pub use objective::{Objective, plan_seed};
+pub use objective::{Objective, plan_seed, seed_layers};
 pub use per_layer::{LayerId, LayerSet, PerLayer};
 pub use plan::{
     LayerCosts, PlannedLayer, RankPlan, Scope, apply_plan, check_ratio, factorise_all, factorise_layers,

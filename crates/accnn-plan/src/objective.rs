@@ -6,8 +6,11 @@ use accnn_rank::seed::{SeedLayer, select_seed};
 use crate::Error;
 use crate::analysis::Analysis;
 use crate::factorise::Factorisation;
-use crate::per_layer::{LayerId, PerLayer};
+use crate::per_layer::{LayerId, LayerSet, PerLayer};
 use crate::plan::{RankPlan, check_ratio};
+
+/// A layer's kept fraction at every rank, from its factorisation.
+pub(crate) type KeptFraction = fn(&Factorisation) -> Vec<f64>;
 
 /// The objective that chooses every layer's rank for a ratio (`--rank-search`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,6 +56,19 @@ impl Objective {
         Objective::ALL.into_iter().find(|o| o.name() == name)
     }
 
+    /// For the objectives solved exactly under accnn's MAC counts: each layer's kept fraction at
+    /// every rank, and whether every layer must be decomposed. `None` for [`Objective::Seed`], which
+    /// has its own cost model.
+    pub(crate) fn exact_form(self) -> Option<(KeptFraction, bool)> {
+        match self {
+            Objective::Energy => Some((Factorisation::energy, false)),
+            Objective::Nuclear => Some((Factorisation::singular_value_fraction, false)),
+            Objective::EnergyAll => Some((Factorisation::energy, true)),
+            Objective::NuclearAll => Some((Factorisation::singular_value_fraction, true)),
+            Objective::Seed => None,
+        }
+    }
+
     /// What the objective maximises, in words, for reports.
     pub fn describe(self) -> &'static str {
         match self {
@@ -87,6 +103,12 @@ impl std::fmt::Display for Objective {
     }
 }
 
+/// The layers the original tool decomposes: every ungrouped convolution (it could not read grouped
+/// ones), even where no rank is cheaper than the layer whole.
+pub fn seed_layers(analysis: &Analysis) -> LayerSet {
+    analysis.select(|l| l.kind == LayerKind::Convolution && l.groups == 1)
+}
+
 /// The original tool's ranks for `ratio` over convolution MACs (its own cost model): every
 /// ungrouped convolution factorised in `svds` is decomposed; grouped ones, which the original
 /// could not read, and FC layers stay whole.
@@ -94,12 +116,9 @@ pub fn plan_seed(analysis: &Analysis, svds: &PerLayer<Factorisation>, ratio: f64
     check_ratio(ratio)?;
     let mut layers = Vec::new();
     let mut ids: Vec<LayerId> = Vec::new();
-    for layer in analysis
-        .layers
-        .iter()
-        .filter(|l| l.kind == LayerKind::Convolution && l.groups == 1)
-    {
-        let Some(svd) = svds.get(layer.id) else {
+    for id in seed_layers(analysis).iter() {
+        let layer = &analysis[id];
+        let Some(svd) = svds.get(id) else {
             continue;
         };
         let w = &layer.weight_shape;

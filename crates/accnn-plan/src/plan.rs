@@ -191,32 +191,13 @@ pub fn plan_for_objective(
     align: usize,
     objective: Objective,
 ) -> Result<RankPlan, Error> {
-    match objective {
-        Objective::Energy => plan_for_ratio_aligned(analysis, svds, ratio, scope, align),
-        Objective::Nuclear => plan_exact(
-            analysis,
-            svds,
-            ratio,
-            scope,
-            align,
-            Factorisation::singular_value_fraction,
-            false,
-        ),
-        Objective::NuclearAll => plan_exact(
-            analysis,
-            svds,
-            ratio,
-            scope,
-            align,
-            Factorisation::singular_value_fraction,
-            true,
-        ),
-        Objective::EnergyAll => plan_exact(analysis, svds, ratio, scope, align, Factorisation::energy, true),
-        Objective::Seed if align > 1 => Err(Error::ObjectiveOption {
+    match objective.exact_form() {
+        Some((profile, every_layer)) => plan_exact(analysis, svds, ratio, scope, align, profile, every_layer),
+        None if align > 1 => Err(Error::ObjectiveOption {
             objective: objective.name(),
             option: "a rank alignment",
         }),
-        Objective::Seed => plan_seed(analysis, svds, ratio),
+        None => plan_seed(analysis, svds, ratio),
     }
 }
 

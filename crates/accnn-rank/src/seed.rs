@@ -13,8 +13,7 @@
 //! - the original's dynamic program is keyed by exact integer cost, so it is exact: its optimum is
 //!   the optimum [`crate::knapsack::solve`] finds on the same items (ties aside).
 
-use crate::knapsack::{self, Choice};
-use crate::{RankError, RankSelection};
+use crate::{LayerChoices, RankError, RankSelection, select_among};
 
 /// One convolution as the original's selector sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -75,38 +74,23 @@ pub fn select_seed(layers: &[SeedLayer], ratio: f64) -> Result<RankSelection, Ra
     let whole: u64 = layers.iter().map(SeedLayer::whole_cost).sum();
     // The original compares integer costs with the float `EC / ratio`: the same as the floor.
     let budget = (whole as f64 / ratio).floor() as u64;
-    let mut items = Vec::with_capacity(layers.len());
+    let mut choices = Vec::with_capacity(layers.len());
     for layer in layers {
         let bad =
             layer.singular_values.is_empty() || layer.singular_values.iter().any(|s| !(s.is_finite() && *s >= 0.0));
         if bad || layer.max_rank() == 0 {
             return Err(RankError::BadEnergy(layer.name.clone()));
         }
-        let profile = singular_value_profile(&[&layer.singular_values]);
         let per_rank = layer.cost_per_rank();
-        items.push(
-            (1..=layer.max_rank())
-                .map(|k| Choice {
-                    cost: k as u64 * per_rank,
-                    value: profile[k - 1].max(f64::MIN_POSITIVE).ln(),
-                })
-                .collect::<Vec<_>>(),
-        );
-    }
-    let Some(solution) = knapsack::solve(&items, budget) else {
-        let minimum: u64 = layers.iter().map(SeedLayer::cost_per_rank).sum();
-        return Err(RankError::Infeasible {
-            budget,
-            minimum,
-            max_ratio: whole as f64 / minimum.max(1) as f64,
+        choices.push(LayerChoices {
+            name: layer.name.clone(),
+            whole_cost: layer.whole_cost(),
+            ranks: (1..=layer.max_rank()).map(|k| (k, k as u64 * per_rank)).collect(),
+            energy: singular_value_profile(&[&layer.singular_values]),
+            must_decompose: true,
         });
-    };
-    Ok(RankSelection {
-        ranks: solution.picks.iter().map(|&i| Some(i + 1)).collect(),
-        cost: solution.cost,
-        log_energy: solution.value,
-        search_nodes: solution.nodes,
-    })
+    }
+    select_among(&choices, budget)
 }
 
 #[cfg(test)]

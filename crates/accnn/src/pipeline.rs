@@ -8,8 +8,8 @@ use accnn_graph::io::{FileContent, same_file, write_contents_atomically};
 use accnn_graph::{FoldedBatchNorm, Model, fold_batch_norms};
 use accnn_infer::data::Dataset;
 use accnn_plan::{
-    Analysis, ConfigSection, Factorisation, LayerKind, LayerSet, ModelFile, ModelSource, Objective, PerLayer, RankPlan,
-    Report, check_destination, encode_model,
+    Analysis, ConfigSection, Factorisation, LayerSet, ModelFile, ModelSource, Objective, PerLayer, RankPlan, Report,
+    check_destination, encode_model,
 };
 use accnn_rank::RankConfig;
 
@@ -311,12 +311,10 @@ fn plan_or_layers(ranks: &RankSource, analysis: &Analysis) -> Result<(Option<Ran
             if *align == 0 {
                 return Err(accnn_plan::Error::InvalidAlignment.into());
             }
-            let wanted = match objective {
-                // The original decomposes every (ungrouped) convolution, even where no rank is cheaper.
-                Objective::Seed => analysis.select(|l| l.kind == LayerKind::Convolution && l.groups == 1),
-                Objective::Energy | Objective::Nuclear | Objective::NuclearAll | Objective::EnergyAll => {
-                    analysis.select(|l| scope.includes(l.kind) && l.can_reduce_cost())
-                }
+            let wanted = if *objective == Objective::Seed {
+                accnn_plan::seed_layers(analysis)
+            } else {
+                analysis.select(|l| scope.includes(l.kind) && l.can_reduce_cost())
             };
             return Ok((None, wanted));
         }

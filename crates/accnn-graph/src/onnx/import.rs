@@ -232,23 +232,8 @@ impl Importer {
 }
 
 pub(crate) fn declared_shape(proto: &ModelProto, name: &str) -> Option<Vec<Option<usize>>> {
-    use super::proto::tensor_shape_proto::dimension::Value as Dim;
-    use super::proto::type_proto::Value as Type;
     let input = proto.graph.as_ref()?.input.iter().find(|i| i.name == name)?;
-    let Some(Type::TensorType(t)) = input.r#type.as_ref()?.value.as_ref() else {
-        return None;
-    };
-    Some(
-        t.shape
-            .as_ref()?
-            .dim
-            .iter()
-            .map(|d| match d.value {
-                Some(Dim::DimValue(v)) if v > 0 => Some(v as usize),
-                _ => None,
-            })
-            .collect(),
-    )
+    recorded::fixed_dims(input)
 }
 
 /// Converts a decoded model. `dir` is where external data files live; `data_shape` (batch first)

@@ -24,24 +24,30 @@ fn dims(info: &ValueInfoProto) -> Option<Vec<Option<&Dim>>> {
     Some(t.shape.as_ref()?.dim.iter().map(|d| d.value.as_ref()).collect())
 }
 
-impl RecordedShapes {
-    /// What `graph` records, with `data` the name of its data input.
-    pub(super) fn new(graph: &GraphProto, data: Option<&str>) -> Self {
-        let input_dims = data
-            .and_then(|name| graph.input.iter().find(|i| i.name == name))
-            .and_then(dims)
-            .unwrap_or_default();
-        // A leading dimension equal to the data input's batch (the same symbol, or the same fixed
-        // size) is the batch: a file exported at batch 1 still describes a run at batch 8.
-        let batch = input_dims.first().copied().flatten().cloned();
-        let input = input_dims
-            .iter()
-            .skip(1)
+/// `info`'s dimensions, `None` for each symbolic one; `None` when it records no tensor shape.
+pub(super) fn fixed_dims(info: &ValueInfoProto) -> Option<Vec<Option<usize>>> {
+    Some(
+        dims(info)?
+            .into_iter()
             .map(|d| match d {
                 Some(Dim::DimValue(v)) if *v > 0 => Some(*v as usize),
                 _ => None,
             })
-            .collect();
+            .collect(),
+    )
+}
+
+impl RecordedShapes {
+    /// What `graph` records, with `data` the name of its data input.
+    pub(super) fn new(graph: &GraphProto, data: Option<&str>) -> Self {
+        let data = data.and_then(|name| graph.input.iter().find(|i| i.name == name));
+        // A leading dimension equal to the data input's batch (the same symbol, or the same fixed
+        // size) is the batch: a file exported at batch 1 still describes a run at batch 8.
+        let batch = data.and_then(dims).and_then(|d| d.first().copied().flatten().cloned());
+        let input = data
+            .and_then(fixed_dims)
+            .map(|d| d.into_iter().skip(1).collect())
+            .unwrap_or_default();
         let mut shapes = HashMap::new();
         for info in graph.value_info.iter().chain(&graph.output) {
             let Some(dims) = dims(info) else { continue };
