@@ -34,6 +34,9 @@ pub(crate) enum Command {
     Fc(LayerArgs),
     /// Top-1/top-5 accuracy on labelled images, and agreement with a reference model.
     Eval(crate::eval::EvalArgs),
+    /// Train a decomposed model back towards its original: distillation from the original's
+    /// outputs (plus labels, when the data has them); the decomposed layers train by default.
+    Finetune(crate::finetune::FinetuneArgs),
     /// Time a model against another (e.g. the accelerated one) and report the measured speed-up.
     Bench(crate::bench::BenchArgs),
     /// Print every layer with its shapes, MACs, parameters and largest rank.

@@ -22,6 +22,7 @@ mod data;
 mod engine_args;
 mod errors;
 mod eval;
+mod finetune;
 mod flags;
 mod inspect;
 
@@ -85,6 +86,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Inspect { model }) => inspect::run(model),
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Eval(args)) => eval::run(args),
+        Some(Command::Finetune(args)) => finetune::run(args),
     }
 }
 

@@ -99,6 +99,18 @@ pub enum Error {
         #[source]
         source: accnn_graph::GraphError,
     },
+    /// Fine-tuning stopped (bad data or model, a non-finite loss, a checkpoint not written).
+    #[error(transparent)]
+    Finetune(accnn_train::TrainError),
+    /// The fine-tuning data could not be read.
+    #[error(transparent)]
+    FinetuneData(accnn_infer::InferError),
+    /// Student and teacher are not the same classifier.
+    #[error("{0}")]
+    FinetuneMismatch(String),
+    /// The checkpoint to resume from is missing or unreadable.
+    #[error("cannot resume from {}: {message}", path.display())]
+    Resume { path: PathBuf, message: String },
     #[error(transparent)]
     Plan(#[from] accnn_plan::Error),
     #[error(transparent)]

@@ -26,6 +26,7 @@
 
 mod error;
 mod fidelity;
+pub mod finetune;
 pub mod latency;
 mod observer;
 mod pipeline;
@@ -40,6 +41,7 @@ pub use accnn_plan::{
 pub use accnn_rank::RankConfig;
 pub use error::Error;
 pub use fidelity::Fidelity;
+pub use finetune::{FinetuneProgress, FinetuneRequest, Finetuned, ImageFiles, NoProgress, finetune};
 pub use observer::{Event, Observer, Silent};
 pub use pipeline::{
     Accelerated, CalibrationSummary, LatencyOutcome, LoadedModel, accelerate, accelerate_with, load_model,
