@@ -20,6 +20,7 @@ use accnn_infer::timing::compare;
 use accnn_infer::{Engine, EngineOptions, Target};
 use accnn_plan::ModelFile;
 use accnn_rank::RankConfig;
+use accnn_train::{EpochReport, FinetuneOptions, Finetuner, TrainError, TrainObserver, TrainScope, TrainState};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
@@ -72,6 +73,17 @@ pub struct BenchSpeedupArgs {
     /// Batch size of the GPU column.
     #[arg(long, default_value_t = 32)]
     pub gpu_batch: usize,
+    /// Training images for fine-tuned rows (the original's model2 and model4): the config.json
+    /// model and the `--finetune-ratios` models, data-free and data-aware, each fine-tuned by
+    /// distillation from the original (`accnn finetune`'s defaults, every layer training).
+    #[arg(long, value_name = "DATA")]
+    pub finetune: Option<PathBuf>,
+    /// Epochs of each fine-tuning.
+    #[arg(long, default_value_t = 3)]
+    pub finetune_epochs: usize,
+    /// The ratios of the sweep whose models are fine-tuned.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![3.0, 4.0])]
+    pub finetune_ratios: Vec<f64>,
     /// A run of a few minutes: the committed test subset, ratios 2 and 3, fewer timing rounds.
     #[arg(long)]
     pub quick: bool,
@@ -102,6 +114,8 @@ pub struct Row {
     pub cpu_ms_batch1: f64,
     pub gpu_speedup: Option<f64>,
     pub accelerate_seconds: Option<f64>,
+    /// Wall time of fine-tuning, for fine-tuned rows.
+    pub finetune_seconds: Option<f64>,
 }
 
 /// A model, the data to score it on and the variants to build.
@@ -123,6 +137,23 @@ struct Section {
     latency: Option<(f64, PathBuf)>,
     batch_n: usize,
     rounds: usize,
+    finetune: Option<FinetuneRows>,
+}
+
+/// Fine-tuned rows: the training images, how long, and which models.
+struct FinetuneRows {
+    data: Box<dyn ImageSource>,
+    epochs: usize,
+    ratios: Vec<f64>,
+}
+
+/// Silent: the bench prints one line per row.
+pub(crate) struct Quiet;
+
+impl TrainObserver for Quiet {
+    fn epoch(&mut self, _: &EpochReport, _: &Model, _: &TrainState) -> Result<(), TrainError> {
+        Ok(())
+    }
 }
 
 impl BenchSpeedupArgs {
@@ -157,6 +188,16 @@ fn open_data(
 
 fn load_data(path: &Path, split: &str, pre: &ImageOptions, shape: &[usize], limit: Option<usize>) -> Result<Dataset> {
     Ok(open_data(path, split, pre, shape, limit)?.to_dataset()?)
+}
+
+/// `--finetune`'s training images, when given.
+fn finetune_rows(args: &BenchSpeedupArgs, pre: &ImageOptions, shape: &[usize]) -> Result<Option<FinetuneRows>> {
+    let Some(path) = &args.finetune else { return Ok(None) };
+    Ok(Some(FinetuneRows {
+        data: open_data(path, "train", pre, shape, None).with_context(|| format!("--finetune {}", path.display()))?,
+        epochs: args.finetune_epochs,
+        ratios: args.finetune_ratios.clone(),
+    }))
 }
 
 fn params(model: &Model) -> u64 {
@@ -257,7 +298,13 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
         Some(gpu) => Some((Engine::new(model, gpu.options)?, gpu)),
         None => None,
     };
-    let push = |variant: &str, method: &str, m: Model, seconds: Option<f64>, rows: &mut Vec<Row>| -> Result<()> {
+    let push_tuned = |variant: &str,
+                      method: &str,
+                      m: Model,
+                      seconds: Option<f64>,
+                      tuned: Option<f64>,
+                      rows: &mut Vec<Row>|
+     -> Result<()> {
         let a = Analysis::new(&m, &section.data_shape)?;
         let measured = measure(
             section,
@@ -281,6 +328,7 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
             cpu_ms_batch1: measured.ms1,
             gpu_speedup: measured.gpu,
             accelerate_seconds: seconds,
+            finetune_seconds: tuned,
         };
         println!(
             "  {:<28} top-1 {:>7}  theoretical {:>6.3}x  CPU {:>6.3}x (batch 1)",
@@ -291,6 +339,9 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
         );
         rows.push(row);
         Ok(())
+    };
+    let push = |variant: &str, method: &str, m: Model, seconds: Option<f64>, rows: &mut Vec<Row>| -> Result<()> {
+        push_tuned(variant, method, m, seconds, None, rows)
     };
     push("model0", "original", model.clone(), None, rows)?;
     // Every variant is one run of the library's pipeline on the section's model, timed whole.
@@ -310,13 +361,42 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
         let fast = accnn::accelerate(request)?;
         Ok((fast.model, started.elapsed().as_secs_f64()))
     };
+    // The original's model2/model4: a decomposed model trained back towards the original.
+    let finetune = |variant: &str, method: &str, m: &Model, seconds: f64, ratio: Option<f64>, rows: &mut Vec<Row>| {
+        let Some(tune) = &section.finetune else { return Ok(()) };
+        if ratio.is_some_and(|r| !tune.ratios.contains(&r)) {
+            return Ok(());
+        }
+        let options = FinetuneOptions {
+            epochs: tune.epochs,
+            lr: 0.02,
+            scope: TrainScope::All,
+            threads,
+            ..FinetuneOptions::default()
+        };
+        let started = Instant::now();
+        let tuned = Finetuner::new(m.clone(), model, tune.data.as_ref(), None, options)?.run(&mut Quiet)?;
+        let tuned_seconds = started.elapsed().as_secs_f64();
+        push_tuned(
+            &format!("{variant}, fine-tuned"),
+            &format!(
+                "{method}; then {} epochs of distillation from the original",
+                tune.epochs
+            ),
+            tuned,
+            Some(seconds),
+            Some(tuned_seconds),
+            rows,
+        )
+    };
     if let Some(config) = &section.config {
         let ranks = RankSource::Config {
             config: config.clone(),
             path: None,
         };
         let (m, seconds) = accelerate(ranks, Fit::Weights)?;
-        push("model1", "config.json ranks, data-free", m, Some(seconds), rows)?;
+        push("model1", "config.json ranks, data-free", m.clone(), Some(seconds), rows)?;
+        finetune("model1", "config.json ranks, data-free", &m, seconds, None, rows)?;
     }
     // Rank selection for `ratio` over the section's MACs.
     let macs_ranks = |ratio: f64, objective: Objective| RankSource::Ratio {
@@ -337,13 +417,11 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
                 [_] => format!("{ratio}x{over} data-free"),
                 _ => format!("{ratio}x{over} data-free, {objective}"),
             };
-            push(
-                &variant,
-                &format!("rank selection ({}), weight SVD", objective.describe()),
-                m,
-                Some(seconds),
-                rows,
-            )?;
+            let method = format!("rank selection ({}), weight SVD", objective.describe());
+            push(&variant, &method, m.clone(), Some(seconds), rows)?;
+            if objective == Objective::default() {
+                finetune(&variant, &method, &m, seconds, Some(ratio), rows)?;
+            }
         }
     }
     if let Some((ratio, cache)) = &section.latency {
@@ -391,16 +469,13 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
                 ..Calibration::new(CalibrationImages::Dataset(calibration.clone()))
             });
             let (m, seconds) = accelerate(macs_ranks(ratio, Objective::default()), fit)?;
-            push(
-                &format!("{ratio}x{over} data-aware"),
-                &format!(
-                    "response ranks + least-squares refit, {} calibration images",
-                    calibration.len()
-                ),
-                m,
-                Some(seconds),
-                rows,
-            )?;
+            let variant = format!("{ratio}x{over} data-aware");
+            let method = format!(
+                "response ranks + least-squares refit, {} calibration images",
+                calibration.len()
+            );
+            push(&variant, &method, m.clone(), Some(seconds), rows)?;
+            finetune(&variant, &method, &m, seconds, Some(ratio), rows)?;
         }
     }
     Ok(())
@@ -418,12 +493,12 @@ pub fn markdown(rows: &[Row], notes: &[String]) -> String {
         if r.section != section {
             section = &r.section;
             out += &format!(
-                "\n### {section}\n\n| variant | method | top-1 | top-5 | params | MACs | theoretical | CPU batch 1 | CPU batch {} | GPU | accelerate (s) |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+                "\n### {section}\n\n| variant | method | top-1 | top-5 | params | MACs | theoretical | CPU batch 1 | CPU batch {} | GPU | accelerate (s) | fine-tune (s) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
                 r.batch_n
             );
         }
         out += &format!(
-            "| {} | {} | {} | {} | {:.2} M | {:.3} G | {:.3}x | {:.3}x ({:.2} ms) | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {:.2} M | {:.3} G | {:.3}x | {:.3}x ({:.2} ms) | {} | {} | {} | {} |\n",
             r.variant,
             r.method,
             percent(r.top1),
@@ -436,6 +511,7 @@ pub fn markdown(rows: &[Row], notes: &[String]) -> String {
             r.cpu_speedup_batch_n.map_or("n/a".into(), |v| format!("{v:.3}x")),
             r.gpu_speedup.map_or("n/a".into(), |v| format!("{v:.3}x")),
             r.accelerate_seconds.map_or("-".into(), |v| format!("{v:.1}")),
+            r.finetune_seconds.map_or("-".into(), |v| format!("{v:.0}")),
         );
     }
     for n in notes {
@@ -518,7 +594,7 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
             sections.push(Section {
                 name: spec.clone(),
                 model: fold_batch_norms(file.model)?.0,
-                data_shape: shape,
+                data_shape: shape.clone(),
                 eval,
                 calibration,
                 config,
@@ -529,6 +605,7 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
                 latency: None,
                 batch_n: 8,
                 rounds,
+                finetune: finetune_rows(args, &pre, &shape)?,
             });
         }
         None => {
@@ -567,6 +644,7 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
                 latency: None,
                 batch_n: 64,
                 rounds,
+                finetune: finetune_rows(args, &pre, &shape)?,
             });
             if !args.no_vgg {
                 let config_path = args
@@ -588,6 +666,7 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
                     latency: Some((2.0, args.out.join("latency-cache.json"))),
                     batch_n: if args.quick { 1 } else { 8 },
                     rounds: if args.quick { 3 } else { 7 },
+                    finetune: None,
                 });
                 notes.push(
                     "VGG-16: model1 takes the original tool's vgg16-config.json; its theoretical speed-up is computed from the MACs, not typed in. Random weights make accuracy meaningless there (n/a)."
@@ -651,6 +730,11 @@ mod tests {
         let model = dir.path().join("block.onnx");
         std::fs::write(&model, accnn_graph::onnx::zoo::residual_block(2, 13)).expect("write");
         let out = dir.path().join("results");
+        // Eight images of the block's input size for the fine-tuned row.
+        let train = dir.path().join("train.npz");
+        let x = candle_core::Tensor::randn(0f32, 1f32, (8, 8, 12, 12), &candle_core::Device::Cpu).expect("x");
+        let y = candle_core::Tensor::zeros(8, candle_core::DType::U8, &candle_core::Device::Cpu).expect("y");
+        candle_core::Tensor::write_npz(&[("x", &x), ("y", &y)], &train).expect("npz");
         let args = BenchSpeedupArgs {
             model: Some(model.to_string_lossy().into_owned()),
             data: None,
@@ -671,6 +755,9 @@ mod tests {
             no_vgg: true,
             out: out.clone(),
             threads: 1,
+            finetune: Some(train),
+            finetune_epochs: 1,
+            finetune_ratios: vec![2.0],
         };
         run(&args).expect("runs");
         for f in [
@@ -686,14 +773,19 @@ mod tests {
         let rows = json["rows"].as_array().expect("rows");
         assert_eq!(
             rows.len(),
-            7,
-            "the original, a row per ratio and objective, a synthetic row per ratio"
+            8,
+            "the original, a row per ratio and objective, the default objective's 2x fine-tuned, a synthetic row per ratio"
         );
-        for (row, (ratio, objective)) in
-            rows[1..]
-                .iter()
-                .zip([(1.5, "energy"), (1.5, "seed"), (2.0, "energy"), (2.0, "seed")])
-        {
+        let tuned = &rows[4];
+        assert_eq!(tuned["variant"], "2x data-free, energy, fine-tuned");
+        assert!(tuned["finetune_seconds"].as_f64().expect("timed") > 0.0);
+        assert_eq!(tuned["macs"], rows[3]["macs"], "fine-tuning keeps the architecture");
+        for (row, (ratio, objective)) in [&rows[1], &rows[2], &rows[3], &rows[5]].into_iter().zip([
+            (1.5, "energy"),
+            (1.5, "seed"),
+            (2.0, "energy"),
+            (2.0, "seed"),
+        ]) {
             let variant = row["variant"].as_str().expect("variant");
             assert_eq!(variant, format!("{ratio}x data-free, {objective}"));
             assert!(row["top1"].is_null(), "no labelled data, no accuracy");

@@ -156,6 +156,26 @@ pub fn run(root: &Path, args: &OnnxCheckArgs) -> Result<()> {
             let path = dir.join(format!("{}-{tag}.onnx", case.name));
             std::fs::write(&path, encode_onnx(&read.source, &fast, None)?.model)?;
             add(&path, &fast, reference)?;
+            if tag == "x2" && case.name != "resnet18" {
+                // Fine-tuned weights go out through the same writer: a few updates on synthetic
+                // images of the case's size, every layer training.
+                let [_, c, h, w] = case.shape[..] else {
+                    bail!("{}: not an image input", case.name)
+                };
+                let images = accnn_infer::data::synthetic::natural_noise(8, [c, h, w], 3);
+                let options = accnn_train::FinetuneOptions {
+                    steps: Some(2),
+                    batch: 4,
+                    scope: accnn_train::TrainScope::All,
+                    threads: 1,
+                    ..Default::default()
+                };
+                let tuned = accnn_train::Finetuner::new(fast.clone(), &model, &images, None, options)?
+                    .run(&mut crate::bench_speedup::Quiet)?;
+                let path = dir.join(format!("{}-x2-tuned.onnx", case.name));
+                std::fs::write(&path, encode_onnx(&read.source, &tuned, None)?.model)?;
+                add(&path, &tuned, None)?;
+            }
             if args.bench && case.name == "resnet18" && tag == "x2" {
                 let (a, b) = (
                     Engine::new(&model, EngineOptions::default())?,

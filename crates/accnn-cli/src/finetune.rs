@@ -65,6 +65,9 @@ pub struct FinetuneArgs {
     pub momentum: f64,
     #[arg(long, default_value_t = 5e-4)]
     pub weight_decay: f64,
+    /// Scale the gradients down to this global norm when above it (0: no clipping).
+    #[arg(long, default_value_t = 5.0)]
+    pub max_grad_norm: f64,
     #[arg(long, value_enum, default_value_t = ScheduleArg::Cosine)]
     pub schedule: ScheduleArg,
     /// --schedule step: multiply the rate by --gamma every this many updates (default: an epoch).
@@ -192,6 +195,7 @@ impl FinetuneArgs {
                 optimizer,
                 schedule,
                 weight_decay: self.weight_decay,
+                max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
                 loss: LossWeights {
                     temperature: self.temperature,
                     alpha: self.alpha,
@@ -225,8 +229,8 @@ impl FinetuneProgress for Bar {
     fn step(&mut self, report: &StepReport) {
         self.bar.set_position(report.step as u64);
         self.bar.set_message(format!(
-            "epoch {} · loss {:.4} · lr {:.2e} · {:.0} img/s",
-            report.epoch, report.loss, report.lr, report.images_per_second
+            "epoch {} · loss {:.4} · |grad| {:.3} · lr {:.2e} · {:.0} img/s",
+            report.epoch, report.loss, report.grad_norm, report.lr, report.images_per_second
         ));
     }
 

@@ -60,6 +60,8 @@ impl Schedule {
 pub struct Updater {
     rule: Optimizer,
     weight_decay: f64,
+    /// Gradients whose global norm exceeds this are scaled down to it (`None`: never).
+    max_grad_norm: Option<f64>,
     vars: BTreeMap<String, Var>,
     /// SGD: the velocity; AdamW: the first moment.
     first: BTreeMap<String, Tensor>,
@@ -70,10 +72,11 @@ pub struct Updater {
 }
 
 impl Updater {
-    pub fn new(rule: Optimizer, weight_decay: f64, vars: BTreeMap<String, Var>) -> Self {
+    pub fn new(rule: Optimizer, weight_decay: f64, max_grad_norm: Option<f64>, vars: BTreeMap<String, Var>) -> Self {
         Updater {
             rule,
             weight_decay,
+            max_grad_norm,
             vars,
             first: BTreeMap::new(),
             second: BTreeMap::new(),
@@ -81,14 +84,45 @@ impl Updater {
         }
     }
 
-    /// One update at learning rate `lr` from `grads`; variables without a gradient stay.
-    pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+    /// The global norm of the gradients of the variables.
+    pub fn grad_norm(&self, grads: &GradStore) -> Result<f64> {
+        let mut sum = 0.0;
+        for var in self.vars.values() {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                sum += g
+                    .sqr()?
+                    .sum_all()?
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_scalar::<f64>()?;
+            }
+        }
+        Ok(sum.sqrt())
+    }
+
+    /// One update at learning rate `lr` from `grads`, clipped to the maximum norm; variables without
+    /// a gradient stay. Returns the gradients' norm before clipping.
+    pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<f64> {
         self.steps += 1;
+        let norm = self.grad_norm(grads)?;
+        // A badly approximated network can start with huge gradients; one unclipped step would
+        // throw it far off.
+        let scale = match self.max_grad_norm {
+            Some(max) if norm > max => max / norm,
+            _ => 1.0,
+        };
         for (name, var) in &self.vars {
             let Some(grad) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            let w = var.as_tensor();
+            // Detached as well: candle's gradients may record how they were computed.
+            let grad = &if scale < 1.0 {
+                (grad.detach() * scale)?
+            } else {
+                grad.detach()
+            };
+            // Detached: an update computed from the variable itself would record the operation, and
+            // each stored moment would keep the chain of every earlier step alive.
+            let w = &var.as_tensor().detach();
             match self.rule {
                 Optimizer::Sgd { momentum } => {
                     let grad = if self.weight_decay > 0.0 {
@@ -123,7 +157,7 @@ impl Updater {
                 }
             }
         }
-        Ok(())
+        Ok(norm)
     }
 
     /// The moments by name (`first/NAME`, `second/NAME`) and the update count, for a checkpoint.
@@ -167,5 +201,54 @@ impl Updater {
         }
         self.steps = steps;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn stored_moments_hold_no_history_of_earlier_steps() {
+        // A moment that recorded its operations would keep every earlier step's tensors alive:
+        // memory grew by the model's size at every update.
+        for rule in [Optimizer::sgd(), Optimizer::adamw()] {
+            let w = Var::from_vec(vec![1f32, -2.0, 3.0], 3, &Device::Cpu).unwrap();
+            let mut updater = Updater::new(rule, 0.1, Some(1.0), BTreeMap::from([("w".to_string(), w.clone())]));
+            for _ in 0..3 {
+                let loss = w.as_tensor().sqr().unwrap().sum_all().unwrap();
+                let grads = loss.backward().unwrap();
+                updater.step(&grads, 0.1).unwrap();
+            }
+            let (state, steps) = updater.state();
+            assert_eq!(steps, 3);
+            assert!(!state.is_empty());
+            for (name, t) in &state {
+                assert!(!t.track_op(), "{rule:?}: {name} records its history");
+            }
+        }
+    }
+
+    #[test]
+    fn sgd_with_momentum_and_decay_follows_its_recurrence() {
+        // v ← μv + (g + λw), w ← w − η v, on f(w) = w² (g = 2w), checked against the recurrence.
+        let (mu, lambda, eta) = (0.9, 0.01, 0.1);
+        let w = Var::from_vec(vec![1.5f32], 1, &Device::Cpu).unwrap();
+        let mut updater = Updater::new(
+            Optimizer::Sgd { momentum: mu },
+            lambda,
+            None,
+            BTreeMap::from([("w".to_string(), w.clone())]),
+        );
+        let (mut expected_w, mut v) = (1.5f64, 0.0f64);
+        for _ in 0..4 {
+            let grads = w.as_tensor().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            updater.step(&grads, eta).unwrap();
+            v = mu * v + 2.0 * expected_w + lambda * expected_w;
+            expected_w -= eta * v;
+            let got = w.as_tensor().to_vec1::<f32>().unwrap()[0] as f64;
+            assert!((got - expected_w).abs() < 1e-5, "{got} vs {expected_w}");
+        }
     }
 }

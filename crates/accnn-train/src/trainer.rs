@@ -37,6 +37,8 @@ pub struct FinetuneOptions {
     pub optimizer: Optimizer,
     pub schedule: Schedule,
     pub weight_decay: f64,
+    /// Gradients are scaled down to this global norm when above it (`None`: no clipping).
+    pub max_grad_norm: Option<f64>,
     pub loss: LossWeights,
     pub scope: TrainScope,
     /// Random resized crops and flips of the training images.
@@ -58,6 +60,7 @@ impl Default for FinetuneOptions {
             optimizer: Optimizer::sgd(),
             schedule: Schedule::Cosine,
             weight_decay: 5e-4,
+            max_grad_norm: Some(5.0),
             loss: LossWeights::default(),
             scope: TrainScope::Decomposed,
             augment: false,
@@ -76,6 +79,8 @@ pub struct StepReport {
     pub epoch: usize,
     pub loss: f64,
     pub lr: f64,
+    /// The gradients' global norm before clipping.
+    pub grad_norm: f64,
     /// Images trained on per second, over the run so far.
     pub images_per_second: f64,
 }
@@ -217,6 +222,21 @@ impl<'a> Finetuner<'a> {
             ..EngineOptions::default()
         };
         let teacher_engine = Engine::new(teacher, teacher_options)?;
+        // The same classifier: compare both models' outputs on one image before training.
+        let [c, h, w] = data.image_shape();
+        let probe = Tensor::zeros((1, c, h, w), DType::F32, &device)?;
+        let student_out = net.forward(&probe)?.flatten_from(1)?;
+        let teacher_out = teacher_engine
+            .run_collect(&probe, &teacher_heads[..1])?
+            .remove(0)
+            .flatten_from(1)?;
+        if student_out.dims() != teacher_out.dims() {
+            return Err(TrainError::Model(format!(
+                "the student gives {} outputs per image but the teacher {}: fine-tuning needs the same classifier",
+                student_out.dim(1)?,
+                teacher_out.dim(1)?
+            )));
+        }
         let mut options = options;
         if let Schedule::Step { every: 0, gamma } = options.schedule {
             // A step schedule without a period steps once an epoch.
@@ -226,7 +246,12 @@ impl<'a> Finetuner<'a> {
             };
         }
         let cache = (!options.augment && taps.is_empty()).then(|| vec![None; data.count()]);
-        let updater = Updater::new(options.optimizer, options.weight_decay, net.named_vars());
+        let updater = Updater::new(
+            options.optimizer,
+            options.weight_decay,
+            options.max_grad_norm,
+            net.named_vars(),
+        );
         Ok(Finetuner {
             model: student,
             student: net,
@@ -367,7 +392,7 @@ impl<'a> Finetuner<'a> {
             }
             let grads = terms.total.backward()?;
             let lr = self.options.schedule.rate(self.options.lr, step, total);
-            self.updater.step(&grads, lr)?;
+            let grad_norm = self.updater.step(&grads, lr)?;
             images_seen += indices.len();
             epoch_loss = (epoch_loss.0 + loss, epoch_loss.1 + 1);
             observer.step(&StepReport {
@@ -376,6 +401,7 @@ impl<'a> Finetuner<'a> {
                 epoch: epoch + 1,
                 loss,
                 lr,
+                grad_norm,
                 images_per_second: images_seen as f64 / started.elapsed().as_secs_f64().max(1e-9),
             });
             if (step + 1) % per_epoch == 0 || step + 1 == total {

@@ -29,6 +29,7 @@ fn options(steps: Option<usize>) -> FinetuneOptions {
         optimizer: Optimizer::sgd(),
         schedule: Schedule::Cosine,
         weight_decay: 1e-4,
+        max_grad_norm: None,
         loss: LossWeights::default(),
         scope: TrainScope::Decomposed,
         augment: false,

@@ -143,7 +143,8 @@ pub fn finetune(request: FinetuneRequest, progress: &mut dyn FinetuneProgress) -
         last_spec: &last_spec,
         state_path: &state_path,
         keep_best: val.is_some(),
-        best: initial_top1,
+        // The output holds the best trained epoch, even when training made things worse.
+        best: None,
         epochs: Vec::new(),
         written: Vec::new(),
         progress,
