@@ -96,6 +96,9 @@ pub struct FinetuneArgs {
     /// Worker threads of the teacher and of validation (0: every core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Where to train: cpu, cuda (GPU 0) or cuda:N (a build made by `cargo xtask build-cuda`).
+    #[arg(long, default_value = "cpu", value_parser = |t: &str| accnn_infer::Target::parse(t).map_err(|e| e.to_string()))]
+    pub device: accnn_infer::Target,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -208,6 +211,7 @@ impl FinetuneArgs {
                 augment,
                 seed: self.seed,
                 threads: self.threads,
+                target: self.device,
             },
             output: self.save_model.clone(),
             resume: self.resume,

@@ -7,7 +7,7 @@ use accnn_graph::{Entry, Model, Node, Op};
 use accnn_infer::data::ImageSource;
 use accnn_infer::data::synthetic::SeededRng;
 use accnn_infer::eval::{predict, score};
-use accnn_infer::{Engine, EngineOptions};
+use accnn_infer::{Engine, EngineOptions, Target};
 use candle_core::{DType, Device, Tensor};
 
 use crate::loss::LossWeights;
@@ -48,6 +48,8 @@ pub struct FinetuneOptions {
     pub seed: u64,
     /// Worker threads of the teacher and of validation (0: every core).
     pub threads: usize,
+    /// Where the student trains and the teacher runs (CUDA needs the `cuda` build).
+    pub target: Target,
 }
 
 impl Default for FinetuneOptions {
@@ -66,6 +68,7 @@ impl Default for FinetuneOptions {
             augment: false,
             seed: 1,
             threads: 0,
+            target: Target::Cpu,
         }
     }
 }
@@ -122,6 +125,7 @@ pub struct TrainState {
 /// A student, its teacher and the data, ready to train.
 pub struct Finetuner<'a> {
     model: Model,
+    device: Device,
     student: Student,
     teacher: Engine,
     teacher_heads: Vec<Entry>,
@@ -197,7 +201,7 @@ impl<'a> Finetuner<'a> {
             TrainScope::All => is_layer(n),
             TrainScope::Decomposed => decomposed.contains(&n.name),
         };
-        let device = Device::Cpu;
+        let device = options.target.device()?;
         let net = Student::new(&student, &trains, &device)?;
         // The decomposed layers' responses against the original layers': `X_h` and `X_rec` end
         // the pair replacing `X`.
@@ -217,6 +221,7 @@ impl<'a> Finetuner<'a> {
         }
         let teacher_options = EngineOptions {
             threads,
+            target: options.target,
             // The feature loss reads convolutions' own outputs, before any ReLU.
             fuse_activations: taps.is_empty(),
             ..EngineOptions::default()
@@ -254,6 +259,7 @@ impl<'a> Finetuner<'a> {
         );
         Ok(Finetuner {
             model: student,
+            device: device.clone(),
             student: net,
             teacher: teacher_engine,
             teacher_heads,
@@ -372,7 +378,7 @@ impl<'a> Finetuner<'a> {
                 order[within * self.options.batch..((within + 1) * self.options.batch).min(order.len())].to_vec();
             let mut rng = SeededRng::new(self.options.seed.wrapping_add(step as u64).wrapping_mul(0x2545_F491));
             let (images, labels) = self.batch(&indices, &mut rng)?;
-            let x = Tensor::from_vec(images, (indices.len(), c, h, w), &Device::Cpu)?;
+            let x = Tensor::from_vec(images, (indices.len(), c, h, w), &self.device)?;
             let (teacher, teacher_taps) = self.teacher(&x, &indices)?;
             let (student, student_taps) = self.student.forward_collect(&x, &self.taps)?;
             let student = student.flatten_from(1)?;
@@ -383,7 +389,7 @@ impl<'a> Finetuner<'a> {
                     teacher.dims()
                 )));
             }
-            let labels = Tensor::new(labels, &Device::Cpu)?;
+            let labels = Tensor::new(labels, &self.device)?;
             let features: Vec<(Tensor, Tensor)> = student_taps.into_iter().zip(teacher_taps).collect();
             let terms = self.options.loss.terms(&student, &teacher, Some(&labels), &features)?;
             let loss = terms.total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
@@ -441,6 +447,7 @@ impl<'a> Finetuner<'a> {
             &self.model,
             EngineOptions {
                 threads: self.threads,
+                target: self.options.target,
                 ..EngineOptions::default()
             },
         )?;

@@ -35,6 +35,7 @@ fn options(steps: Option<usize>) -> FinetuneOptions {
         augment: false,
         seed: 3,
         threads: 1,
+        target: accnn_infer::Target::Cpu,
     }
 }
 

@@ -132,6 +132,8 @@ pub fn finetune(request: FinetuneRequest, progress: &mut dyn FinetuneProgress) -
         _ => None,
     };
     let resumed_at = resumed.as_ref().map_or(0, |s: &TrainState| s.step);
+    // A resumed run's output already holds the best epoch before the interruption.
+    let best_before = resumed.as_ref().and_then(|s| s.best_top1);
     if let Some(state) = resumed {
         tuner.resume(state).map_err(train_error)?;
     }
@@ -144,7 +146,7 @@ pub fn finetune(request: FinetuneRequest, progress: &mut dyn FinetuneProgress) -
         state_path: &state_path,
         keep_best: val.is_some(),
         // The output holds the best trained epoch, even when training made things worse.
-        best: None,
+        best: best_before,
         epochs: Vec::new(),
         written: Vec::new(),
         progress,
