@@ -100,7 +100,8 @@ fn strided(x: &Tensor, dim: usize, start: usize, count: usize, step: usize) -> R
 }
 
 /// Pooling as differentiable ops: candle's average pooling where the windows tile the input
-/// exactly (its backward needs that), else the mean or maximum over the stacked window taps.
+/// exactly (its backward needs that), else the maximum or the sum over the stacked window taps (an
+/// average divides by [`PoolAttrs::divisor`], the operator's own rule).
 /// Maximum pooling never uses candle's `max_pool2d`: its backward scales each window's gradient by
 /// the share of the window that holds the maximum (1/4 for a 2x2 window), where it should pass
 /// the gradient on whole, to one maximum.
@@ -122,13 +123,18 @@ pub(crate) fn pool2d(x: &Tensor, attrs: &PoolAttrs) -> Result<Tensor> {
     match attrs.kind {
         PoolKind::Avg if tiles => x.avg_pool2d((kh, kw)),
         PoolKind::Sum if tiles => x.avg_pool2d((kh, kw))? * (kh * kw) as f64,
-        PoolKind::Max => {
-            // Cells outside the input never win a maximum.
+        PoolKind::Max | PoolKind::Avg | PoolKind::Sum => {
             let (bottom, right) = (
                 ((ho - 1) * sh + kh).saturating_sub(h + p.top),
                 ((wo - 1) * sw + kw).saturating_sub(w + p.left),
             );
-            let lowest = x.min_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? - 1.0;
+            // Shifted so that every input cell is at least 1: zero padding never wins a maximum
+            // (and adds nothing to a sum, unshifted).
+            let lowest = if attrs.kind == PoolKind::Max {
+                x.min_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? - 1.0
+            } else {
+                0.0
+            };
             let shifted = (x - lowest)?;
             let padded = pad(&shifted, p.top, bottom, p.left, right)?;
             let mut taps = Vec::with_capacity(kh * kw);
@@ -138,19 +144,27 @@ pub(crate) fn pool2d(x: &Tensor, attrs: &PoolAttrs) -> Result<Tensor> {
                     taps.push(strided(&rows, 3, j, wo, sw)?);
                 }
             }
-            // The gradient goes to one maximum per window (the first), as the engines that
-            // trained the model route it: candle's `max` would give every tied cell the whole
-            // gradient, and ties are common after an overlapping pooling.
             let windows = Tensor::stack(&taps, 4)?;
-            let first = windows.argmax_keepdim(4)?;
-            let index = Tensor::arange(0u32, (kh * kw) as u32, x.device())?;
-            let winner = first.broadcast_eq(&index)?.to_dtype(x.dtype())?;
-            (windows * winner)?.sum(4)? + lowest
+            match attrs.kind {
+                PoolKind::Max => {
+                    // The gradient goes to one maximum per window (the first), as the engines
+                    // that trained the model route it: candle's `max` would give every tied cell
+                    // the whole gradient, and ties are common after an overlapping pooling.
+                    let first = windows.argmax_keepdim(4)?;
+                    let index = Tensor::arange(0u32, (kh * kw) as u32, x.device())?;
+                    let winner = first.broadcast_eq(&index)?.to_dtype(x.dtype())?;
+                    (windows * winner)?.sum(4)? + lowest
+                }
+                PoolKind::Sum => windows.sum(4),
+                PoolKind::Avg => {
+                    let divisors: Vec<f32> = (0..ho)
+                        .flat_map(|oy| (0..wo).map(move |ox| 1.0 / attrs.divisor([oy, ox], [h, w]) as f32))
+                        .collect();
+                    let scale = Tensor::from_vec(divisors, (1, 1, ho, wo), x.device())?.to_dtype(x.dtype())?;
+                    windows.sum(4)?.broadcast_mul(&scale)
+                }
+            }
         }
-        PoolKind::Avg | PoolKind::Sum => Err(candle_core::Error::Msg(format!(
-            "average pooling with a {kh}x{kw} window at stride {sh}x{sw} and padding is not trainable yet \
-             (only windows that tile the input, and global pooling)"
-        ))),
     }
 }
 
@@ -458,5 +472,48 @@ mod tests {
             .to_vec1::<f32>()
             .unwrap();
         assert_eq!(g, vec![5.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn padded_average_pooling_spreads_each_windows_gradient_over_its_counted_cells() {
+        let (h, w) = (4, 5);
+        let vals: Vec<f32> = (0..h * w).map(|v| ((v * 37) % 11) as f32).collect();
+        let x = Var::from_vec(vals, (1, 1, h, w), &Device::Cpu).unwrap();
+        for include in [false, true] {
+            let attrs = PoolAttrs {
+                pad: accnn_graph::ir::Padding2d::symmetric(1, 1),
+                count_include_pad: include,
+                ..PoolAttrs::new(PoolKind::Avg, [3, 3], [2, 2])
+            };
+            let y = pool2d(x.as_tensor(), &attrs).unwrap();
+            let (ho, wo) = (y.dim(2).unwrap(), y.dim(3).unwrap());
+            let r: Vec<f32> = (0..ho * wo).map(|v| v as f32 + 1.0).collect();
+            let weights = Tensor::from_vec(r.clone(), (1, 1, ho, wo), &Device::Cpu).unwrap();
+            let grads = (y * weights).unwrap().sum_all().unwrap().backward().unwrap();
+            let g = grads
+                .get(x.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let mut expected = vec![0f32; h * w];
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let share = r[oy * wo + ox] / attrs.divisor([oy, ox], [h, w]) as f32;
+                    for i in 0..3 {
+                        for j in 0..3 {
+                            let (yy, xx) = ((2 * oy + i).wrapping_sub(1), (2 * ox + j).wrapping_sub(1));
+                            if yy < h && xx < w {
+                                expected[yy * w + xx] += share;
+                            }
+                        }
+                    }
+                }
+            }
+            for (a, e) in g.iter().zip(&expected) {
+                assert!((a - e).abs() < 1e-5, "{include}: {g:?} vs {expected:?}");
+            }
+        }
     }
 }

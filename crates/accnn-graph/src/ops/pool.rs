@@ -59,6 +59,33 @@ impl PoolAttrs {
     }
 }
 
+impl PoolAttrs {
+    /// The number of cells an average over output cell `out` (row, column) of an `input` (height,
+    /// width) divides by: the window's cells inside the padded extent when padding counts
+    /// (`count_include_pad`), else those inside the input; at least 1. A window of the `full`
+    /// convention that reaches past the padding counts only up to it.
+    pub fn divisor(&self, out: [usize; 2], input: [usize; 2]) -> usize {
+        let mut cells = 1;
+        for axis in 0..2 {
+            let (kernel, stride, before, after) = if self.global {
+                (input[axis], 1, 0, 0)
+            } else {
+                let pad = [(self.pad.top, self.pad.bottom), (self.pad.left, self.pad.right)][axis];
+                (self.kernel[axis], self.stride[axis], pad.0, pad.1)
+            };
+            let start = (out[axis] * stride) as isize - before as isize;
+            let end = (start + kernel as isize).min((input[axis] + after) as isize);
+            let counted = if self.count_include_pad {
+                end - start
+            } else {
+                end.min(input[axis] as isize) - start.max(0)
+            };
+            cells *= counted.max(0) as usize;
+        }
+        cells.max(1)
+    }
+}
+
 /// Output height and width of a pooling window on an `h x w` input, with MXNet's conventions.
 pub fn pool_output_hw(p: &PoolAttrs, h: usize, w: usize) -> Option<(usize, usize)> {
     if p.global {
@@ -130,7 +157,6 @@ pub(crate) fn reference(p: &PoolAttrs, cx: &EvalContext) -> Result<Array, GraphE
                     let x0 = (ox * stride[1]) as isize - pad[1] as isize;
                     let y1 = (y0 + kernel[0] as isize).min(end[0] as isize);
                     let x1 = (x0 + kernel[1] as isize).min(end[1] as isize);
-                    let padded_area = ((y1 - y0) * (x1 - x0)) as f64;
                     let (ya, yb) = (y0.max(0), y1.min(h as isize));
                     let (xa, xb) = (x0.max(0), x1.min(wd as isize));
                     let mut best = f64::NEG_INFINITY;
@@ -142,12 +168,10 @@ pub(crate) fn reference(p: &PoolAttrs, cx: &EvalContext) -> Result<Array, GraphE
                             sum += v;
                         }
                     }
-                    let inside = ((yb - ya).max(0) * (xb - xa).max(0)) as f64;
                     out[((b * ch + c) * ho + oy) * wo + ox] = match p.kind {
                         PoolKind::Max => best,
                         PoolKind::Sum => sum,
-                        PoolKind::Avg if p.count_include_pad => sum / padded_area,
-                        PoolKind::Avg => sum / inside.max(1.0),
+                        PoolKind::Avg => sum / p.divisor([oy, ox], [h, wd]) as f64,
                     };
                 }
             }

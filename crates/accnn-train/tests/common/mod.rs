@@ -114,6 +114,13 @@ pub fn every_layer_model() -> Model {
     let r2 = b.activation("r2", bn, Activation::LeakyRelu { slope: 0.1 });
     // 1x2 max pooling that does not tile the 3x5 map, then 3x3 max pooling at stride 2 with
     // padding (overlapping windows; nothing max-pools its output again, which would tie).
+    // Overlapping, padded average pooling that leaves padding out of its divisor (same size; after
+    // the max pooling, which would otherwise meet near-ties in the smoothed values).
+    let avg = PoolAttrs {
+        pad: pad1,
+        count_include_pad: false,
+        ..PoolAttrs::new(PoolKind::Avg, [3, 3], [1, 1])
+    };
     let p2 = b.node("p2", Op::Pooling(PoolAttrs::new(PoolKind::Max, [1, 2], [1, 2])), &[r2]);
     let pool = PoolAttrs {
         pad: pad1,
@@ -121,11 +128,12 @@ pub fn every_layer_model() -> Model {
         ..PoolAttrs::new(PoolKind::Max, [3, 3], [2, 2])
     };
     let tiles = b.node("p1", Op::Pooling(pool), &[p2]);
+    let ap = b.node("ap", Op::Pooling(avg), &[tiles]);
     let global = PoolAttrs {
         global: true,
         ..PoolAttrs::new(PoolKind::Avg, [1, 1], [1, 1])
     };
-    let gp = b.node("gap", Op::Pooling(global), &[tiles]);
+    let gp = b.node("gap", Op::Pooling(global), &[ap]);
     let flat = b.node("flat", Op::Flatten { axis: 1 }, &[gp]);
     let red = b.dense("fc_red", flat, weights(&[4, 12], 12, 1.0), None, true);
     let rec = b.dense(
