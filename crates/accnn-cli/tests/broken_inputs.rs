@@ -31,19 +31,7 @@ fn fixture(file: &str) -> PathBuf {
 }
 
 mod common;
-use common::accnn;
-
-/// Every file under `dir` with its bytes.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let p = e.unwrap().path();
-            let bytes = std::fs::read(&p).unwrap();
-            (p, bytes)
-        })
-        .collect()
-}
+use common::{accnn, snapshot};
 
 /// A folder holding checkpoint `m` (epoch 1): the fixture's symbol and `params`.
 fn checkpoint(symbol: &str, params: &[u8]) -> tempfile::TempDir {

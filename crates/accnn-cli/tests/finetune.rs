@@ -2,11 +2,10 @@
 //! its format, resumed; and every bad input refused with one line, a non-zero exit and no file
 //! written or changed.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 mod common;
-use common::{FASHION_MNIST_INPUT, accnn};
+use common::{FASHION_MNIST_INPUT, accnn, snapshot};
 
 fn fixture(name: &str) -> String {
     format!("{}/../../fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -31,17 +30,6 @@ fn finetune_args<'a>(student: &'a str, teacher: &'a str, train: &'a str, out: &'
     ];
     args.extend(FASHION_MNIST_INPUT);
     args
-}
-
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let p = e.unwrap().path();
-            let bytes = std::fs::read(&p).unwrap();
-            (p, bytes)
-        })
-        .collect()
 }
 
 /// The validation top-1 the run printed, before and at its best.

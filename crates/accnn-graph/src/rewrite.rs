@@ -249,8 +249,8 @@ pub fn apply_splits(model: Model, splits: Vec<LayerSplit>) -> Result<Model, Grap
                     ));
                 }
                 (
-                    format!("{name}_v"),
-                    format!("{name}_h"),
+                    format!("{name}{}", CONV_PAIR[0]),
+                    format!("{name}{}", CONV_PAIR[1]),
                     Op::Convolution(vertical_conv(c, rank)),
                     Op::Convolution(horizontal_conv(c)),
                     bias_value(!c.no_bias)?,
@@ -270,8 +270,8 @@ pub fn apply_splits(model: Model, splits: Vec<LayerSplit>) -> Result<Model, Grap
                     ));
                 }
                 (
-                    format!("{name}_red"),
-                    format!("{name}_rec"),
+                    format!("{name}{}", FC_PAIR[0]),
+                    format!("{name}{}", FC_PAIR[1]),
                     Op::FullyConnected(FcAttrs {
                         num_hidden: rank,
                         no_bias: true,
@@ -352,4 +352,16 @@ pub(crate) fn drop_unused_weights(model: &mut Model) {
         e.node = map[e.node];
     }
     model.graph.nodes = kept;
+}
+
+/// The suffixes of the two layers a decomposed convolution becomes: vertical, horizontal.
+pub const CONV_PAIR: [&str; 2] = ["_v", "_h"];
+/// The suffixes of the two layers a decomposed fully-connected layer becomes: reduce, reconstruct.
+pub const FC_PAIR: [&str; 2] = ["_red", "_rec"];
+
+/// The layer that `second_half` (the output layer of a decomposed pair) replaced, by its name.
+pub fn replaced_layer(second_half: &str) -> Option<&str> {
+    second_half
+        .strip_suffix(CONV_PAIR[1])
+        .or_else(|| second_half.strip_suffix(FC_PAIR[1]))
 }

@@ -50,6 +50,13 @@ enum Step {
     /// A variable nobody reads as a value (an MXNet label).
     Unused,
     Node(Op),
+    /// A frozen BatchNorm as `x · scale + shift` per channel of `axis`: computed once here, not
+    /// on every step.
+    Affine {
+        scale: Tensor,
+        shift: Tensor,
+        axis: usize,
+    },
 }
 
 /// A model ready for training: every node a candle op, the chosen layers' weights trainable.
@@ -118,6 +125,29 @@ impl Student {
                     }
                     None => Step::Unused,
                 },
+                Op::BatchNorm(b) => {
+                    let stat = |k: usize| -> Result<Vec<f64>, TrainError> {
+                        let e = node.inputs.get(k).ok_or_else(|| TrainError::Node {
+                            node: node.name.clone(),
+                            message: format!("BatchNorm input {k} is missing"),
+                        })?;
+                        let name = &graph.nodes[e.node].name;
+                        let t = model.param(name).ok_or_else(|| TrainError::Node {
+                            node: node.name.clone(),
+                            message: format!("BatchNorm statistic '{name}' has no value"),
+                        })?;
+                        Ok(t.data().iter().map(|&v| v as f64).collect())
+                    };
+                    let (scale, shift) = b.scale_shift(&stat(1)?, &stat(2)?, &stat(3)?, &stat(4)?);
+                    let tensor = |v: Vec<f64>| -> Result<Tensor, TrainError> {
+                        Ok(Tensor::new(v, device)?.to_dtype(DType::F32)?)
+                    };
+                    Step::Affine {
+                        scale: tensor(scale)?,
+                        shift: tensor(shift)?,
+                        axis: b.axis,
+                    }
+                }
                 op => {
                     check_trainable(node)?;
                     Step::Node(op.clone())
@@ -161,6 +191,27 @@ impl Student {
                 Step::Input => Some(input.clone()),
                 Step::Parameter(p) => Some(self.parameters[*p].tensor().clone()),
                 Step::Unused => None,
+                Step::Affine { scale, shift, axis } => {
+                    let x = inputs
+                        .first()
+                        .and_then(|e| values[e.node].as_ref())
+                        .ok_or_else(|| TrainError::Node {
+                            node: name.clone(),
+                            message: "input has no value".into(),
+                        })?;
+                    let mut dims = vec![1; x.rank()];
+                    if let Some(d) = dims.get_mut(*axis) {
+                        *d = scale.elem_count();
+                    }
+                    let scaled = scale
+                        .reshape(dims.as_slice())
+                        .and_then(|sc| shift.reshape(dims.as_slice()).map(|sh| (sc, sh)))
+                        .and_then(|(sc, sh)| x.broadcast_mul(&sc)?.broadcast_add(&sh));
+                    Some(scaled.map_err(|e| TrainError::Node {
+                        node: name.clone(),
+                        message: e.to_string(),
+                    })?)
+                }
                 Step::Node(op) => {
                     let args: Vec<Option<&Tensor>> = inputs.iter().map(|e| values[e.node].as_ref()).collect();
                     Some(run(op, &args).map_err(|e| TrainError::Node {
@@ -324,22 +375,6 @@ fn run(op: &Op, args: &[Option<&Tensor>]) -> candle_core::Result<Tensor> {
             x.reshape((outer, x.elem_count() / outer.max(1)))
         }
         Op::Dropout | Op::Identity => Ok(arg(0)?.clone()),
-        Op::BatchNorm(b) => {
-            let x = arg(0)?;
-            let host = |k: usize| -> candle_core::Result<Vec<f64>> {
-                arg(k)?.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()
-            };
-            let (scale, shift) = b.scale_shift(&host(1)?, &host(2)?, &host(3)?, &host(4)?);
-            let mut dims = vec![1; x.rank()];
-            dims[b.axis] = scale.len();
-            let scale = Tensor::new(scale, x.device())?
-                .to_dtype(x.dtype())?
-                .reshape(dims.as_slice())?;
-            let shift = Tensor::new(shift, x.device())?
-                .to_dtype(x.dtype())?
-                .reshape(dims.as_slice())?;
-            x.broadcast_mul(&scale)?.broadcast_add(&shift)
-        }
         Op::Binary { op, .. } => {
             let (a, b) = (arg(0)?, arg(1)?);
             match op {

@@ -203,13 +203,13 @@ impl<'a> Finetuner<'a> {
         };
         let device = options.target.device()?;
         let net = Student::new(&student, &trains, &device)?;
-        // The decomposed layers' responses against the original layers': `X_h` and `X_rec` end
-        // the pair replacing `X`.
+        // The decomposed layers' responses against the original layers': the second half of each
+        // pair against the layer it replaced.
         let mut taps = Vec::new();
         let mut teacher_heads = vec![logits_entry(teacher)?];
         if options.loss.feature > 0.0 {
             for name in &decomposed {
-                let base = name.strip_suffix("_h").or_else(|| name.strip_suffix("_rec"));
+                let base = accnn_graph::rewrite::replaced_layer(name);
                 let (Some(base), Some(s)) = (base, student.graph.find(name)) else {
                     continue;
                 };

@@ -1,6 +1,7 @@
 //! Helpers shared by the binary's end-to-end tests.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The fixture's input preprocessing: Fashion-MNIST's mean and deviation, 28x28 padded to 32x32.
@@ -14,4 +15,17 @@ pub fn accnn(args: &[&str], cwd: &Path) -> Output {
         .current_dir(cwd)
         .output()
         .expect("accnn runs")
+}
+
+/// Every file under `dir` with its bytes.
+#[allow(dead_code)] // not every test binary uses it
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect()
 }
