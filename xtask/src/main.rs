@@ -7,6 +7,7 @@ mod node_tests;
 mod onnx_check;
 mod peak_memory;
 mod plot;
+mod python_package;
 mod real_models;
 mod train;
 mod vgg;
@@ -58,6 +59,11 @@ enum Command {
     /// Read, run, rewrite and check real exports: the onnx wheel's model-zoo models and PaddleOCR's
     /// models from the rapidocr wheel, against onnxruntime (needs a Python with onnx, onnxruntime, pip).
     RealModels(real_models::RealModelsArgs),
+    /// Build the Python wheel (abi3, manylinux) with maturin into target/wheels: its size and build time.
+    Wheel(python_package::WheelArgs),
+    /// A fresh venv, `pip install .`, then the Python package's pytest suite (crates/accnn-py/tests)
+    /// against onnxruntime and the cargo-built `accnn`.
+    PythonTests(python_package::PythonTestsArgs),
 }
 
 fn main() -> Result<()> {
@@ -80,5 +86,7 @@ fn main() -> Result<()> {
         Command::RealModels(args) => real_models::run(root, &args),
         Command::TrainFixture(args) => train::run(root, &args),
         Command::PeakMemory(args) => peak_memory::run(root, &args),
+        Command::Wheel(args) => python_package::wheel(root, &args),
+        Command::PythonTests(args) => python_package::python_tests(root, &args),
     }
 }

@@ -36,15 +36,7 @@ impl Observer for Progress {
             }
             Event::Factorising { layer, done, total } => {
                 crate::release_freed_memory();
-                let bar = self.bar.get_or_insert_with(|| {
-                    let bar = ProgressBar::new(total as u64);
-                    bar.set_style(
-                        ProgressStyle::with_template("{spinner} SVD {pos}/{len} {wide_bar} {elapsed} {msg}")
-                            .expect("static template")
-                            .progress_chars("=> "),
-                    );
-                    bar
-                });
+                let bar = self.bar.get_or_insert_with(|| svd_bar(total));
                 bar.set_position(done as u64);
                 bar.set_message(layer.name.clone());
             }
@@ -58,6 +50,17 @@ impl Observer for Progress {
             _ => {}
         }
     }
+}
+
+/// The bar of the factorisations (`total` layers), as the command and the Python package show it.
+pub fn svd_bar(total: usize) -> ProgressBar {
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} SVD {pos}/{len} {wide_bar} {elapsed} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar
 }
 
 /// What was asked for, for the closing lines of the report.

@@ -5,7 +5,7 @@ use accnn::PlanError;
 use anyhow::anyhow;
 
 /// `e` as the one-line message the CLI prints, naming the flag where a flag was the cause.
-pub(crate) fn explain(e: Error) -> anyhow::Error {
+pub fn explain(e: Error) -> anyhow::Error {
     match e {
         Error::Plan(PlanError::InvalidRatio { ratio }) => {
             anyhow!("--ratio must be a number of at least 1, got {ratio}")

@@ -74,6 +74,16 @@ fn load_for_data(args: &EvalArgs, model: &ModelArgs) -> Result<accnn::LoadedMode
     }
 }
 
+/// A bar counting `total` items of `name`'s work, as `eval` and the Python package show it.
+pub fn count_bar(total: usize, name: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {pos}/{len} {wide_bar} {elapsed}").expect("static template"),
+    );
+    bar.set_message(name.to_string());
+    bar
+}
+
 pub fn run(args: &EvalArgs) -> Result<()> {
     let model = load_for_data(args, &args.model)?;
     let data = open_data(args, &model.analysis.data_shape)?;
@@ -83,11 +93,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     }
     let options = args.engine.options();
     let run_one = |prefix: &str, engine: &Engine| -> Result<Vec<Vec<u32>>> {
-        let bar = ProgressBar::new(data.count() as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg} {pos}/{len} {wide_bar} {elapsed}").expect("static template"),
-        );
-        bar.set_message(prefix.to_string());
+        let bar = count_bar(data.count(), prefix);
         let p =
             predict(engine, data, args.batch, |n| bar.inc(n as u64)).with_context(|| format!("running '{prefix}'"))?;
         bar.finish_and_clear();

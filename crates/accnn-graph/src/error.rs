@@ -7,8 +7,10 @@ use std::path::PathBuf;
 /// Messages name the file, node or layer involved so that a command-line user can act on them.
 #[derive(Debug, thiserror::Error)]
 pub enum GraphError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    // `error`, not `source`: the message already holds it, and a source would print it twice in
+    // a cause chain.
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
     #[error("node '{node}': unsupported operator '{op}'")]
@@ -37,7 +39,7 @@ impl GraphError {
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
         GraphError::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         }
     }
 }

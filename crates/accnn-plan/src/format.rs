@@ -73,17 +73,7 @@ impl ModelFile {
         if is_onnx(spec) {
             let path = PathBuf::from(spec);
             let read = onnx::read_onnx(&path, data_shape)?;
-            let declared_shape = onnx::declared_input_shape(&read.source);
-            let symbolic_dims = onnx::symbolic_input_dims(&read.source);
-            return Ok(ModelFile {
-                model: read.model,
-                source: ModelSource::Onnx {
-                    path,
-                    source: Box::new(read.source),
-                },
-                declared_shape,
-                symbolic_dims,
-            });
+            return Ok(Self::of_onnx(path, read));
         }
         let model = mxnet::load_checkpoint(spec, epoch)?;
         let data = model.data_input()?;
@@ -102,6 +92,28 @@ impl ModelFile {
             // An MXNet symbol declares no shape at all: the original tool's 3x224x224 applies.
             symbolic_dims: Vec::new(),
         })
+    }
+
+    /// Decodes the bytes of an ONNX file called `name` in messages (the model exists in memory only;
+    /// external data files are looked for beside `name`).
+    pub fn from_onnx_bytes(name: &str, bytes: &[u8], data_shape: Option<&[usize]>) -> Result<Self, Error> {
+        let path = PathBuf::from(name);
+        let read = onnx::decode_onnx(bytes, &path, data_shape)?;
+        Ok(Self::of_onnx(path, read))
+    }
+
+    fn of_onnx(path: PathBuf, read: onnx::OnnxModel) -> Self {
+        let declared_shape = onnx::declared_input_shape(&read.source);
+        let symbolic_dims = onnx::symbolic_input_dims(&read.source);
+        ModelFile {
+            model: read.model,
+            source: ModelSource::Onnx {
+                path,
+                source: Box::new(read.source),
+            },
+            declared_shape,
+            symbolic_dims,
+        }
     }
 
     /// The files the model was read from (the ONNX external data file is not listed).

@@ -111,6 +111,10 @@ pub enum Error {
     /// The checkpoint to resume from is missing or unreadable.
     #[error("cannot resume from {}: {message}", path.display())]
     Resume { path: PathBuf, message: String },
+    #[error(
+        "the model was not read from ONNX, so it has no ONNX original to be written on; write it to a file in its own format"
+    )]
+    NotOnnx,
     #[error(transparent)]
     Plan(#[from] accnn_plan::Error),
     #[error(transparent)]

@@ -27,6 +27,7 @@
 mod error;
 mod fidelity;
 pub mod finetune;
+mod inspect;
 pub mod latency;
 mod observer;
 mod pipeline;

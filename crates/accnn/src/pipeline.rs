@@ -44,22 +44,30 @@ pub fn load_model(
     fold_batch_norm: bool,
 ) -> Result<LoadedModel, Error> {
     let given = data_shape.map(|s| std::iter::once(1).chain(s.iter().copied()).collect::<Vec<usize>>());
-    let (name, inputs, source, model, declared, symbolic) = match input {
+    let read_error = |spec: &str| {
+        let spec = spec.to_string();
+        move |source| Error::Read { spec, source }
+    };
+    let (name, inputs, file) = match input {
         ModelInput::File { spec, epoch } => {
-            let file = ModelFile::open(&spec, epoch, given.as_deref()).map_err(|source| Error::Read {
-                spec: spec.clone(),
-                source,
-            })?;
-            let inputs = file.input_files();
-            let ModelFile {
-                model,
-                source,
-                declared_shape,
-                symbolic_dims,
-            } = file;
-            (spec, inputs, Some(source), model, declared_shape, symbolic_dims)
+            let file = ModelFile::open(&spec, epoch, given.as_deref()).map_err(read_error(&spec))?;
+            (spec, file.input_files(), Ok(file))
         }
-        ModelInput::Memory { name, model } => (name, Vec::new(), None, model, None, Vec::new()),
+        ModelInput::OnnxBytes { name, bytes } => {
+            let file = ModelFile::from_onnx_bytes(&name, &bytes, given.as_deref()).map_err(read_error(&name))?;
+            // Nothing on disk to protect from being overwritten.
+            (name, Vec::new(), Ok(file))
+        }
+        ModelInput::Memory { name, model } => (name, Vec::new(), Err(model)),
+    };
+    let (source, model, declared, symbolic) = match file {
+        Ok(ModelFile {
+            model,
+            source,
+            declared_shape,
+            symbolic_dims,
+        }) => (Some(source), model, declared_shape, symbolic_dims),
+        Err(model) => (None, model, None, Vec::new()),
     };
     let data_shape = match (given, declared) {
         (Some(shape), _) => shape,
@@ -123,12 +131,27 @@ pub struct Accelerated {
     pub plan_seconds: f64,
     /// The files written, when the request had an output.
     pub written: Vec<PathBuf>,
+    /// Where the original model came from (`None`: [`ModelInput::Memory`]): what
+    /// [`Accelerated::onnx_bytes`] writes the new model on top of.
+    pub source: Option<ModelSource>,
 }
 
 impl Accelerated {
     /// The chosen ranks in the original tool's `config.json` schema.
     pub fn config(&self) -> RankConfig {
         self.plan.to_config(&self.analysis)
+    }
+
+    /// The new model as the bytes of an ONNX file, weights inline, written on top of the ONNX model it
+    /// was read from (every node and initializer accnn did not change kept as it was). A model read
+    /// from an MXNet checkpoint or from memory has no ONNX original to write on.
+    pub fn onnx_bytes(&self) -> Result<Vec<u8>, Error> {
+        match &self.source {
+            Some(ModelSource::Onnx { source, .. }) => accnn_graph::onnx::encode_onnx(source, &self.model, None)
+                .map(|encoded| encoded.model)
+                .map_err(Error::Graph),
+            _ => Err(Error::NotOnnx),
+        }
     }
 }
 
@@ -264,6 +287,7 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
         fidelity,
         plan_seconds,
         written,
+        source,
     })
 }
 

@@ -70,6 +70,9 @@ pub enum ModelInput {
     /// A model already in memory, called `name` in messages. It cannot be written back to a file
     /// format ([`Request::output`] must be `None`).
     Memory { name: String, model: Model },
+    /// The bytes of an ONNX file, called `name` in messages: the new model can be written to an
+    /// `.onnx` path, or encoded in memory with [`crate::Accelerated::onnx_bytes`].
+    OnnxBytes { name: String, bytes: Vec<u8> },
 }
 
 impl ModelInput {
@@ -85,7 +88,7 @@ impl ModelInput {
     pub fn name(&self) -> &str {
         match self {
             ModelInput::File { spec, .. } => spec,
-            ModelInput::Memory { name, .. } => name,
+            ModelInput::Memory { name, .. } | ModelInput::OnnxBytes { name, .. } => name,
         }
     }
 }

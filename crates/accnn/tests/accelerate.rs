@@ -155,3 +155,61 @@ fn calibration_refits_every_decomposed_layer() {
         assert!(f.error_after <= f.error_before + 1e-12, "{f:?}");
     }
 }
+
+#[test]
+fn onnx_bytes_in_give_the_bytes_of_the_file_written_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = write_model(dir.path());
+    let out = dir.path().join("x2.onnx").display().to_string();
+    let request = Request::new(ModelInput::file(&original), RankSource::ratio(2.0)).with_output(&out);
+    let from_file = accnn::accelerate(request).unwrap();
+    let bytes = std::fs::read(&original).unwrap();
+    let from_bytes = accnn::accelerate(Request::new(
+        ModelInput::OnnxBytes {
+            name: "in memory".into(),
+            bytes,
+        },
+        RankSource::ratio(2.0),
+    ))
+    .unwrap();
+    assert_eq!(from_bytes.config(), from_file.config());
+    // Nothing was written, and the encoded model is the file the other run wrote.
+    assert!(from_bytes.written.is_empty());
+    let encoded = from_bytes.onnx_bytes().unwrap();
+    assert_eq!(encoded, std::fs::read(&out).unwrap());
+    // A model built in memory has no ONNX original to be written on.
+    let model = read_onnx(Path::new(&original), None).unwrap().model;
+    let in_memory = accnn::accelerate(
+        Request::new(
+            ModelInput::Memory {
+                name: "built".into(),
+                model,
+            },
+            RankSource::ratio(2.0),
+        )
+        .with_data_shape(&[8, 12, 12]),
+    )
+    .unwrap();
+    assert!(matches!(in_memory.onnx_bytes(), Err(Error::NotOnnx)));
+    // Bad bytes are named by the name given.
+    let bad = accnn::accelerate(Request::new(
+        ModelInput::OnnxBytes {
+            name: "upload.onnx".into(),
+            bytes: b"not a model".to_vec(),
+        },
+        RankSource::ratio(2.0),
+    ));
+    let message = chain(bad.err().expect("refused"));
+    assert!(message.contains("upload.onnx"), "{message}");
+}
+
+/// An error with its causes, `outer: inner`.
+fn chain(e: Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text += &format!(": {c}");
+        cause = c.source();
+    }
+    text
+}

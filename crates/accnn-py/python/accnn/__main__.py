@@ -1,0 +1,5 @@
+"""``python -m accnn``: the ``accnn`` command."""
+
+from ._cli import main
+
+main()
