@@ -5,6 +5,7 @@ mod build_cuda;
 mod mxnet_check;
 mod node_tests;
 mod onnx_check;
+mod onnxruntime;
 mod peak_memory;
 mod plot;
 mod python_package;
@@ -59,6 +60,9 @@ enum Command {
     /// Read, run, rewrite and check real exports: the onnx wheel's model-zoo models and PaddleOCR's
     /// models from the rapidocr wheel, against onnxruntime (needs a Python with onnx, onnxruntime, pip).
     RealModels(real_models::RealModelsArgs),
+    /// Install onnxruntime's shared library in a venv (target/onnx-venv) and print its path, for
+    /// `--runtime onnxruntime` (ORT_DYLIB_PATH or --ort-library).
+    Onnxruntime(onnxruntime::OnnxruntimeArgs),
     /// Build the Python wheel (abi3, manylinux) with maturin into target/wheels: its size and build time.
     Wheel(python_package::WheelArgs),
     /// A fresh venv, `pip install .`, then the Python package's pytest suite (crates/accnn-py/tests)
@@ -86,6 +90,7 @@ fn main() -> Result<()> {
         Command::RealModels(args) => real_models::run(root, &args),
         Command::TrainFixture(args) => train::run(root, &args),
         Command::PeakMemory(args) => peak_memory::run(root, &args),
+        Command::Onnxruntime(args) => onnxruntime::run(root, &args),
         Command::Wheel(args) => python_package::wheel(root, &args),
         Command::PythonTests(args) => python_package::python_tests(root, &args),
     }

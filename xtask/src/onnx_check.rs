@@ -203,6 +203,10 @@ pub fn run(root: &Path, args: &OnnxCheckArgs) -> Result<()> {
             }
         }
     }
+    // accnn's own onnxruntime binding (`--runtime onnxruntime`) on every model written, against
+    // accnn's engine, with the library of the venv's wheel.
+    let library = crate::onnxruntime::library(&args.python)?;
+    problems.extend(check_ort_binding(&library, &manifest_cases)?);
     let passed = run_python_check(
         root,
         &args.python,
@@ -218,4 +222,48 @@ pub fn run(root: &Path, args: &OnnxCheckArgs) -> Result<()> {
     }
     println!("onnx-check: every written model passes onnx.checker and matches onnxruntime; ResNet-18 meets its ratios");
     Ok(())
+}
+
+/// Runs every case of the manifest in onnxruntime through `accnn-ort`, loaded from `library`: the
+/// outputs must be accnn's engine's (written as the case's expected file). One line per problem.
+fn check_ort_binding(library: &Path, cases: &[serde_json::Value]) -> Result<Vec<String>> {
+    let runtime = accnn_ort::OnnxRuntime::load(Some(library))?;
+    let read_f32 = |path: &str| -> Result<Vec<f32>> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {path}"))?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    };
+    let mut problems = Vec::new();
+    for case in cases {
+        let text = |key: &str| case[key].as_str().unwrap_or_default().to_string();
+        let shape: Vec<usize> = serde_json::from_value(case["shape"].clone())?;
+        let (model, input, expected) = (text("model"), read_f32(&text("input"))?, read_f32(&text("expected"))?);
+        let mut session = runtime.session(&std::fs::read(&model)?, 1)?;
+        let got = session.run(&input, &shape)?.swap_remove(0).data;
+        let norm = expected.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        let diff = got
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f32>()
+            .sqrt();
+        let tolerance = case["tolerance"].as_f64().unwrap_or(1e-4) as f32;
+        if got.len() != expected.len() || diff / norm > tolerance {
+            problems.push(format!(
+                "{model}: accnn-ort's onnxruntime output differs from accnn's engine (relative {:.2e}, {} vs {} values)",
+                diff / norm,
+                got.len(),
+                expected.len()
+            ));
+        }
+    }
+    println!(
+        "accnn-ort ({}): {} models run in onnxruntime, {} differ from accnn's engine",
+        library.display(),
+        cases.len(),
+        problems.len()
+    );
+    Ok(problems)
 }

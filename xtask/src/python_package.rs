@@ -4,7 +4,7 @@
 //!   built with maturin from its own venv, with its size and build time.
 //! - `cargo xtask python-tests`: a fresh venv, `pip install .` from the checkout (maturin as pip's
 //!   build backend), then the pytest suite of `crates/accnn-py/tests` against onnxruntime and the
-//!   cargo-built `accnn`; also the import time.
+//!   cargo-built `accnn`, after `mypy --strict` on the package; also the import time.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,7 +16,14 @@ use clap::Args;
 /// maturin, as `pyproject.toml`'s build-system asks.
 const MATURIN: &str = "maturin>=1.16,<2";
 /// What the tests need beside the package: the versions CI's onnx venv pins.
-const TEST_REQUIREMENTS: &[&str] = &["numpy<2", "onnx==1.17.0", "onnxruntime==1.20.1", "pytest>=7"];
+/// mypy checks the package's annotations and stubs (`--strict`).
+const TEST_REQUIREMENTS: &[&str] = &[
+    "numpy<2",
+    "onnx==1.17.0",
+    "onnxruntime==1.20.1",
+    "pytest>=7",
+    "mypy>=1.10",
+];
 
 #[derive(Args, Debug)]
 pub struct WheelArgs {
@@ -129,7 +136,14 @@ pub fn python_tests(root: &Path, args: &PythonTestsArgs) -> Result<()> {
         "python -c 'import accnn' took {:.2} s (interpreter start included)",
         started.elapsed().as_secs_f64()
     );
-    let tests = root.join("crates").join("accnn-py").join("tests");
+    let package = root.join("crates").join("accnn-py");
+    checked(
+        Command::new(&python)
+            .args(["-m", "mypy", "--strict", "--no-error-summary"])
+            .arg(package.join("python").join("accnn")),
+        "mypy --strict (the package's annotations and stubs)",
+    )?;
+    let tests = package.join("tests");
     checked(
         Command::new(&python)
             .args(["-m", "pytest", "-q", "-rs"])

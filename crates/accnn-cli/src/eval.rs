@@ -4,13 +4,14 @@ use std::path::PathBuf;
 
 use accnn_infer::Engine;
 use accnn_infer::data::{ImageSource, Preprocess, is_image_folder, load_images};
-use accnn_infer::eval::{agreement, predict, score};
+use accnn_infer::eval::{agreement, predict, predict_with, score};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::{DataSource, open_images};
 use crate::flags::ModelArgs;
+use crate::runtime_args::{Runtime, ort_session};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -38,6 +39,8 @@ pub struct EvalArgs {
     pub preprocess: crate::data::PreprocessArgs,
     #[command(flatten)]
     pub engine: crate::engine_args::EngineArgs,
+    #[command(flatten)]
+    pub runtime: crate::runtime_args::RuntimeArgs,
     /// Also write the results as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -85,6 +88,12 @@ pub fn count_bar(total: usize, name: &str) -> ProgressBar {
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
+    // The runtime first: nothing is read or run when it cannot be had.
+    let ort = match args.runtime.runtimes().as_slice() {
+        [Runtime::Accnn] => None,
+        [Runtime::Onnxruntime] => args.runtime.onnxruntime()?,
+        _ => bail!("--runtime: eval runs in one runtime, accnn or onnxruntime"),
+    };
     let model = load_for_data(args, &args.model)?;
     let data = open_data(args, &model.analysis.data_shape)?;
     let data = data.as_ref();
@@ -92,15 +101,32 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         bail!("--data {}: no images", args.data.display());
     }
     let options = args.engine.options();
-    let run_one = |prefix: &str, engine: &Engine| -> Result<Vec<Vec<u32>>> {
-        let bar = count_bar(data.count(), prefix);
-        let p =
-            predict(engine, data, args.batch, |n| bar.inc(n as u64)).with_context(|| format!("running '{prefix}'"))?;
+    // The five best classes of every image, in the runtime asked for.
+    let run_one = |loaded: &accnn::LoadedModel| -> Result<Vec<Vec<u32>>> {
+        let name = &loaded.name;
+        let bar = count_bar(data.count(), name);
+        let predictions = match &ort {
+            None => {
+                let engine = Engine::new(&loaded.model, options)?;
+                predict(&engine, data, args.batch, |n| bar.inc(n as u64))?
+            }
+            Some(runtime) => {
+                let mut session = ort_session(runtime, name, args.engine.threads)?;
+                predict_with(
+                    data,
+                    args.batch,
+                    |n| bar.inc(n as u64),
+                    |images, shape| -> Result<Vec<f32>> {
+                        let mut outputs = session.run(&images, &shape)?;
+                        Ok(outputs.swap_remove(0).data)
+                    },
+                )?
+            }
+        };
         bar.finish_and_clear();
-        Ok(p)
+        Ok(predictions)
     };
-    let engine = Engine::new(&model.model, options)?;
-    let predictions = run_one(&model.name, &engine)?;
+    let predictions = run_one(&model).with_context(|| format!("running '{}'", model.name))?;
     let scores = score(&predictions, data.labels());
     let mut line = format!(
         "{}: {} images, top-1 {:.2}%",
@@ -110,6 +136,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     );
     if let Some(t5) = scores.top5 {
         line += &format!(", top-5 {:.2}%", 100.0 * t5);
+    }
+    if ort.is_some() {
+        line += " (onnxruntime)";
     }
     say!("{line}")?;
     let mut json = format!(
@@ -127,8 +156,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             data_shape: args.model.data_shape.clone(),
         };
         let other = load_for_data(args, &ref_args)?;
-        let ref_engine = Engine::new(&other.model, options)?;
-        let ref_predictions = run_one(reference, &ref_engine)?;
+        let ref_predictions = run_one(&other).with_context(|| format!("running '{reference}'"))?;
         let ref_scores = score(&ref_predictions, data.labels());
         let agree = agreement(&predictions, &ref_predictions);
         say!(

@@ -27,6 +27,7 @@ mod eval;
 mod finetune;
 mod flags;
 mod inspect;
+mod runtime_args;
 
 use std::ffi::OsString;
 

@@ -773,3 +773,69 @@ fn trained_resnet_fixture_keeps_its_accuracy_with_calibration() {
         "original {original}%, data-free {free}%, calibrated {calibrated}%"
     );
 }
+
+#[test]
+fn onnxruntime_without_its_library_says_how_to_get_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let onnx = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/vgg16-fmnist.onnx");
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/fashion-mnist-1k");
+    let without_library = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_accnn"))
+            .args(args)
+            .env_remove("ORT_DYLIB_PATH")
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let commands: [&[&str]; 2] = [
+        &["bench", "-m", onnx, "--vs", onnx, "--runtime", "accnn,onnxruntime"],
+        &["eval", "-m", onnx, "--data", data, "--runtime", "onnxruntime"],
+    ];
+    for args in commands {
+        let out = without_library(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("error: --runtime onnxruntime: "), "{stderr}");
+        assert!(
+            stderr.contains("ORT_DYLIB_PATH") && stderr.contains("cargo xtask onnxruntime"),
+            "{stderr}"
+        );
+        // Nothing was measured before the runtime was found.
+        assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+    // A library that is not there, or not onnxruntime, is named with the flag.
+    let missing = dir.path().join("libonnxruntime.so");
+    let missing = missing.to_str().unwrap();
+    let eval = [
+        "eval",
+        "-m",
+        onnx,
+        "--data",
+        data,
+        "--runtime",
+        "onnxruntime",
+        "--ort-library",
+    ];
+    let out = without_library(&[&eval[..], &[missing]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "error: --ort-library {missing}: cannot load onnxruntime from {missing}"
+        )),
+        "{stderr}"
+    );
+    let out = without_library(&[&eval[..], &[onnx]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("cannot load onnxruntime from"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // eval reports one runtime's accuracy.
+    fails_cleanly(
+        &["eval", "-m", onnx, "--data", data, "--runtime", "accnn,onnxruntime"],
+        dir.path(),
+        "eval runs in one runtime",
+    );
+}

@@ -1,6 +1,6 @@
 //! Classification accuracy of a model on labelled images.
 
-use candle_core::{D, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use crate::data::ImageSource;
 use crate::{Engine, InferError};
@@ -11,22 +11,44 @@ pub fn predict(
     engine: &Engine,
     data: &dyn ImageSource,
     batch: usize,
-    mut progress: impl FnMut(usize),
+    progress: impl FnMut(usize),
 ) -> Result<Vec<Vec<u32>>, InferError> {
+    predict_with(data, batch, progress, |images, shape| {
+        let x = Tensor::from_vec(images, shape.to_vec(), &Device::Cpu)?;
+        Ok(engine.run(&x)?.remove(0).flatten_all()?.to_vec1::<f32>()?)
+    })
+}
+
+/// [`predict`] with any runtime: `scores` maps a batch of images (`N, C, H, W`) to the model's
+/// first output, `N` rows of class scores, row after row.
+pub fn predict_with<E: From<InferError>>(
+    data: &dyn ImageSource,
+    batch: usize,
+    mut progress: impl FnMut(usize),
+    mut scores: impl FnMut(Vec<f32>, [usize; 4]) -> Result<Vec<f32>, E>,
+) -> Result<Vec<Vec<u32>>, E> {
     let [c, h, w] = data.image_shape();
     let n = data.count();
     let mut out = Vec::with_capacity(n);
     for start in (0..n).step_by(batch.max(1)) {
         let end = (start + batch.max(1)).min(n);
         let images = data.images(start..end)?;
-        let x = Tensor::from_vec(images, (end - start, c, h, w), &Device::Cpu)?;
-        let scores = engine.run(&x)?.remove(0).flatten_from(1)?;
-        let k = scores.dim(D::Minus1)?.min(5);
-        let order = scores.arg_sort_last_dim(false)?.narrow(1, 0, k)?.to_vec2::<u32>()?;
-        out.extend(order);
+        let rows = scores(images, [end - start, c, h, w])?;
+        let classes = rows.len() / (end - start);
+        for row in rows.chunks(classes.max(1)) {
+            out.push(best_classes(row, 5));
+        }
         progress(end - start);
     }
     Ok(out)
+}
+
+/// The `k` highest-scoring classes of one row, best first; ties keep the lower class first.
+fn best_classes(row: &[f32], k: usize) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..row.len() as u32).collect();
+    order.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]));
+    order.truncate(k);
+    order
 }
 
 /// Accuracy figures of one model.

@@ -61,26 +61,73 @@ impl Comparison {
 /// hold no transfers.
 pub fn compare(a: &Engine, b: &Engine, input: &Tensor, warmup: usize, rounds: usize) -> Result<Comparison, InferError> {
     let (xa, xb) = (a.prepare(input)?, b.prepare(input)?);
-    for _ in 0..warmup {
-        a.forward(&xa)?;
-        b.forward(&xb)?;
+    let mut run_a = || a.forward(&xa).map(drop);
+    let mut run_b = || b.forward(&xb).map(drop);
+    let mut latencies = alternate(&mut [&mut run_a, &mut run_b], warmup, rounds)?.into_iter();
+    match (latencies.next(), latencies.next()) {
+        (Some(a), Some(b)) => Ok(Comparison { a, b }),
+        _ => unreachable!("alternate gives one latency per run"),
     }
-    let (mut ta, mut tb) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
-    for round in 0..rounds {
-        // Alternate which goes first so neither always runs on a cache the other just warmed.
-        let order: [(&Engine, &Tensor, &mut Vec<f64>); 2] = if round % 2 == 0 {
-            [(a, &xa, &mut ta), (b, &xb, &mut tb)]
-        } else {
-            [(b, &xb, &mut tb), (a, &xa, &mut ta)]
-        };
-        for (engine, x, times) in order {
-            let start = Instant::now();
-            engine.forward(x)?;
-            times.push(start.elapsed().as_secs_f64());
+}
+
+/// One run of whatever is being timed (an engine, another runtime's session).
+pub type TimedRun<'a, E> = &'a mut dyn FnMut() -> Result<(), E>;
+
+/// Times every run of `runs`: `warmup` untimed calls each, then `rounds` rounds in which each is
+/// called once, the order rotating from round to round so that none always runs on caches another
+/// just warmed (or always first after a pause). One [`Latency`] per run, in the order given.
+pub fn alternate<E>(runs: &mut [TimedRun<'_, E>], warmup: usize, rounds: usize) -> Result<Vec<Latency>, E> {
+    for run in runs.iter_mut() {
+        for _ in 0..warmup {
+            run()?;
         }
     }
-    Ok(Comparison {
-        a: Latency { samples: ta },
-        b: Latency { samples: tb },
-    })
+    let n = runs.len();
+    let mut samples = vec![Vec::with_capacity(rounds); n];
+    for round in 0..rounds {
+        for k in 0..n {
+            let i = (round + k) % n;
+            let start = Instant::now();
+            runs[i]()?;
+            samples[i].push(start.elapsed().as_secs_f64());
+        }
+    }
+    Ok(samples.into_iter().map(|samples| Latency { samples }).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_rotate_and_each_gets_its_own_samples() {
+        let calls = std::cell::RefCell::new(Vec::new());
+        let mut a = || -> Result<(), ()> {
+            calls.borrow_mut().push('a');
+            Ok(())
+        };
+        let mut b = || -> Result<(), ()> {
+            calls.borrow_mut().push('b');
+            Ok(())
+        };
+        let mut c = || -> Result<(), ()> {
+            calls.borrow_mut().push('c');
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            Ok(())
+        };
+        let latencies = alternate(&mut [&mut a, &mut b, &mut c], 1, 3).unwrap();
+        let order: String = calls.borrow().iter().collect();
+        // Warm-up in the given order, then rounds starting with a, b, c in turn.
+        assert_eq!(order, "abcabcbcacab");
+        assert!(latencies.iter().all(|l| l.samples.len() == 3));
+        // The slow run is the slow one, wherever it came in a round.
+        assert!(latencies[2].median() >= 0.002 && latencies[2].median() > latencies[0].median());
+    }
+
+    #[test]
+    fn an_error_stops_the_timing() {
+        let mut ok = || -> Result<(), &'static str> { Ok(()) };
+        let mut fails = || -> Result<(), &'static str> { Err("broken") };
+        assert_eq!(alternate(&mut [&mut ok, &mut fails], 0, 2), Err("broken"));
+    }
 }

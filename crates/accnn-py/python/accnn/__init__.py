@@ -20,9 +20,10 @@ import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from numpy.typing import NDArray
 
 from . import _accnn
 from ._accnn import AccnnError, __version__
@@ -30,7 +31,7 @@ from ._accnn import AccnnError, __version__
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
-    ModelLike = Union[str, os.PathLike, bytes, onnx.ModelProto]
+    ModelLike = Union[str, "os.PathLike[str]", bytes, onnx.ModelProto]
 else:
     ModelLike = Any
 
@@ -134,7 +135,7 @@ class Report:
     #: What chose the ranks (an objective and budget, or the given config).
     chosen_by: Optional[str]
     #: The chosen ranks in the original tool's config.json schema (``conv_params``, ``fc_params``).
-    config: dict
+    config: Dict[str, Any]
     #: ``(batch_norm, convolution)`` pairs folded before decomposing.
     folded: Tuple[Tuple[str, str], ...]
     #: Layers left whole because of operators accnn does not support, one line each.
@@ -163,12 +164,12 @@ class Report:
                 return layer
         raise KeyError(name)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Any]:
         """The report as plain data (JSON-serialisable)."""
         return asdict(self)
 
     @classmethod
-    def _from_native(cls, d: dict) -> "Report":
+    def _from_native(cls, d: Dict[str, Any]) -> "Report":
         fidelity = d["fidelity"]
         latency = d["latency"]
         return cls(
@@ -281,7 +282,7 @@ def _is_proto(model: Any) -> bool:
     return hasattr(model, "SerializeToString") and hasattr(model, "graph")
 
 
-def _model_arg(model: Any, epoch: int = 1) -> dict:
+def _model_arg(model: Any, epoch: int = 1) -> Dict[str, Any]:
     """A model as the native functions take it: a path, or the bytes of an ONNX file."""
     if isinstance(model, (str, os.PathLike)):
         return {"path": os.fspath(model), "data": None, "epoch": epoch, "name": os.fspath(model)}
@@ -294,20 +295,20 @@ def _model_arg(model: Any, epoch: int = 1) -> dict:
     )
 
 
-def _array_arg(x: Any, what: str) -> dict:
+def _array_arg(x: Any, what: str) -> Dict[str, Any]:
     array = np.ascontiguousarray(x, dtype=np.float32)
     if array.ndim != 4:
         raise ValueError(f"{what}: expected an array of shape (N, C, H, W), got shape {array.shape}")
     return {"data": array.tobytes(), "shape": list(array.shape)}
 
 
-def _floats(value: Union[float, Sequence[float]]) -> list:
+def _floats(value: Union[float, Sequence[float]]) -> List[float]:
     if isinstance(value, (int, float)):
         return [float(value)]
     return [float(v) for v in value]
 
 
-def _crop(crop: Union[None, int, Tuple[int, int]]) -> Optional[list]:
+def _crop(crop: Union[None, int, Tuple[int, int]]) -> Optional[List[int]]:
     if crop is None:
         return None
     if isinstance(crop, int):
@@ -315,11 +316,11 @@ def _crop(crop: Union[None, int, Tuple[int, int]]) -> Optional[list]:
     return [int(crop[0]), int(crop[1])]
 
 
-def _shape(data_shape: Optional[Sequence[int]]) -> Optional[list]:
+def _shape(data_shape: Optional[Sequence[int]]) -> Optional[List[int]]:
     return None if data_shape is None else [int(d) for d in data_shape]
 
 
-def _default_destination(model: Union[str, os.PathLike]) -> str:
+def _default_destination(model: Union[str, os.PathLike[str]]) -> str:
     """Beside the input: ``NAME.onnx`` gives ``NAME-accnn.onnx``, an MXNet prefix ``PREFIX-accnn``."""
     spec = os.fspath(model)
     if spec.lower().endswith(".onnx"):
@@ -335,11 +336,11 @@ def accelerate(
     model: ModelLike,
     ratio: Optional[float] = None,
     *,
-    config: Union[None, dict, str, os.PathLike] = None,
-    calibrate: Union[None, np.ndarray, str, os.PathLike] = None,
+    config: Union[None, Dict[str, Any], str, os.PathLike[str]] = None,
+    calibrate: Union[None, NDArray[Any], str, os.PathLike[str]] = None,
     cost: str = "macs",
-    save_model: Union[None, str, os.PathLike] = None,
-    config_out: Union[None, str, os.PathLike] = None,
+    save_model: Union[None, str, os.PathLike[str]] = None,
+    config_out: Union[None, str, os.PathLike[str]] = None,
     conv_only: bool = False,
     align: int = 1,
     rank_search: Optional[str] = None,
@@ -356,7 +357,7 @@ def accelerate(
     resize: Optional[int] = None,
     crop: Union[None, int, Tuple[int, int]] = None,
     latency_batch: int = 1,
-    latency_cache: Union[None, str, os.PathLike] = None,
+    latency_cache: Union[None, str, os.PathLike[str]] = None,
     threads: int = 0,
     progress: Optional[bool] = None,
 ) -> Tuple[Any, Report]:
@@ -399,8 +400,6 @@ def accelerate(
     """
     native = _model_arg(model, epoch)
     kind = "path" if native["path"] is not None else ("proto" if _is_proto(model) else "bytes")
-    if ratio is None and config is None:
-        ratio = 2.0
     config_text = config_path = None
     if isinstance(config, dict):
         config_text = json.dumps(config)
@@ -415,11 +414,12 @@ def accelerate(
         calibrate_path = os.fspath(calibrate)
     elif calibrate is not None:
         calibrate_array = _array_arg(calibrate, "calibrate")
-    if save_model is None and kind == "path":
-        save_model = _default_destination(model)
+    if save_model is None and native["path"] is not None:
+        save_model = _default_destination(native["path"])
     options = {
         "model": native,
-        "ratio": None if config is not None else float(ratio),
+        # Ranks come from the config when there is one; a ratio of 2 otherwise, unless asked.
+        "ratio": None if config is not None else float(2.0 if ratio is None else ratio),
         "config_text": config_text,
         "config_path": config_path,
         "cost": cost,
@@ -463,7 +463,9 @@ def accelerate(
             stacklevel=2,
         )
     if kind == "path":
+        assert save_model is not None
         return (Path(save_model) if isinstance(model, Path) else os.fspath(save_model)), report
+    assert new_bytes is not None
     if kind == "proto":
         import onnx
 
@@ -488,7 +490,7 @@ def inspect(model: ModelLike, *, data_shape: Optional[Sequence[int]] = None, epo
     )
 
 
-def run(model: ModelLike, x: np.ndarray, *, threads: int = 0, epoch: int = 1) -> list:
+def run(model: ModelLike, x: NDArray[Any], *, threads: int = 0, epoch: int = 1) -> List[NDArray[np.float32]]:
     """The outputs of ``model`` on ``x`` (float32 ``(N, C, H, W)``), run by accnn's engine, as numpy arrays."""
     outputs = _accnn.run(_model_arg(model, epoch), _array_arg(x, "x"), threads)
     return [np.frombuffer(data, dtype=np.float32).reshape(shape).copy() for data, shape in outputs]
@@ -496,7 +498,7 @@ def run(model: ModelLike, x: np.ndarray, *, threads: int = 0, epoch: int = 1) ->
 
 def evaluate(
     model: ModelLike,
-    x: Union[np.ndarray, str, os.PathLike],
+    x: Union[NDArray[Any], str, os.PathLike[str]],
     y: Optional[Sequence[int]] = None,
     *,
     reference: Optional[ModelLike] = None,
@@ -521,7 +523,7 @@ def evaluate(
     ``reference`` (say, the original model) the agreement of the two models' best classes is reported.
     ``progress`` as for :func:`accelerate`.
     """
-    data = {
+    data: Dict[str, Any] = {
         "x": None,
         "y": None,
         "path": None,

@@ -1,0 +1,72 @@
+//! `--runtime`: where `bench` and `eval` run a model, accnn's engine or onnxruntime.
+
+use std::path::{Path, PathBuf};
+
+use accnn_ort::{OnnxRuntime, OrtSession};
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+
+/// A runtime models can be run and timed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Runtime {
+    /// accnn's own engine (`--device`, `--dtype`, `--threads`).
+    Accnn,
+    /// onnxruntime's CPU execution provider, all graph optimisations on (`--threads`); ONNX models only.
+    Onnxruntime,
+}
+
+impl Runtime {
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Accnn => "accnn",
+            Runtime::Onnxruntime => "onnxruntime",
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RuntimeArgs {
+    /// Where models run: accnn (the engine), onnxruntime (the shared library from --ort-library or
+    /// ORT_DYLIB_PATH), or, for bench, both comma separated, timed side by side in one run.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "accnn")]
+    pub runtime: Vec<Runtime>,
+    /// onnxruntime's shared library, libonnxruntime.so (the onnxruntime wheel ships it under
+    /// site-packages/onnxruntime/capi/) [default: $ORT_DYLIB_PATH].
+    #[arg(long, value_name = "FILE")]
+    pub ort_library: Option<PathBuf>,
+}
+
+impl RuntimeArgs {
+    /// The runtimes asked for, each once, in the order given.
+    pub fn runtimes(&self) -> Vec<Runtime> {
+        let mut out: Vec<Runtime> = Vec::new();
+        for r in &self.runtime {
+            if !out.contains(r) {
+                out.push(*r);
+            }
+        }
+        out
+    }
+
+    /// onnxruntime, loaded when one of the runtimes asked for is onnxruntime.
+    pub fn onnxruntime(&self) -> Result<Option<OnnxRuntime>> {
+        if !self.runtimes().contains(&Runtime::Onnxruntime) {
+            return Ok(None);
+        }
+        let runtime = OnnxRuntime::load(self.ort_library.as_deref()).map_err(|e| match &self.ort_library {
+            Some(path) => anyhow::anyhow!("--ort-library {}: {e}", path.display()),
+            None => anyhow::anyhow!("--runtime onnxruntime: {e}"),
+        })?;
+        Ok(Some(runtime))
+    }
+}
+
+/// A session of the ONNX file `spec` in onnxruntime (external data found beside it).
+pub fn ort_session(runtime: &OnnxRuntime, spec: &str, threads: usize) -> Result<OrtSession> {
+    if !accnn::is_onnx(spec) {
+        bail!("--runtime onnxruntime runs ONNX files; '{spec}' is an MXNet checkpoint");
+    }
+    runtime
+        .session_from_file(Path::new(spec), threads)
+        .with_context(|| format!("model '{spec}' in onnxruntime"))
+}
