@@ -43,6 +43,17 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         classes: usize,
     },
+    /// Write VGG-16 as ONNX (3x224x224, MXNet's layer names, so that fixtures/vgg16-config.json
+    /// applies) with weights from a fixed seed.
+    GenVgg16Onnx {
+        /// The .onnx file to write.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 1000)]
+        classes: usize,
+    },
     /// Peak resident memory of `accnn` decomposing VGG-16 (generated with a fixed seed), against the
     /// model file's size.
     PeakMemory(peak_memory::PeakMemoryArgs),
@@ -80,6 +91,12 @@ fn main() -> Result<()> {
         Command::BuildCuda(args) => build_cuda::run(root, &args),
         Command::GenResnet18 { out, seed, classes } => {
             std::fs::write(&out, accnn_graph::onnx::zoo::resnet18(seed, classes))
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+        Command::GenVgg16Onnx { out, seed, classes } => {
+            std::fs::write(&out, accnn_graph::onnx::zoo::vgg16(seed, classes))
                 .with_context(|| format!("cannot write {}", out.display()))?;
             println!("wrote {}", out.display());
             Ok(())

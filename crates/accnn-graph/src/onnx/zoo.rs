@@ -192,6 +192,79 @@ pub fn resnet18(seed: u64, classes: usize) -> Vec<u8> {
     n.b.finish()
 }
 
+/// VGG-16 (configuration D) for `classes` classes at 3x224x224 with a symbolic batch, weights from
+/// `seed` (He-normal convolutions), opset 13. Layers are named as MXNet's VGG-16 names them
+/// (`conv1_1` ... `conv5_3`, `fc6` ... `fc8`), so that the original tool's `config.json` applies.
+pub fn vgg16(seed: u64, classes: usize) -> Vec<u8> {
+    let mut n = net(seed, 13);
+    n.b.input_symbolic_batch("data", &[1, 3, 224, 224]);
+    let mut x = "data".to_string();
+    let mut cin = 3;
+    for (stage, (cout, convs)) in [(64usize, 2usize), (128, 2), (256, 3), (512, 3), (512, 3)]
+        .into_iter()
+        .enumerate()
+    {
+        for i in 1..=convs {
+            let name = format!("conv{}_{i}", stage + 1);
+            let std = (2.0 / (cin * 9) as f64).sqrt();
+            let w = n.rng.tensor(vec![cout, cin, 3, 3], |r| r.normal() * std);
+            let b = n.rng.tensor(vec![cout], |r| 0.01 * r.normal());
+            n.b.initializer(&format!("{name}_weight"), w);
+            n.b.initializer(&format!("{name}_bias"), b);
+            let (w, b) = (format!("{name}_weight"), format!("{name}_bias"));
+            let out = format!("{name}_output");
+            n.b.named_node(
+                &name,
+                "Conv",
+                &[&x, &w, &b],
+                &[&out],
+                vec![attrs::ints("kernel_shape", &[3, 3]), attrs::ints("pads", &[1, 1, 1, 1])],
+            );
+            x = format!("relu{}_{i}_output", stage + 1);
+            n.b.named_node(&format!("relu{}_{i}", stage + 1), "Relu", &[&out], &[&x], vec![]);
+            cin = cout;
+        }
+        let out = format!("pool{}_output", stage + 1);
+        n.b.named_node(
+            &format!("pool{}", stage + 1),
+            "MaxPool",
+            &[&x],
+            &[&out],
+            vec![attrs::ints("kernel_shape", &[2, 2]), attrs::ints("strides", &[2, 2])],
+        );
+        x = out;
+    }
+    n.b.named_node(
+        "flatten",
+        "Flatten",
+        &[&x],
+        &["flatten_output"],
+        vec![attrs::int("axis", 1)],
+    );
+    x = "flatten_output".into();
+    for (name, inputs, outputs) in [("fc6", 512 * 7 * 7, 4096), ("fc7", 4096, 4096), ("fc8", 4096, classes)] {
+        let w = n
+            .rng
+            .tensor(vec![outputs, inputs], |r| r.normal() * (2.0 / inputs as f64).sqrt());
+        let b = n.rng.tensor(vec![outputs], |r| 0.01 * r.normal());
+        let (wn, bn) = (format!("{name}_weight"), format!("{name}_bias"));
+        n.b.initializer(&wn, w);
+        n.b.initializer(&bn, b);
+        let out = format!("{name}_output");
+        n.b.named_node(name, "Gemm", &[&x, &wn, &bn], &[&out], vec![attrs::int("transB", 1)]);
+        x = out;
+        if name != "fc8" {
+            let relu = format!("relu{}", &name[2..]);
+            let out = format!("{relu}_output");
+            n.b.named_node(&relu, "Relu", &[&x], &[&out], vec![]);
+            x = out;
+        }
+    }
+    n.b.named_node("prob", "Softmax", &[&x], &["prob"], vec![attrs::int("axis", 1)]);
+    n.b.output("prob", &[None, Some(classes)]);
+    n.b.finish()
+}
+
 /// A VGG-style chain at 3x16x16: conv-relu-conv-relu-maxpool-conv(strided, `auto_pad`)-relu, global
 /// pooling, flatten,
 /// and two FC layers (the first as MatMul + Add, the second as Gemm).
