@@ -431,6 +431,7 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
             align: 1,
             objective: Default::default(),
             cost: Cost::Latency(LatencyOptions {
+                runtime: accnn::LatencyRuntime::Engine,
                 batch: 1,
                 engine: EngineOptions {
                     threads,

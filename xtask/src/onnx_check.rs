@@ -6,6 +6,7 @@ use std::process::Command;
 
 use accnn_graph::onnx::{decode_onnx, encode_onnx, zoo};
 use accnn_graph::{Model, fold_batch_norms};
+use accnn_infer::latency::{LayerSpec, layer_input_shape, layer_model};
 use accnn_infer::{Engine, EngineOptions};
 use accnn_plan::{Analysis, Report, Scope, apply_plan, factorise_all, full_rank_plan, plan_for_ratio};
 use anyhow::{Context, Result, bail};
@@ -207,6 +208,7 @@ pub fn run(root: &Path, args: &OnnxCheckArgs) -> Result<()> {
     // accnn's engine, with the library of the venv's wheel.
     let library = crate::onnxruntime::library(&args.python)?;
     problems.extend(check_ort_binding(&library, &manifest_cases)?);
+    problems.extend(check_latency_in_onnxruntime(&library)?);
     let passed = run_python_check(
         root,
         &args.python,
@@ -259,11 +261,84 @@ fn check_ort_binding(library: &Path, cases: &[serde_json::Value]) -> Result<Vec<
             ));
         }
     }
+    // The one-layer models `--cost latency --runtime onnxruntime` times: whole and as pairs.
+    let mut chains = 0;
+    for spec in &LayerSpec::samples() {
+        for rank in [None, Some(1), Some(3)] {
+            let model = layer_model(spec, rank);
+            let shape = layer_input_shape(spec, 2);
+            let input: Vec<f32> = (0..shape.iter().product::<usize>())
+                .map(|i| ((i * 7919 % 2003) as f32 / 1001.0) - 1.0)
+                .collect();
+            let expected = engine_output(&model, &input, &shape)?;
+            let onnx = accnn_graph::onnx::encode_chain(&model, &shape)?;
+            let got = runtime.session(&onnx, 1)?.run(&input, &shape)?.swap_remove(0).data;
+            let diff = got
+                .iter()
+                .zip(&expected)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            if got.len() != expected.len() || diff > 1e-4 {
+                problems.push(format!(
+                    "{spec:?} at rank {rank:?}: onnxruntime differs from accnn's engine by {diff}"
+                ));
+            }
+            chains += 1;
+        }
+    }
+    println!("accnn-ort: {chains} one-layer timing models (encode_chain) run in onnxruntime as in accnn's engine");
     println!(
         "accnn-ort ({}): {} models run in onnxruntime, {} differ from accnn's engine",
         library.display(),
         cases.len(),
         problems.len()
     );
+    Ok(problems)
+}
+
+/// `--cost latency --runtime onnxruntime` end to end on the seeded ResNet-18: ranks timed in
+/// onnxruntime, and the new model measured faster there (else the library refuses it).
+fn check_latency_in_onnxruntime(library: &Path) -> Result<Vec<String>> {
+    use accnn::{Cost, LatencyOptions, LatencyRuntime, ModelInput, RankSource, Request, Scope};
+    let ranks = RankSource::Ratio {
+        ratio: 1.2,
+        scope: Scope::All,
+        align: 1,
+        cost: Cost::Latency(LatencyOptions {
+            batch: 1,
+            engine: EngineOptions {
+                threads: 2,
+                ..Default::default()
+            },
+            runtime: LatencyRuntime::Onnxruntime {
+                library: Some(library.to_path_buf()),
+            },
+            cache: None,
+        }),
+        objective: accnn::Objective::Energy,
+    };
+    let input = ModelInput::OnnxBytes {
+        name: "resnet18 (seed 18)".into(),
+        bytes: zoo::resnet18(18, 1000),
+    };
+    let started = std::time::Instant::now();
+    let fast = accnn::accelerate(Request::new(input, ranks))?;
+    let latency = fast.latency.context("a latency plan reports its latency")?;
+    println!(
+        "resnet18 --ratio 1.2 --cost latency --runtime onnxruntime: {:.2} -> {:.2} ms in {} ({:.3}x measured, {:.3}x fewer MACs, {:.1} s)",
+        latency.original * 1e3,
+        latency.measured * 1e3,
+        latency.measured_in,
+        latency.speedup(),
+        fast.report.speedup(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut problems = Vec::new();
+    if !latency.measured_in.starts_with("onnxruntime") {
+        problems.push(format!("the latency plan was measured in {}", latency.measured_in));
+    }
+    if fast.report.speedup() <= 1.0 {
+        problems.push("the latency plan in onnxruntime decomposed nothing".into());
+    }
     Ok(problems)
 }

@@ -107,10 +107,9 @@ fn report(result: &Accelerated, asked: Asked) -> Result<()> {
     }
     if let Some(l) = &result.latency {
         say!(
-            "latency at batch {} on {} in {}: original {:.2} ms; new model predicted {:.2} ms, measured {:.2} ms ({:+.1}%); measured speed-up {:.3}x",
+            "latency at batch {} in {}: original {:.2} ms; new model predicted {:.2} ms, measured {:.2} ms ({:+.1}%); measured speed-up {:.3}x",
             l.batch,
-            l.engine.target,
-            l.engine.dtype.as_str(),
+            l.measured_in,
             l.original * 1e3,
             l.predicted * 1e3,
             l.measured * 1e3,

@@ -44,6 +44,7 @@ pub fn explain(e: Error) -> anyhow::Error {
         ),
         Error::NoCalibrationImages => anyhow!("--calib-samples must be positive"),
         Error::CalibrationData(e) => anyhow!("--calibrate {:#}", anyhow::Error::new(e)),
+        Error::Onnxruntime(e) => anyhow!("--runtime onnxruntime: {e}"),
         other => anyhow::Error::new(other),
     }
 }

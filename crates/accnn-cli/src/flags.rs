@@ -127,6 +127,10 @@ pub(crate) struct AccelerateArgs {
     /// The engine the latency is measured with (--cost latency).
     #[command(flatten)]
     engine: crate::engine_args::EngineArgs,
+    /// --cost latency: the runtime layers and models are timed in (--runtime onnxruntime: the model
+    /// will run there; ONNX models only).
+    #[command(flatten)]
+    runtime: crate::runtime_args::RuntimeArgs,
     /// Measured latencies are kept here between runs [default: ~/.cache/accnn/latency.json].
     #[arg(long, value_name = "FILE")]
     latency_cache: Option<PathBuf>,
@@ -138,6 +142,9 @@ impl AccelerateArgs {
     /// The request these flags make, with `--config` read.
     pub(crate) fn request(&self, model: &ModelArgs) -> Result<Request> {
         let dest = self.save_model.clone().context("--save-model is required")?;
+        if self.cost != CostArg::Latency && self.runtime.runtimes() != [crate::runtime_args::Runtime::Accnn] {
+            bail!("--runtime: the runtime of --cost latency; without it nothing is timed");
+        }
         let scope = if self.conv_only { Scope::ConvOnly } else { Scope::All };
         let ranks = match (&self.config, self.ratio) {
             (Some(path), _) => {
@@ -159,6 +166,7 @@ impl AccelerateArgs {
                     CostArg::Latency => Cost::Latency(LatencyOptions {
                         batch: self.batch,
                         engine: self.engine.options(),
+                        runtime: self.runtime.latency_runtime()?,
                         cache: self.latency_cache.clone().or_else(accnn::latency::default_cache),
                     }),
                 },

@@ -48,6 +48,17 @@ impl RuntimeArgs {
         out
     }
 
+    /// The runtime `--cost latency` times in (one only).
+    pub fn latency_runtime(&self) -> Result<accnn::LatencyRuntime> {
+        match self.runtimes().as_slice() {
+            [Runtime::Accnn] => Ok(accnn::LatencyRuntime::Engine),
+            [Runtime::Onnxruntime] => Ok(accnn::LatencyRuntime::Onnxruntime {
+                library: self.ort_library.clone(),
+            }),
+            _ => bail!("--runtime: --cost latency times in one runtime, accnn or onnxruntime"),
+        }
+    }
+
     /// onnxruntime, loaded when one of the runtimes asked for is onnxruntime.
     pub fn onnxruntime(&self) -> Result<Option<OnnxRuntime>> {
         if !self.runtimes().contains(&Runtime::Onnxruntime) {

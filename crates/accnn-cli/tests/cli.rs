@@ -832,6 +832,40 @@ fn onnxruntime_without_its_library_says_how_to_get_it() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+    // --cost latency in onnxruntime needs the library too; without --cost latency nothing is timed.
+    let out = without_library(&[
+        "-m",
+        onnx,
+        "--ratio",
+        "1.2",
+        "--cost",
+        "latency",
+        "--runtime",
+        "onnxruntime",
+        "--save-model",
+        "x.onnx",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("error: --runtime onnxruntime: ") && stderr.contains("ORT_DYLIB_PATH"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("x.onnx").exists());
+    fails_cleanly(
+        &[
+            "-m",
+            onnx,
+            "--ratio",
+            "2",
+            "--runtime",
+            "onnxruntime",
+            "--save-model",
+            "y.onnx",
+        ],
+        dir.path(),
+        "--runtime: the runtime of --cost latency",
+    );
     // eval reports one runtime's accuracy.
     fails_cleanly(
         &["eval", "-m", onnx, "--data", data, "--runtime", "accnn,onnxruntime"],

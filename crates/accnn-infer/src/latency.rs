@@ -22,6 +22,39 @@ pub enum LayerSpec {
 }
 
 impl LayerSpec {
+    /// Layers that cover what a timing model must get right: a plain 3x3 convolution, a strided,
+    /// dilated, grouped, unevenly padded non-square one, and a dense layer (for tests and checks).
+    pub fn samples() -> Vec<LayerSpec> {
+        let odd = ConvAttrs {
+            kernel: [3, 5],
+            stride: [2, 1],
+            dilate: [1, 2],
+            pad: accnn_graph::ir::Padding2d {
+                top: 1,
+                bottom: 0,
+                left: 4,
+                right: 3,
+            },
+            num_filter: 12,
+            num_group: 2,
+            no_bias: true,
+        };
+        vec![
+            LayerSpec::Conv {
+                attrs: ConvAttrs::same([3, 3], 16),
+                input: [8, 10, 9],
+            },
+            LayerSpec::Conv {
+                attrs: odd,
+                input: [6, 11, 13],
+            },
+            LayerSpec::Dense {
+                inputs: 40,
+                outputs: 24,
+            },
+        ]
+    }
+
     /// A stable text key of the layer's shape and attributes, for caches.
     pub fn key(&self) -> String {
         match self {
@@ -61,8 +94,10 @@ fn chain(layers: Vec<(Op, Vec<usize>)>) -> Model {
     b.build(&[x]).expect("a chain is a valid graph")
 }
 
-/// The layer itself (`rank: None`) or its decomposed pair at `rank` per group.
-fn layer_model(spec: &LayerSpec, rank: Option<usize>) -> Model {
+/// The layer itself (`rank: None`) or its decomposed pair at `rank` per group, as a model of its own
+/// with small fixed weights (what [`time_layer`] times; `accnn_graph::onnx::encode_chain` writes it for
+/// other runtimes).
+pub fn layer_model(spec: &LayerSpec, rank: Option<usize>) -> Model {
     match spec {
         LayerSpec::Conv { attrs, input } => {
             let c = ConvAttrs {
@@ -109,15 +144,28 @@ fn layer_model(spec: &LayerSpec, rank: Option<usize>) -> Model {
 /// other work on a shared machine disturbs less than the median.
 pub fn typical_seconds(engine: &Engine, input: &Tensor, rounds: usize) -> Result<f64, InferError> {
     let input = &engine.prepare(input)?;
-    engine.forward(input)?;
+    typical_run_seconds(|| engine.forward(input).map(drop), rounds)
+}
+
+/// [`typical_seconds`] of any `run` (another runtime's session).
+pub fn typical_run_seconds<E>(mut run: impl FnMut() -> Result<(), E>, rounds: usize) -> Result<f64, E> {
+    run()?;
     let started = Instant::now();
     let mut times = Vec::new();
     while times.len() < rounds.max(1) || (started.elapsed().as_secs_f64() < 0.05 && times.len() < 1000) {
         let t = Instant::now();
-        engine.forward(input)?;
+        run()?;
         times.push(t.elapsed().as_secs_f64());
     }
     Ok(crate::timing::Latency { samples: times }.iqr().0)
+}
+
+/// The input [`time_layer`] runs `spec` on at `batch`: its shape, batch first.
+pub fn layer_input_shape(spec: &LayerSpec, batch: usize) -> Vec<usize> {
+    match spec {
+        LayerSpec::Conv { input, .. } => vec![batch, input[0], input[1], input[2]],
+        LayerSpec::Dense { inputs, .. } => vec![batch, *inputs],
+    }
 }
 
 /// Seconds one run of `spec` takes at `batch`, whole (`rank: None`) or decomposed at `rank` per group.
@@ -130,11 +178,7 @@ pub fn time_layer(
 ) -> Result<f64, InferError> {
     let model = layer_model(spec, rank);
     let engine = Engine::new(&model, options)?;
-    let shape: Vec<usize> = match spec {
-        LayerSpec::Conv { input, .. } => vec![batch, input[0], input[1], input[2]],
-        LayerSpec::Dense { inputs, .. } => vec![batch, *inputs],
-    };
-    let x = Tensor::ones(shape, DType::F32, &Device::Cpu)?;
+    let x = Tensor::ones(layer_input_shape(spec, batch), DType::F32, &Device::Cpu)?;
     typical_seconds(&engine, &x, rounds)
 }
 

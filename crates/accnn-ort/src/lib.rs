@@ -15,6 +15,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use ort::environment::Environment;
 use ort::session::Session;
@@ -44,6 +45,13 @@ fn runtime_error(e: impl std::fmt::Display) -> OrtError {
     OrtError::Runtime(e.to_string())
 }
 
+/// The library this process loaded and its environment (onnxruntime allows one of each).
+static LOADED: Mutex<Option<(PathBuf, Environment)>> = Mutex::new(None);
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
 /// A loaded onnxruntime library and its environment.
 pub struct OnnxRuntime {
     environment: Environment,
@@ -52,7 +60,8 @@ pub struct OnnxRuntime {
 
 impl OnnxRuntime {
     /// Loads onnxruntime from `library`, or from the path in `ORT_DYLIB_PATH` when `None`. A process
-    /// loads one library: later calls reuse the first.
+    /// holds one library and one environment: later calls with the same library share them, and
+    /// another library is refused.
     pub fn load(library: Option<&Path>) -> Result<Self, OrtError> {
         let library = match library {
             Some(path) => path.to_path_buf(),
@@ -67,6 +76,19 @@ impl OnnxRuntime {
                 message: "no such file".into(),
             });
         }
+        let mut loaded = LOADED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((path, environment)) = loaded.as_ref() {
+            if !same_file(path, &library) {
+                return Err(OrtError::Load {
+                    path: library,
+                    message: format!("this process already loaded onnxruntime from {}", path.display()),
+                });
+            }
+            return Ok(OnnxRuntime {
+                environment: environment.clone(),
+                library,
+            });
+        }
         let load = |e: &dyn std::fmt::Display| OrtError::Load {
             path: library.clone(),
             message: e.to_string(),
@@ -76,6 +98,7 @@ impl OnnxRuntime {
             .with_name("accnn")
             .build()
             .map_err(|e| load(&e))?;
+        *loaded = Some((library.clone(), environment.clone()));
         Ok(OnnxRuntime { environment, library })
     }
 

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use accnn::{
-    Accelerated, Calibration, CalibrationImages, Cost, Dataset, Fit, ImageOptions, LatencyOptions, Objective, Output,
-    Precision, RankConfig, RankSource, Request, Scope,
+    Accelerated, Calibration, CalibrationImages, Cost, Dataset, Fit, ImageOptions, LatencyOptions, LatencyRuntime,
+    Objective, Output, Precision, RankConfig, RankSource, Request, Scope,
 };
 use accnn_infer::EngineOptions;
 use pyo3::prelude::*;
@@ -43,6 +43,9 @@ pub(crate) struct AccelerateOptions {
     latency_batch: usize,
     threads: usize,
     latency_cache: Option<String>,
+    /// "accnn" or "onnxruntime": where cost="latency" times.
+    runtime: String,
+    ort_library: Option<String>,
     save_model: Option<String>,
     config_out: Option<String>,
     /// Return the new model as ONNX bytes too.
@@ -82,6 +85,15 @@ impl AccelerateOptions {
                     "macs" => Cost::Macs,
                     "latency" => Cost::Latency(LatencyOptions {
                         batch: self.latency_batch,
+                        runtime: match self.runtime.as_str() {
+                            "accnn" => LatencyRuntime::Engine,
+                            "onnxruntime" => LatencyRuntime::Onnxruntime {
+                                library: self.ort_library.as_ref().map(PathBuf::from),
+                            },
+                            other => {
+                                return Err(invalid(format!("runtime '{other}': expected 'accnn' or 'onnxruntime'")));
+                            }
+                        },
                         engine: EngineOptions {
                             threads: self.threads,
                             ..Default::default()

@@ -299,6 +299,14 @@ def test_flag_errors_name_the_option(tmp_path):
         accnn.accelerate(42, ratio=2.0)
 
 
+def test_latency_in_onnxruntime_names_the_library_it_cannot_load(tmp_path):
+    missing = tmp_path / "libonnxruntime.so"
+    with pytest.raises(accnn.AccnnError, match=f"^--runtime onnxruntime: cannot load onnxruntime from {missing}: no such file$"):
+        accnn.accelerate(VGG_ONNX.read_bytes(), ratio=1.2, cost="latency", runtime="onnxruntime", ort_library=missing)
+    with pytest.raises(accnn.AccnnError, match="runtime 'tpu'"):
+        accnn.accelerate(VGG_ONNX.read_bytes(), ratio=1.2, cost="latency", runtime="tpu")
+
+
 # ---------------------------------------------------------------------------------------------------
 # The command from the wheel is the cargo-built one
 

@@ -115,6 +115,10 @@ pub enum Error {
         "the model was not read from ONNX, so it has no ONNX original to be written on; write it to a file in its own format"
     )]
     NotOnnx,
+    #[error("onnxruntime times ONNX models; this one was not read from ONNX (time it in accnn's engine)")]
+    LatencyNeedsOnnx,
+    #[error(transparent)]
+    Onnxruntime(#[from] accnn_ort::OrtError),
     #[error(transparent)]
     Plan(#[from] accnn_plan::Error),
     #[error(transparent)]

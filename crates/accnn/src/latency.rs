@@ -1,17 +1,20 @@
 //! `Cost::Latency`: ranks chosen under a measured-latency budget. FLOPs are not time: a decomposed
 //! pair at a rank that the kernels handle badly can be slower than the layer it replaces.
 //!
-//! [`latency_plan`] times every budgeted layer whole and at up to 16 ranks with accnn's engine
-//! (through a JSON cache keyed by device, kernels, dtype, batch, threads and layer shape) and
-//! maximises the kept energy under `measured model latency / ratio`, predicting the new model's
-//! latency.
+//! [`latency_plan`] times every budgeted layer whole and at up to 16 ranks with a [`Timer`] (accnn's
+//! engine, or onnxruntime: what the model will run on), through a JSON cache keyed by runtime,
+//! device, kernels, dtype, batch, threads and layer shape, and maximises the kept energy under
+//! `measured model latency / ratio`, predicting the new model's latency.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use accnn_graph::{Model, Op};
-use accnn_infer::latency::{LayerSpec, ROUNDS, model_seconds, time_layer};
-use accnn_infer::{EngineOptions, InferError};
+use accnn_infer::EngineOptions;
+use accnn_infer::latency::{
+    LayerSpec, ROUNDS, layer_input_shape, layer_model, model_seconds, time_layer, typical_run_seconds,
+};
+use accnn_ort::OnnxRuntime;
 use accnn_plan::{Analysis, Factorisation, Layer, LayerCosts, LayerKind, PerLayer, RankPlan, Scope};
 
 use crate::Error;
@@ -39,7 +42,7 @@ impl Cache {
         }
     }
 
-    fn get_or(&mut self, key: String, measure: impl FnOnce() -> Result<f64, InferError>) -> Result<f64, InferError> {
+    fn get_or(&mut self, key: String, measure: impl FnOnce() -> Result<f64, Error>) -> Result<f64, Error> {
         if let Some(v) = self.entries.get(&key) {
             return Ok(*v);
         }
@@ -112,18 +115,21 @@ pub struct LatencyPlan {
 
 /// Times every budgeted layer whole and at its probe ranks (through the cache at `cache`), then
 /// maximises the kept energy under `original latency / ratio`.
+///
+/// `onnx` is the model as an ONNX file, which a [`Timer::Onnxruntime`] times whole.
 pub fn latency_plan(
     model: &Model,
+    onnx: Option<&[u8]>,
     analysis: &Analysis,
     svds: &PerLayer<Factorisation>,
     target: &LatencyTarget,
+    timer: &Timer,
 ) -> Result<LatencyPlan, Error> {
     let LatencyTarget {
         ratio,
         scope,
         align,
         batch,
-        engine: options,
         ..
     } = *target;
     if batch == 0 {
@@ -133,14 +139,8 @@ pub fn latency_plan(
     let mut cache = Cache::open(target.cache.clone());
     // Timings belong to the device, precision and kernels that made them: a new kernel generation
     // starts a new table.
-    let prefix = format!(
-        "{}|{}|{}|batch{batch}|threads{}",
-        options.target,
-        options.kernels(),
-        options.dtype.as_str(),
-        options.workers()
-    );
-    let original = model_seconds(model, &analysis.data_shape, batch, options)?;
+    let prefix = timer.cache_prefix(batch);
+    let original = timer.model_seconds(model, onnx, &analysis.data_shape, batch)?;
     let ns = |s: f64| (s * 1e9).round() as u64;
     let mut costs: PerLayer<LayerCosts> = PerLayer::new();
     let mut whole_total = 0.0;
@@ -154,12 +154,12 @@ pub fn latency_plan(
         };
         let key = spec.key();
         let whole = cache.get_or(format!("{prefix}|{key}|whole"), || {
-            time_layer(&spec, None, batch, options, ROUNDS)
+            timer.layer_seconds(&spec, None, batch)
         })?;
         let mut ranks = Vec::new();
         for k in probe_ranks(layer, align) {
             let t = cache.get_or(format!("{prefix}|{key}|rank{k}"), || {
-                time_layer(&spec, Some(k), batch, options, ROUNDS)
+                timer.layer_seconds(&spec, Some(k), batch)
             })?;
             ranks.push((k, ns(t)));
         }
@@ -212,8 +212,6 @@ pub struct LatencyTarget {
     pub align: usize,
     /// Batch size the layers and the model are timed at.
     pub batch: usize,
-    /// The engine (device, dtype, threads) that times them.
-    pub engine: EngineOptions,
     /// Where measured layer latencies are kept between runs (`None`: not kept).
     pub cache: Option<PathBuf>,
 }
@@ -227,7 +225,90 @@ pub fn default_cache() -> Option<PathBuf> {
     Some(base.join("accnn").join("latency.json"))
 }
 
-/// Whole-model latency of `model` on `data_shape` at `batch` with the engine `options`.
-pub fn measure_model(model: &Model, data_shape: &[usize], batch: usize, options: EngineOptions) -> Result<f64, Error> {
-    Ok(model_seconds(model, data_shape, batch, options)?)
+/// Where layers and models are timed.
+pub enum Timer {
+    /// accnn's engine.
+    Engine(EngineOptions),
+    /// onnxruntime's CPU provider with `threads` intra-op threads (0: its default).
+    Onnxruntime { runtime: OnnxRuntime, threads: usize },
+}
+
+impl Timer {
+    /// The timer [`crate::LatencyOptions`] ask for (onnxruntime loaded here).
+    pub fn new(options: &crate::LatencyOptions) -> Result<Self, Error> {
+        Ok(match &options.runtime {
+            crate::LatencyRuntime::Engine => Timer::Engine(options.engine),
+            crate::LatencyRuntime::Onnxruntime { library } => Timer::Onnxruntime {
+                runtime: OnnxRuntime::load(library.as_deref())?,
+                threads: options.engine.threads,
+            },
+        })
+    }
+
+    /// Where the timings were made, in words: `cpu in f32`, `onnxruntime (libonnxruntime.so.1.20.1)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Timer::Engine(o) => format!("accnn's engine on {} in {}", o.target, o.dtype.as_str()),
+            Timer::Onnxruntime { runtime, .. } => format!(
+                "onnxruntime ({})",
+                runtime.library().file_name().unwrap_or_default().to_string_lossy()
+            ),
+        }
+    }
+
+    /// Timings belong to the runtime, device, precision and kernels that made them: a new kernel
+    /// generation or library starts a new table.
+    fn cache_prefix(&self, batch: usize) -> String {
+        match self {
+            Timer::Engine(o) => format!(
+                "{}|{}|{}|batch{batch}|threads{}",
+                o.target,
+                o.kernels(),
+                o.dtype.as_str(),
+                o.workers()
+            ),
+            Timer::Onnxruntime { runtime, threads } => format!(
+                "onnxruntime|{}|batch{batch}|threads{threads}",
+                runtime.library().file_name().unwrap_or_default().to_string_lossy()
+            ),
+        }
+    }
+
+    /// Seconds one run of `spec` takes at `batch`, whole or decomposed at `rank` per group.
+    fn layer_seconds(&self, spec: &LayerSpec, rank: Option<usize>, batch: usize) -> Result<f64, Error> {
+        match self {
+            Timer::Engine(o) => Ok(time_layer(spec, rank, batch, *o, ROUNDS)?),
+            Timer::Onnxruntime { runtime, threads } => {
+                let shape = layer_input_shape(spec, batch);
+                let onnx = accnn_graph::onnx::encode_chain(&layer_model(spec, rank), &shape)?;
+                let mut session = runtime.session(&onnx, *threads)?;
+                let input = vec![1f32; shape.iter().product()];
+                Ok(typical_run_seconds(|| session.time_run(&input, &shape), ROUNDS)?)
+            }
+        }
+    }
+
+    /// Whole-model latency at `batch`: `model` in accnn's engine, or `onnx` (the same model as an
+    /// ONNX file) in onnxruntime.
+    pub fn model_seconds(
+        &self,
+        model: &Model,
+        onnx: Option<&[u8]>,
+        data_shape: &[usize],
+        batch: usize,
+    ) -> Result<f64, Error> {
+        match self {
+            Timer::Engine(o) => Ok(model_seconds(model, data_shape, batch, *o)?),
+            Timer::Onnxruntime { runtime, threads } => {
+                let onnx = onnx.ok_or(Error::LatencyNeedsOnnx)?;
+                let mut session = runtime.session(onnx, *threads)?;
+                let mut shape = data_shape.to_vec();
+                shape[0] = batch;
+                let n: usize = shape.iter().product();
+                // Inputs like model_seconds': a fixed pseudo-random pattern, never all zeros.
+                let input: Vec<f32> = (0..n).map(|i| ((i * 7919 % 2003) as f32 / 1001.0) - 1.0).collect();
+                Ok(typical_run_seconds(|| session.time_run(&input, &shape), ROUNDS)?)
+            }
+        }
+    }
 }

@@ -47,4 +47,6 @@ pub use observer::{Event, Observer, Silent};
 pub use pipeline::{
     Accelerated, CalibrationSummary, LatencyOutcome, LoadedModel, accelerate, accelerate_with, load_model,
 };
-pub use request::{Calibration, CalibrationImages, Cost, Fit, LatencyOptions, ModelInput, Output, RankSource, Request};
+pub use request::{
+    Calibration, CalibrationImages, Cost, Fit, LatencyOptions, LatencyRuntime, ModelInput, Output, RankSource, Request,
+};

@@ -15,7 +15,7 @@ use accnn_rank::RankConfig;
 
 use crate::Error;
 use crate::fidelity::{self, Fidelity};
-use crate::latency::{LatencyTarget, latency_plan, measure_model};
+use crate::latency::{LatencyTarget, Timer, latency_plan};
 use crate::observer::{Event, Observer};
 use crate::request::{
     Calibration, CalibrationImages, Cost, Fit, LatencyOptions, ModelInput, Output, RankSource, Request,
@@ -168,6 +168,8 @@ pub struct LatencyOutcome {
     /// The batch size and the engine they were measured at.
     pub batch: usize,
     pub engine: accnn_infer::EngineOptions,
+    /// The runtime they were measured in, in words (accnn's engine and its device, or onnxruntime).
+    pub measured_in: String,
     pub original: f64,
     pub predicted: f64,
     pub measured: f64,
@@ -222,6 +224,13 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
         source,
         ..
     } = loaded;
+    // The runtime latency is timed in, before any work: a missing library is said at once.
+    let timer = match &ranks {
+        RankSource::Ratio {
+            cost: Cost::Latency(l), ..
+        } => Some(Timer::new(l)?),
+        _ => None,
+    };
     let started = Instant::now();
     let (fixed_plan, wanted) = plan_or_layers(&ranks, &analysis)?;
     let calibration = match fit {
@@ -232,7 +241,7 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
     let svds = factorise(&model, &analysis, &wanted, calibration.as_ref(), precision, observer)?;
     let (plan, latency_prediction) = match fixed_plan {
         Some(plan) => (plan, None),
-        None => choose_plan(&model, &analysis, &svds, &ranks)?,
+        None => choose_plan(&model, source.as_ref(), &analysis, &svds, &ranks, timer)?,
     };
     let plan_seconds = started.elapsed().as_secs_f64();
     let (model, mut report, fits, reconstruction_seconds) =
@@ -241,13 +250,17 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
     observer.on(Event::Rewritten);
     let fidelity = check.and_then(|r| fidelity::compare(&r, &model));
     let latency = match latency_prediction {
-        Some((original, predicted, l)) => Some(LatencyOutcome {
-            batch: l.batch,
-            engine: l.engine,
-            original,
-            predicted,
-            measured: measure_model(&model, &analysis.data_shape, l.batch, l.engine)?,
-        }),
+        Some((original, predicted, l, timer)) => {
+            let onnx = onnx_for(&timer, source.as_ref(), &model)?;
+            Some(LatencyOutcome {
+                batch: l.batch,
+                engine: l.engine,
+                measured_in: timer.describe(),
+                original,
+                predicted,
+                measured: timer.model_seconds(&model, onnx.as_deref(), &analysis.data_shape, l.batch)?,
+            })
+        }
         None => None,
     };
     if let Some(l) = &latency
@@ -376,15 +389,29 @@ fn factorise(
     Ok(svds)
 }
 
-/// The original's latency, the plan's predicted latency, and how they were measured.
-type LatencyPrediction = (f64, f64, LatencyOptions);
+/// The original's latency, the plan's predicted latency, and how and where they were measured.
+type LatencyPrediction = (f64, f64, LatencyOptions, Timer);
+
+/// `model` as the ONNX file onnxruntime times, written on the ONNX model it was read from; nothing
+/// for accnn's engine, which runs the IR.
+fn onnx_for(timer: &Timer, source: Option<&ModelSource>, model: &Model) -> Result<Option<Vec<u8>>, Error> {
+    match (timer, source) {
+        (Timer::Engine(_), _) => Ok(None),
+        (Timer::Onnxruntime { .. }, Some(ModelSource::Onnx { source, .. })) => {
+            Ok(Some(accnn_graph::onnx::encode_onnx(source, model, None)?.model))
+        }
+        (Timer::Onnxruntime { .. }, _) => Err(Error::LatencyNeedsOnnx),
+    }
+}
 
 /// The plan for a ratio: under MACs, or under measured latency (with its prediction).
 fn choose_plan(
     model: &Model,
+    source: Option<&ModelSource>,
     analysis: &Analysis,
     svds: &PerLayer<Factorisation>,
     ranks: &RankSource,
+    timer: Option<Timer>,
 ) -> Result<(RankPlan, Option<LatencyPrediction>), Error> {
     let RankSource::Ratio {
         ratio,
@@ -412,11 +439,15 @@ fn choose_plan(
                 scope: *scope,
                 align: *align,
                 batch: l.batch,
-                engine: l.engine,
                 cache: l.cache.clone(),
             };
-            let planned = latency_plan(model, analysis, svds, &target)?;
-            let prediction = (planned.original_seconds, planned.predicted_seconds, l.clone());
+            let timer = match timer {
+                Some(timer) => timer,
+                None => Timer::new(l)?,
+            };
+            let onnx = onnx_for(&timer, source, model)?;
+            let planned = latency_plan(model, onnx.as_deref(), analysis, svds, &target, &timer)?;
+            let prediction = (planned.original_seconds, planned.predicted_seconds, l.clone(), timer);
             Ok((planned.plan, Some(prediction)))
         }
     }

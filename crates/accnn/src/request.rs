@@ -143,9 +143,24 @@ pub enum Cost {
 #[derive(Clone, Debug)]
 pub struct LatencyOptions {
     pub batch: usize,
+    /// accnn's engine (device, dtype, threads); with [`LatencyRuntime::Onnxruntime`], its `threads`
+    /// are onnxruntime's intra-op threads.
     pub engine: EngineOptions,
+    /// The runtime layers and models are timed in.
+    pub runtime: LatencyRuntime,
     /// Measured layer latencies are kept here between runs (see [`crate::latency::default_cache`]).
     pub cache: Option<PathBuf>,
+}
+
+/// The runtime latency is measured in.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum LatencyRuntime {
+    /// accnn's engine.
+    #[default]
+    Engine,
+    /// onnxruntime, loaded from `library` (`None`: `ORT_DYLIB_PATH`): each layer timed as a model of
+    /// its own, the original and the new model as the ONNX files they are (ONNX models only).
+    Onnxruntime { library: Option<PathBuf> },
 }
 
 /// How the factors are fitted.

@@ -208,6 +208,7 @@ fn measure_all(
             let out = dir.join(format!("{}-{i}.onnx", m.name));
             let cost = if v.latency {
                 Cost::Latency(LatencyOptions {
+                    runtime: accnn::LatencyRuntime::Engine,
                     batch: 1,
                     engine: EngineOptions::default(),
                     cache: Some(cache.to_path_buf()),

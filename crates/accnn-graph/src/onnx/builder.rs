@@ -133,6 +133,12 @@ impl GraphBuilder {
         self
     }
 
+    /// A float32 graph output whose shape the model leaves to shape inference.
+    pub fn output_of_any_shape(&mut self, name: &str) -> &mut Self {
+        self.graph.output.push(value_info(name, None));
+        self
+    }
+
     /// Records the float32 tensor `name`'s shape in `value_info` (`None`: the symbolic batch).
     pub fn value_info(&mut self, name: &str, dims: &[Option<usize>]) -> &mut Self {
         self.graph.value_info.push(value_info(name, Some(dims)));

@@ -99,6 +99,27 @@ fn name_entries(source: &OnnxSource, model: &Model, graph: &GraphProto) -> Resul
 type ExtraTensors = Vec<(String, Tensor)>;
 
 /// ONNX nodes computing IR node `n`, which accnn created or changed.
+/// The attributes of an ONNX `Conv` node computing a convolution of these attributes.
+pub(crate) fn conv_attributes(
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilate: [usize; 2],
+    pad: &crate::ir::Padding2d,
+    num_group: usize,
+) -> Vec<super::proto::AttributeProto> {
+    let pair = |v: [usize; 2]| [v[0] as i64, v[1] as i64];
+    vec![
+        attrs::ints("kernel_shape", &pair(kernel)),
+        attrs::ints("strides", &pair(stride)),
+        attrs::ints(
+            "pads",
+            &[pad.top as i64, pad.left as i64, pad.bottom as i64, pad.right as i64],
+        ),
+        attrs::ints("dilations", &pair(dilate)),
+        attrs::int("group", num_group as i64),
+    ]
+}
+
 fn emit(
     source: &OnnxSource,
     model: &Model,
@@ -135,17 +156,7 @@ fn emit(
             num_group,
             ..
         }) => {
-            let pair = |v: [usize; 2]| [v[0] as i64, v[1] as i64];
-            let attribute = vec![
-                attrs::ints("kernel_shape", &pair(*kernel)),
-                attrs::ints("strides", &pair(*stride)),
-                attrs::ints(
-                    "pads",
-                    &[pad.top as i64, pad.left as i64, pad.bottom as i64, pad.right as i64],
-                ),
-                attrs::ints("dilations", &pair(*dilate)),
-                attrs::int("group", *num_group as i64),
-            ];
+            let attribute = conv_attributes(*kernel, *stride, *dilate, pad, *num_group);
             Ok((
                 vec![node("Conv", inputs.to_vec(), output.to_string(), attribute)],
                 Vec::new(),

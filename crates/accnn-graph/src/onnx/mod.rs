@@ -29,6 +29,7 @@
 
 mod attrs;
 mod builder;
+mod chain;
 mod export;
 mod import;
 #[allow(clippy::all, missing_docs, rustdoc::all)]
@@ -45,6 +46,7 @@ pub use attrs::{
     float as attr_float, int as attr_int, ints as attr_ints, string as attr_string, tensor as attr_tensor,
 };
 pub use builder::GraphBuilder;
+pub use chain::encode_chain;
 pub use export::{EncodedOnnx, encode_onnx};
 pub use import::MIN_OPSET;
 

@@ -358,6 +358,8 @@ def accelerate(
     crop: Union[None, int, Tuple[int, int]] = None,
     latency_batch: int = 1,
     latency_cache: Union[None, str, os.PathLike[str]] = None,
+    runtime: str = "accnn",
+    ort_library: Union[None, str, os.PathLike[str]] = None,
     threads: int = 0,
     progress: Optional[bool] = None,
 ) -> Tuple[Any, Report]:
@@ -375,8 +377,11 @@ def accelerate(
             a path the ``accnn`` command reads (IDX directory, ``.npz``, folder of class subfolders of
             images; preprocessed with ``mean``, ``std``, ``pad``, ``resize``, ``crop``), or
             ``"synthetic"`` for seeded natural-image noise.
-        cost: ``"macs"`` (theoretical) or ``"latency"`` (layers timed in accnn's engine at
-            ``latency_batch``; a decomposition that is not faster is never chosen).
+        cost: ``"macs"`` (theoretical) or ``"latency"`` (layers timed at ``latency_batch`` in
+            ``runtime``; a decomposition that is not faster there is never chosen).
+        runtime: where ``cost="latency"`` times: ``"accnn"`` (accnn's engine) or ``"onnxruntime"``
+            (ONNX models; the shared library from ``ort_library`` or ``ORT_DYLIB_PATH``, as the
+            onnxruntime wheel ships it under ``onnxruntime/capi/``).
         save_model: where to write the new model, in the format it came in (an ``.onnx`` path or an
             MXNet prefix). A path ``model`` is written beside itself by default (``NAME-accnn.onnx``,
             ``PREFIX-accnn``); bytes and ModelProto models are written only when this is given.
@@ -442,6 +447,8 @@ def accelerate(
         "latency_batch": latency_batch,
         "threads": threads,
         "latency_cache": None if latency_cache is None else os.fspath(latency_cache),
+        "runtime": runtime,
+        "ort_library": None if ort_library is None else os.fspath(ort_library),
         "save_model": None if save_model is None else os.fspath(save_model),
         "config_out": None if config_out is None else os.fspath(config_out),
         "want_bytes": kind != "path",
