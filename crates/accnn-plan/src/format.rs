@@ -96,9 +96,9 @@ impl ModelFile {
 
     /// Decodes the bytes of an ONNX file called `name` in messages (the model exists in memory only;
     /// external data files are looked for beside `name`).
-    pub fn from_onnx_bytes(name: &str, bytes: &[u8], data_shape: Option<&[usize]>) -> Result<Self, Error> {
+    pub fn from_onnx_bytes(name: &str, bytes: Vec<u8>, data_shape: Option<&[usize]>) -> Result<Self, Error> {
         let path = PathBuf::from(name);
-        let read = onnx::decode_onnx(bytes, &path, data_shape)?;
+        let read = onnx::decode_onnx_owned(bytes, &path, data_shape)?;
         Ok(Self::of_onnx(path, read))
     }
 

@@ -335,7 +335,19 @@ impl candle_core::CustomOp1 for Col2Im {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::backprop::GradStore;
     use candle_core::{Device, Var};
+
+    /// The gradient of `x` in `grads`, flattened.
+    fn gradient_of(grads: &GradStore, x: &Var) -> Vec<f32> {
+        grads
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
 
     #[test]
     fn max_pooling_passes_each_windows_gradient_whole_to_its_maximum() {
@@ -348,13 +360,7 @@ mod tests {
         let r: Vec<f32> = (0..b * c * h * 2).map(|v| v as f32 + 1.0).collect();
         let weights = Tensor::from_vec(r.clone(), (b, c, h, 2), &Device::Cpu).unwrap();
         let grads = (y * weights).unwrap().sum_all().unwrap().backward().unwrap();
-        let g = grads
-            .get(x.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let g = gradient_of(&grads, &x);
         let mut expected = vec![0f32; n];
         for row in 0..b * c * h {
             for o in 0..2 {
@@ -435,13 +441,7 @@ mod tests {
         let out = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let weights = Tensor::from_vec(r.clone(), (1, 1, ho, wo), &Device::Cpu).unwrap();
         let grads = (y * weights).unwrap().sum_all().unwrap().backward().unwrap();
-        let g = grads
-            .get(x.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let g = gradient_of(&grads, &x);
         let mut expected = vec![0f32; h * w];
         for oy in 0..ho {
             for ox in 0..wo {
@@ -464,13 +464,7 @@ mod tests {
         let y = pool2d(x.as_tensor(), &PoolAttrs::new(PoolKind::Max, [2, 2], [2, 2])).unwrap();
         assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![3.0]);
         let grads = (y * 5.0).unwrap().sum_all().unwrap().backward().unwrap();
-        let g = grads
-            .get(x.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let g = gradient_of(&grads, &x);
         assert_eq!(g, vec![5.0, 0.0, 0.0, 0.0]);
     }
 
@@ -490,13 +484,7 @@ mod tests {
             let r: Vec<f32> = (0..ho * wo).map(|v| v as f32 + 1.0).collect();
             let weights = Tensor::from_vec(r.clone(), (1, 1, ho, wo), &Device::Cpu).unwrap();
             let grads = (y * weights).unwrap().sum_all().unwrap().backward().unwrap();
-            let g = grads
-                .get(x.as_tensor())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
+            let g = gradient_of(&grads, &x);
             let mut expected = vec![0f32; h * w];
             for oy in 0..ho {
                 for ox in 0..wo {

@@ -54,7 +54,7 @@ pub fn load_model(
             (spec, file.input_files(), Ok(file))
         }
         ModelInput::OnnxBytes { name, bytes } => {
-            let file = ModelFile::from_onnx_bytes(&name, &bytes, given.as_deref()).map_err(read_error(&name))?;
+            let file = ModelFile::from_onnx_bytes(&name, bytes, given.as_deref()).map_err(read_error(&name))?;
             // Nothing on disk to protect from being overwritten.
             (name, Vec::new(), Ok(file))
         }

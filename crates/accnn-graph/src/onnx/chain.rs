@@ -4,7 +4,7 @@
 use super::builder::GraphBuilder;
 use super::export::conv_attributes;
 use crate::error::GraphError;
-use crate::ir::{ConvAttrs, FcAttrs, Model, Op};
+use crate::ir::{FcAttrs, Model, Op};
 
 /// The ONNX bytes (opset 13) of `model`: a data input of `input` dimensions (batch first, the batch
 /// written symbolic) followed by a chain of convolutions and flattening fully-connected layers, each reading
@@ -43,19 +43,11 @@ pub fn encode_chain(model: &Model, input: &[usize]) -> Result<Vec<u8>, GraphErro
         let reads_previous = n.inputs.first().is_some_and(|e| e.node == last);
         match &n.op {
             Op::Variable => continue,
-            Op::Convolution(ConvAttrs {
-                kernel,
-                stride,
-                dilate,
-                pad,
-                num_group,
-                no_bias,
-                ..
-            }) if reads_previous => {
-                let inputs = layer_inputs(&mut b, &previous, i, *no_bias)?;
+            Op::Convolution(c) if reads_previous => {
+                let inputs = layer_inputs(&mut b, &previous, i, c.no_bias)?;
                 let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
                 let out = format!("{}_output", n.name);
-                let attributes = conv_attributes(*kernel, *stride, *dilate, pad, *num_group);
+                let attributes = conv_attributes(c);
                 b.named_node(&n.name, "Conv", &refs, &[&out], attributes);
                 (last, previous) = (i, out);
             }

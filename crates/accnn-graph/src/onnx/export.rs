@@ -100,23 +100,18 @@ type ExtraTensors = Vec<(String, Tensor)>;
 
 /// ONNX nodes computing IR node `n`, which accnn created or changed.
 /// The attributes of an ONNX `Conv` node computing a convolution of these attributes.
-pub(crate) fn conv_attributes(
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    dilate: [usize; 2],
-    pad: &crate::ir::Padding2d,
-    num_group: usize,
-) -> Vec<super::proto::AttributeProto> {
+pub(crate) fn conv_attributes(c: &ConvAttrs) -> Vec<super::proto::AttributeProto> {
     let pair = |v: [usize; 2]| [v[0] as i64, v[1] as i64];
+    let pad = &c.pad;
     vec![
-        attrs::ints("kernel_shape", &pair(kernel)),
-        attrs::ints("strides", &pair(stride)),
+        attrs::ints("kernel_shape", &pair(c.kernel)),
+        attrs::ints("strides", &pair(c.stride)),
         attrs::ints(
             "pads",
             &[pad.top as i64, pad.left as i64, pad.bottom as i64, pad.right as i64],
         ),
-        attrs::ints("dilations", &pair(dilate)),
-        attrs::int("group", num_group as i64),
+        attrs::ints("dilations", &pair(c.dilate)),
+        attrs::int("group", c.num_group as i64),
     ]
 }
 
@@ -148,15 +143,8 @@ fn emit(
             .ok_or_else(|| GraphError::node(&n.name, format!("weight '{var}' is missing")))
     };
     match &n.op {
-        Op::Convolution(ConvAttrs {
-            kernel,
-            stride,
-            dilate,
-            pad,
-            num_group,
-            ..
-        }) => {
-            let attribute = conv_attributes(*kernel, *stride, *dilate, pad, *num_group);
+        Op::Convolution(c) => {
+            let attribute = conv_attributes(c);
             Ok((
                 vec![node("Conv", inputs.to_vec(), output.to_string(), attribute)],
                 Vec::new(),

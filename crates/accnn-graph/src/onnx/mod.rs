@@ -139,6 +139,11 @@ pub fn read_onnx(path: &Path, data_shape: Option<&[usize]>) -> Result<OnnxModel,
 
 /// [`read_onnx`] on bytes already in memory; `path` names the file in errors and locates external
 /// data.
+/// [`decode_onnx`] of bytes the caller hands over: weights are read from them in place, not copied.
+pub fn decode_onnx_owned(bytes: Vec<u8>, path: &Path, data_shape: Option<&[usize]>) -> Result<OnnxModel, GraphError> {
+    decode_bytes(prost::bytes::Bytes::from(bytes), path, data_shape)
+}
+
 pub fn decode_onnx(bytes: &[u8], path: &Path, data_shape: Option<&[usize]>) -> Result<OnnxModel, GraphError> {
     decode_bytes(prost::bytes::Bytes::copy_from_slice(bytes), path, data_shape)
 }
