@@ -37,15 +37,13 @@ pub struct RuntimeArgs {
 }
 
 impl RuntimeArgs {
-    /// The runtimes asked for, each once, in the order given.
+    /// The runtimes asked for, each once, accnn's engine first (the order `bench` times and prints
+    /// them in, whatever order the flag gave).
     pub fn runtimes(&self) -> Vec<Runtime> {
-        let mut out: Vec<Runtime> = Vec::new();
-        for r in &self.runtime {
-            if !out.contains(r) {
-                out.push(*r);
-            }
-        }
-        out
+        [Runtime::Accnn, Runtime::Onnxruntime]
+            .into_iter()
+            .filter(|r| self.runtime.contains(r))
+            .collect()
     }
 
     /// The runtime `--cost latency` times in (one only).
