@@ -72,8 +72,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let ort = args.runtime.onnxruntime()?;
     let mut sessions = match &ort {
         Some(runtime) => Some((
-            ort_session(runtime, &base.name, args.engine.threads)?,
-            ort_session(runtime, &other.name, args.engine.threads)?,
+            ort_session(runtime, &base, args.engine.threads)?,
+            ort_session(runtime, &other, args.engine.threads)?,
         )),
         None => None,
     };

@@ -14,6 +14,9 @@ pub fn explain(e: Error) -> anyhow::Error {
         Error::Plan(PlanError::DestinationFormat { dest, format }) => {
             anyhow!("--save-model {dest}: {}", format.destination_rule())
         }
+        Error::Plan(PlanError::Conversion { dest }) => anyhow!(
+            "--save-format mxnet: the model was read from ONNX and is written as ONNX; accnn does not convert it to MXNet (--save-model {dest})"
+        ),
         Error::Plan(PlanError::WouldOverwrite { dest, input }) => anyhow!(
             "--save-model {dest} would overwrite the input file {}; choose another name",
             input.display()

@@ -111,7 +111,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                 predict(&engine, data, args.batch, |n| bar.inc(n as u64))?
             }
             Some(runtime) => {
-                let mut session = ort_session(runtime, name, args.engine.threads)?;
+                let mut session = ort_session(runtime, loaded, args.engine.threads)?;
                 predict_with(
                     data,
                     args.batch,

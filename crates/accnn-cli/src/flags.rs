@@ -92,9 +92,13 @@ pub(crate) struct AccelerateArgs {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// The new model: an MXNet prefix (NEW-symbol.json, NEW-0001.params) or an ONNX path (NEW.onnx),
-    /// in the format the model was read in.
+    /// in the format the model was read in unless --save-format says otherwise.
     #[arg(long, value_name = "NEW", required = true)]
     save_model: Option<String>,
+    /// The format of --save-model [default: the format read]; `onnx` writes an MXNet checkpoint as
+    /// a new ONNX model (for onnxruntime and every other ONNX runtime).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    save_format: Option<SaveFormatArg>,
     /// Where to write the chosen ranks [default: config.json, when ranks were selected by --ratio].
     #[arg(long, value_name = "FILE")]
     config_out: Option<PathBuf>,
@@ -128,7 +132,7 @@ pub(crate) struct AccelerateArgs {
     #[command(flatten)]
     engine: crate::engine_args::EngineArgs,
     /// --cost latency: the runtime layers and models are timed in (--runtime onnxruntime: the model
-    /// will run there; ONNX models only).
+    /// will run there; an MXNet checkpoint is timed as its ONNX export).
     #[command(flatten)]
     runtime: crate::runtime_args::RuntimeArgs,
     /// Measured latencies are kept here between runs [default: ~/.cache/accnn/latency.json].
@@ -187,6 +191,7 @@ impl AccelerateArgs {
             precision: self.precision.into(),
             output: Some(Output {
                 model: dest,
+                format: self.save_format.map(Into::into),
                 config: config_out,
             }),
         })
@@ -217,9 +222,13 @@ pub(crate) struct LayerArgs {
     #[arg(long = "K", alias = "k", value_name = "K")]
     k: usize,
     /// The new model: an MXNet prefix (NEW-symbol.json, NEW-0001.params) or an ONNX path (NEW.onnx),
-    /// in the format the model was read in.
+    /// in the format the model was read in unless --save-format says otherwise.
     #[arg(long, value_name = "NEW")]
     save_model: String,
+    /// The format of --save-model [default: the format read]; `onnx` writes an MXNet checkpoint as
+    /// a new ONNX model.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    save_format: Option<SaveFormatArg>,
     #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
     precision: PrecisionArg,
     /// Keep BatchNorm layers instead of folding them into the convolutions before them.
@@ -250,9 +259,25 @@ impl LayerArgs {
             precision: self.precision.into(),
             output: Some(Output {
                 model: self.save_model.clone(),
+                format: self.save_format.map(Into::into),
                 config: None,
             }),
         })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum SaveFormatArg {
+    Onnx,
+    Mxnet,
+}
+
+impl From<SaveFormatArg> for accnn::ModelFormat {
+    fn from(f: SaveFormatArg) -> Self {
+        match f {
+            SaveFormatArg::Onnx => accnn::ModelFormat::Onnx,
+            SaveFormatArg::Mxnet => accnn::ModelFormat::Mxnet,
+        }
     }
 }
 

@@ -11,7 +11,8 @@ use clap::{Args, ValueEnum};
 pub enum Runtime {
     /// accnn's own engine (`--device`, `--dtype`, `--threads`).
     Accnn,
-    /// onnxruntime's CPU execution provider, all graph optimisations on (`--threads`); ONNX models only.
+    /// onnxruntime's CPU execution provider, all graph optimisations on (`--threads`); an MXNet
+    /// checkpoint runs as its ONNX export.
     Onnxruntime,
 }
 
@@ -70,12 +71,16 @@ impl RuntimeArgs {
     }
 }
 
-/// A session of the ONNX file `spec` in onnxruntime (external data found beside it).
-pub fn ort_session(runtime: &OnnxRuntime, spec: &str, threads: usize) -> Result<OrtSession> {
-    if !accnn::is_onnx(spec) {
-        bail!("--runtime onnxruntime runs ONNX files; '{spec}' is an MXNet checkpoint");
-    }
-    runtime
-        .session_from_file(Path::new(spec), threads)
-        .with_context(|| format!("model '{spec}' in onnxruntime"))
+/// A session of `model` in onnxruntime: its ONNX file as it is (external data found beside it), or
+/// an MXNet checkpoint written as a new ONNX model.
+pub fn ort_session(runtime: &OnnxRuntime, model: &accnn::LoadedModel, threads: usize) -> Result<OrtSession> {
+    let spec = &model.name;
+    let session = if accnn::is_onnx(spec) {
+        runtime.session_from_file(Path::new(spec), threads)
+    } else {
+        let onnx = accnn_graph::onnx::encode_standalone(&model.model, &model.analysis.data_shape, None)
+            .with_context(|| format!("model '{spec}' as ONNX, for onnxruntime"))?;
+        runtime.session(&onnx.model, threads)
+    };
+    session.with_context(|| format!("model '{spec}' in onnxruntime"))
 }

@@ -348,6 +348,89 @@ fn onnx_models_go_through_every_command() {
     assert_eq!(files(dir.path()), before);
 }
 
+/// `--save-format onnx` takes an MXNet checkpoint out of MXNet: the ONNX model is the MXNet one
+/// (same predictions, image by image: same top-1 on the committed test subset), and a wrong
+/// destination or the reverse conversion is refused before anything is written.
+#[test]
+fn an_mxnet_checkpoint_is_written_as_onnx() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = fixture();
+    for args in [
+        &[
+            "-m",
+            &m,
+            "--ratio",
+            "1.3",
+            "--save-model",
+            "fast",
+            "--config-out",
+            "a.json",
+        ][..],
+        &[
+            "-m",
+            &m,
+            "--ratio",
+            "1.3",
+            "--save-model",
+            "fast.onnx",
+            "--save-format",
+            "onnx",
+            "--config-out",
+            "b.json",
+        ][..],
+    ] {
+        let out = accnn(args, dir.path());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // The same ranks, whatever the format.
+    assert_eq!(
+        std::fs::read(dir.path().join("a.json")).unwrap(),
+        std::fs::read(dir.path().join("b.json")).unwrap()
+    );
+    let (mxnet, onnx) = (top1("fast", dir.path()), top1("fast.onnx", dir.path()));
+    assert_eq!(mxnet, onnx);
+    // A mild ratio, where data-free decomposition of this fixture still classifies.
+    assert!(mxnet > 70.0, "{mxnet}");
+    // The ONNX model holds the decomposed pairs under their MXNet names.
+    let read = accnn_graph::onnx::read_onnx(&dir.path().join("fast.onnx"), None).unwrap();
+    assert!(read.model.graph.find("conv1_2_v").is_some());
+    let before = files(dir.path());
+    fails_cleanly(
+        &[
+            "-m",
+            &m,
+            "--ratio",
+            "2",
+            "--save-model",
+            "prefix",
+            "--save-format",
+            "onnx",
+        ],
+        dir.path(),
+        "give a path ending in .onnx",
+    );
+    fails_cleanly(
+        &["-m", &m, "--ratio", "2", "--save-model", "new.onnx"],
+        dir.path(),
+        "--save-format onnx",
+    );
+    fails_cleanly(
+        &[
+            "-m",
+            "fast.onnx",
+            "--ratio",
+            "2",
+            "--save-model",
+            "back",
+            "--save-format",
+            "mxnet",
+        ],
+        dir.path(),
+        "does not convert it to MXNet",
+    );
+    assert_eq!(files(dir.path()), before);
+}
+
 /// top-1 accuracy of `model` on the committed test subset, as `accnn eval` prints it.
 fn top1(model: &str, cwd: &Path) -> f64 {
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/fashion-mnist-1k");

@@ -95,7 +95,7 @@ fn chain(layers: Vec<(Op, Vec<usize>)>) -> Model {
 }
 
 /// The layer itself (`rank: None`) or its decomposed pair at `rank` per group, as a model of its own
-/// with small fixed weights (what [`time_layer`] times; `accnn_graph::onnx::encode_chain` writes it for
+/// with small fixed weights (what [`time_layer`] times; `accnn_graph::onnx::encode_standalone` writes it for
 /// other runtimes).
 pub fn layer_model(spec: &LayerSpec, rank: Option<usize>) -> Model {
     match spec {

@@ -1,8 +1,8 @@
-//! The one-layer models that `--cost latency` times, written as ONNX (`encode_chain`) for other
+//! The one-layer models that `--cost latency` times, written as ONNX (`encode_standalone`) for other
 //! runtimes: read back, they compute what the models themselves compute.
 
 use accnn_graph::Op;
-use accnn_graph::onnx::{decode_onnx, encode_chain};
+use accnn_graph::onnx::{decode_onnx, encode_standalone};
 use accnn_infer::latency::{LayerSpec, layer_input_shape, layer_model};
 use accnn_infer::{Engine, EngineOptions};
 use candle_core::{Device, Tensor};
@@ -28,7 +28,7 @@ fn every_timed_layer_reads_back_as_itself() {
         for rank in [None, Some(1), Some(3)] {
             let model = layer_model(spec, rank);
             let shape = layer_input_shape(spec, 2);
-            let bytes = encode_chain(&model, &shape).unwrap();
+            let bytes = encode_standalone(&model, &shape, None).unwrap().model;
             let read = decode_onnx(&bytes, std::path::Path::new("chain.onnx"), None).unwrap();
             let (want, got) = (outputs(&model, &shape), outputs(&read.model, &shape));
             assert_eq!(want.len(), got.len(), "{spec:?} at {rank:?}");
@@ -45,17 +45,4 @@ fn every_timed_layer_reads_back_as_itself() {
             assert_eq!(layers, if rank.is_some() { 2 } else { 1 }, "{spec:?}");
         }
     }
-}
-
-#[test]
-fn anything_but_a_chain_of_layers_is_refused_by_name() {
-    let model = accnn_graph::onnx::decode_onnx(
-        &accnn_graph::onnx::zoo::residual_block(1, 13),
-        std::path::Path::new("block.onnx"),
-        None,
-    )
-    .unwrap()
-    .model;
-    let err = encode_chain(&model, &[1, 8, 12, 12]).unwrap_err().to_string();
-    assert!(err.contains("a layer chain holds convolutions and FC layers"), "{err}");
 }

@@ -91,6 +91,8 @@ pub enum Error {
     NotFactorised { layer: String },
     #[error("{dest}: {}", format.destination_rule())]
     DestinationFormat { dest: String, format: ModelFormat },
+    #[error("{dest}: a model read from ONNX is written as ONNX; accnn does not convert it to MXNet")]
+    Conversion { dest: String },
     #[error("{dest} would overwrite the input file {}; choose another name", input.display())]
     WouldOverwrite { dest: String, input: PathBuf },
 }

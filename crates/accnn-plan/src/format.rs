@@ -1,8 +1,10 @@
 //! Model files in the formats accnn reads and writes: MXNet checkpoints and ONNX.
 //!
-//! A model is written back in the format it came in: an MXNet prefix gives `NEW-symbol.json` +
-//! `NEW-0001.params`, an ONNX file gives `NEW.onnx` (plus `NEW.onnx.data` when the original kept its
-//! weights in an external file or the new model would pass protobuf's 2 GiB limit).
+//! A model is written back in the format it came in by default: an MXNet prefix gives
+//! `NEW-symbol.json` + `NEW-0001.params`, an ONNX file gives `NEW.onnx` (plus `NEW.onnx.data` when the
+//! original kept its weights in an external file or the new model would pass protobuf's 2 GiB
+//! limit). A model read from an MXNet checkpoint can also be written as a new ONNX model
+//! ([`accnn_graph::onnx::encode_standalone`]): how a user leaves MXNet, and how onnxruntime times it.
 
 use std::path::{Path, PathBuf};
 
@@ -23,11 +25,21 @@ pub enum ModelFormat {
 }
 
 impl ModelFormat {
-    /// Why a destination of the other format is refused: a model is written in the format it came in.
+    /// Why a destination of the other format is refused (`self` is the format being written).
     pub fn destination_rule(self) -> &'static str {
         match self {
-            ModelFormat::Mxnet => "the model was read from an MXNet checkpoint and is written as one; give a prefix",
-            ModelFormat::Onnx => "the model was read from ONNX and is written as ONNX; give a path ending in .onnx",
+            ModelFormat::Mxnet => {
+                "the model is written as an MXNet checkpoint: give a prefix (or --save-format onnx and a path ending in .onnx)"
+            }
+            ModelFormat::Onnx => "the model is written as ONNX: give a path ending in .onnx",
+        }
+    }
+
+    /// The format's name as the `--save-format` flag spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelFormat::Mxnet => "mxnet",
+            ModelFormat::Onnx => "onnx",
         }
     }
 }
@@ -166,25 +178,34 @@ impl EncodedModel<'_> {
     }
 }
 
-/// The files a model from `source` saved as `dest` may occupy, checked against `inputs` (the files
-/// it was read from, or any other file that must survive): a clear error instead of an overwrite.
-pub fn check_destination(source: &ModelSource, dest: &str, inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
-    let targets = match source {
-        ModelSource::Mxnet { .. } => {
+/// The files a model from `source` saved as `dest` in `format` may occupy, checked against `inputs`
+/// (the files it was read from, or any other file that must survive): a clear error instead of an
+/// overwrite, or of a conversion accnn does not make (ONNX to MXNet).
+pub fn check_destination(
+    source: &ModelSource,
+    dest: &str,
+    format: ModelFormat,
+    inputs: &[PathBuf],
+) -> Result<Vec<PathBuf>, Error> {
+    if (source.format(), format) == (ModelFormat::Onnx, ModelFormat::Mxnet) {
+        return Err(Error::Conversion { dest: dest.to_string() });
+    }
+    let targets = match format {
+        ModelFormat::Mxnet => {
             if is_onnx(dest) {
                 return Err(Error::DestinationFormat {
                     dest: dest.to_string(),
-                    format: ModelFormat::Mxnet,
+                    format,
                 });
             }
             let paths = CheckpointPaths::new(dest, 1);
             vec![paths.symbol, paths.params]
         }
-        ModelSource::Onnx { .. } => {
+        ModelFormat::Onnx => {
             if !is_onnx(dest) {
                 return Err(Error::DestinationFormat {
                     dest: dest.to_string(),
-                    format: ModelFormat::Onnx,
+                    format,
                 });
             }
             let path = PathBuf::from(dest);
@@ -209,18 +230,39 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// The files of `model` written in `source`'s format to `dest` (an MXNet prefix, or an `.onnx`
-/// path), refusing any that would overwrite one of `inputs`.
+/// Where and how a model is saved: a destination in a format, and the input shape (batch first) a
+/// new ONNX model declares.
+#[derive(Clone, Copy, Debug)]
+pub struct SaveAs<'a> {
+    /// An MXNet prefix, or an `.onnx` path.
+    pub dest: &'a str,
+    pub format: ModelFormat,
+    pub data_shape: &'a [usize],
+}
+
+/// The files of `model`, read from `source`, written as `save` says, refusing any that would
+/// overwrite one of `inputs`.
 pub fn encode_model<'m>(
     source: &ModelSource,
     model: &'m Model,
-    dest: &str,
+    save: SaveAs<'_>,
     inputs: &[PathBuf],
 ) -> Result<EncodedModel<'m>, Error> {
-    check_destination(source, dest, inputs)?;
-    let files = match source {
-        ModelSource::Mxnet { .. } => {
-            let paths = CheckpointPaths::new(dest, 1);
+    check_destination(source, save.dest, save.format, inputs)?;
+    let path = PathBuf::from(save.dest);
+    let data_name = format!("{}.data", file_name(&path));
+    let weight_bytes: usize = model.args.values().map(|t| t.len() * 4).sum();
+    let past_limit = weight_bytes > (1 << 30) + (1 << 29);
+    let onnx_files = |encoded: onnx::EncodedOnnx| {
+        let mut files = vec![(path.clone(), ModelBytes::Bytes(encoded.model))];
+        if let Some(data) = encoded.data {
+            files.push((path.with_file_name(&data_name), ModelBytes::Bytes(data)));
+        }
+        files
+    };
+    let files = match (source, save.format) {
+        (_, ModelFormat::Mxnet) => {
+            let paths = CheckpointPaths::new(save.dest, 1);
             vec![
                 (
                     paths.symbol,
@@ -235,18 +277,19 @@ pub fn encode_model<'m>(
                 ),
             ]
         }
-        ModelSource::Onnx { source, .. } => {
-            let path = PathBuf::from(dest);
-            let data_name = format!("{}.data", file_name(&path));
-            let weight_bytes: usize = model.args.values().map(|t| t.len() * 4).sum();
-            let external = source.had_external_data() || weight_bytes > (1 << 30) + (1 << 29);
-            let encoded = onnx::encode_onnx(source, model, external.then_some(data_name.as_str()))?;
-            let mut files = vec![(path.clone(), ModelBytes::Bytes(encoded.model))];
-            if let Some(data) = encoded.data {
-                files.push((path.with_file_name(&data_name), ModelBytes::Bytes(data)));
-            }
-            files
+        (ModelSource::Onnx { source, .. }, ModelFormat::Onnx) => {
+            let external = source.had_external_data() || past_limit;
+            onnx_files(onnx::encode_onnx(
+                source,
+                model,
+                external.then_some(data_name.as_str()),
+            )?)
         }
+        (ModelSource::Mxnet { .. }, ModelFormat::Onnx) => onnx_files(onnx::encode_standalone(
+            model,
+            save.data_shape,
+            past_limit.then_some(data_name.as_str()),
+        )?),
     };
     Ok(EncodedModel { files })
 }

@@ -40,7 +40,7 @@ pub use analysis::{Analysis, Layer, SkippedLayer};
 pub use error::{ConfigSection, Error};
 pub use factorise::{Factorisation, layer_node};
 pub use format::{
-    EncodedModel, ModelBytes, ModelFile, ModelFormat, ModelSource, check_destination, encode_model, is_onnx,
+    EncodedModel, ModelBytes, ModelFile, ModelFormat, ModelSource, SaveAs, check_destination, encode_model, is_onnx,
 };
 pub use objective::{Objective, plan_seed, seed_layers};
 pub use per_layer::{LayerId, LayerSet, PerLayer};

@@ -124,6 +124,7 @@ impl AccelerateOptions {
             precision,
             output: self.save_model.as_ref().map(|dest| Output {
                 model: dest.clone(),
+                format: None,
                 config: self.config_out.as_ref().map(PathBuf::from),
             }),
         })

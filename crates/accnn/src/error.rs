@@ -111,12 +111,6 @@ pub enum Error {
     /// The checkpoint to resume from is missing or unreadable.
     #[error("cannot resume from {}: {message}", path.display())]
     Resume { path: PathBuf, message: String },
-    #[error(
-        "the model was not read from ONNX, so it has no ONNX original to be written on; write it to a file in its own format"
-    )]
-    NotOnnx,
-    #[error("onnxruntime times ONNX models; this one was not read from ONNX (time it in accnn's engine)")]
-    LatencyNeedsOnnx,
     #[error(transparent)]
     Onnxruntime(#[from] accnn_ort::OrtError),
     #[error(transparent)]

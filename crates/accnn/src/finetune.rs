@@ -8,7 +8,7 @@ use std::time::Instant;
 use accnn_graph::Model;
 use accnn_graph::io::{FileContent, write_contents_atomically};
 use accnn_infer::data::{ImageOptions, ImageSource, open_images};
-use accnn_plan::{ModelSource, encode_model, is_onnx};
+use accnn_plan::{ModelSource, SaveAs, encode_model, is_onnx};
 use accnn_train::{EpochReport, FinetuneOptions, Finetuner, StepReport, TrainError, TrainObserver, TrainState};
 use candle_core::{Device, Tensor};
 
@@ -111,8 +111,8 @@ pub fn finetune(request: FinetuneRequest, progress: &mut dyn FinetuneProgress) -
     inputs.extend(teacher.inputs.iter().cloned());
     let (last_spec, state_path) = last_checkpoint(&request.output);
     // Refuse before training what could never be written.
-    accnn_plan::check_destination(source, &request.output, &inputs)?;
-    accnn_plan::check_destination(source, &last_spec, &inputs)?;
+    accnn_plan::check_destination(source, &request.output, source.format(), &inputs)?;
+    accnn_plan::check_destination(source, &last_spec, source.format(), &inputs)?;
     let open = |files: &ImageFiles| -> Result<Box<dyn ImageSource>, Error> {
         open_images(&files.path, &files.split, &files.image, &student_shape, files.limit).map_err(Error::FinetuneData)
     };
@@ -140,6 +140,7 @@ pub fn finetune(request: FinetuneRequest, progress: &mut dyn FinetuneProgress) -
     progress.start(tuner.total_steps(), resumed_at);
     let mut writer = Checkpoints {
         source,
+        data_shape: &student_shape,
         inputs: &inputs,
         output: &request.output,
         last_spec: &last_spec,
@@ -167,6 +168,7 @@ pub fn finetune(request: FinetuneRequest, progress: &mut dyn FinetuneProgress) -
 /// output when the epoch is the best so far (or, without validation data, every time).
 struct Checkpoints<'a> {
     source: &'a ModelSource,
+    data_shape: &'a [usize],
     inputs: &'a [PathBuf],
     output: &'a str,
     last_spec: &'a str,
@@ -178,6 +180,17 @@ struct Checkpoints<'a> {
     progress: &'a mut dyn FinetuneProgress,
 }
 
+impl Checkpoints<'_> {
+    /// `dest` in the student's own format.
+    fn save_as<'d>(&'d self, dest: &'d str) -> SaveAs<'d> {
+        SaveAs {
+            dest,
+            format: self.source.format(),
+            data_shape: self.data_shape,
+        }
+    }
+}
+
 impl TrainObserver for Checkpoints<'_> {
     fn step(&mut self, report: &StepReport) {
         self.progress.step(report);
@@ -186,7 +199,8 @@ impl TrainObserver for Checkpoints<'_> {
     fn epoch(&mut self, report: &EpochReport, model: &Model, state: &TrainState) -> Result<(), TrainError> {
         let write_error = |e: Error| TrainError::Model(format!("{e:#}"));
         let state_bytes = encode_state(state).map_err(TrainError::Model)?;
-        let last = encode_model(self.source, model, self.last_spec, self.inputs).map_err(|e| write_error(e.into()))?;
+        let last = encode_model(self.source, model, self.save_as(self.last_spec), self.inputs)
+            .map_err(|e| write_error(e.into()))?;
         let mut files = last.contents();
         files.push((self.state_path, FileContent::Bytes(&state_bytes)));
         let improved = match (report.val_top1, self.best) {
@@ -194,7 +208,10 @@ impl TrainObserver for Checkpoints<'_> {
             _ => true,
         };
         let best = if !self.keep_best || improved {
-            Some(encode_model(self.source, model, self.output, self.inputs).map_err(|e| write_error(e.into()))?)
+            Some(
+                encode_model(self.source, model, self.save_as(self.output), self.inputs)
+                    .map_err(|e| write_error(e.into()))?,
+            )
         } else {
             None
         };

@@ -225,6 +225,42 @@ pub fn default_cache() -> Option<PathBuf> {
     Some(base.join("accnn").join("latency.json"))
 }
 
+/// A model ready to be timed: built in accnn's engine or loaded in onnxruntime, with its input.
+pub enum TimedModel {
+    Engine {
+        engine: accnn_infer::Engine,
+        input: candle_core::Tensor,
+    },
+    Onnxruntime {
+        session: accnn_ort::OrtSession,
+        input: Vec<f32>,
+        shape: Vec<usize>,
+    },
+}
+
+impl TimedModel {
+    fn run(&mut self) -> Result<(), Error> {
+        match self {
+            TimedModel::Engine { engine, input } => engine.forward(input).map(drop).map_err(Error::from),
+            TimedModel::Onnxruntime { session, input, shape } => Ok(session.time_run(input, shape)?),
+        }
+    }
+}
+
+/// Median seconds of `a` and `b`, timed alternately in one loop (at least 10 rounds and about a
+/// second between them), so that the machine's load hits both alike: the one verdict on whether
+/// the new model is faster.
+pub fn side_by_side(a: &mut TimedModel, b: &mut TimedModel) -> Result<(f64, f64), Error> {
+    let started = std::time::Instant::now();
+    a.run()?;
+    b.run()?;
+    let pair = started.elapsed().as_secs_f64().max(1e-6);
+    let rounds = ((1.0 / pair) as usize).clamp(10, 200);
+    let (mut ra, mut rb) = (|| a.run(), || b.run());
+    let times = accnn_infer::timing::alternate::<Error>(&mut [&mut ra, &mut rb], 1, rounds)?;
+    Ok((times[0].median(), times[1].median()))
+}
+
 /// Where layers and models are timed.
 pub enum Timer {
     /// accnn's engine.
@@ -243,6 +279,43 @@ impl Timer {
                 threads: options.engine.threads,
             },
         })
+    }
+
+    /// `model` ready to be timed at `batch` on a fixed input: in accnn's engine, or in onnxruntime as
+    /// `onnx` (`None`: `model` written as a new ONNX model).
+    pub fn prepare(
+        &self,
+        model: &Model,
+        onnx: Option<&[u8]>,
+        data_shape: &[usize],
+        batch: usize,
+    ) -> Result<TimedModel, Error> {
+        let mut shape = data_shape.to_vec();
+        shape[0] = batch;
+        let n: usize = shape.iter().product();
+        // A fixed pseudo-random pattern, never all zeros.
+        let input: Vec<f32> = (0..n).map(|i| ((i * 7919 % 2003) as f32 / 1001.0) - 1.0).collect();
+        match self {
+            Timer::Engine(o) => {
+                let engine = accnn_infer::Engine::new(model, *o)?;
+                let x = candle_core::Tensor::from_vec(input, shape, &candle_core::Device::Cpu)
+                    .map_err(accnn_infer::InferError::from)?;
+                let input = engine.prepare(&x)?;
+                Ok(TimedModel::Engine { engine, input })
+            }
+            Timer::Onnxruntime { runtime, threads } => {
+                let written;
+                let onnx = match onnx {
+                    Some(onnx) => onnx,
+                    None => {
+                        written = accnn_graph::onnx::encode_standalone(model, data_shape, None)?.model;
+                        &written
+                    }
+                };
+                let session = runtime.session(onnx, *threads)?;
+                Ok(TimedModel::Onnxruntime { session, input, shape })
+            }
+        }
     }
 
     /// Where the timings were made, in words: `cpu in f32`, `onnxruntime (libonnxruntime.so.1.20.1)`.
@@ -280,7 +353,7 @@ impl Timer {
             Timer::Engine(o) => Ok(time_layer(spec, rank, batch, *o, ROUNDS)?),
             Timer::Onnxruntime { runtime, threads } => {
                 let shape = layer_input_shape(spec, batch);
-                let onnx = accnn_graph::onnx::encode_chain(&layer_model(spec, rank), &shape)?;
+                let onnx = accnn_graph::onnx::encode_standalone(&layer_model(spec, rank), &shape, None)?.model;
                 let mut session = runtime.session(&onnx, *threads)?;
                 let input = vec![1f32; shape.iter().product()];
                 Ok(typical_run_seconds(|| session.time_run(&input, &shape), ROUNDS)?)
@@ -288,8 +361,8 @@ impl Timer {
         }
     }
 
-    /// Whole-model latency at `batch`: `model` in accnn's engine, or `onnx` (the same model as an
-    /// ONNX file) in onnxruntime.
+    /// Whole-model latency at `batch`: `model` in accnn's engine, or in onnxruntime as `onnx` (the
+    /// same model as an ONNX file; `None`: `model` written as a new ONNX model).
     pub fn model_seconds(
         &self,
         model: &Model,
@@ -300,7 +373,14 @@ impl Timer {
         match self {
             Timer::Engine(o) => Ok(model_seconds(model, data_shape, batch, *o)?),
             Timer::Onnxruntime { runtime, threads } => {
-                let onnx = onnx.ok_or(Error::LatencyNeedsOnnx)?;
+                let written;
+                let onnx = match onnx {
+                    Some(onnx) => onnx,
+                    None => {
+                        written = accnn_graph::onnx::encode_standalone(model, data_shape, None)?.model;
+                        &written
+                    }
+                };
                 let mut session = runtime.session(onnx, *threads)?;
                 let mut shape = data_shape.to_vec();
                 shape[0] = batch;

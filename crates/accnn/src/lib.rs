@@ -36,8 +36,8 @@ mod request;
 pub use accnn_infer::data::{Dataset, ImageOptions};
 pub use accnn_plan::Error as PlanError;
 pub use accnn_plan::{
-    Analysis, Layer, LayerId, LayerKind, LayerReport, LayerSet, Objective, PerLayer, Precision, RankPlan, Report,
-    Scope, SkippedLayer, example_model, is_onnx,
+    Analysis, Layer, LayerId, LayerKind, LayerReport, LayerSet, ModelFormat, Objective, PerLayer, Precision, RankPlan,
+    Report, Scope, SkippedLayer, example_model, is_onnx,
 };
 pub use accnn_rank::RankConfig;
 pub use error::Error;

@@ -9,7 +9,7 @@ use accnn_graph::{FoldedBatchNorm, Model, fold_batch_norms};
 use accnn_infer::data::Dataset;
 use accnn_plan::{
     Analysis, ConfigSection, Factorisation, LayerSet, ModelFile, ModelSource, Objective, PerLayer, RankPlan, Report,
-    check_destination, encode_model,
+    SaveAs, check_destination, encode_model,
 };
 use accnn_rank::RankConfig;
 
@@ -142,16 +142,11 @@ impl Accelerated {
         self.plan.to_config(&self.analysis)
     }
 
-    /// The new model as the bytes of an ONNX file, weights inline, written on top of the ONNX model it
-    /// was read from (every node and initializer accnn did not change kept as it was). A model read
-    /// from an MXNet checkpoint or from memory has no ONNX original to write on.
+    /// The new model as the bytes of an ONNX file, weights inline: written on top of the ONNX model it
+    /// was read from (every node and initializer accnn did not change kept as it was), or, for a model
+    /// read from an MXNet checkpoint or from memory, as a new ONNX model of the analysed input shape.
     pub fn onnx_bytes(&self) -> Result<Vec<u8>, Error> {
-        match &self.source {
-            Some(ModelSource::Onnx { source, .. }) => accnn_graph::onnx::encode_onnx(source, &self.model, None)
-                .map(|encoded| encoded.model)
-                .map_err(Error::Graph),
-            _ => Err(Error::NotOnnx),
-        }
+        onnx_of(self.source.as_ref(), &self.model, &self.analysis.data_shape)
     }
 }
 
@@ -239,29 +234,51 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
     };
     let check = fidelity::reference(&model, &analysis.data_shape, calibration.as_ref().map(|c| &c.data));
     let svds = factorise(&model, &analysis, &wanted, calibration.as_ref(), precision, observer)?;
+    // The original as the runtime times it (an ONNX file for onnxruntime).
+    let original_onnx = match &timer {
+        Some(timer) => onnx_for(timer, source.as_ref(), &model, &analysis.data_shape)?,
+        None => None,
+    };
     let (plan, latency_prediction) = match fixed_plan {
         Some(plan) => (plan, None),
-        None => choose_plan(&model, source.as_ref(), &analysis, &svds, &ranks, timer)?,
+        None => choose_plan(
+            &model,
+            original_onnx.as_deref(),
+            &analysis,
+            &svds,
+            &ranks,
+            timer.as_ref(),
+        )?,
     };
     let plan_seconds = started.elapsed().as_secs_f64();
+    // Built before the rewrite consumes the original: timed against the new model at the end.
+    let original_run = match (&latency_prediction, &timer) {
+        (Some(p), Some(timer)) => {
+            Some(timer.prepare(&model, original_onnx.as_deref(), &analysis.data_shape, p.2.batch)?)
+        }
+        _ => None,
+    };
+    drop(original_onnx);
     let (model, mut report, fits, reconstruction_seconds) =
         rewrite(model, &analysis, svds, &plan, calibration.as_ref())?;
     report.chosen_by = Some(chosen_by(&ranks, calibration.is_some()));
     observer.on(Event::Rewritten);
     let fidelity = check.and_then(|r| fidelity::compare(&r, &model));
-    let latency = match latency_prediction {
-        Some((original, predicted, l, timer)) => {
-            let onnx = onnx_for(&timer, source.as_ref(), &model)?;
+    let latency = match (latency_prediction, timer, original_run) {
+        (Some((_, predicted, l)), Some(timer), Some(mut original_run)) => {
+            let onnx = onnx_for(&timer, source.as_ref(), &model, &analysis.data_shape)?;
+            let mut new_run = timer.prepare(&model, onnx.as_deref(), &analysis.data_shape, l.batch)?;
+            let (original, measured) = crate::latency::side_by_side(&mut original_run, &mut new_run)?;
             Some(LatencyOutcome {
                 batch: l.batch,
                 engine: l.engine,
                 measured_in: timer.describe(),
                 original,
                 predicted,
-                measured: timer.model_seconds(&model, onnx.as_deref(), &analysis.data_shape, l.batch)?,
+                measured,
             })
         }
-        None => None,
+        _ => None,
     };
     if let Some(l) = &latency
         && l.measured >= l.original
@@ -280,7 +297,12 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
                 .map(|p| (p, plan.to_config(&analysis).to_json()));
             let mut keep = inputs.clone();
             keep.extend(config_path);
-            save(source, &keep, &model, &output.model, config)?
+            let save_as = SaveAs {
+                dest: &output.model,
+                format: output.format.unwrap_or(source.format()),
+                data_shape: &analysis.data_shape,
+            };
+            save(source, &keep, &model, save_as, config)?
         }
         _ => Vec::new(),
     };
@@ -389,29 +411,41 @@ fn factorise(
     Ok(svds)
 }
 
-/// The original's latency, the plan's predicted latency, and how and where they were measured.
-type LatencyPrediction = (f64, f64, LatencyOptions, Timer);
+/// The original's latency as the plan measured it, the plan's predicted latency, and how they were
+/// measured.
+type LatencyPrediction = (f64, f64, LatencyOptions);
 
-/// `model` as the ONNX file onnxruntime times, written on the ONNX model it was read from; nothing
-/// for accnn's engine, which runs the IR.
-fn onnx_for(timer: &Timer, source: Option<&ModelSource>, model: &Model) -> Result<Option<Vec<u8>>, Error> {
-    match (timer, source) {
-        (Timer::Engine(_), _) => Ok(None),
-        (Timer::Onnxruntime { .. }, Some(ModelSource::Onnx { source, .. })) => {
-            Ok(Some(accnn_graph::onnx::encode_onnx(source, model, None)?.model))
-        }
-        (Timer::Onnxruntime { .. }, _) => Err(Error::LatencyNeedsOnnx),
+/// `model` as an ONNX file: written on the ONNX model it was read from, else as a new ONNX model
+/// whose input has `data_shape`.
+fn onnx_of(source: Option<&ModelSource>, model: &Model, data_shape: &[usize]) -> Result<Vec<u8>, Error> {
+    Ok(match source {
+        Some(ModelSource::Onnx { source, .. }) => accnn_graph::onnx::encode_onnx(source, model, None)?.model,
+        _ => accnn_graph::onnx::encode_standalone(model, data_shape, None)?.model,
+    })
+}
+
+/// `model` as the ONNX file onnxruntime times (an MXNet checkpoint is timed as its ONNX export);
+/// nothing for accnn's engine, which runs the IR.
+fn onnx_for(
+    timer: &Timer,
+    source: Option<&ModelSource>,
+    model: &Model,
+    data_shape: &[usize],
+) -> Result<Option<Vec<u8>>, Error> {
+    match timer {
+        Timer::Engine(_) => Ok(None),
+        Timer::Onnxruntime { .. } => onnx_of(source, model, data_shape).map(Some),
     }
 }
 
 /// The plan for a ratio: under MACs, or under measured latency (with its prediction).
 fn choose_plan(
     model: &Model,
-    source: Option<&ModelSource>,
+    original_onnx: Option<&[u8]>,
     analysis: &Analysis,
     svds: &PerLayer<Factorisation>,
     ranks: &RankSource,
-    timer: Option<Timer>,
+    timer: Option<&Timer>,
 ) -> Result<(RankPlan, Option<LatencyPrediction>), Error> {
     let RankSource::Ratio {
         ratio,
@@ -441,13 +475,16 @@ fn choose_plan(
                 batch: l.batch,
                 cache: l.cache.clone(),
             };
+            let made;
             let timer = match timer {
                 Some(timer) => timer,
-                None => Timer::new(l)?,
+                None => {
+                    made = Timer::new(l)?;
+                    &made
+                }
             };
-            let onnx = onnx_for(&timer, source, model)?;
-            let planned = latency_plan(model, onnx.as_deref(), analysis, svds, &target, &timer)?;
-            let prediction = (planned.original_seconds, planned.predicted_seconds, l.clone(), timer);
+            let planned = latency_plan(model, original_onnx, analysis, svds, &target, timer)?;
+            let prediction = (planned.original_seconds, planned.predicted_seconds, l.clone());
             Ok((planned.plan, Some(prediction)))
         }
     }
@@ -463,7 +500,8 @@ fn check_output(loaded: &LoadedModel, output: &Output, config_input: Option<&Pat
     })?;
     let mut keep = loaded.inputs.clone();
     keep.extend(config_input.map(Path::to_path_buf));
-    let targets = check_destination(source, &output.model, &keep)?;
+    let format = output.format.unwrap_or(source.format());
+    let targets = check_destination(source, &output.model, format, &keep)?;
     if let Some(out) = &output.config {
         if let Some(input) = keep.iter().find(|p| same_file(out, p)) {
             return Err(Error::ConfigClash {
@@ -589,10 +627,11 @@ fn save(
     source: &ModelSource,
     inputs: &[PathBuf],
     model: &Model,
-    dest: &str,
+    save_as: SaveAs<'_>,
     config: Option<(&Path, String)>,
 ) -> Result<Vec<PathBuf>, Error> {
-    let encoded = encode_model(source, model, dest, inputs)?;
+    let dest = save_as.dest;
+    let encoded = encode_model(source, model, save_as, inputs)?;
     let mut files = encoded.contents();
     if let Some((path, text)) = &config {
         if let Some(clash) = inputs

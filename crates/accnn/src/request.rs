@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use accnn_graph::Model;
 use accnn_infer::EngineOptions;
 use accnn_infer::data::{Dataset, ImageOptions};
-use accnn_plan::{LayerKind, Objective, Precision, Scope};
+use accnn_plan::{LayerKind, ModelFormat, Objective, Precision, Scope};
 use accnn_rank::RankConfig;
 
 /// One run of the pipeline. Build it with [`Request::new`] and the `with_*` methods, or as a literal.
@@ -50,6 +50,7 @@ impl Request {
     pub fn with_output(mut self, dest: impl Into<String>) -> Self {
         self.output = Some(Output {
             model: dest.into(),
+            format: None,
             config: None,
         });
         self
@@ -217,8 +218,11 @@ pub enum CalibrationImages {
 /// Where the new model goes.
 #[derive(Clone, Debug)]
 pub struct Output {
-    /// An MXNet prefix (`NEW-symbol.json`, `NEW-0001.params`) or an ONNX path, in the format read.
+    /// An MXNet prefix (`NEW-symbol.json`, `NEW-0001.params`) or an ONNX path.
     pub model: String,
+    /// The format written (`None`: the format read). A model read from an MXNet checkpoint may be
+    /// written as ONNX; one read from ONNX is written as ONNX.
+    pub format: Option<ModelFormat>,
     /// Where the chosen ranks go as `config.json` (`None`: not written).
     pub config: Option<PathBuf>,
 }

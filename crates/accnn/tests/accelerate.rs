@@ -69,6 +69,7 @@ fn a_ratio_is_met_and_its_config_written_and_reusable() {
     let mut request = Request::new(ModelInput::file(&original), RankSource::ratio(2.0));
     request.output = Some(Output {
         model: out.clone(),
+        format: None,
         config: Some(config_path.clone()),
     });
     let mut factorised = 0;
@@ -177,7 +178,8 @@ fn onnx_bytes_in_give_the_bytes_of_the_file_written_from_the_file() {
     assert!(from_bytes.written.is_empty());
     let encoded = from_bytes.onnx_bytes().unwrap();
     assert_eq!(encoded, std::fs::read(&out).unwrap());
-    // A model built in memory has no ONNX original to be written on.
+    // A model built in memory has no ONNX original to be written on: it is written as a new one,
+    // which reads back as the same network.
     let model = read_onnx(Path::new(&original), None).unwrap().model;
     let in_memory = accnn::accelerate(
         Request::new(
@@ -190,7 +192,18 @@ fn onnx_bytes_in_give_the_bytes_of_the_file_written_from_the_file() {
         .with_data_shape(&[8, 12, 12]),
     )
     .unwrap();
-    assert!(matches!(in_memory.onnx_bytes(), Err(Error::NotOnnx)));
+    let bytes = in_memory.onnx_bytes().unwrap();
+    let reread = accnn_graph::onnx::decode_onnx(&bytes, Path::new("built.onnx"), None).unwrap();
+    let x = Array::new(
+        vec![1, 8, 12, 12],
+        (0..8 * 144).map(|i| ((i * 37) % 17) as f64 / 8.0 - 1.0).collect(),
+    );
+    let (want, got) = (
+        evaluate(&in_memory.model, &x).unwrap(),
+        evaluate(&reread.model, &x).unwrap(),
+    );
+    assert_eq!(want[0].shape, got[0].shape);
+    assert!(want[0].data.iter().zip(&got[0].data).all(|(a, b)| (a - b).abs() < 1e-9));
     // Bad bytes are named by the name given.
     let bad = accnn::accelerate(Request::new(
         ModelInput::OnnxBytes {

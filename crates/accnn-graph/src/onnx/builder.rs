@@ -133,6 +133,12 @@ impl GraphBuilder {
         self
     }
 
+    /// A graph output declared as `info` says.
+    pub(crate) fn raw_output(&mut self, info: ValueInfoProto) -> &mut Self {
+        self.graph.output.push(info);
+        self
+    }
+
     /// A float32 graph output whose shape the model leaves to shape inference.
     pub fn output_of_any_shape(&mut self, name: &str) -> &mut Self {
         self.graph.output.push(value_info(name, None));
@@ -148,6 +154,13 @@ impl GraphBuilder {
     /// The model as a `ModelProto`.
     pub fn model(&self) -> ModelProto {
         ModelProto {
+            graph: Some(self.graph.clone()),
+            ..self.model_header()
+        }
+    }
+
+    fn model_header(&self) -> ModelProto {
+        ModelProto {
             ir_version: match self.opset {
                 ..=14 => 7,
                 15..=18 => 8,
@@ -159,9 +172,18 @@ impl GraphBuilder {
                 domain: String::new(),
                 version: self.opset,
             }],
-            graph: Some(self.graph.clone()),
             ..Default::default()
         }
+    }
+
+    /// The model as a `ModelProto`, without copying the graph (weights included).
+    pub fn into_model(self) -> ModelProto {
+        let mut model = ModelProto {
+            graph: None,
+            ..self.model_header()
+        };
+        model.graph = Some(self.graph);
+        model
     }
 
     /// The serialised model, as a `.onnx` file holds it.

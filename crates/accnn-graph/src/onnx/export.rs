@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use prost::Message;
 
 use super::attrs;
-use super::proto::{GraphProto, NodeProto, TensorProto};
+use super::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 use super::tensor::{dtype_of, encode, externalise, fingerprint, new_tensor};
 use super::{Imported, OnnxSource};
 use crate::error::GraphError;
@@ -98,23 +98,34 @@ fn name_entries(source: &OnnxSource, model: &Model, graph: &GraphProto) -> Resul
 /// New weights a re-emitted node needs beyond the IR's own variables.
 type ExtraTensors = Vec<(String, Tensor)>;
 
-/// ONNX nodes computing IR node `n`, which accnn created or changed.
 /// The attributes of an ONNX `Conv` node computing a convolution of these attributes.
 pub(crate) fn conv_attributes(c: &ConvAttrs) -> Vec<super::proto::AttributeProto> {
+    let mut a = window_attributes(c.kernel, c.stride, &c.pad);
+    a.extend([
+        attrs::ints("dilations", &[c.dilate[0] as i64, c.dilate[1] as i64]),
+        attrs::int("group", c.num_group as i64),
+    ]);
+    a
+}
+
+/// `kernel_shape`, `strides` and `pads` of a 2-D window (convolution or pooling).
+pub(crate) fn window_attributes(
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    pad: &crate::ir::Padding2d,
+) -> Vec<super::proto::AttributeProto> {
     let pair = |v: [usize; 2]| [v[0] as i64, v[1] as i64];
-    let pad = &c.pad;
     vec![
-        attrs::ints("kernel_shape", &pair(c.kernel)),
-        attrs::ints("strides", &pair(c.stride)),
+        attrs::ints("kernel_shape", &pair(kernel)),
+        attrs::ints("strides", &pair(stride)),
         attrs::ints(
             "pads",
             &[pad.top as i64, pad.left as i64, pad.bottom as i64, pad.right as i64],
         ),
-        attrs::ints("dilations", &pair(c.dilate)),
-        attrs::int("group", c.num_group as i64),
     ]
 }
 
+/// ONNX nodes computing IR node `n`, which accnn created or changed.
 fn emit(
     source: &OnnxSource,
     model: &Model,
@@ -447,6 +458,11 @@ pub fn encode_onnx(source: &OnnxSource, model: &Model, external: Option<&str>) -
     graph.initializer = initializers;
     let mut proto = source.proto.clone();
     proto.graph = Some(graph);
+    finish(proto, data)
+}
+
+/// The encoded model, refused when protobuf cannot hold it.
+pub(crate) fn finish(proto: ModelProto, data: Option<Vec<u8>>) -> Result<EncodedOnnx, GraphError> {
     let size = proto.encoded_len();
     if size > PROTOBUF_LIMIT {
         return Err(GraphError::Invalid(format!(

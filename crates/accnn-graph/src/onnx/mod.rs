@@ -29,11 +29,11 @@
 
 mod attrs;
 mod builder;
-mod chain;
 mod export;
 mod import;
 #[allow(clippy::all, missing_docs, rustdoc::all)]
 pub mod proto;
+mod standalone;
 mod tensor;
 pub mod zoo;
 
@@ -46,9 +46,9 @@ pub use attrs::{
     float as attr_float, int as attr_int, ints as attr_ints, string as attr_string, tensor as attr_tensor,
 };
 pub use builder::GraphBuilder;
-pub use chain::encode_chain;
 pub use export::{EncodedOnnx, encode_onnx};
 pub use import::MIN_OPSET;
+pub use standalone::{STANDALONE_OPSET, encode_standalone};
 
 use crate::error::GraphError;
 use crate::ir::{Model, Op};
