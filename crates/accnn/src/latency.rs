@@ -11,9 +11,7 @@ use std::path::PathBuf;
 
 use accnn_graph::{Model, Op};
 use accnn_infer::EngineOptions;
-use accnn_infer::latency::{
-    LayerSpec, ROUNDS, layer_input_shape, layer_model, model_seconds, time_layer, typical_run_seconds,
-};
+use accnn_infer::latency::{LayerSpec, ROUNDS, layer_input_shape, layer_model, time_layer, typical_run_seconds};
 use accnn_ort::OnnxRuntime;
 use accnn_plan::{Analysis, Factorisation, Layer, LayerCosts, LayerKind, PerLayer, RankPlan, Scope};
 
@@ -370,25 +368,7 @@ impl Timer {
         data_shape: &[usize],
         batch: usize,
     ) -> Result<f64, Error> {
-        match self {
-            Timer::Engine(o) => Ok(model_seconds(model, data_shape, batch, *o)?),
-            Timer::Onnxruntime { runtime, threads } => {
-                let written;
-                let onnx = match onnx {
-                    Some(onnx) => onnx,
-                    None => {
-                        written = accnn_graph::onnx::encode_standalone(model, data_shape, None)?.model;
-                        &written
-                    }
-                };
-                let mut session = runtime.session(onnx, *threads)?;
-                let mut shape = data_shape.to_vec();
-                shape[0] = batch;
-                let n: usize = shape.iter().product();
-                // Inputs like model_seconds': a fixed pseudo-random pattern, never all zeros.
-                let input: Vec<f32> = (0..n).map(|i| ((i * 7919 % 2003) as f32 / 1001.0) - 1.0).collect();
-                Ok(typical_run_seconds(|| session.time_run(&input, &shape), ROUNDS)?)
-            }
-        }
+        let mut run = self.prepare(model, onnx, data_shape, batch)?;
+        typical_run_seconds(|| run.run(), ROUNDS)
     }
 }
