@@ -18,6 +18,7 @@ use accnn_infer::data::{Dataset, ImageOptions, ImageSource, open_images};
 use accnn_infer::eval::{predict, score};
 use accnn_infer::timing::compare;
 use accnn_infer::{Engine, EngineOptions, Target};
+use accnn_ort::OrtSession;
 use accnn_plan::ModelFile;
 use accnn_rank::RankConfig;
 use accnn_train::{EpochReport, FinetuneOptions, Finetuner, TrainError, TrainObserver, TrainScope, TrainState};
@@ -95,6 +96,10 @@ pub struct BenchSpeedupArgs {
     /// Worker threads (0: every core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// onnxruntime's shared library for the onnxruntime column (`cargo xtask onnxruntime` prints
+    /// its path) [default: $ORT_DYLIB_PATH; without either the column is n/a].
+    #[arg(long, value_name = "FILE")]
+    pub ort_library: Option<PathBuf>,
 }
 
 /// One model variant and what was measured on it.
@@ -113,6 +118,9 @@ pub struct Row {
     pub batch_n: usize,
     pub cpu_ms_batch1: f64,
     pub gpu_speedup: Option<f64>,
+    /// Speed-up at batch 1 in onnxruntime (each model written as ONNX), and the variant's latency.
+    pub ort_speedup_batch1: Option<f64>,
+    pub ort_ms_batch1: Option<f64>,
     pub accelerate_seconds: Option<f64>,
     /// Wall time of fine-tuning, for fine-tuned rows.
     pub finetune_seconds: Option<f64>,
@@ -204,11 +212,19 @@ fn params(model: &Model) -> u64 {
     model.args.values().map(|t| t.len() as u64).sum()
 }
 
-/// Where rows are timed: always this CPU, and a GPU where asked for.
+/// Where rows are timed: always this CPU in accnn's engine, in onnxruntime where its library is
+/// given, and on a GPU where asked for.
 #[derive(Clone, Copy)]
-struct Timing {
+struct Timing<'a> {
     threads: usize,
     gpu: Option<Gpu>,
+    ort: Option<&'a accnn_ort::OnnxRuntime>,
+}
+
+/// `model` as a new ONNX model in an onnxruntime session.
+fn ort_session(runtime: &accnn_ort::OnnxRuntime, model: &Model, shape: &[usize], threads: usize) -> Result<OrtSession> {
+    let onnx = accnn_graph::onnx::encode_standalone(model, shape, None)?.model;
+    Ok(runtime.session(&onnx, threads)?)
 }
 
 #[derive(Clone, Copy)]
@@ -234,6 +250,8 @@ struct Measured {
     bn: Option<f64>,
     ms1: f64,
     gpu: Option<f64>,
+    /// onnxruntime: speed-up and the variant's milliseconds at batch 1.
+    ort: Option<(f64, f64)>,
 }
 
 /// Accuracy of `variant`, and its speed-up over `original` (and over `original_gpu` on the GPU) in
@@ -242,6 +260,7 @@ fn measure(
     section: &Section,
     original: &Engine,
     original_gpu: Option<(&Engine, Gpu)>,
+    original_ort: Option<(&std::cell::RefCell<OrtSession>, &accnn_ort::OnnxRuntime)>,
     variant: &Model,
     threads: usize,
 ) -> Result<Measured> {
@@ -276,6 +295,19 @@ fn measure(
         }
         None => None,
     };
+    let ort = match original_ort {
+        Some((original, runtime)) => {
+            let mut original = original.borrow_mut();
+            let mut session = ort_session(runtime, variant, &section.data_shape, threads)?;
+            let n: usize = section.data_shape.iter().product();
+            let x: Vec<f32> = (0..n).map(|i| ((i * 7919 % 2003) as f32 / 1001.0) - 1.0).collect();
+            let shape = &section.data_shape;
+            let (mut a, mut b) = (|| original.time_run(&x, shape), || session.time_run(&x, shape));
+            let t = accnn_infer::timing::alternate(&mut [&mut a, &mut b], 2, section.rounds)?;
+            Some((t[0].median() / t[1].median(), t[1].median() * 1e3))
+        }
+        None => None,
+    };
     Ok(Measured {
         top1,
         top5,
@@ -283,6 +315,7 @@ fn measure(
         bn,
         ms1: c1.b.median() * 1e3,
         gpu,
+        ort,
     })
 }
 
@@ -298,6 +331,13 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
         Some(gpu) => Some((Engine::new(model, gpu.options)?, gpu)),
         None => None,
     };
+    let original_ort = match timing.ort {
+        Some(runtime) => Some((
+            std::cell::RefCell::new(ort_session(runtime, model, &section.data_shape, threads)?),
+            runtime,
+        )),
+        None => None,
+    };
     let push_tuned = |variant: &str,
                       method: &str,
                       m: Model,
@@ -310,6 +350,7 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
             section,
             &original,
             original_gpu.as_ref().map(|(e, g)| (e, *g)),
+            original_ort.as_ref().map(|(s, r)| (s, *r)),
             &m,
             threads,
         )?;
@@ -327,15 +368,19 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
             batch_n: section.batch_n,
             cpu_ms_batch1: measured.ms1,
             gpu_speedup: measured.gpu,
+            ort_speedup_batch1: measured.ort.map(|o| o.0),
+            ort_ms_batch1: measured.ort.map(|o| o.1),
             accelerate_seconds: seconds,
             finetune_seconds: tuned,
         };
         println!(
-            "  {:<28} top-1 {:>7}  theoretical {:>6.3}x  CPU {:>6.3}x (batch 1)",
+            "  {:<28} top-1 {:>7}  theoretical {:>6.3}x  CPU {:>6.3}x (batch 1){}",
             row.variant,
             percent(row.top1),
             row.theoretical,
-            row.cpu_speedup_batch1
+            row.cpu_speedup_batch1,
+            row.ort_speedup_batch1
+                .map_or(String::new(), |v| format!("  onnxruntime {v:.3}x"))
         );
         rows.push(row);
         Ok(())
@@ -494,12 +539,12 @@ pub fn markdown(rows: &[Row], notes: &[String]) -> String {
         if r.section != section {
             section = &r.section;
             out += &format!(
-                "\n### {section}\n\n| variant | method | top-1 | top-5 | params | MACs | theoretical | CPU batch 1 | CPU batch {} | GPU | accelerate (s) | fine-tune (s) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+                "\n### {section}\n\n| variant | method | top-1 | top-5 | params | MACs | theoretical | CPU batch 1 | CPU batch {} | onnxruntime batch 1 | GPU | accelerate (s) | fine-tune (s) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
                 r.batch_n
             );
         }
         out += &format!(
-            "| {} | {} | {} | {} | {:.2} M | {:.3} G | {:.3}x | {:.3}x ({:.2} ms) | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {:.2} M | {:.3} G | {:.3}x | {:.3}x ({:.2} ms) | {} | {} | {} | {} | {} |\n",
             r.variant,
             r.method,
             percent(r.top1),
@@ -510,6 +555,10 @@ pub fn markdown(rows: &[Row], notes: &[String]) -> String {
             r.cpu_speedup_batch1,
             r.cpu_ms_batch1,
             r.cpu_speedup_batch_n.map_or("n/a".into(), |v| format!("{v:.3}x")),
+            match (r.ort_speedup_batch1, r.ort_ms_batch1) {
+                (Some(v), Some(ms)) => format!("{v:.3}x ({ms:.2} ms)"),
+                _ => "n/a".into(),
+            },
             r.gpu_speedup.map_or("n/a".into(), |v| format!("{v:.3}x")),
             r.accelerate_seconds.map_or("-".into(), |v| format!("{v:.1}")),
             r.finetune_seconds.map_or("-".into(), |v| format!("{v:.0}")),
@@ -534,9 +583,29 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
         .workers(),
         std::env::args().skip(2).map(|a| format!(" {a}")).collect::<String>()
     )];
+    let ort_library = args
+        .ort_library
+        .clone()
+        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from));
+    let ort = match &ort_library {
+        Some(library) => {
+            let runtime = accnn_ort::OnnxRuntime::load(Some(library))
+                .with_context(|| format!("--ort-library {}", library.display()))?;
+            notes.push(format!(
+                "onnxruntime column: every model written as ONNX (`--save-format onnx`'s writer) and timed in onnxruntime ({}) at batch 1 with the engine's threads, medians of alternating runs.",
+                library.file_name().unwrap_or_default().to_string_lossy()
+            ));
+            Some(runtime)
+        }
+        None => {
+            notes.push("onnxruntime: no library given (--ort-library or ORT_DYLIB_PATH); n/a.".into());
+            None
+        }
+    };
     let mut timing = Timing {
         threads: args.threads,
         gpu: None,
+        ort: ort.as_ref(),
     };
     for device in &args.device {
         let target = Target::parse(device)?;
@@ -759,6 +828,7 @@ mod tests {
             finetune: Some(train),
             finetune_epochs: 1,
             finetune_ratios: vec![2.0],
+            ort_library: None,
         };
         run(&args).expect("runs");
         for f in [

@@ -222,12 +222,21 @@ fn with_spectrum(rows: usize, cols: usize, s: &[f64], seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// In f64, and in f32 within what squaring in single precision allows (see the module docs).
 #[test]
 fn the_gram_route_matches_the_svd_on_wide_and_tall_weights() {
-    for (rows, cols) in [(24, 150), (150, 24)] {
+    for ((rows, cols), precision) in [(24, 150), (150, 24)]
+        .into_iter()
+        .flat_map(|shape| [(shape, Precision::F64), (shape, Precision::F32)])
+    {
+        // Singular values within what f32 squaring resolves (its floor is ~1e-4 of the largest),
+        // the tolerances scaled to the precision.
+        let f32_route = precision == Precision::F32;
+        let (value_tol, error_tol) = if f32_route { (1e-3, 1e-4) } else { (1e-6, 1e-5) };
         let s: Vec<f64> = (0..24).map(|k| 10.0 * 0.7f64.powi(k)).collect();
         let w = with_spectrum(rows, cols, &s, 11);
-        let gram = DenseSvd::gram(&w, rows, cols).unwrap();
+        let gram = DenseSvd::gram(&w, rows, cols, precision).unwrap();
+        assert_eq!(gram.precision(), precision);
         let svd = DenseSvd::new(&w, rows, cols, Precision::F64).unwrap();
         assert_eq!(gram.max_rank(), 24);
         // Singular values: the constructed ones (f32 rounding of W aside), the SVD's, and the Gram
@@ -235,8 +244,8 @@ fn the_gram_route_matches_the_svd_on_wide_and_tall_weights() {
         for k in 0..24 {
             let (g, e) = (gram.singular_values()[k], svd.singular_values()[k]);
             assert!(
-                (g - e).abs() <= 1e-6 * s[0],
-                "{rows}x{cols} sigma_{k}: gram {g} svd {e}"
+                (g - e).abs() <= value_tol * s[0],
+                "{rows}x{cols} {precision:?} sigma_{k}: gram {g} svd {e}"
             );
             assert!(
                 (e - s[k]).abs() <= 1e-5 * s[0],
@@ -250,8 +259,8 @@ fn the_gram_route_matches_the_svd_on_wide_and_tall_weights() {
             let err = frobenius(&w, &rebuilt);
             let expected = truncation_error(&[svd.singular_values()], rank);
             assert!(
-                (err - expected).abs() <= 1e-5 * norm(&w),
-                "{rows}x{cols} rank {rank}: error {err}, dropped singular values {expected}"
+                (err - expected).abs() <= error_tol * norm(&w),
+                "{rows}x{cols} {precision:?} rank {rank}: error {err}, dropped singular values {expected}"
             );
             // The same product as the SVD's factors.
             let by_svd = svd.factors(&w, rank).unwrap().compose();
@@ -261,7 +270,10 @@ fn the_gram_route_matches_the_svd_on_wide_and_tall_weights() {
                 .map(|(a, b)| ((a - b) as f64).powi(2))
                 .sum::<f64>()
                 .sqrt();
-            assert!(diff <= 1e-5 * norm(&w), "{rows}x{cols} rank {rank}: {diff}");
+            assert!(
+                diff <= error_tol * norm(&w),
+                "{rows}x{cols} {precision:?} rank {rank}: {diff}"
+            );
         }
     }
 }
@@ -270,10 +282,72 @@ fn the_gram_route_matches_the_svd_on_wide_and_tall_weights() {
 fn the_gram_route_keeps_a_rank_deficient_weight_exact() {
     // Rank 3 in a 10 x 40 matrix: the zero singular values must not produce NaN or noise.
     let w = with_spectrum(10, 40, &[5.0, 2.0, 1.0], 3);
-    let gram = DenseSvd::gram(&w, 10, 40).unwrap();
-    assert!(gram.singular_values()[3..].iter().all(|&s| s < 1e-5));
-    let full = gram.factors(&w, 10).unwrap();
-    assert!(full.reduce.iter().chain(&full.reconstruct).all(|v| v.is_finite()));
-    let rebuilt: Vec<f64> = full.compose().iter().map(|&v| v as f64).collect();
-    assert!(frobenius(&w, &rebuilt) <= 1e-5 * norm(&w));
+    for (precision, floor) in [(Precision::F64, 1e-5), (Precision::F32, 5e-3)] {
+        let gram = DenseSvd::gram(&w, 10, 40, precision).unwrap();
+        assert!(gram.singular_values()[3..].iter().all(|&s| s < floor), "{precision:?}");
+        let full = gram.factors(&w, 10).unwrap();
+        assert!(full.reduce.iter().chain(&full.reconstruct).all(|v| v.is_finite()));
+        let rebuilt: Vec<f64> = full.compose().iter().map(|&v| v as f64).collect();
+        assert!(frobenius(&w, &rebuilt) <= 1e-5 * norm(&w), "{precision:?}");
+    }
+}
+
+/// The Gram route of convolutions (what `Precision::Auto` takes for reshaped kernels over 1 M
+/// elements) against the f64 SVD: the same spectrum, full rank reproduces the kernel, truncation
+/// error the dropped singular values, grouped kernels group by group.
+#[test]
+fn the_conv_gram_route_matches_the_svd() {
+    for (shape, groups) in [
+        (
+            KernelShape {
+                filters: 16,
+                channels: 12,
+                height: 3,
+                width: 3,
+            },
+            1,
+        ),
+        (
+            KernelShape {
+                filters: 12,
+                channels: 4,
+                height: 3,
+                width: 2,
+            },
+            3,
+        ),
+    ] {
+        let w = random(shape.len(), 9);
+        let gram = ConvSvd::gram(&w, shape, groups).unwrap();
+        let svd = ConvSvd::new(&w, shape, groups, Precision::F64).unwrap();
+        assert_eq!(gram.precision(), Precision::F32);
+        assert_eq!(gram.max_rank(), svd.max_rank());
+        let (sg, ss) = (gram.singular_values(), svd.singular_values());
+        for (a, b) in sg.iter().zip(&ss) {
+            for (x, y) in a.iter().zip(b.iter()) {
+                assert!((x - y).abs() <= 1e-3 * b[0], "{x} vs {y}");
+            }
+        }
+        let full = gram.factors(gram.max_rank()).unwrap();
+        let rebuilt = rebuild_conv(
+            &full.vertical,
+            &full.horizontal,
+            shape,
+            groups,
+            gram.max_rank() * groups,
+        );
+        assert!(frobenius(&w, &rebuilt) <= 1e-5 * norm(&w));
+        for rank in [1, 3] {
+            let f = gram.factors(rank).unwrap();
+            let err = frobenius(
+                &w,
+                &rebuild_conv(&f.vertical, &f.horizontal, shape, groups, rank * groups),
+            );
+            let expected = truncation_error(&ss, rank);
+            assert!(
+                (err - expected).abs() <= 1e-4 * norm(&w),
+                "rank {rank}: {err} vs {expected}"
+            );
+        }
+    }
 }

@@ -77,7 +77,7 @@ impl RankPlan {
     }
 }
 
-/// Computes the SVD of every layer, in graph order, calling `progress(layer, name)` before each.
+/// Computes the SVD of every layer, calling `progress(layer, name)` as each is done.
 pub fn factorise_all(
     model: &Model,
     analysis: &Analysis,
@@ -89,6 +89,11 @@ pub fn factorise_all(
 }
 
 /// Like [`factorise_all`], for the layers of `wanted` only.
+///
+/// Layers are factorised concurrently, one worker per core (at most four), the costliest first:
+/// the largest eigensolvers and SVDs are mostly sequential, so two of them, or one and the many
+/// small ones, keep the cores busy together. `progress` is called on the calling thread, in the
+/// order layers finish.
 pub fn factorise_layers(
     model: &Model,
     analysis: &Analysis,
@@ -96,13 +101,55 @@ pub fn factorise_layers(
     precision: Precision,
     progress: &mut impl FnMut(LayerId, &str),
 ) -> Result<PerLayer<Factorisation>, Error> {
+    let mut order: Vec<LayerId> = wanted.iter().collect();
+    // The SVD's cost grows with the cube of the reshaped kernel's smaller side times its larger.
+    let cost = |id: &LayerId| {
+        let l = &analysis[*id];
+        l.params as f64 * (l.max_rank as f64)
+    };
+    order.sort_by(|a, b| cost(b).total_cmp(&cost(a)));
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4)
+        .min(order.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let mut out = PerLayer::new();
-    for id in wanted.iter() {
-        let layer = &analysis[id];
-        progress(id, &layer.name);
-        out.insert(id, Factorisation::new(model, layer, precision)?);
+    let mut failure = None;
+    std::thread::scope(|scope| {
+        let (done, finished) = std::sync::mpsc::channel();
+        for _ in 0..workers {
+            let done = done.clone();
+            let (order, next) = (&order, &next);
+            scope.spawn(move || {
+                loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&id) = order.get(k) else { break };
+                    let result = Factorisation::new(model, &analysis[id], precision);
+                    let failed = result.is_err();
+                    if done.send((id, result)).is_err() || failed {
+                        // Nothing more is wanted once a layer fails.
+                        next.store(order.len(), std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        drop(done);
+        for (id, result) in finished {
+            match result {
+                Ok(f) => {
+                    progress(id, &analysis[id].name);
+                    out.insert(id, f);
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+    });
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(out),
     }
-    Ok(out)
 }
 
 /// The exact energy-product optimum whose MACs over the layers in `scope` are at most

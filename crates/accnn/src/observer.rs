@@ -15,7 +15,8 @@ pub enum Event<'a> {
     Skipped(&'a [SkippedLayer]),
     /// The calibration pass over the original network is done.
     Calibrated { images: usize, seconds: f64 },
-    /// The weight SVD of `layer` starts: `done` of `total` are finished.
+    /// The weight SVD of `layer` is done: `done` of `total` are finished (layers are factorised
+    /// concurrently, the costliest first, so they finish in no fixed order).
     Factorising {
         layer: &'a Layer,
         done: usize,

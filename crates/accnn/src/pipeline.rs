@@ -398,12 +398,12 @@ fn factorise(
             let total = wanted.len();
             let mut done = 0;
             accnn_plan::factorise_layers(model, analysis, wanted, precision, &mut |id, _| {
+                done += 1;
                 observer.on(Event::Factorising {
                     layer: &analysis[id],
                     done,
                     total,
                 });
-                done += 1;
             })?
         }
     };
