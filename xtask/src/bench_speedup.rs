@@ -302,8 +302,14 @@ fn measure(
             let n: usize = section.data_shape.iter().product();
             let x: Vec<f32> = (0..n).map(|i| ((i * 7919 % 2003) as f32 / 1001.0) - 1.0).collect();
             let shape = &section.data_shape;
+            // Sub-millisecond models need many rounds: about half a second of timing in all.
+            let started = Instant::now();
+            original.time_run(&x, shape)?;
+            session.time_run(&x, shape)?;
+            let pair = started.elapsed().as_secs_f64().max(1e-6);
+            let rounds = ((0.5 / pair) as usize).clamp(section.rounds, 500);
             let (mut a, mut b) = (|| original.time_run(&x, shape), || session.time_run(&x, shape));
-            let t = accnn_infer::timing::alternate(&mut [&mut a, &mut b], 2, section.rounds)?;
+            let t = accnn_infer::timing::alternate(&mut [&mut a, &mut b], 2, rounds)?;
             Some((t[0].median() / t[1].median(), t[1].median() * 1e3))
         }
         None => None,
