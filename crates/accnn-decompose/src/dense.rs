@@ -104,7 +104,18 @@ impl GramBasis {
         vector: impl Fn(usize, usize) -> f32,
     ) -> Result<DenseSvd, DecomposeError> {
         let side = self.side;
-        let singular_values: Vec<f64> = (0..side).rev().map(|k| eigenvalue(k).max(0.0).sqrt()).collect();
+        // Eigenvalues within the eigensolver's error of zero (ε · λ_max and less) are zero:
+        // rounding noise must not read as energy (a rank-1 kernel would look full rank in f32).
+        let epsilon = match self.precision {
+            Precision::F64 => f64::EPSILON,
+            _ => f32::EPSILON as f64,
+        };
+        let noise = epsilon * eigenvalue(side - 1).max(0.0);
+        let singular_values: Vec<f64> = (0..side)
+            .rev()
+            .map(eigenvalue)
+            .map(|l| if l > noise { l.sqrt() } else { 0.0 })
+            .collect();
         if singular_values.iter().any(|x| !x.is_finite()) {
             return Err(DecomposeError::NonFinite);
         }
@@ -283,15 +294,13 @@ impl DenseSvd {
                     1.0f32,
                     Par::rayon(0),
                 );
-                // A zero singular value contributes nothing either way.
-                let s_max = self.singular_values[0];
+                // The two halves share S_K^½, but whatever the scale, root · inv = 1 keeps the
+                // product the projection U_K U_Kᵀ W exactly: directions whose singular value reads
+                // as zero (below the route's noise floor) are kept, at a floor scale, not dropped.
+                let floor = (self.singular_values[0] * 1e-4).max(f64::MIN_POSITIVE);
                 for k in 0..rank {
-                    let s = self.singular_values[k];
-                    let (root, inv) = if s > s_max * 1e-12 {
-                        (s.sqrt() as f32, 1.0 / s.sqrt() as f32)
-                    } else {
-                        (0.0, 0.0)
-                    };
+                    let root = self.singular_values[k].max(floor).sqrt();
+                    let (root, inv) = (root as f32, (1.0 / root) as f32);
                     projected.as_mut().row_mut(k).iter_mut().for_each(|v| *v *= inv);
                     spread
                         .as_mut()

@@ -8,17 +8,16 @@ use crate::DecomposeError;
 /// Floating-point precision of the SVD.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Precision {
-    /// `f64` up to 1 M elements (VGG-16's convolutions to conv4_1), `f32` beyond (its conv4_2 to
-    /// conv5_3, 1536 x 1536 reshaped: 3x faster, half the memory; singular values within 1e-6 of the
-    /// largest, far below what rank selection resolves), falling back to `f64` if the `f32` result
-    /// is not finite. Large dense layers take the Gram route instead ([`crate::DenseSvd`]).
+    /// `f64` up to 4 M elements, `f32` beyond, falling back to `f64` if the `f32` result is not
+    /// finite. Conv groups over 1 M elements take the Gram route in f64 and dense layers over 4 M in
+    /// f32 instead ([`crate::ConvSvd`], [`crate::DenseSvd`]).
     #[default]
     Auto,
     F32,
     F64,
 }
 
-const AUTO_F64_LIMIT: usize = 1 << 20;
+const AUTO_F64_LIMIT: usize = 4 << 20;
 
 // f32 results are kept as faer gave them (copying U and V out would double the peak memory of large
 // layers); f64 ones are rounded to f32, the precision the factors end up in, which halves what every

@@ -5,7 +5,9 @@ use crate::dense::DenseSvd;
 use crate::matrix::{Precision, ThinSvd};
 
 /// With [`Precision::Auto`], groups whose reshaped kernel has more elements than this take the Gram
-/// route in f32 (VGG-16's conv4_2 to conv5_3, 1536 x 1536: 2x faster than an f32 SVD).
+/// route in f64 (VGG-16's conv4_2 to conv5_3, 1536 x 1536: faster than an f64 SVD, as exact: f32
+/// would do for trained weights, but a network whose outputs cancel (constant-filled test models)
+/// turns its 1e-7 into output errors).
 const GRAM_MIN_ELEMENTS: usize = 1 << 20;
 
 /// Shape of a convolution kernel `(filters, channels per group, height, width)`.
@@ -123,7 +125,7 @@ impl ConvSvd {
             ..
         } = shape;
         let (rows, cols) = (channels * height, shape.filters / groups * width);
-        let gram = precision == Precision::Auto && rows * cols > GRAM_MIN_ELEMENTS;
+        let gram = (precision == Precision::Auto && rows * cols > GRAM_MIN_ELEMENTS).then_some(Precision::F64);
         Self::factorise(weight, shape, groups, precision, gram)
     }
 
@@ -147,13 +149,13 @@ impl ConvSvd {
         Ok(())
     }
 
-    /// Each group's SVD, by the Gram route in f32 when `gram`, for a checked kernel.
+    /// Each group's SVD, by the Gram route in the precision `gram` gives, for a checked kernel.
     fn factorise(
         weight: &[f32],
         shape: KernelShape,
         groups: usize,
         precision: Precision,
-        gram: bool,
+        gram: Option<Precision>,
     ) -> Result<Self, DecomposeError> {
         let KernelShape {
             channels,
@@ -171,9 +173,9 @@ impl ConvSvd {
                     let (n, j) = (g * filters_g + col / width, col % width);
                     weight[((n * channels + c) * height + i) * width + j]
                 };
-                if gram {
+                if let Some(gram_precision) = gram {
                     let reshaped: Vec<f32> = (0..rows * cols).map(|k| at(k / cols, k % cols)).collect();
-                    let svd = DenseSvd::gram(&reshaped, rows, cols, Precision::F32)?;
+                    let svd = DenseSvd::gram(&reshaped, rows, cols, gram_precision)?;
                     Ok(GroupSvd::Gram { svd, reshaped })
                 } else {
                     ThinSvd::compute(rows, cols, at, precision).map(GroupSvd::Svd)
@@ -183,11 +185,16 @@ impl ConvSvd {
         Ok(ConvSvd { shape, groups: svds })
     }
 
-    /// [`ConvSvd::new`] by the Gram route in f32 for every group, whatever its size (what
-    /// [`Precision::Auto`] takes for groups over 1 M elements; see [`DenseSvd::gram`]).
-    pub fn gram(weight: &[f32], shape: KernelShape, groups: usize) -> Result<Self, DecomposeError> {
+    /// [`ConvSvd::new`] by the Gram route in `precision` (f64, or f32) for every group, whatever its
+    /// size ([`Precision::Auto`] takes it in f64 for groups over 1 M elements; see [`DenseSvd::gram`]).
+    pub fn gram(
+        weight: &[f32],
+        shape: KernelShape,
+        groups: usize,
+        precision: Precision,
+    ) -> Result<Self, DecomposeError> {
         Self::check(weight, shape, groups)?;
-        Self::factorise(weight, shape, groups, Precision::F32, true)
+        Self::factorise(weight, shape, groups, precision, Some(precision))
     }
 
     pub fn shape(&self) -> KernelShape {

@@ -318,9 +318,14 @@ fn the_conv_gram_route_matches_the_svd() {
         ),
     ] {
         let w = random(shape.len(), 9);
-        let gram = ConvSvd::gram(&w, shape, groups).unwrap();
+        let gram = ConvSvd::gram(&w, shape, groups, Precision::F32).unwrap();
         let svd = ConvSvd::new(&w, shape, groups, Precision::F64).unwrap();
         assert_eq!(gram.precision(), Precision::F32);
+        let exact = ConvSvd::gram(&w, shape, groups, Precision::F64).unwrap();
+        assert_eq!(exact.precision(), Precision::F64);
+        for (a, b) in exact.singular_values().iter().zip(&svd.singular_values()) {
+            assert!(a.iter().zip(b.iter()).all(|(x, y)| (x - y).abs() <= 1e-9 * b[0]));
+        }
         assert_eq!(gram.max_rank(), svd.max_rank());
         let (sg, ss) = (gram.singular_values(), svd.singular_values());
         for (a, b) in sg.iter().zip(&ss) {
