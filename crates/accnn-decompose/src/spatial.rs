@@ -27,6 +27,12 @@ impl KernelShape {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Rows and columns of each group's reshaped kernel: `channels * height` by
+    /// `filters / groups * width`.
+    fn reshaped(&self, groups: usize) -> (usize, usize) {
+        (self.channels * self.height, self.filters / groups * self.width)
+    }
 }
 
 /// The two kernels replacing one convolution, both row-major and with `groups` groups.
@@ -118,13 +124,7 @@ impl ConvSvd {
         precision: Precision,
     ) -> Result<Self, DecomposeError> {
         Self::check(weight, shape, groups)?;
-        let KernelShape {
-            channels,
-            height,
-            width,
-            ..
-        } = shape;
-        let (rows, cols) = (channels * height, shape.filters / groups * width);
+        let (rows, cols) = shape.reshaped(groups);
         let gram = (precision == Precision::Auto && rows * cols > GRAM_MIN_ELEMENTS).then_some(Precision::F64);
         Self::factorise(weight, shape, groups, precision, gram)
     }
@@ -164,7 +164,7 @@ impl ConvSvd {
             ..
         } = shape;
         let filters_g = shape.filters / groups;
-        let (rows, cols) = (channels * height, filters_g * width);
+        let (rows, cols) = shape.reshaped(groups);
         let svds = (0..groups)
             .map(|g| {
                 // Row (c, i), column (n, j) of group g.
@@ -233,18 +233,13 @@ impl ConvSvd {
                 max,
             });
         }
-        let KernelShape {
-            filters,
-            channels,
-            height,
-            width,
-        } = self.shape;
+        let KernelShape { filters, width, .. } = self.shape;
         let groups = self.groups.len();
         let filters_g = filters / groups;
         let rank = rank_per_group * groups;
-        let mut vertical = vec![0f32; rank * channels * height];
+        let (rows, cols) = self.shape.reshaped(groups);
+        let mut vertical = vec![0f32; rank * rows];
         let mut horizontal = vec![0f32; filters * rank_per_group * width];
-        let (rows, cols) = (channels * height, filters_g * width);
         for (g, group) in self.groups.iter().enumerate() {
             // Column kl of U S^½ (rows) and of V S^½ (cols), whichever way the group was factorised.
             let (left, right): (FactorColumn<'_>, FactorColumn<'_>) = match group {

@@ -114,10 +114,11 @@ pub struct LatencyPlan {
 /// Times every budgeted layer whole and at its probe ranks (through the cache at `cache`), then
 /// maximises the kept energy under `original latency / ratio`.
 ///
-/// `onnx` is the model as an ONNX file, which a [`Timer::Onnxruntime`] times whole.
+/// `original` is `model` ready to be timed whole in `timer`'s runtime ([`Timer::prepare`]); the
+/// caller keeps it to time the new model against.
 pub fn latency_plan(
     model: &Model,
-    onnx: Option<&[u8]>,
+    original: &mut TimedModel,
     analysis: &Analysis,
     svds: &PerLayer<Factorisation>,
     target: &LatencyTarget,
@@ -138,7 +139,7 @@ pub fn latency_plan(
     // Timings belong to the device, precision and kernels that made them: a new kernel generation
     // starts a new table.
     let prefix = timer.cache_prefix(batch);
-    let original = timer.model_seconds(model, onnx, &analysis.data_shape, batch)?;
+    let original = typical_run_seconds(|| original.run(), ROUNDS)?;
     let ns = |s: f64| (s * 1e9).round() as u64;
     let mut costs: PerLayer<LayerCosts> = PerLayer::new();
     let mut whole_total = 0.0;
@@ -357,18 +358,5 @@ impl Timer {
                 Ok(typical_run_seconds(|| session.time_run(&input, &shape), ROUNDS)?)
             }
         }
-    }
-
-    /// Whole-model latency at `batch`: `model` in accnn's engine, or in onnxruntime as `onnx` (the
-    /// same model as an ONNX file; `None`: `model` written as a new ONNX model).
-    pub fn model_seconds(
-        &self,
-        model: &Model,
-        onnx: Option<&[u8]>,
-        data_shape: &[usize],
-        batch: usize,
-    ) -> Result<f64, Error> {
-        let mut run = self.prepare(model, onnx, data_shape, batch)?;
-        typical_run_seconds(|| run.run(), ROUNDS)
     }
 }

@@ -15,7 +15,7 @@ use accnn_rank::RankConfig;
 
 use crate::Error;
 use crate::fidelity::{self, Fidelity};
-use crate::latency::{LatencyTarget, Timer, latency_plan};
+use crate::latency::{LatencyTarget, TimedModel, Timer, latency_plan};
 use crate::observer::{Event, Observer};
 use crate::request::{
     Calibration, CalibrationImages, Cost, Fit, LatencyOptions, ModelInput, Output, RankSource, Request,
@@ -223,7 +223,7 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
     let timer = match &ranks {
         RankSource::Ratio {
             cost: Cost::Latency(l), ..
-        } => Some(Timer::new(l)?),
+        } => Some((Timer::new(l)?, l.batch)),
         _ => None,
     };
     let started = Instant::now();
@@ -234,38 +234,28 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
     };
     let check = fidelity::reference(&model, &analysis.data_shape, calibration.as_ref().map(|c| &c.data));
     let svds = factorise(&model, &analysis, &wanted, calibration.as_ref(), precision, observer)?;
-    // The original as the runtime times it (an ONNX file for onnxruntime).
-    let original_onnx = match &timer {
-        Some(timer) => onnx_for(timer, source.as_ref(), &model, &analysis.data_shape)?,
+    // The original ready to be timed in the runtime (an ONNX file for onnxruntime), once: the plan
+    // measures it, and the new model is timed against it at the end.
+    let mut timed = match timer {
+        Some((timer, batch)) => {
+            let onnx = onnx_for(&timer, source.as_ref(), &model, &analysis.data_shape)?;
+            let original = timer.prepare(&model, onnx.as_deref(), &analysis.data_shape, batch)?;
+            Some((timer, original))
+        }
         None => None,
     };
     let (plan, latency_prediction) = match fixed_plan {
         Some(plan) => (plan, None),
-        None => choose_plan(
-            &model,
-            original_onnx.as_deref(),
-            &analysis,
-            &svds,
-            &ranks,
-            timer.as_ref(),
-        )?,
+        None => choose_plan(&model, &analysis, &svds, &ranks, timed.as_mut().map(|(t, o)| (&*t, o)))?,
     };
     let plan_seconds = started.elapsed().as_secs_f64();
-    // Built before the rewrite consumes the original: timed against the new model at the end.
-    let original_run = match (&latency_prediction, &timer) {
-        (Some(p), Some(timer)) => {
-            Some(timer.prepare(&model, original_onnx.as_deref(), &analysis.data_shape, p.2.batch)?)
-        }
-        _ => None,
-    };
-    drop(original_onnx);
     let (model, mut report, fits, reconstruction_seconds) =
         rewrite(model, &analysis, svds, &plan, calibration.as_ref())?;
     report.chosen_by = Some(chosen_by(&ranks, calibration.is_some()));
     observer.on(Event::Rewritten);
     let fidelity = check.and_then(|r| fidelity::compare(&r, &model));
-    let latency = match (latency_prediction, timer, original_run) {
-        (Some((_, predicted, l)), Some(timer), Some(mut original_run)) => {
+    let latency = match (latency_prediction, timed) {
+        (Some((_, predicted, l)), Some((timer, mut original_run))) => {
             let onnx = onnx_for(&timer, source.as_ref(), &model, &analysis.data_shape)?;
             let mut new_run = timer.prepare(&model, onnx.as_deref(), &analysis.data_shape, l.batch)?;
             let (original, measured) = crate::latency::side_by_side(&mut original_run, &mut new_run)?;
@@ -439,13 +429,13 @@ fn onnx_for(
 }
 
 /// The plan for a ratio: under MACs, or under measured latency (with its prediction).
+/// `latency` is the timer and the original ready to be timed, for a latency cost.
 fn choose_plan(
     model: &Model,
-    original_onnx: Option<&[u8]>,
     analysis: &Analysis,
     svds: &PerLayer<Factorisation>,
     ranks: &RankSource,
-    timer: Option<&Timer>,
+    latency: Option<(&Timer, &mut TimedModel)>,
 ) -> Result<(RankPlan, Option<LatencyPrediction>), Error> {
     let RankSource::Ratio {
         ratio,
@@ -475,15 +465,10 @@ fn choose_plan(
                 batch: l.batch,
                 cache: l.cache.clone(),
             };
-            let made;
-            let timer = match timer {
-                Some(timer) => timer,
-                None => {
-                    made = Timer::new(l)?;
-                    &made
-                }
+            let Some((timer, original)) = latency else {
+                unreachable!("accelerate_with prepares the timer and the original for a latency cost")
             };
-            let planned = latency_plan(model, original_onnx, analysis, svds, &target, timer)?;
+            let planned = latency_plan(model, original, analysis, svds, &target, timer)?;
             let prediction = (planned.original_seconds, planned.predicted_seconds, l.clone());
             Ok((planned.plan, Some(prediction)))
         }
