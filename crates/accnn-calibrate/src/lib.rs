@@ -31,18 +31,19 @@
 //! ```
 
 mod patches;
+mod reconstruct;
 
 use std::time::Instant;
 
-use accnn_decompose::{LeastSquares, SecondMoment, WhitenedConvSvd};
+use accnn_decompose::{SecondMoment, WhitenedConvSvd};
 use accnn_graph::ir::ConvAttrs;
-use accnn_graph::rewrite::{LayerSplit, apply_splits};
 use accnn_graph::{Entry, Model, Op, Tensor};
 use accnn_infer::data::Dataset;
 use accnn_infer::{Engine, EngineOptions};
-use accnn_plan::{Analysis, Factorisation, LayerId, LayerKind, LayerSet, PerLayer, RankPlan, Report, plan_report};
+use accnn_plan::{Analysis, Factorisation, LayerId, LayerKind, LayerSet, PerLayer};
 
 use patches::{Sampler, vertical_patches};
+pub use reconstruct::{LayerFit, MIN_SAMPLES_PER_FEATURE, Reconstruction, reconstruct};
 
 /// Why calibration failed.
 #[derive(Debug, thiserror::Error)]
@@ -72,9 +73,14 @@ pub struct CalibrateOptions {
     pub batch: usize,
     /// Worker threads (0: every core).
     pub threads: usize,
-    /// Dense layers with more inputs than this keep the weight SVD (their input moment would not
-    /// fit in memory: VGG-16's fc6 has 25,088 inputs) but still get the least-squares refit.
-    pub max_whitened_inputs: usize,
+    /// Layers whose moment would be wider than this keep the weight SVD but still get the
+    /// least-squares refit: a convolution's moment is `C·kh` wide (its vertical input patches), a
+    /// dense layer's as wide as its outputs (the moment of its responses).
+    pub max_moment_dim: usize,
+    /// Memory (bytes) for the approximated network's activations at the last refitted layer, over
+    /// the whole calibration set: where they fit, the next layer's inputs are computed from them
+    /// instead of from the images (each layer then runs once per image, not once per later layer).
+    pub resume_bytes: usize,
 }
 
 impl CalibrateOptions {
@@ -96,19 +102,34 @@ impl Default for CalibrateOptions {
             ridge: 1e-3,
             batch: 64,
             threads: 0,
-            max_whitened_inputs: 4608,
+            max_moment_dim: 4608,
+            resume_bytes: 768 << 20,
         }
     }
 }
 
+/// The statistics a layer's response-weighted factorisation is computed from.
+enum Moment {
+    /// Second moment of a convolution's vertical input patches.
+    Inputs(SecondMoment),
+    /// Second moment of a dense layer's outputs less its bias.
+    Responses {
+        moment: SecondMoment,
+        bias: Option<Vec<f32>>,
+    },
+}
+
 /// What the pass over the original network gathered for one layer.
 pub struct LayerResponses {
-    /// Second moment of the layer's input patches (`None`: the layer keeps the weight SVD).
-    moment: Option<SecondMoment>,
+    /// `None`: the layer keeps the weight SVD.
+    moment: Option<Moment>,
     /// Pre-activation outputs at the sampled positions, row by row.
     targets: Vec<f32>,
     outputs: usize,
 }
+
+/// What [`collect`] keeps alive per batch, at most: every chosen layer's input and output.
+const COLLECT_BYTES: usize = 256 << 20;
 
 /// Calibration statistics of the layers they were collected for.
 pub struct Statistics {
@@ -116,15 +137,27 @@ pub struct Statistics {
     pub seconds: f64,
 }
 
-fn engine(model: &Model, options: &CalibrateOptions) -> Result<Engine, CalibrateError> {
-    Ok(Engine::new(
-        model,
-        EngineOptions {
-            threads: options.threads,
-            fuse_activations: false,
-            ..Default::default()
-        },
-    )?)
+impl Statistics {
+    /// Frees the moments [`factorise`] reads ([`reconstruct`] needs only the sampled responses):
+    /// VGG-16's fc6 and fc7 hold 134 MB each.
+    pub fn release_moments(&mut self) {
+        for i in self.layers.ids().collect::<Vec<_>>() {
+            if let Some(r) = self.layers.get_mut(i) {
+                r.moment = None;
+            }
+        }
+    }
+}
+
+/// An engine computing `outputs` of `model`, activations unfused (responses are fitted before
+/// the nonlinearity).
+fn engine(model: &Model, options: &CalibrateOptions, outputs: &[Entry]) -> Result<Engine, CalibrateError> {
+    let engine_options = EngineOptions {
+        threads: options.threads,
+        fuse_activations: false,
+        ..Default::default()
+    };
+    Ok(Engine::for_outputs(model, engine_options, outputs)?)
 }
 
 fn batches(
@@ -165,23 +198,35 @@ pub fn collect(
     if data.is_empty() {
         return Err(CalibrateError::Data("the calibration set is empty".into()));
     }
-    let engine = engine(model, options)?;
     let chosen: Vec<LayerId> = wanted.iter().collect();
     let mut layers = PerLayer::new();
     for &i in &chosen {
         let layer = &analysis[i];
-        let whiten_dim = match (layer.kind, conv_of(model, layer.node)) {
-            (LayerKind::Convolution, Some(c)) if c.num_group == 1 => Some(layer.input_shape[1] * c.kernel[0]),
+        let max = options.max_moment_dim;
+        let moment = match (layer.kind, conv_of(model, layer.node)) {
+            (LayerKind::Convolution, Some(c)) if c.num_group == 1 => {
+                let d = layer.input_shape[1] * c.kernel[0];
+                (d <= max).then(|| Moment::Inputs(SecondMoment::new(d)))
+            }
             (LayerKind::FullyConnected, _) => {
-                let m = layer.weight_shape.get(1).copied().unwrap_or(0);
-                (m <= options.max_whitened_inputs).then_some(m)
+                let m = layer.weight_shape.first().copied().unwrap_or(0);
+                let node = &model.graph.nodes[layer.node];
+                let bias = node
+                    .inputs
+                    .get(2)
+                    .and_then(|e| model.param(&model.graph.nodes[e.node].name))
+                    .map(|t| t.data().to_vec());
+                (m <= max).then(|| Moment::Responses {
+                    moment: SecondMoment::new(m),
+                    bias,
+                })
             }
             _ => None,
         };
         layers.insert(
             i,
             LayerResponses {
-                moment: whiten_dim.map(SecondMoment::new),
+                moment,
                 targets: Vec::new(),
                 // A dense layer's outputs are its weight's rows: its output may be `N, T, O`
                 // (MatMul over a sequence), where axis 1 is not the output width.
@@ -199,7 +244,18 @@ pub fn collect(
         entries.push(node.inputs[0]);
         entries.push(Entry::new(analysis[i].node));
     }
-    for (start, batch) in batches(data, options.batch) {
+    let engine = engine(model, options, &entries)?;
+    // Every layer's input and output of a batch are alive at once: the batch is capped so they
+    // stay within about 256 MB (13 images of 224x224 would hold 1.4 GB in VGG-16).
+    let per_image: usize = chosen
+        .iter()
+        .map(|&i| {
+            analysis[i].input_shape.iter().skip(1).product::<usize>()
+                + analysis[i].output_shape.iter().skip(1).product::<usize>()
+        })
+        .sum();
+    let batch = options.batch.min((COLLECT_BYTES / (4 * per_image.max(1))).max(1));
+    for (start, batch) in batches(data, batch) {
         let values = engine.run_collect(&batch?, &entries)?;
         for (k, &i) in chosen.iter().enumerate() {
             let layer = &analysis[i];
@@ -230,15 +286,23 @@ pub fn collect(
                             }
                         }
                     }
-                    if let Some(m) = &mut record.moment {
+                    if let Some(Moment::Inputs(m)) = &mut record.moment {
                         m.add(&rows);
                     }
                 }
                 None => {
-                    // Every row of a dense layer's input is a sample.
+                    // Every row of a dense layer's output is a sample.
                     record.targets.extend_from_slice(&y);
-                    if let Some(moment) = &mut record.moment {
-                        let rows: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+                    if let Some(Moment::Responses { moment, bias }) = &mut record.moment {
+                        let rows: Vec<f64> = y
+                            .chunks(record.outputs)
+                            .flat_map(|row| {
+                                row.iter().enumerate().map(|(o, &v)| {
+                                    let b = bias.as_ref().map_or(0.0, |b| b[o]);
+                                    (v - b) as f64
+                                })
+                            })
+                            .collect();
                         moment.add(&rows);
                     }
                 }
@@ -252,7 +316,8 @@ pub fn collect(
 }
 
 /// Factorisations for the layers `wanted` selects: response-weighted where statistics allow, the
-/// weight SVD otherwise (grouped convolutions, very wide dense layers).
+/// weight SVD otherwise (grouped convolutions, layers whose moment would be too wide). Layers are
+/// factorised concurrently, as [`accnn_plan::factorise_layers`] does.
 pub fn factorise(
     model: &Model,
     analysis: &Analysis,
@@ -260,41 +325,40 @@ pub fn factorise(
     wanted: &LayerSet,
     options: &CalibrateOptions,
 ) -> Result<PerLayer<Factorisation>, CalibrateError> {
-    let mut out = PerLayer::new();
-    for i in wanted.iter() {
+    let one = |i: LayerId| -> Result<Factorisation, CalibrateError> {
         let layer = &analysis[i];
-        let moment = stats.layers.get(i).and_then(|r| r.moment.as_ref());
-        let f = match moment {
-            Some(moment) => {
-                let weight = layer_weight(model, layer)?;
-                let s = &layer.weight_shape;
-                let shape = match layer.kind {
-                    LayerKind::Convolution => accnn_decompose::KernelShape {
-                        filters: s[0],
-                        channels: s[1],
-                        height: s[2],
-                        width: s[3],
-                    },
-                    LayerKind::FullyConnected => accnn_decompose::KernelShape {
-                        filters: s[0],
-                        channels: s[1],
-                        height: 1,
-                        width: 1,
-                    },
-                };
-                let svd = WhitenedConvSvd::new(weight.data(), shape, moment, options.ridge).map_err(|e| {
-                    CalibrateError::Layer {
-                        layer: layer.name.clone(),
-                        message: e.to_string(),
-                    }
-                })?;
-                Factorisation::Response { svd, kind: layer.kind }
-            }
-            None => Factorisation::new(model, layer, Default::default())?,
+        let Some(moment) = stats.layers.get(i).and_then(|r| r.moment.as_ref()) else {
+            return Ok(Factorisation::new(model, layer, Default::default())?);
         };
-        out.insert(i, f);
-    }
-    Ok(out)
+        let weight = layer_weight(model, layer)?;
+        let s = &layer.weight_shape;
+        let shape = match layer.kind {
+            LayerKind::Convolution => accnn_decompose::KernelShape {
+                filters: s[0],
+                channels: s[1],
+                height: s[2],
+                width: s[3],
+            },
+            LayerKind::FullyConnected => accnn_decompose::KernelShape {
+                filters: s[0],
+                channels: s[1],
+                height: 1,
+                width: 1,
+            },
+        };
+        let svd = match moment {
+            Moment::Inputs(m) => WhitenedConvSvd::new(weight.data(), shape, m, options.ridge),
+            Moment::Responses { moment, .. } => {
+                WhitenedConvSvd::from_responses(weight.data(), shape, moment, options.ridge)
+            }
+        };
+        let svd = svd.map_err(|e| CalibrateError::Layer {
+            layer: layer.name.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Factorisation::Response { svd, kind: layer.kind })
+    };
+    accnn_plan::factorise_concurrently(analysis, wanted, one, &mut |_, _| {})
 }
 
 fn layer_weight<'m>(model: &'m Model, layer: &accnn_plan::Layer) -> Result<&'m Tensor, CalibrateError> {
@@ -303,244 +367,5 @@ fn layer_weight<'m>(model: &'m Model, layer: &accnn_plan::Layer) -> Result<&'m T
     model.param(name).ok_or_else(|| CalibrateError::Layer {
         layer: layer.name.clone(),
         message: format!("weight '{name}' is missing"),
-    })
-}
-
-/// What reconstruction did to one layer: relative squared response error on the calibration
-/// samples (`‖y − ŷ‖² / ‖y‖²`, pre-activation, inputs from the approximated network) with the
-/// factors as the SVD gave them and after the least-squares refit.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LayerFit {
-    pub name: String,
-    pub width: usize,
-    pub error_before: f64,
-    pub error_after: f64,
-    /// Whether the second half was refitted: it is not when there were fewer than
-    /// [`MIN_SAMPLES_PER_FEATURE`] samples per unknown of the regression.
-    pub refit: bool,
-    pub samples: u64,
-    pub features: usize,
-}
-
-/// Samples per regression unknown below which a layer keeps its factorisation's second half.
-pub const MIN_SAMPLES_PER_FEATURE: u64 = 4;
-
-/// The approximated model, its report, and one [`LayerFit`] per decomposed layer.
-pub struct Reconstruction {
-    pub model: Model,
-    pub report: Report,
-    pub fits: Vec<LayerFit>,
-    pub seconds: f64,
-}
-
-/// Replaces the planned layers one by one in network order, refitting each pair's second half on
-/// the approximated network's inputs against the original network's responses.
-pub fn reconstruct(
-    model: Model,
-    analysis: &Analysis,
-    svds: &PerLayer<Factorisation>,
-    plan: &RankPlan,
-    stats: &Statistics,
-    data: &Dataset,
-    options: &CalibrateOptions,
-) -> Result<Reconstruction, CalibrateError> {
-    let started = Instant::now();
-    let report = plan_report(analysis, svds, plan)?;
-    let mut planned = plan.layers.clone();
-    planned.sort_by_key(|p| analysis[p.layer].node);
-    let mut current = model;
-    let mut fits = Vec::new();
-    for p in planned {
-        let layer = &analysis[p.layer];
-        let svd = svds.get(p.layer).ok_or_else(|| CalibrateError::Layer {
-            layer: layer.name.clone(),
-            message: "no factorisation was computed".into(),
-        })?;
-        let mut split = svd.split(&current, layer, p.rank)?;
-        let groups = conv_of(&current, split.node).map_or(1, |c| c.num_group);
-        if let (Some(r), 1) = (stats.layers.get(p.layer), groups) {
-            let refit = refit_layer(&current, p.layer.index(), layer, &split, r, data, options)?;
-            split.second = refit.second;
-            split.bias = refit.bias;
-            fits.push(refit.fit);
-        }
-        current = apply_splits(current, vec![split])?;
-    }
-    Ok(Reconstruction {
-        model: current,
-        report,
-        fits,
-        seconds: started.elapsed().as_secs_f64(),
-    })
-}
-
-/// A refitted second half: its weight, its bias (when the layer has one) and how well it fits.
-struct Refit {
-    second: Tensor,
-    bias: Option<Tensor>,
-    fit: LayerFit,
-}
-
-/// Least-squares refit of one layer's second half (and bias) on the current network's inputs.
-fn refit_layer(
-    current: &Model,
-    index: usize,
-    layer: &accnn_plan::Layer,
-    split: &LayerSplit,
-    responses: &LayerResponses,
-    data: &Dataset,
-    options: &CalibrateOptions,
-) -> Result<Refit, CalibrateError> {
-    let node = split.node;
-    let engine = engine(current, options)?;
-    let input = current.graph.nodes[node].inputs[0];
-    let bias_name = current.graph.nodes[node]
-        .inputs
-        .get(2)
-        .map(|e| current.graph.nodes[e.node].name.clone());
-    let old_bias: Option<Vec<f32>> = bias_name
-        .as_ref()
-        .and_then(|n| current.param(n))
-        .map(|t| t.data().to_vec());
-    let has_bias = old_bias.is_some();
-    let n_out = responses.outputs;
-    let (first, second) = (&split.first, &split.second);
-    let rank = first.shape()[0];
-    let first_len = first.len() / rank;
-    // The first half as a `d x K` matrix: one product turns a block of input patches into the
-    // vertical responses the second half reads.
-    let first_t = faer::Mat::<f64>::from_fn(first_len, rank, |i, k| first.data()[k * first_len + i] as f64);
-    let conv = conv_of(current, node).cloned();
-    let taps = conv.as_ref().map_or(1, |c| c.kernel[1]);
-    let features = rank * taps + usize::from(has_bias);
-    let mut ls = LeastSquares::new(features, n_out);
-    let mut row = 0usize;
-    for (start, batch) in batches(data, options.batch) {
-        let x = engine.run_collect(&batch?, &[input])?.remove(0);
-        let x = x.flatten_all()?.to_vec1::<f32>()?;
-        let mut feats: Vec<f64> = Vec::new();
-        let mut targets: Vec<f64> = Vec::new();
-        let push_row = |z: &[f64], feats: &mut Vec<f64>| {
-            feats.extend_from_slice(z);
-            if has_bias {
-                feats.push(1.0);
-            }
-        };
-        match &conv {
-            Some(c) => {
-                let s = &layer.input_shape;
-                let (ch, h, w) = (s[1], s[2], s[3]);
-                let per_image = ch * h * w;
-                let images = x.len() / per_image;
-                let (ho, wo) = (layer.output_shape[2], layer.output_shape[3]);
-                let sampler = Sampler::new(index, options.positions, ho, wo);
-                let mut patches: Vec<f64> = Vec::new();
-                for b in 0..images {
-                    let image = &x[b * per_image..(b + 1) * per_image];
-                    for (r, col) in sampler.positions(start + b) {
-                        for tap in 0..taps {
-                            patches.extend(vertical_patches(image, [ch, h, w], c, r, col, tap));
-                        }
-                        targets.extend(
-                            responses.targets[row * n_out..(row + 1) * n_out]
-                                .iter()
-                                .map(|&t| t as f64),
-                        );
-                        row += 1;
-                    }
-                }
-                let samples = patches.len() / (first_len * taps);
-                let p = faer::MatRef::from_row_major_slice(&patches, samples * taps, first_len);
-                let z = p * first_t.as_ref();
-                for s in 0..samples {
-                    // Features ordered (k, tap).
-                    let f: Vec<f64> = (0..rank * taps).map(|i| z[(s * taps + i % taps, i / taps)]).collect();
-                    push_row(&f, &mut feats);
-                }
-            }
-            None => {
-                for r in x.chunks(first_len) {
-                    let z: Vec<f64> = (0..rank)
-                        .map(|k| {
-                            let v = &first.data()[k * first_len..(k + 1) * first_len];
-                            v.iter().zip(r).map(|(a, b)| *a as f64 * *b as f64).sum()
-                        })
-                        .collect();
-                    push_row(&z, &mut feats);
-                    targets.extend(
-                        responses.targets[row * n_out..(row + 1) * n_out]
-                            .iter()
-                            .map(|&t| t as f64),
-                    );
-                    row += 1;
-                }
-            }
-        }
-        ls.add(&feats, &targets);
-    }
-    // The SVD's own second half in the same feature layout, to report the error it leaves.
-    let svd_b = faer::Mat::<f64>::from_fn(features, n_out, |f, n| {
-        if f < rank * taps {
-            let (k, tap) = (f / taps, f % taps);
-            second.data()[(n * rank + k) * taps + tap] as f64
-        } else {
-            old_bias.as_ref().map_or(0.0, |b| b[n] as f64)
-        }
-    });
-    let energy = ls.target_energy().max(f64::MIN_POSITIVE);
-    let error_before = ls.residual(&svd_b) / energy;
-    // With too few samples per unknown the regression would fit the calibration set, not the layer:
-    // the factorisation's own second half is kept.
-    let samples = ls.count();
-    if samples < MIN_SAMPLES_PER_FEATURE * features as u64 {
-        let fit = LayerFit {
-            name: layer.name.clone(),
-            width: rank,
-            error_before,
-            error_after: error_before,
-            refit: false,
-            samples,
-            features,
-        };
-        return Ok(Refit {
-            second: second.clone(),
-            bias: None,
-            fit,
-        });
-    }
-    let fitted = ls.solve(options.ridge * 1e-3).map_err(|e| CalibrateError::Layer {
-        layer: layer.name.clone(),
-        message: e.to_string(),
-    })?;
-    let fit = LayerFit {
-        name: layer.name.clone(),
-        width: rank,
-        error_before,
-        error_after: ls.residual(&fitted) / energy,
-        refit: true,
-        samples,
-        features,
-    };
-    let mut data_h = vec![0f32; second.len()];
-    for n in 0..n_out {
-        for k in 0..rank {
-            for tap in 0..taps {
-                data_h[(n * rank + k) * taps + tap] = fitted[(k * taps + tap, n)] as f32;
-            }
-        }
-    }
-    let horizontal = Tensor::new(second.shape().to_vec(), data_h)?;
-    let bias = if has_bias {
-        Some(Tensor::new(
-            vec![n_out],
-            (0..n_out).map(|n| fitted[(rank * taps, n)] as f32).collect(),
-        )?)
-    } else {
-        None
-    };
-    Ok(Refit {
-        second: horizontal,
-        bias,
-        fit,
     })
 }

@@ -150,6 +150,37 @@ fn full_rank_calibration_reproduces_an_onnx_dag() {
     for f in &fitted.fits {
         assert!(f.error_after <= f.error_before + 1e-12, "{f:?}");
     }
+    // Resumed at each refitted layer from the activations kept over the calibration set (a
+    // residual block: the skip branch is kept too) or recomputed from the images every time: the
+    // same inputs, so the same fit.
+    for batch in [16, 64] {
+        let per_batch = CalibrateOptions {
+            batch,
+            ..options.clone()
+        };
+        let resumed = reconstruct(model.clone(), &analysis, &svds, &plan, &stats, &data, &per_batch).unwrap();
+        let from_images = CalibrateOptions {
+            resume_bytes: 0,
+            ..per_batch
+        };
+        let recomputed = reconstruct(model.clone(), &analysis, &svds, &plan, &stats, &data, &from_images).unwrap();
+        assert_eq!(resumed.model.args.len(), recomputed.model.args.len());
+        for (name, t) in &resumed.model.args {
+            let u = &recomputed.model.args[name];
+            for (a, b) in t.data().iter().zip(u.data()) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{name}: {a} vs {b}");
+            }
+        }
+        for (a, b) in resumed.fits.iter().zip(&recomputed.fits) {
+            assert!((a.error_after - b.error_after).abs() < 1e-9, "{a:?} vs {b:?}");
+        }
+        for (a, b) in resumed.fits.iter().zip(&fitted.fits) {
+            assert!(
+                (a.error_after - b.error_after).abs() < 1e-9,
+                "batch {batch}: {a:?} vs {b:?}"
+            );
+        }
+    }
     // Too few samples per unknown: the factorisation's second half is kept, not overfitted.
     let few = Dataset {
         shape: [4, 8, 12, 12],

@@ -2,15 +2,16 @@
 //!
 //! - [`SecondMoment`] accumulates `Σ = E[p pᵀ]` of a layer's input patches.
 //! - [`WhitenedConvSvd`]: the factorisation that minimises the *response* error `E‖(A − V Hᵀ)ᵀ p‖²`
-//!   (treating the `kw` horizontal taps as uncorrelated): the SVD of `Σ^½ A = U S Qᵀ` gives
-//!   `V = Σ^-½ U_K S_K^½`, `H = Q_K S_K^½`, and `S²` is the response energy per rank, the quantity
-//!   rank selection should budget. With `Σ = I` it is the weight SVD of [`ConvSvd`](crate::ConvSvd).
+//!   (treating the `kw` horizontal taps as uncorrelated): `V Hᵀ = A Q_K Q_Kᵀ` with `Q` the
+//!   eigenvectors of the response moment `Aᵀ Σ A`, whose eigenvalues `σ²` are the response energy
+//!   per rank, the quantity rank selection should budget. With `Σ = I` it is the weight SVD of
+//!   [`ConvSvd`](crate::ConvSvd).
 //! - [`LeastSquares`]: a streamed ridge regression `min ‖Y − F B‖² + λ‖B‖²`, used to refit the second
 //!   half of a pair on the responses of the approximated network ("asymmetric" reconstruction).
 
 use faer::linalg::matmul::matmul;
 use faer::linalg::solvers::Solve;
-use faer::{Accum, Mat, MatRef, Par, Side};
+use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 
 use crate::DecomposeError;
 use crate::spatial::{KernelShape, SpatialFactors};
@@ -65,21 +66,66 @@ impl SecondMoment {
 
 /// `Σ + ε · (trace Σ / d) · I`: keeps directions the data never excites from blowing up.
 fn regularised(sigma: &Mat<f64>, ridge: f64) -> Mat<f64> {
+    let mut out = sigma.clone();
+    add_ridge(&mut out, ridge);
+    out
+}
+
+/// Adds `ε · (trace / d)` to the diagonal of `sigma`, in place.
+fn add_ridge(sigma: &mut Mat<f64>, ridge: f64) {
     let d = sigma.nrows();
     let trace: f64 = (0..d).map(|i| sigma[(i, i)]).sum();
     let eps = ridge * (trace / d.max(1) as f64).max(f64::MIN_POSITIVE);
-    Mat::from_fn(d, d, |i, j| sigma[(i, j)] + if i == j { eps } else { 0.0 })
+    for i in 0..d {
+        sigma[(i, i)] += eps;
+    }
 }
 
 /// The response-optimal spatial factorisation of one (ungrouped) convolution, or of a dense layer
 /// seen as a 1x1 convolution.
+///
+/// The optimum of `min E‖(A − B)ᵀ p‖²` over rank-`K` matrices `B` is `B = A Q_K Q_Kᵀ`, `Q` the
+/// eigenvectors of the response moment `G = Aᵀ Σ A` (the right singular vectors of `Σ^½ A`, whose
+/// singular values are `√eig(G)`). Nothing but `G` is diagonalised: no square root or inverse of `Σ`,
+/// and `G` is `N·kw` square however wide the layer's input is, so a dense layer can pass the moment
+/// of its outputs directly ([`WhitenedConvSvd::from_responses`]).
 pub struct WhitenedConvSvd {
     shape: KernelShape,
-    /// `Σ^-½ U`, `(C·kh) x r`.
-    left: Mat<f64>,
-    /// `Q`, `(N·kw) x r`.
-    right: Mat<f64>,
+    /// `Q`, `(N·kw) x r`, largest eigenvalue first, rounded to f32 (the factors' precision). The
+    /// vertical factors `A Q_K` are formed from the weight for the rank asked, not held for all.
+    right: Mat<f32>,
     singular_values: Vec<f64>,
+}
+
+/// The reshaped kernel `A`, `(C·kh) x (N·kw)`.
+fn reshaped<T>(weight: &[f32], shape: KernelShape, cast: impl Fn(f32) -> T) -> Mat<T>
+where
+    T: faer::traits::ComplexField,
+{
+    let KernelShape {
+        filters,
+        channels,
+        height,
+        width,
+    } = shape;
+    Mat::<T>::from_fn(channels * height, filters * width, |row, col| {
+        let (c, i) = (row / height, row % height);
+        let (n, j) = (col / width, col % width);
+        cast(weight[((n * channels + c) * height + i) * width + j])
+    })
+}
+
+fn check_kernel(weight: &[f32], shape: KernelShape) -> Result<(), DecomposeError> {
+    if weight.len() != shape.len() {
+        return Err(DecomposeError::ShapeMismatch {
+            expected: shape.len(),
+            got: weight.len(),
+        });
+    }
+    if weight.iter().any(|v| !v.is_finite()) {
+        return Err(DecomposeError::NonFinite);
+    }
+    Ok(())
 }
 
 impl WhitenedConvSvd {
@@ -87,54 +133,82 @@ impl WhitenedConvSvd {
     /// (`(c, i)`-ordered, `C·kh` long) have second moment `moment`. `ridge` (relative to the mean
     /// eigenvalue; 1e-3 is a good default) regularises `Σ`.
     pub fn new(weight: &[f32], shape: KernelShape, moment: &SecondMoment, ridge: f64) -> Result<Self, DecomposeError> {
-        let KernelShape {
-            filters,
-            channels,
-            height,
-            width,
-        } = shape;
-        if weight.len() != shape.len() {
-            return Err(DecomposeError::ShapeMismatch {
-                expected: shape.len(),
-                got: weight.len(),
-            });
-        }
-        let d = channels * height;
+        check_kernel(weight, shape)?;
+        let d = shape.channels * shape.height;
         if moment.dim() != d {
             return Err(DecomposeError::Invalid(format!(
                 "input statistics are {}-dimensional, the kernel's vertical patches {d}",
                 moment.dim()
             )));
         }
-        if weight.iter().any(|v| !v.is_finite()) {
+        let a = reshaped(weight, shape, f64::from);
+        let mut sigma = moment.mean();
+        add_ridge(&mut sigma, ridge);
+        let sigma_a = &sigma * &a;
+        drop(sigma);
+        let mut gram = Mat::<f64>::zeros(a.ncols(), a.ncols());
+        matmul(
+            gram.as_mut(),
+            Accum::Replace,
+            a.transpose(),
+            &sigma_a,
+            1.0,
+            Par::rayon(0),
+        );
+        drop((a, sigma_a));
+        Self::from_gram(shape, gram)
+    }
+
+    /// Factorises a layer from the second moment of its responses `Aᵀ p` alone (`N·kw`-dimensional:
+    /// for a dense layer, its outputs less the bias), without the input moment `Σ` (VGG-16's fc6
+    /// reads 25,088 inputs: `Σ` would take 5 GB). With `ridge` 0 this is [`WhitenedConvSvd::new`]
+    /// on the same samples; `ridge` (relative to the mean eigenvalue) regularises the response
+    /// moment itself.
+    pub fn from_responses(
+        weight: &[f32],
+        shape: KernelShape,
+        responses: &SecondMoment,
+        ridge: f64,
+    ) -> Result<Self, DecomposeError> {
+        check_kernel(weight, shape)?;
+        let m = shape.filters * shape.width;
+        if responses.dim() != m {
+            return Err(DecomposeError::Invalid(format!(
+                "response statistics are {}-dimensional, the kernel has {m} outputs",
+                responses.dim()
+            )));
+        }
+        let mut gram = responses.mean();
+        add_ridge(&mut gram, ridge);
+        Self::from_gram(shape, gram)
+    }
+
+    /// The factorisation from the response moment `gram = Aᵀ Σ A`.
+    fn from_gram(shape: KernelShape, gram: Mat<f64>) -> Result<Self, DecomposeError> {
+        if gram.col_iter().any(|c| c.iter().any(|v| !v.is_finite())) {
             return Err(DecomposeError::NonFinite);
         }
-        let sigma = regularised(&moment.mean(), ridge);
-        let eig = sigma
+        let eigen = gram
             .self_adjoint_eigen(Side::Lower)
             .map_err(|_| DecomposeError::NoConvergence)?;
-        let (u, s) = (eig.U(), eig.S().column_vector());
-        let root = |p: f64| -> Mat<f64> {
-            let w: Vec<f64> = s.iter().map(|&l| l.max(f64::MIN_POSITIVE).powf(p)).collect();
-            let scaled = Mat::from_fn(d, d, |i, k| u[(i, k)] * w[k]);
-            &scaled * u.transpose()
-        };
-        let (half, inv_half) = (root(0.5), root(-0.5));
-        let a = Mat::<f64>::from_fn(d, filters * width, |row, col| {
-            let (c, i) = (row / height, row % height);
-            let (n, j) = (col / width, col % width);
-            weight[((n * channels + c) * height + i) * width + j] as f64
-        });
-        let whitened = &half * &a;
-        let svd = whitened.thin_svd().map_err(|_| DecomposeError::NoConvergence)?;
-        let singular_values: Vec<f64> = svd.S().column_vector().iter().copied().collect();
+        drop(gram);
+        let (values, q) = (eigen.S().column_vector(), eigen.U());
+        let m = shape.filters * shape.width;
+        let rank = (shape.channels * shape.height).min(m);
+        // Eigenvalues within the eigensolver's error of zero are zero: rounding is not energy.
+        let noise = f64::EPSILON * values[m - 1].max(0.0);
+        // Largest first (the solver's order is non-decreasing).
+        let singular_values: Vec<f64> = (0..rank)
+            .map(|k| values[m - 1 - k])
+            .map(|l| if l > noise { l.sqrt() } else { 0.0 })
+            .collect();
         if singular_values.iter().any(|x| !x.is_finite()) {
             return Err(DecomposeError::NonFinite);
         }
+        let right = Mat::<f32>::from_fn(m, rank, |i, k| q[(i, m - 1 - k)] as f32);
         Ok(WhitenedConvSvd {
             shape,
-            left: &inv_half * svd.U(),
-            right: svd.V().to_owned(),
+            right,
             singular_values,
         })
     }
@@ -148,8 +222,9 @@ impl WhitenedConvSvd {
         self.singular_values.len()
     }
 
-    /// The pair at `rank`, in the layouts of [`SpatialFactors`].
-    pub fn factors(&self, rank: usize) -> Result<SpatialFactors, DecomposeError> {
+    /// The pair at `rank`, in the layouts of [`SpatialFactors`], from the `weight` this was computed
+    /// for.
+    pub fn factors(&self, weight: &[f32], rank: usize) -> Result<SpatialFactors, DecomposeError> {
         let max = self.max_rank();
         if rank == 0 || rank > max {
             return Err(DecomposeError::RankOutOfRange { rank, max });
@@ -162,14 +237,32 @@ impl WhitenedConvSvd {
         } = self.shape;
         let mut vertical = vec![0f32; rank * channels * height];
         let mut horizontal = vec![0f32; filters * rank * width];
-        for k in 0..rank {
-            let root = self.singular_values[k].sqrt();
-            for row in 0..channels * height {
-                vertical[k * channels * height + row] = (self.left[(row, k)] * root) as f32;
+        // `A q_k / √σ_k` and `q_k √σ_k`: the product is `A q_k q_kᵀ`; the split balances the halves
+        // as the SVD's `U √S`, `V √S` would (floored so a direction without energy stays finite).
+        let floor = (self.singular_values[0] * 1e-12).max(f64::MIN_POSITIVE);
+        let roots: Vec<f64> = (0..rank).map(|k| self.singular_values[k].max(floor).sqrt()).collect();
+        check_kernel(weight, self.shape)?;
+        let d = channels * height;
+        let kept = self.right.subcols(0, rank);
+        {
+            // `A Q_K` straight into the vertical factor: column-major `d x K` is its `(k, row)`
+            // layout. A dense layer's `A` is its weight transposed, read in place.
+            let projected = MatMut::from_column_major_slice_mut(&mut vertical, d, rank);
+            if height == 1 && width == 1 {
+                let a = MatRef::from_row_major_slice(weight, filters, channels).transpose();
+                matmul(projected, Accum::Replace, a, kept, 1.0, Par::rayon(0));
+            } else {
+                let a = reshaped(weight, self.shape, |v| v);
+                matmul(projected, Accum::Replace, &a, kept, 1.0, Par::rayon(0));
+            }
+        }
+        for (k, root) in roots.iter().enumerate() {
+            for v in &mut vertical[k * d..(k + 1) * d] {
+                *v = (*v as f64 / root) as f32;
             }
             for n in 0..filters {
                 for j in 0..width {
-                    horizontal[(n * rank + k) * width + j] = (self.right[(n * width + j, k)] * root) as f32;
+                    horizontal[(n * rank + k) * width + j] = (self.right[(n * width + j, k)] as f64 * root) as f32;
                 }
             }
         }

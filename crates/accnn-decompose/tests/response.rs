@@ -79,7 +79,10 @@ fn isotropic_inputs_give_the_weight_svd() {
     for (a, b) in whitened.singular_values().iter().zip(plain.singular_values()[0]) {
         assert!((a - b * scale).abs() < 1e-9 * (1.0 + b), "{a} vs {b}");
     }
-    let full = whitened.factors(whitened.max_rank()).expect("full rank").compose();
+    let full = whitened
+        .factors(&weight(), whitened.max_rank())
+        .expect("full rank")
+        .compose();
     for (a, b) in weight().iter().zip(&full) {
         assert!((a - b).abs() < 1e-5, "{a} vs {b}");
     }
@@ -94,7 +97,7 @@ fn response_error_is_the_dropped_response_energy_and_beats_the_weight_svd() {
     let plain = ConvSvd::new(&weight(), SHAPE, 1, Precision::F64).expect("factorises");
     for rank in 1..whitened.max_rank() {
         let dropped: f64 = whitened.singular_values()[rank..].iter().map(|s| s * s).sum();
-        let err = response_error(&whitened.factors(rank).expect("rank").compose(), &samples);
+        let err = response_error(&whitened.factors(&weight(), rank).expect("rank").compose(), &samples);
         assert!(
             (err - dropped).abs() < 1e-3 * (1.0 + dropped),
             "rank {rank}: {err} vs {dropped}"
@@ -105,6 +108,55 @@ fn response_error_is_the_dropped_response_energy_and_beats_the_weight_svd() {
             "rank {rank}: {err} > weight SVD's {data_free}"
         );
     }
+}
+
+/// The reshaped kernel's responses `Aᵀ p` to one vertical patch, `(n, j)`-ordered.
+fn responses_to(p: &[f64]) -> Vec<f64> {
+    let KernelShape {
+        filters,
+        channels,
+        height,
+        width,
+    } = SHAPE;
+    let w = weight();
+    let mut out = Vec::with_capacity(filters * width);
+    for n in 0..filters {
+        for j in 0..width {
+            out.push(
+                (0..channels * height)
+                    .map(|r| w[((n * channels + r / height) * height + r % height) * width + j] as f64 * p[r])
+                    .sum(),
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn the_response_moment_alone_gives_the_input_moments_factorisation() {
+    let samples = patches(3000);
+    let d = SHAPE.channels * SHAPE.height;
+    let mut inputs = SecondMoment::new(d);
+    inputs.add(&samples);
+    let mut outputs = SecondMoment::new(SHAPE.filters * SHAPE.width);
+    let responses: Vec<f64> = samples.chunks(d).flat_map(responses_to).collect();
+    outputs.add(&responses);
+    let by_inputs = WhitenedConvSvd::new(&weight(), SHAPE, &inputs, 0.0).expect("factorises");
+    let by_outputs = WhitenedConvSvd::from_responses(&weight(), SHAPE, &outputs, 0.0).expect("factorises");
+    assert_eq!(by_inputs.max_rank(), by_outputs.max_rank());
+    let top = by_inputs.singular_values()[0];
+    for (a, b) in by_inputs.singular_values().iter().zip(by_outputs.singular_values()) {
+        assert!((a - b).abs() < 1e-9 * top, "{a} vs {b}");
+    }
+    for rank in [1, 3, by_inputs.max_rank()] {
+        let a = by_inputs.factors(&weight(), rank).expect("rank").compose();
+        let b = by_outputs.factors(&weight(), rank).expect("rank").compose();
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-4, "rank {rank}: {x} vs {y}");
+        }
+    }
+    // A moment of the wrong size is refused, not misread.
+    assert!(WhitenedConvSvd::from_responses(&weight(), SHAPE, &SecondMoment::new(5), 0.0).is_err());
 }
 
 #[test]

@@ -352,6 +352,24 @@ impl Graph {
         }
         counts
     }
+
+    /// The entries computed before node `cut` that nodes from `cut` on (or the heads) read: what a
+    /// run resumed at `cut` needs, in node order. Variables are included; a caller that feeds
+    /// weights otherwise filters them out.
+    pub fn live_at(&self, cut: usize) -> Vec<Entry> {
+        let mut live: Vec<Entry> = self
+            .nodes
+            .iter()
+            .skip(cut)
+            .flat_map(|n| n.inputs.iter())
+            .chain(self.heads.iter())
+            .filter(|e| e.node < cut)
+            .copied()
+            .collect();
+        live.sort_by_key(|e| (e.node, e.output));
+        live.dedup();
+        live
+    }
 }
 
 /// A graph plus its weights: everything a checkpoint holds.

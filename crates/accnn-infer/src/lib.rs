@@ -79,6 +79,31 @@ pub struct Engine {
 impl Engine {
     /// Prepares `model` for inference on `options.target` in `options.dtype`.
     pub fn new(model: &Model, options: EngineOptions) -> Result<Self, InferError> {
+        Self::lower(model, options, None)
+    }
+
+    /// Prepares only the part of `model` that computes `outputs`, which become the engine's
+    /// outputs: nodes they do not depend on are not lowered and hold no weights (a prefix of
+    /// VGG-16 up to a convolution leaves its 400 MB of dense weights alone).
+    pub fn for_outputs(model: &Model, options: EngineOptions, outputs: &[Entry]) -> Result<Self, InferError> {
+        let nodes = &model.graph.nodes;
+        if let Some(e) = outputs.iter().find(|e| e.node >= nodes.len()) {
+            return Err(InferError::Node {
+                node: format!("#{}", e.node),
+                message: "no such node".into(),
+            });
+        }
+        let mut needed = vec![false; nodes.len()];
+        let mut stack: Vec<usize> = outputs.iter().map(|e| e.node).collect();
+        while let Some(node) = stack.pop() {
+            if !std::mem::replace(&mut needed[node], true) {
+                stack.extend(nodes[node].inputs.iter().map(|e| e.node));
+            }
+        }
+        Self::lower(model, options, Some((&needed, outputs)))
+    }
+
+    fn lower(model: &Model, options: EngineOptions, part: Option<(&[bool], &[Entry])>) -> Result<Self, InferError> {
         let graph = &model.graph;
         let data = model.data_input()?;
         let device = options.target.device()?;
@@ -139,22 +164,30 @@ impl Engine {
             .nodes
             .iter()
             .enumerate()
-            .map(|(i, node)| Ok((node.name.clone(), lowering.lower(i, node)?, node.inputs.clone())))
+            .map(|(i, node)| {
+                let step = match part {
+                    // A node nothing wanted reads is never run: a placeholder without weights.
+                    Some((needed, _)) if !needed[i] => Step::Weight,
+                    _ => lowering.lower(i, node)?,
+                };
+                Ok((node.name.clone(), step, node.inputs.clone()))
+            })
             .collect::<Result<Vec<_>, InferError>>()?;
+        let heads = part.map_or_else(|| graph.heads.clone(), |(_, outputs)| outputs.to_vec());
         let mut last_use = vec![0usize; graph.nodes.len()];
         for (i, node) in graph.nodes.iter().enumerate() {
             for e in &node.inputs {
                 last_use[e.node] = i;
             }
         }
-        for h in &graph.heads {
+        for h in &heads {
             last_use[h.node] = usize::MAX;
         }
         Ok(Engine {
             device,
             dtype,
             steps,
-            heads: graph.heads.clone(),
+            heads,
             last_use,
             pool,
         })
@@ -178,7 +211,62 @@ impl Engine {
             });
         }
         let input = self.prepare(input)?;
-        let outputs = self.pool.install(|| self.run_inner(&input, wanted))?;
+        let outputs = self
+            .pool
+            .install(|| self.run_inner(Some(&input), None, Vec::new(), wanted))?;
+        Self::to_host(outputs)
+    }
+
+    /// Runs the model from `known` values of some of its entries (what an earlier
+    /// [`Engine::run_collect`] returned) and returns the `wanted` outputs (f32, on the CPU). Only
+    /// the nodes between the known values and the wanted ones are run: a network changed only
+    /// after some layer is evaluated from that layer's live values without recomputing its
+    /// unchanged prefix. `input` is needed only where a wanted value depends on the data input
+    /// other than through `known`.
+    pub fn run_from(
+        &self,
+        input: Option<&Tensor>,
+        known: &[(Entry, Tensor)],
+        wanted: &[Entry],
+    ) -> Result<Vec<Tensor>, InferError> {
+        if let Some(e) = wanted
+            .iter()
+            .chain(known.iter().map(|(e, _)| e))
+            .find(|e| e.node >= self.steps.len())
+        {
+            return Err(InferError::Node {
+                node: format!("#{}", e.node),
+                message: "no such node".into(),
+            });
+        }
+        if let Some((e, _)) = known.iter().find(|(e, _)| e.output > 0) {
+            return Err(InferError::Node {
+                node: self.steps[e.node].0.clone(),
+                message: format!("output {} is not computed by the engine", e.output),
+            });
+        }
+        // What the wanted values depend on, back to the known ones.
+        let mut needed = vec![false; self.steps.len()];
+        let is_known: std::collections::HashSet<usize> = known.iter().map(|(e, _)| e.node).collect();
+        let mut stack: Vec<usize> = wanted.iter().map(|e| e.node).collect();
+        while let Some(node) = stack.pop() {
+            if std::mem::replace(&mut needed[node], true) || is_known.contains(&node) {
+                continue;
+            }
+            stack.extend(self.steps[node].2.iter().map(|e| e.node));
+        }
+        let input = input.map(|t| self.prepare(t)).transpose()?;
+        let seeds = known
+            .iter()
+            .map(|(e, t)| Ok((e.node, self.prepare(t)?)))
+            .collect::<Result<Vec<_>, InferError>>()?;
+        let outputs = self
+            .pool
+            .install(|| self.run_inner(input.as_ref(), Some(&needed), seeds, wanted))?;
+        Self::to_host(outputs)
+    }
+
+    fn to_host(outputs: Vec<Tensor>) -> Result<Vec<Tensor>, InferError> {
         Ok(outputs
             .into_iter()
             .map(|t| t.to_dtype(DType::F32)?.to_device(&Device::Cpu))
@@ -194,17 +282,35 @@ impl Engine {
     /// has finished: outputs stay on the device, in the engine's dtype. This is what timings
     /// measure (no copies to or from a GPU).
     pub fn forward(&self, input: &Tensor) -> Result<Vec<Tensor>, InferError> {
-        let outputs = self.pool.install(|| self.run_inner(input, &self.heads))?;
+        let outputs = self
+            .pool
+            .install(|| self.run_inner(Some(input), None, Vec::new(), &self.heads))?;
         self.device.synchronize()?;
         Ok(outputs)
     }
 
-    fn run_inner(&self, input: &Tensor, wanted: &[Entry]) -> Result<Vec<Tensor>, InferError> {
+    /// Runs the steps up to the last `wanted` output (only those `needed` marks, when given) with
+    /// `seeds` as the values of their nodes.
+    fn run_inner(
+        &self,
+        input: Option<&Tensor>,
+        needed: Option<&[bool]>,
+        seeds: Vec<(usize, Tensor)>,
+        wanted: &[Entry],
+    ) -> Result<Vec<Tensor>, InferError> {
         let mut values: Vec<Option<Tensor>> = vec![None; self.steps.len()];
+        let mut seeded = vec![false; self.steps.len()];
+        for (node, value) in seeds {
+            values[node] = Some(value);
+            seeded[node] = true;
+        }
         let profile = std::env::var_os("ACCNN_PROFILE").is_some();
         let last = wanted.iter().map(|e| e.node).max().unwrap_or(0);
         let keep: std::collections::HashSet<usize> = wanted.iter().map(|e| e.node).collect();
         for (i, (name, step, inputs)) in self.steps.iter().enumerate().take(last + 1) {
+            if seeded[i] || needed.is_some_and(|n| !n[i]) {
+                continue;
+            }
             let started = std::time::Instant::now();
             let args: Vec<Option<&Tensor>> = inputs.iter().map(|e| values[e.node].as_ref()).collect();
             let value = step.forward(name, input, &args)?;

@@ -263,7 +263,7 @@ impl Step {
     pub(crate) fn forward(
         &self,
         name: &str,
-        input: &Tensor,
+        input: Option<&Tensor>,
         args: &[Option<&Tensor>],
     ) -> Result<Option<Tensor>, InferError> {
         let arg = |k: usize| -> Result<&Tensor, InferError> {
@@ -277,7 +277,14 @@ impl Step {
             message: e.to_string(),
         };
         Ok(match self {
-            Step::Input => Some(input.clone()),
+            Step::Input => Some(
+                input
+                    .ok_or_else(|| InferError::Node {
+                        node: name.to_string(),
+                        message: "the data input is read but was not given".into(),
+                    })?
+                    .clone(),
+            ),
             Step::Value(t) => Some(t.clone()),
             Step::Weight => None,
             Step::Kernel(k) => Some(arg(0)?.contiguous()?.apply_op1_arc(k.clone()).map_err(wrap)?),

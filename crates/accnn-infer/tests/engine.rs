@@ -111,6 +111,43 @@ fn matches_mxnet_on_its_own_dag() {
     }
 }
 
+/// Resumed at any node of a DAG from the live values an earlier run returned, the engine gives the
+/// whole run's outputs, without the data input once no live value needs it; without the values it
+/// needs, it fails rather than guess.
+#[test]
+fn a_run_resumed_at_any_node_gives_the_whole_runs_outputs() {
+    let model = with_head(load_checkpoint(&root("fixtures/mxnet/dag"), 1).unwrap(), "fc2");
+    let shape = [2, 3, 11, 9];
+    let x = random(2 * 3 * 11 * 9, 4);
+    let input = Tensor::from_vec(x.clone(), &shape, &Device::Cpu).unwrap();
+    let engine = Engine::new(&model, EngineOptions::default()).unwrap();
+    let whole: Vec<f32> = engine.run(&input).unwrap()[0].flatten_all().unwrap().to_vec1().unwrap();
+    let graph = &model.graph;
+    let data = graph.nodes.iter().position(|n| n.name == "data").unwrap();
+    let mut through_branches = 0;
+    for cut in data + 1..graph.nodes.len() {
+        // Live values the engine computes (weights and labels are not values of the run).
+        let live: Vec<Entry> = graph
+            .live_at(cut)
+            .into_iter()
+            .filter(|e| e.node == data || !matches!(graph.nodes[e.node].op, Op::Variable))
+            .collect();
+        through_branches += usize::from(live.len() > 1);
+        let values = engine.run_collect(&input, &live).unwrap();
+        let known: Vec<(Entry, Tensor)> = live.iter().copied().zip(values).collect();
+        let out = engine.run_from(None, &known, &graph.heads).unwrap();
+        let out: Vec<f32> = out[0].flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(out, whole, "resumed at node #{cut} ({})", graph.nodes[cut].name);
+    }
+    assert!(through_branches > 0, "the DAG has a cut through two branches");
+    assert!(
+        engine.run_from(None, &[], &graph.heads).is_err(),
+        "the data input is needed"
+    );
+    let from_input = engine.run_from(Some(&input), &[], &graph.heads).unwrap();
+    assert_eq!(from_input[0].flatten_all().unwrap().to_vec1::<f32>().unwrap(), whole);
+}
+
 #[test]
 fn matches_the_reference_on_the_fixture_batched() {
     let model = with_head(load_checkpoint(&root("fixtures/vgg16-mini"), 1).unwrap(), "fc8");

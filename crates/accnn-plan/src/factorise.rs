@@ -110,7 +110,8 @@ impl Factorisation {
                 )
             }
             Factorisation::Response { svd, kind } => {
-                let f = svd.factors(rank_per_group).map_err(wrap)?;
+                let weight = layer_weight(model, node, &layer.name)?;
+                let f = svd.factors(weight.data(), rank_per_group).map_err(wrap)?;
                 let (vs, hs) = (f.vertical_shape().to_vec(), f.horizontal_shape().to_vec());
                 let (vs, hs) = match kind {
                     LayerKind::Convolution => (vs, hs),

@@ -45,9 +45,9 @@ pub use format::{
 pub use objective::{Objective, plan_seed, seed_layers};
 pub use per_layer::{LayerId, LayerSet, PerLayer};
 pub use plan::{
-    LayerCosts, PlannedLayer, RankPlan, Scope, apply_plan, check_ratio, factorise_all, factorise_layers,
-    full_rank_plan, plan_for_costs, plan_for_objective, plan_for_ratio, plan_for_ratio_aligned, plan_from_config,
-    plan_width,
+    LayerCosts, PlannedLayer, RankPlan, Scope, apply_plan, check_ratio, factorise_all, factorise_concurrently,
+    factorise_layers, full_rank_plan, plan_for_costs, plan_for_objective, plan_for_ratio, plan_for_ratio_aligned,
+    plan_from_config, plan_width,
 };
 pub use report::{LayerReport, Report, plan_report};
 

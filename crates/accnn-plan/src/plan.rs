@@ -101,6 +101,23 @@ pub fn factorise_layers(
     precision: Precision,
     progress: &mut impl FnMut(LayerId, &str),
 ) -> Result<PerLayer<Factorisation>, Error> {
+    factorise_concurrently(
+        analysis,
+        wanted,
+        |id| Factorisation::new(model, &analysis[id], precision),
+        progress,
+    )
+}
+
+/// Runs `factorise` on the layers of `wanted` concurrently, as [`factorise_layers`] does (one
+/// worker per core, at most four, costliest layers first), for factorisations computed otherwise
+/// (from calibration statistics). The first error stops the rest and is returned.
+pub fn factorise_concurrently<T: Send, E: Send>(
+    analysis: &Analysis,
+    wanted: &LayerSet,
+    factorise: impl Fn(LayerId) -> Result<T, E> + Sync,
+    progress: &mut impl FnMut(LayerId, &str),
+) -> Result<PerLayer<T>, E> {
     let mut order: Vec<LayerId> = wanted.iter().collect();
     // The SVD's cost grows with the cube of the reshaped kernel's smaller side times its larger.
     let cost = |id: &LayerId| {
@@ -119,12 +136,12 @@ pub fn factorise_layers(
         let (done, finished) = std::sync::mpsc::channel();
         for _ in 0..workers {
             let done = done.clone();
-            let (order, next) = (&order, &next);
+            let (order, next, factorise) = (&order, &next, &factorise);
             scope.spawn(move || {
                 loop {
                     let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(&id) = order.get(k) else { break };
-                    let result = Factorisation::new(model, &analysis[id], precision);
+                    let result = factorise(id);
                     let failed = result.is_err();
                     if done.send((id, result)).is_err() || failed {
                         // Nothing more is wanted once a layer fails.

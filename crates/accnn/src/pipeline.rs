@@ -228,12 +228,15 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
     };
     let started = Instant::now();
     let (fixed_plan, wanted) = plan_or_layers(&ranks, &analysis)?;
-    let calibration = match fit {
+    let mut calibration = match fit {
         Fit::Weights => None,
         Fit::Calibration(c) => Some(prepare_calibration(c, &model, &analysis, &wanted, observer)?),
     };
     let check = fidelity::reference(&model, &analysis.data_shape, calibration.as_ref().map(|c| &c.data));
     let svds = factorise(&model, &analysis, &wanted, calibration.as_ref(), precision, observer)?;
+    if let Some(c) = calibration.as_mut() {
+        c.stats.release_moments();
+    }
     // The original ready to be timed in the runtime (an ONNX file for onnxruntime), once: the plan
     // measures it, and the new model is timed against it at the end.
     let mut timed = match timer {
