@@ -604,6 +604,28 @@ fn aligned_ranks_and_the_latency_cost_model() {
     let reread: std::collections::BTreeMap<String, f64> =
         serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
     assert_eq!(reread, entries, "the second run takes every latency from the cache");
+    // A latency ratio far beyond reach (the fixture's pooling, activations and data movement alone
+    // take more than 1/50 of its time): the fastest plan instead, with a warning that says so,
+    // from the cached timings; or, if no decomposition measured faster, an error naming the reach.
+    let far = args.map(|a| match a {
+        "1.05" => "50",
+        "l" => "far",
+        other => other,
+    });
+    let out = accnn(&far, dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() {
+        assert!(stderr.contains("latency ratio 50 is beyond reach"), "{stderr}");
+        assert!(stdout.contains("measured speed-up"), "{stdout}");
+        assert!(dir.path().join("far-symbol.json").exists());
+    } else {
+        assert!(
+            stderr.contains("largest reachable speed-up") || stderr.contains("not faster, so nothing was written"),
+            "{stderr}"
+        );
+        assert!(!dir.path().join("far-symbol.json").exists());
+    }
     fails_cleanly(
         &[
             "-m",

@@ -47,6 +47,8 @@ pub(crate) struct AccelerateOptions {
     runtime: String,
     ort_library: Option<String>,
     save_model: Option<String>,
+    /// "onnx" or "mxnet": the format save_model is written in (default: the input's).
+    save_format: Option<String>,
     config_out: Option<String>,
     /// Return the new model as ONNX bytes too.
     want_bytes: bool,
@@ -115,6 +117,12 @@ impl AccelerateOptions {
             "f64" => Precision::F64,
             other => return Err(invalid(format!("precision '{other}': expected 'auto', 'f32' or 'f64'"))),
         };
+        let format = match self.save_format.as_deref() {
+            None => None,
+            Some("onnx") => Some(accnn::ModelFormat::Onnx),
+            Some("mxnet") => Some(accnn::ModelFormat::Mxnet),
+            Some(other) => return Err(invalid(format!("save_format '{other}': expected 'onnx' or 'mxnet'"))),
+        };
         Ok(Request {
             model: self.model.input(py)?,
             data_shape: self.data_shape.clone(),
@@ -124,7 +132,7 @@ impl AccelerateOptions {
             precision,
             output: self.save_model.as_ref().map(|dest| Output {
                 model: dest.clone(),
-                format: None,
+                format,
                 config: self.config_out.as_ref().map(PathBuf::from),
             }),
         })

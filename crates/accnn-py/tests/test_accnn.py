@@ -147,6 +147,27 @@ def test_mxnet_prefix_in_prefix_out(tmp_path, test_images):
         accnn.accelerate(str(VGG_MXNET), ratio=2.0, save_model=str(tmp_path / "x.onnx"))
 
 
+def test_an_mxnet_checkpoint_leaves_as_onnx(tmp_path, test_images):
+    prefix = tmp_path / "mini-x2"
+    accnn.accelerate(str(VGG_MXNET), ratio=2.0, save_model=str(prefix), progress=False)
+    dest = tmp_path / "mini-x2.onnx"
+    fast, report = accnn.accelerate(str(VGG_MXNET), ratio=2.0, save_model=dest, save_format="onnx", progress=False)
+    assert fast == str(dest) and report.written[0] == str(dest)
+    assert not (tmp_path / "mini-x2.onnx-symbol.json").exists()
+    # The same decomposition: onnxruntime on the ONNX file, accnn's engine on the MXNet checkpoint.
+    x, _ = test_images
+    engine = accnn.run(str(prefix), x)[0]
+    np.testing.assert_allclose(ort_outputs(dest, x), engine, rtol=1e-4, atol=1e-4)
+    # The default destination follows the format asked for.
+    copy = tmp_path / "mini"
+    for suffix in ("-symbol.json", "-0001.params"):
+        (tmp_path / f"mini{suffix}").write_bytes(Path(f"{VGG_MXNET}{suffix}").read_bytes())
+    fast, _ = accnn.accelerate(str(copy), ratio=2.0, save_format="onnx", progress=False)
+    assert fast == str(copy) + "-accnn.onnx" and Path(fast).is_file()
+    with pytest.raises(accnn.AccnnError, match="save_format 'tflite'"):
+        accnn.accelerate(str(VGG_MXNET), ratio=2.0, save_model=str(tmp_path / "y"), save_format="tflite")
+
+
 def test_config_dict_reproduces_the_chosen_model(tmp_path, test_images):
     first, report = accnn.accelerate(VGG_ONNX.read_bytes(), ratio=2.5)
     again, report_again = accnn.accelerate(VGG_ONNX.read_bytes(), config=report.config)

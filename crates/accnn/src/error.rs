@@ -59,12 +59,7 @@ pub enum Error {
     SyntheticImages { shape: Vec<usize> },
     #[error("the batch size must be positive")]
     InvalidBatch,
-    #[error(
-        "latency ratio {ratio}: the parts of the model that are not decomposed already take {fixed_ms:.2} ms of the {allowed_ms:.2} ms allowed"
-    )]
-    UnreachableLatency { ratio: f64, fixed_ms: f64, allowed_ms: f64 },
-    /// Under a latency budget, even the fastest measured ranks of every budgeted layer leave the
-    /// model slower than the ratio asks.
+    /// Under a latency budget, no decomposition the timings found makes the model faster.
     #[error(
         "latency ratio {ratio}: at their fastest measured ranks the model would still take {fastest_ms:.2} ms of the {allowed_ms:.2} ms allowed; the largest reachable speed-up is about {max_ratio:.2}x"
     )]

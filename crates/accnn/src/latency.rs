@@ -109,10 +109,15 @@ pub struct LatencyPlan {
     pub plan: RankPlan,
     pub original_seconds: f64,
     pub predicted_seconds: f64,
+    /// `Some(ratio)` when the ratio asked was beyond reach and this is the fastest plan instead,
+    /// predicted to reach about `ratio`.
+    pub reachable: Option<f64>,
 }
 
 /// Times every budgeted layer whole and at its probe ranks (through the cache at `cache`), then
-/// maximises the kept energy under `original latency / ratio`.
+/// maximises the kept energy under `original latency / ratio`. A ratio beyond reach gets the
+/// fastest plan (see [`LatencyPlan::reachable`]) as long as that is faster than the original, else
+/// [`Error::LatencyOutOfReach`].
 ///
 /// `original` is `model` ready to be timed whole in `timer`'s runtime ([`Timer::prepare`]); the
 /// caller keeps it to time the new model against.
@@ -175,31 +180,106 @@ pub fn latency_plan(
     // What the budgeted layers do not cover (pooling, activations, unbudgeted layers) stays as it is.
     let fixed = (original - whole_total).max(0.0);
     let allowed = original / ratio;
-    if allowed <= fixed {
-        return Err(Error::UnreachableLatency {
-            ratio,
-            fixed_ms: fixed * 1e3,
-            allowed_ms: allowed * 1e3,
-        });
-    }
-    let (plan, layers_ns) = match accnn_plan::plan_for_costs(analysis, svds, &costs, ns(allowed - fixed)) {
-        // The selector only sees the budgeted layers; the reachable ratio is the whole model's.
+    let budget = ns((allowed - fixed).max(0.0));
+    match accnn_plan::plan_for_costs(analysis, svds, &costs, budget) {
+        Ok((plan, layers_ns)) => Ok(LatencyPlan {
+            plan,
+            original_seconds: original,
+            predicted_seconds: fixed + layers_ns as f64 * 1e-9,
+            reachable: None,
+        }),
+        // Beyond reach on this runtime (what it spends outside the budgeted layers bounds the
+        // speed-up, and nobody can know that before timing): the fastest plan, which is the closest
+        // to the request, if it is faster than the original at all. The selector only sees the
+        // budgeted layers; the reachable ratio is the whole model's.
         Err(accnn_plan::Error::CostSelection(accnn_rank::RankError::Infeasible { minimum, .. })) => {
             let fastest = fixed + minimum as f64 * 1e-9;
-            return Err(Error::LatencyOutOfReach {
-                ratio,
-                fastest_ms: fastest * 1e3,
-                allowed_ms: allowed * 1e3,
-                max_ratio: original / fastest,
-            });
+            let max_ratio = original / fastest.max(f64::MIN_POSITIVE);
+            if max_ratio <= 1.0 {
+                return Err(Error::LatencyOutOfReach {
+                    ratio,
+                    fastest_ms: fastest * 1e3,
+                    allowed_ms: allowed * 1e3,
+                    max_ratio,
+                });
+            }
+            let (plan, layers_ns) = accnn_plan::plan_for_costs(analysis, svds, &costs, minimum)?;
+            Ok(LatencyPlan {
+                plan,
+                original_seconds: original,
+                predicted_seconds: fixed + layers_ns as f64 * 1e-9,
+                reachable: Some(max_ratio),
+            })
         }
-        other => other?,
-    };
-    Ok(LatencyPlan {
-        plan,
-        original_seconds: original,
-        predicted_seconds: fixed + layers_ns as f64 * 1e-9,
-    })
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// How many times a plan whose model measures short of the ratio is planned again.
+pub const REPLANS: usize = 2;
+
+/// A latency plan checked on the model it makes: the plan's model measured against the original.
+#[derive(Clone, Debug)]
+pub struct MeasuredPlan {
+    pub planned: LatencyPlan,
+    /// The speed-up the plan's model measured (original / new, timed alternately).
+    pub measured: f64,
+    /// Plans made, the first included.
+    pub attempts: usize,
+}
+
+/// [`latency_plan`], closed on the model itself: each plan's model is built and timed against the
+/// original (`measure(plan, original)` returns the measured speed-up), and one that falls short is
+/// planned again for the ratio scaled by the shortfall, at most [`REPLANS`] times. Layers timed
+/// alone do not add up to the model (a runtime fuses, re-lays out and caches across layers): on
+/// PaddleOCR's recogniser in onnxruntime, a plan predicted at 1.30x measured 1.15x. The first plan
+/// that reaches the ratio is kept (it keeps the most energy), else the fastest measured.
+pub fn measured_latency_plan(
+    model: &Model,
+    original: &mut TimedModel,
+    analysis: &Analysis,
+    svds: &PerLayer<Factorisation>,
+    target: &LatencyTarget,
+    timer: &Timer,
+    mut measure: impl FnMut(&RankPlan, &mut TimedModel) -> Result<f64, Error>,
+) -> Result<MeasuredPlan, Error> {
+    let mut asked = target.ratio;
+    let mut best: Option<MeasuredPlan> = None;
+    let mut made = 0;
+    for _ in 0..=REPLANS {
+        let step = LatencyTarget {
+            ratio: asked,
+            ..target.clone()
+        };
+        let planned = match latency_plan(model, original, analysis, svds, &step, timer) {
+            Ok(p) => p,
+            // A stricter re-plan that finds nothing faster leaves the best plan so far.
+            Err(Error::LatencyOutOfReach { .. }) if best.is_some() => break,
+            Err(e) => return Err(e),
+        };
+        made += 1;
+        let measured = measure(&planned.plan, original)?;
+        let fastest = planned.reachable.is_some();
+        let candidate = MeasuredPlan {
+            planned,
+            measured,
+            attempts: made,
+        };
+        if measured >= target.ratio {
+            best = Some(candidate);
+            break;
+        }
+        if best.as_ref().is_none_or(|b| measured > b.measured) {
+            best = Some(candidate);
+        }
+        if fastest || measured <= 0.0 {
+            break;
+        }
+        asked *= target.ratio / measured;
+    }
+    let mut best = best.expect("the first plan is measured or its error returned");
+    best.attempts = made;
+    Ok(best)
 }
 
 /// What a latency plan is for: the ratio over measured latency, and where and how it is measured.

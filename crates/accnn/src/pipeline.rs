@@ -15,7 +15,7 @@ use accnn_rank::RankConfig;
 
 use crate::Error;
 use crate::fidelity::{self, Fidelity};
-use crate::latency::{LatencyTarget, TimedModel, Timer, latency_plan};
+use crate::latency::{LatencyTarget, TimedModel, Timer, measured_latency_plan};
 use crate::observer::{Event, Observer};
 use crate::request::{
     Calibration, CalibrationImages, Cost, Fit, LatencyOptions, ModelInput, Output, RankSource, Request,
@@ -249,7 +249,15 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
     };
     let (plan, latency_prediction) = match fixed_plan {
         Some(plan) => (plan, None),
-        None => choose_plan(&model, &analysis, &svds, &ranks, timed.as_mut().map(|(t, o)| (&*t, o)))?,
+        None => choose_plan(
+            &model,
+            &analysis,
+            &svds,
+            &ranks,
+            timed.as_mut().map(|(t, o)| (&*t, o)),
+            source.as_ref(),
+            observer,
+        )?,
     };
     let plan_seconds = started.elapsed().as_secs_f64();
     let (model, mut report, fits, reconstruction_seconds) =
@@ -439,6 +447,8 @@ fn choose_plan(
     svds: &PerLayer<Factorisation>,
     ranks: &RankSource,
     latency: Option<(&Timer, &mut TimedModel)>,
+    source: Option<&ModelSource>,
+    observer: &mut dyn Observer,
 ) -> Result<(RankPlan, Option<LatencyPrediction>), Error> {
     let RankSource::Ratio {
         ratio,
@@ -471,7 +481,26 @@ fn choose_plan(
             let Some((timer, original)) = latency else {
                 unreachable!("accelerate_with prepares the timer and the original for a latency cost")
             };
-            let planned = latency_plan(model, original, analysis, svds, &target, timer)?;
+            let measure = |plan: &RankPlan, original: &mut TimedModel| -> Result<f64, Error> {
+                let (new, _) = accnn_plan::apply_plan(model.clone(), analysis, svds, plan)?;
+                let onnx = onnx_for(timer, source, &new, &analysis.data_shape)?;
+                let mut new_run = timer.prepare(&new, onnx.as_deref(), &analysis.data_shape, l.batch)?;
+                let (before, after) = crate::latency::side_by_side(original, &mut new_run)?;
+                Ok(before / after.max(f64::MIN_POSITIVE))
+            };
+            let chosen = measured_latency_plan(model, original, analysis, svds, &target, timer, measure)?;
+            if chosen.measured < *ratio {
+                let what = if chosen.planned.reachable.is_some() {
+                    "the fastest plan its timings allow"
+                } else {
+                    "the closest plan"
+                };
+                observer.on(Event::Warning(&format!(
+                    "latency ratio {ratio} is beyond reach in this runtime: {what} measured {:.2}x after {} plan(s) (what the runtime spends outside the decomposed layers bounds the speed-up); ask for a lower --ratio to keep more accuracy",
+                    chosen.measured, chosen.attempts
+                )));
+            }
+            let planned = chosen.planned;
             let prediction = (planned.original_seconds, planned.predicted_seconds, l.clone());
             Ok((planned.plan, Some(prediction)))
         }

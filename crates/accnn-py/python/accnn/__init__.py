@@ -320,12 +320,14 @@ def _shape(data_shape: Optional[Sequence[int]]) -> Optional[List[int]]:
     return None if data_shape is None else [int(d) for d in data_shape]
 
 
-def _default_destination(model: Union[str, os.PathLike[str]]) -> str:
-    """Beside the input: ``NAME.onnx`` gives ``NAME-accnn.onnx``, an MXNet prefix ``PREFIX-accnn``."""
+def _default_destination(model: Union[str, os.PathLike[str]], save_format: Optional[str] = None) -> str:
+    """Beside the input: ``NAME.onnx`` gives ``NAME-accnn.onnx``, an MXNet prefix ``PREFIX-accnn``;
+    with ``save_format`` the other format's name (``PREFIX-accnn.onnx``, ``NAME-accnn``)."""
     spec = os.fspath(model)
-    if spec.lower().endswith(".onnx"):
-        return spec[: -len(".onnx")] + "-accnn.onnx"
-    return spec + "-accnn"
+    onnx_in = spec.lower().endswith(".onnx")
+    base = spec[: -len(".onnx")] if onnx_in else spec
+    onnx_out = onnx_in if save_format is None else save_format == "onnx"
+    return base + ("-accnn.onnx" if onnx_out else "-accnn")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -340,6 +342,7 @@ def accelerate(
     calibrate: Union[None, NDArray[Any], str, os.PathLike[str]] = None,
     cost: str = "macs",
     save_model: Union[None, str, os.PathLike[str]] = None,
+    save_format: Optional[str] = None,
     config_out: Union[None, str, os.PathLike[str]] = None,
     conv_only: bool = False,
     align: int = 1,
@@ -385,6 +388,9 @@ def accelerate(
         save_model: where to write the new model, in the format it came in (an ``.onnx`` path or an
             MXNet prefix). A path ``model`` is written beside itself by default (``NAME-accnn.onnx``,
             ``PREFIX-accnn``); bytes and ModelProto models are written only when this is given.
+        save_format: write ``save_model`` as ``"onnx"`` or ``"mxnet"`` instead of the input's format
+            (an MXNet checkpoint leaves MXNet as ``save_format="onnx"``; the default destination's
+            name follows it).
         config_out: also write the chosen ranks as config.json here.
         conv_only: budget and decompose convolutions only, like the original tool.
         align: make every chosen rank a multiple of this (and at least this).
@@ -420,7 +426,7 @@ def accelerate(
     elif calibrate is not None:
         calibrate_array = _array_arg(calibrate, "calibrate")
     if save_model is None and native["path"] is not None:
-        save_model = _default_destination(native["path"])
+        save_model = _default_destination(native["path"], save_format)
     options = {
         "model": native,
         # Ranks come from the config when there is one; a ratio of 2 otherwise, unless asked.
@@ -450,6 +456,7 @@ def accelerate(
         "runtime": runtime,
         "ort_library": None if ort_library is None else os.fspath(ort_library),
         "save_model": None if save_model is None else os.fspath(save_model),
+        "save_format": save_format,
         "config_out": None if config_out is None else os.fspath(config_out),
         "want_bytes": kind != "path",
         "progress": progress,
