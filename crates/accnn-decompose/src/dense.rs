@@ -66,10 +66,42 @@ enum Basis {
     /// Orthonormal singular vectors of the shorter side, one column each, by decreasing singular
     /// value: left (`U`, outputs) when `outputs <= inputs`, right (`V`, inputs) otherwise.
     Gram {
-        vectors: Mat<f32>,
+        vectors: GramVectors,
         left: bool,
         precision: Precision,
     },
+}
+
+/// The Gram route's singular vectors, or the Gram matrix they come from: in f32 only the
+/// eigenvalues are computed up front (rank selection needs nothing else, and leaves VGG-16's fc6
+/// and fc7 whole at most ratios), the eigenvectors the first time factors are asked for.
+struct GramVectors {
+    gram: Option<Mat<f32>>,
+    vectors: std::sync::OnceLock<Mat<f32>>,
+}
+
+impl GramVectors {
+    fn known(vectors: Mat<f32>) -> Self {
+        GramVectors {
+            gram: None,
+            vectors: std::sync::OnceLock::from(vectors),
+        }
+    }
+
+    /// The vectors by decreasing eigenvalue, computed now if they were deferred.
+    fn get(&self) -> Result<&Mat<f32>, DecomposeError> {
+        if let Some(v) = self.vectors.get() {
+            return Ok(v);
+        }
+        let gram = self.gram.as_ref().ok_or(DecomposeError::NoConvergence)?;
+        let eigen = gram
+            .self_adjoint_eigen(Side::Lower)
+            .map_err(|_| DecomposeError::NoConvergence)?;
+        let (u, side) = (eigen.U(), gram.nrows());
+        let vectors = Mat::<f32>::from_fn(side, side, |i, k| u[(i, side - 1 - k)]);
+        // Another thread may have set them meanwhile: the same matrix either way.
+        Ok(self.vectors.get_or_init(|| vectors))
+    }
 }
 
 /// A non-empty, finite `(outputs, inputs)` weight.
@@ -94,14 +126,14 @@ struct GramBasis {
 }
 
 impl GramBasis {
-    /// The SVD from the Gram matrix's eigenvalue `k` and eigenvector entry `(i, k)`, both in the
-    /// eigensolver's non-decreasing order: singular values and vectors largest first.
+    /// The SVD from the Gram matrix's eigenvalue `k` (in the eigensolver's non-decreasing order) and
+    /// its eigenvectors (largest first): singular values largest first.
     fn into_svd(
         self,
         outputs: usize,
         inputs: usize,
         eigenvalue: impl Fn(usize) -> f64,
-        vector: impl Fn(usize, usize) -> f32,
+        vectors: GramVectors,
     ) -> Result<DenseSvd, DecomposeError> {
         let side = self.side;
         // Eigenvalues within the eigensolver's error of zero (ε · λ_max and less) are zero:
@@ -119,7 +151,6 @@ impl GramBasis {
         if singular_values.iter().any(|x| !x.is_finite()) {
             return Err(DecomposeError::NonFinite);
         }
-        let vectors = Mat::<f32>::from_fn(side, side, |i, k| vector(i, side - 1 - k));
         Ok(DenseSvd {
             outputs,
             inputs,
@@ -190,7 +221,8 @@ impl DenseSvd {
             left,
             precision: Precision::F64,
         };
-        basis.into_svd(outputs, inputs, |k| values[k], |i, k| u[(i, k)] as f32)
+        let vectors = GramVectors::known(Mat::<f32>::from_fn(side, side, |i, k| u[(i, side - 1 - k)] as f32));
+        basis.into_svd(outputs, inputs, |k| values[k], vectors)
     }
 
     /// The Gram route in f32: `a aᵀ` by one GEMM (its lower half), then the f32 eigensolver.
@@ -208,17 +240,21 @@ impl DenseSvd {
             1.0f32,
             Par::rayon(0),
         );
-        let eigen = gram
-            .self_adjoint_eigen(Side::Lower)
+        // Eigenvalues now, eigenvectors when factors are asked for (see `GramVectors`).
+        let mut values = gram
+            .self_adjoint_eigenvalues(Side::Lower)
             .map_err(|_| DecomposeError::NoConvergence)?;
-        drop(gram);
-        let (values, u) = (eigen.S().column_vector(), eigen.U());
+        values.sort_by(f32::total_cmp);
         let basis = GramBasis {
             side,
             left,
             precision: Precision::F32,
         };
-        basis.into_svd(outputs, inputs, |k| values[k] as f64, |i, k| u[(i, k)])
+        let deferred = GramVectors {
+            gram: Some(gram),
+            vectors: std::sync::OnceLock::new(),
+        };
+        basis.into_svd(outputs, inputs, |k| values[k] as f64, deferred)
     }
 
     /// The precision actually used ([`Precision::F32`] or [`Precision::F64`]).
@@ -267,7 +303,7 @@ impl DenseSvd {
                 }
             }
             Basis::Gram { vectors, left, .. } => {
-                let kept = vectors.as_ref().subcols(0, rank);
+                let kept = vectors.get()?.as_ref().subcols(0, rank);
                 // W ≈ U_K (U_Kᵀ W) when the vectors are W's left ones, (W V_K) V_Kᵀ when right.
                 // `projected` (K x long) is the vectors' transpose times `a` (W or Wᵀ, shorter side
                 // first), scaled by S_K^{-½}; `spread` (side x K) is the vectors scaled by S_K^½.
