@@ -165,7 +165,10 @@ pub struct LatencyOutcome {
     pub engine: accnn_infer::EngineOptions,
     /// The runtime they were measured in, in words (accnn's engine and its device, or onnxruntime).
     pub measured_in: String,
+    /// Seconds per run of the original and the new model, timed alternately at the end.
     pub original: f64,
+    /// The plan's prediction for the new model, rescaled to the original's time above: the plan
+    /// timed the original earlier, and a shared machine's speed drifts in between.
     pub predicted: f64,
     pub measured: f64,
 }
@@ -266,10 +269,11 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
     observer.on(Event::Rewritten);
     let fidelity = check.and_then(|r| fidelity::compare(&r, &model));
     let latency = match (latency_prediction, timed) {
-        (Some((_, predicted, l)), Some((timer, mut original_run))) => {
+        (Some((planned_original, predicted, l)), Some((timer, mut original_run))) => {
             let onnx = onnx_for(&timer, source.as_ref(), &model, &analysis.data_shape)?;
             let mut new_run = timer.prepare(&model, onnx.as_deref(), &analysis.data_shape, l.batch)?;
             let (original, measured) = crate::latency::side_by_side(&mut original_run, &mut new_run)?;
+            let predicted = predicted * original / planned_original.max(f64::MIN_POSITIVE);
             Some(LatencyOutcome {
                 batch: l.batch,
                 engine: l.engine,
