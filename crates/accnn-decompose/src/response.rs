@@ -102,30 +102,10 @@ fn reshaped<T>(weight: &[f32], shape: KernelShape, cast: impl Fn(f32) -> T) -> M
 where
     T: faer::traits::ComplexField,
 {
-    let KernelShape {
-        filters,
-        channels,
-        height,
-        width,
-    } = shape;
-    Mat::<T>::from_fn(channels * height, filters * width, |row, col| {
-        let (c, i) = (row / height, row % height);
-        let (n, j) = (col / width, col % width);
-        cast(weight[((n * channels + c) * height + i) * width + j])
+    let (rows, cols) = shape.reshaped(1);
+    Mat::<T>::from_fn(rows, cols, |row, col| {
+        cast(weight[shape.reshaped_index(1, 0, row, col)])
     })
-}
-
-fn check_kernel(weight: &[f32], shape: KernelShape) -> Result<(), DecomposeError> {
-    if weight.len() != shape.len() {
-        return Err(DecomposeError::ShapeMismatch {
-            expected: shape.len(),
-            got: weight.len(),
-        });
-    }
-    if weight.iter().any(|v| !v.is_finite()) {
-        return Err(DecomposeError::NonFinite);
-    }
-    Ok(())
 }
 
 impl WhitenedConvSvd {
@@ -133,7 +113,7 @@ impl WhitenedConvSvd {
     /// (`(c, i)`-ordered, `C·kh` long) have second moment `moment`. `ridge` (relative to the mean
     /// eigenvalue; 1e-3 is a good default) regularises `Σ`.
     pub fn new(weight: &[f32], shape: KernelShape, moment: &SecondMoment, ridge: f64) -> Result<Self, DecomposeError> {
-        check_kernel(weight, shape)?;
+        shape.check(weight, 1)?;
         let d = shape.channels * shape.height;
         if moment.dim() != d {
             return Err(DecomposeError::Invalid(format!(
@@ -170,7 +150,7 @@ impl WhitenedConvSvd {
         responses: &SecondMoment,
         ridge: f64,
     ) -> Result<Self, DecomposeError> {
-        check_kernel(weight, shape)?;
+        shape.check(weight, 1)?;
         let m = shape.filters * shape.width;
         if responses.dim() != m {
             return Err(DecomposeError::Invalid(format!(
@@ -241,7 +221,12 @@ impl WhitenedConvSvd {
         // as the SVD's `U √S`, `V √S` would (floored so a direction without energy stays finite).
         let floor = (self.singular_values[0] * 1e-12).max(f64::MIN_POSITIVE);
         let roots: Vec<f64> = (0..rank).map(|k| self.singular_values[k].max(floor).sqrt()).collect();
-        check_kernel(weight, self.shape)?;
+        if weight.len() != self.shape.len() {
+            return Err(DecomposeError::ShapeMismatch {
+                expected: self.shape.len(),
+                got: weight.len(),
+            });
+        }
         let d = channels * height;
         let kept = self.right.subcols(0, rank);
         {

@@ -30,8 +30,36 @@ impl KernelShape {
 
     /// Rows and columns of each group's reshaped kernel: `channels * height` by
     /// `filters / groups * width`.
-    fn reshaped(&self, groups: usize) -> (usize, usize) {
+    pub(crate) fn reshaped(&self, groups: usize) -> (usize, usize) {
         (self.channels * self.height, self.filters / groups * self.width)
+    }
+
+    /// Where row `(c, i)`, column `(n, j)` of group `g`'s reshaped kernel lies in the row-major
+    /// `(filters, channels, height, width)` weight.
+    pub(crate) fn reshaped_index(&self, groups: usize, g: usize, row: usize, col: usize) -> usize {
+        let (c, i) = (row / self.height, row % self.height);
+        let (n, j) = (g * (self.filters / groups) + col / self.width, col % self.width);
+        ((n * self.channels + c) * self.height + i) * self.width + j
+    }
+
+    /// A finite kernel of this shape whose filters split into `groups`.
+    pub(crate) fn check(&self, weight: &[f32], groups: usize) -> Result<(), DecomposeError> {
+        if weight.len() != self.len() {
+            return Err(DecomposeError::ShapeMismatch {
+                expected: self.len(),
+                got: weight.len(),
+            });
+        }
+        if groups == 0 || !self.filters.is_multiple_of(groups) || self.is_empty() {
+            return Err(DecomposeError::Invalid(format!(
+                "{} filters do not split into {groups} groups",
+                self.filters
+            )));
+        }
+        if weight.iter().any(|v| !v.is_finite()) {
+            return Err(DecomposeError::NonFinite);
+        }
+        Ok(())
     }
 }
 
@@ -123,30 +151,10 @@ impl ConvSvd {
         groups: usize,
         precision: Precision,
     ) -> Result<Self, DecomposeError> {
-        Self::check(weight, shape, groups)?;
+        shape.check(weight, groups)?;
         let (rows, cols) = shape.reshaped(groups);
         let gram = (precision == Precision::Auto && rows * cols > GRAM_MIN_ELEMENTS).then_some(Precision::F64);
         Self::factorise(weight, shape, groups, precision, gram)
-    }
-
-    /// A finite kernel of `shape` whose filters split into `groups`.
-    fn check(weight: &[f32], shape: KernelShape, groups: usize) -> Result<(), DecomposeError> {
-        if weight.len() != shape.len() {
-            return Err(DecomposeError::ShapeMismatch {
-                expected: shape.len(),
-                got: weight.len(),
-            });
-        }
-        if groups == 0 || !shape.filters.is_multiple_of(groups) || shape.is_empty() {
-            return Err(DecomposeError::Invalid(format!(
-                "{} filters do not split into {groups} groups",
-                shape.filters
-            )));
-        }
-        if weight.iter().any(|v| !v.is_finite()) {
-            return Err(DecomposeError::NonFinite);
-        }
-        Ok(())
     }
 
     /// Each group's SVD, by the Gram route in the precision `gram` gives, for a checked kernel.
@@ -157,22 +165,10 @@ impl ConvSvd {
         precision: Precision,
         gram: Option<Precision>,
     ) -> Result<Self, DecomposeError> {
-        let KernelShape {
-            channels,
-            height,
-            width,
-            ..
-        } = shape;
-        let filters_g = shape.filters / groups;
         let (rows, cols) = shape.reshaped(groups);
         let svds = (0..groups)
             .map(|g| {
-                // Row (c, i), column (n, j) of group g.
-                let at = |row: usize, col: usize| {
-                    let (c, i) = (row / height, row % height);
-                    let (n, j) = (g * filters_g + col / width, col % width);
-                    weight[((n * channels + c) * height + i) * width + j]
-                };
+                let at = |row: usize, col: usize| weight[shape.reshaped_index(groups, g, row, col)];
                 if let Some(gram_precision) = gram {
                     let reshaped: Vec<f32> = (0..rows * cols).map(|k| at(k / cols, k % cols)).collect();
                     let svd = DenseSvd::gram(&reshaped, rows, cols, gram_precision)?;
@@ -193,7 +189,7 @@ impl ConvSvd {
         groups: usize,
         precision: Precision,
     ) -> Result<Self, DecomposeError> {
-        Self::check(weight, shape, groups)?;
+        shape.check(weight, groups)?;
         Self::factorise(weight, shape, groups, precision, Some(precision))
     }
 

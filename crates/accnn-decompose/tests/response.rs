@@ -37,33 +37,37 @@ fn patches(count: usize) -> Vec<f64> {
     out
 }
 
-/// E‖(A − V Hᵀ)ᵀ p‖² over the samples, A being the reshaped kernel and the pair's product rebuilt.
-fn response_error(rebuilt: &[f32], samples: &[f64]) -> f64 {
+/// The responses `Kᵀ p` of a kernel `kernel` of `SHAPE`, reshaped, to one vertical patch `p`,
+/// `(n, j)`-ordered.
+fn responses(kernel: &[f64], p: &[f64]) -> Vec<f64> {
     let KernelShape {
         filters,
         channels,
         height,
         width,
     } = SHAPE;
-    let w = weight();
-    let d = channels * height;
-    let rows = samples.len() / d;
-    let mut total = 0.0;
-    for p in samples.chunks(d) {
-        for n in 0..filters {
-            for j in 0..width {
-                let mut e = 0.0;
-                for c in 0..channels {
-                    for i in 0..height {
-                        let idx = ((n * channels + c) * height + i) * width + j;
-                        e += (w[idx] - rebuilt[idx]) as f64 * p[c * height + i];
-                    }
-                }
-                total += e * e;
-            }
+    let mut out = Vec::with_capacity(filters * width);
+    for n in 0..filters {
+        for j in 0..width {
+            out.push(
+                (0..channels * height)
+                    .map(|r| kernel[((n * channels + r / height) * height + r % height) * width + j] * p[r])
+                    .sum(),
+            );
         }
     }
-    total / rows as f64
+    out
+}
+
+/// E‖(A − V Hᵀ)ᵀ p‖² over the samples, A being the reshaped kernel and the pair's product rebuilt.
+fn response_error(rebuilt: &[f32], samples: &[f64]) -> f64 {
+    let d = SHAPE.channels * SHAPE.height;
+    let difference: Vec<f64> = weight().iter().zip(rebuilt).map(|(w, r)| (w - r) as f64).collect();
+    let total: f64 = samples
+        .chunks(d)
+        .map(|p| responses(&difference, p).iter().map(|e| e * e).sum::<f64>())
+        .sum();
+    total / (samples.len() / d) as f64
 }
 
 #[test]
@@ -110,28 +114,6 @@ fn response_error_is_the_dropped_response_energy_and_beats_the_weight_svd() {
     }
 }
 
-/// The reshaped kernel's responses `Aᵀ p` to one vertical patch, `(n, j)`-ordered.
-fn responses_to(p: &[f64]) -> Vec<f64> {
-    let KernelShape {
-        filters,
-        channels,
-        height,
-        width,
-    } = SHAPE;
-    let w = weight();
-    let mut out = Vec::with_capacity(filters * width);
-    for n in 0..filters {
-        for j in 0..width {
-            out.push(
-                (0..channels * height)
-                    .map(|r| w[((n * channels + r / height) * height + r % height) * width + j] as f64 * p[r])
-                    .sum(),
-            );
-        }
-    }
-    out
-}
-
 #[test]
 fn the_response_moment_alone_gives_the_input_moments_factorisation() {
     let samples = patches(3000);
@@ -139,8 +121,9 @@ fn the_response_moment_alone_gives_the_input_moments_factorisation() {
     let mut inputs = SecondMoment::new(d);
     inputs.add(&samples);
     let mut outputs = SecondMoment::new(SHAPE.filters * SHAPE.width);
-    let responses: Vec<f64> = samples.chunks(d).flat_map(responses_to).collect();
-    outputs.add(&responses);
+    let kernel: Vec<f64> = weight().iter().map(|&w| w as f64).collect();
+    let measured: Vec<f64> = samples.chunks(d).flat_map(|p| responses(&kernel, p)).collect();
+    outputs.add(&measured);
     let by_inputs = WhitenedConvSvd::new(&weight(), SHAPE, &inputs, 0.0).expect("factorises");
     let by_outputs = WhitenedConvSvd::from_responses(&weight(), SHAPE, &outputs, 0.0).expect("factorises");
     assert_eq!(by_inputs.max_rank(), by_outputs.max_rank());
