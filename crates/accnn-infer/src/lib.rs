@@ -87,19 +87,8 @@ impl Engine {
     /// VGG-16 up to a convolution leaves its 400 MB of dense weights alone).
     pub fn for_outputs(model: &Model, options: EngineOptions, outputs: &[Entry]) -> Result<Self, InferError> {
         let nodes = &model.graph.nodes;
-        if let Some(e) = outputs.iter().find(|e| e.node >= nodes.len()) {
-            return Err(InferError::Node {
-                node: format!("#{}", e.node),
-                message: "no such node".into(),
-            });
-        }
-        let mut needed = vec![false; nodes.len()];
-        let mut stack: Vec<usize> = outputs.iter().map(|e| e.node).collect();
-        while let Some(node) = stack.pop() {
-            if !std::mem::replace(&mut needed[node], true) {
-                stack.extend(nodes[node].inputs.iter().map(|e| e.node));
-            }
-        }
+        check_nodes(outputs, nodes.len())?;
+        let needed = depended_on(nodes.len(), outputs, |n| &nodes[n].inputs, |_| false);
         Self::lower(model, options, Some((&needed, outputs)))
     }
 
@@ -204,12 +193,7 @@ impl Engine {
     /// Runs the model only as far as needed to compute the `wanted` outputs, and returns them (f32,
     /// on the CPU).
     pub fn run_collect(&self, input: &Tensor, wanted: &[Entry]) -> Result<Vec<Tensor>, InferError> {
-        if let Some(e) = wanted.iter().find(|e| e.node >= self.steps.len()) {
-            return Err(InferError::Node {
-                node: format!("#{}", e.node),
-                message: "no such node".into(),
-            });
-        }
+        check_nodes(wanted, self.steps.len())?;
         let input = self.prepare(input)?;
         let outputs = self
             .pool
@@ -229,32 +213,21 @@ impl Engine {
         known: &[(Entry, Tensor)],
         wanted: &[Entry],
     ) -> Result<Vec<Tensor>, InferError> {
-        if let Some(e) = wanted
-            .iter()
-            .chain(known.iter().map(|(e, _)| e))
-            .find(|e| e.node >= self.steps.len())
-        {
-            return Err(InferError::Node {
-                node: format!("#{}", e.node),
-                message: "no such node".into(),
-            });
-        }
+        check_nodes(wanted, self.steps.len())?;
+        check_nodes(known.iter().map(|(e, _)| e), self.steps.len())?;
         if let Some((e, _)) = known.iter().find(|(e, _)| e.output > 0) {
             return Err(InferError::Node {
                 node: self.steps[e.node].0.clone(),
                 message: format!("output {} is not computed by the engine", e.output),
             });
         }
-        // What the wanted values depend on, back to the known ones.
-        let mut needed = vec![false; self.steps.len()];
         let is_known: std::collections::HashSet<usize> = known.iter().map(|(e, _)| e.node).collect();
-        let mut stack: Vec<usize> = wanted.iter().map(|e| e.node).collect();
-        while let Some(node) = stack.pop() {
-            if std::mem::replace(&mut needed[node], true) || is_known.contains(&node) {
-                continue;
-            }
-            stack.extend(self.steps[node].2.iter().map(|e| e.node));
-        }
+        let needed = depended_on(
+            self.steps.len(),
+            wanted,
+            |n| &self.steps[n].2,
+            |n| is_known.contains(&n),
+        );
         let input = input.map(|t| self.prepare(t)).transpose()?;
         let seeds = known
             .iter()
@@ -343,6 +316,35 @@ impl Engine {
             })
             .collect()
     }
+}
+
+/// An error naming the first of `entries` past a graph of `nodes` nodes.
+fn check_nodes<'e>(entries: impl IntoIterator<Item = &'e Entry>, nodes: usize) -> Result<(), InferError> {
+    match entries.into_iter().find(|e| e.node >= nodes) {
+        Some(e) => Err(InferError::Node {
+            node: format!("#{}", e.node),
+            message: "no such node".into(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Which of `nodes` nodes the `wanted` entries depend on (themselves included), walking back
+/// through `inputs_of` and stopping at nodes `stop` accepts (included, their inputs not).
+fn depended_on<'g>(
+    nodes: usize,
+    wanted: &[Entry],
+    inputs_of: impl Fn(usize) -> &'g [Entry],
+    stop: impl Fn(usize) -> bool,
+) -> Vec<bool> {
+    let mut needed = vec![false; nodes];
+    let mut stack: Vec<usize> = wanted.iter().map(|e| e.node).collect();
+    while let Some(node) = stack.pop() {
+        if !std::mem::replace(&mut needed[node], true) && !stop(node) {
+            stack.extend(inputs_of(node).iter().map(|e| e.node));
+        }
+    }
+    needed
 }
 
 /// faer's parallelism for `workers` threads.
