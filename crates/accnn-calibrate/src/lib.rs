@@ -141,10 +141,8 @@ impl Statistics {
     /// Frees the moments [`factorise`] reads ([`reconstruct`] needs only the sampled responses):
     /// VGG-16's fc6 and fc7 hold 134 MB each.
     pub fn release_moments(&mut self) {
-        for i in self.layers.ids().collect::<Vec<_>>() {
-            if let Some(r) = self.layers.get_mut(i) {
-                r.moment = None;
-            }
+        for r in self.layers.values_mut() {
+            r.moment = None;
         }
     }
 }

@@ -49,30 +49,29 @@ struct Resume {
 }
 
 impl Resume {
-    /// Batch `b`'s values, keyed by the entries of `model`.
-    fn known(&self, model: &Model, b: usize) -> Result<Vec<(Entry, candle_core::Tensor)>, CalibrateError> {
+    /// The kept entries as entries of `model`, in the order of each batch's values.
+    fn entries_in(&self, model: &Model) -> Result<Vec<Entry>, CalibrateError> {
         self.entries
             .iter()
-            .zip(&self.batches[b])
-            .map(|((name, output), value)| {
+            .map(|(name, output)| {
                 let node =
                     model.graph.nodes.iter().position(|n| &n.name == name).ok_or_else(|| {
                         CalibrateError::Data(format!("node '{name}' vanished while layers were split"))
                     })?;
-                Ok((Entry { node, output: *output }, value.clone()))
+                Ok(Entry { node, output: *output })
             })
             .collect()
     }
 }
 
-/// The entries before node `cut` that it or a later node reads, weights and labels excepted.
+/// The entries before node `cut` that it or a later node reads, computed ones only: weights,
+/// labels and the data input (the images are at hand anyway) are not kept.
 fn live_values(model: &Model, cut: usize) -> Vec<Entry> {
     let graph = &model.graph;
-    let data = model.data_input().ok();
     graph
         .live_at(cut)
         .into_iter()
-        .filter(|e| Some(e.node) == data || !matches!(graph.nodes[e.node].op, Op::Variable))
+        .filter(|e| !matches!(graph.nodes[e.node].op, Op::Variable))
         .collect()
 }
 
@@ -109,24 +108,32 @@ pub fn reconstruct(
         let groups = conv_of(&current, split.node).map_or(1, |c| c.num_group);
         if let (Some(responses), 1) = (stats.layers.get(p.layer), groups) {
             let mut refitter = Refitter::new(&current, p.layer.index(), layer, &split, responses, options);
-            let needed = live_values(&current, split.node);
-            let engine = engine(&current, options, &needed)?;
+            let live = live_values(&current, split.node);
             let input = current.graph.nodes[split.node].inputs[0];
-            let at = needed
-                .iter()
-                .position(|e| *e == input)
-                .ok_or_else(|| CalibrateError::Layer {
-                    layer: layer.name.clone(),
-                    message: "its input is not computed before it".into(),
-                })?;
-            let mut kept: Option<Vec<Vec<candle_core::Tensor>>> = Some(Vec::new());
+            // The run computes the live values, and the layer's input (the data input, for a
+            // first layer) if it is not one of them.
+            let mut wanted = live.clone();
+            let at = match live.iter().position(|e| *e == input) {
+                Some(at) => at,
+                None => {
+                    wanted.push(input);
+                    live.len()
+                }
+            };
+            let engine = engine(&current, options, &wanted)?;
+            let known_entries = resume.as_ref().map(|r| r.entries_in(&current)).transpose()?;
+            let mut kept: Option<Vec<Vec<candle_core::Tensor>>> = (!live.is_empty()).then(Vec::new);
             for (b, (start, images)) in batches(data, options.batch).enumerate() {
                 let images = images?;
-                let values = match &resume {
-                    Some(r) => engine.run_from(Some(&images), &r.known(&current, b)?, &needed)?,
-                    None => engine.run_collect(&images, &needed)?,
+                let mut values = match (&resume, &known_entries) {
+                    (Some(r), Some(entries)) => {
+                        let known: Vec<_> = entries.iter().copied().zip(r.batches[b].iter().cloned()).collect();
+                        engine.run_from(Some(&images), &known, &wanted)?
+                    }
+                    _ => engine.run_collect(&images, &wanted)?,
                 };
                 refitter.add(start, &values[at].flatten_all()?.to_vec1::<f32>()?)?;
+                values.truncate(live.len());
                 if b == 0 {
                     let bytes: usize = values.iter().map(|v| v.elem_count() * 4).sum();
                     if bytes.saturating_mul(batch_count) > options.resume_bytes {
@@ -143,7 +150,7 @@ pub fn reconstruct(
                 }
             }
             if let Some(batches) = kept {
-                let names = needed
+                let names = live
                     .iter()
                     .map(|e| (current.graph.nodes[e.node].name.clone(), e.output))
                     .collect();

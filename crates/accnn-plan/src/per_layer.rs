@@ -92,6 +92,11 @@ impl<T> PerLayer<T> {
             .filter_map(|(i, v)| v.as_ref().map(|v| (LayerId(i), v)))
     }
 
+    /// The values, mutably, in graph order.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut T> + '_ {
+        self.values.iter_mut().flatten()
+    }
+
     /// How many layers have a value.
     pub fn len(&self) -> usize {
         self.values.iter().filter(|v| v.is_some()).count()
