@@ -1,10 +1,11 @@
 //! `Cost::Latency`: ranks chosen under a measured-latency budget. FLOPs are not time: a decomposed
 //! pair at a rank that the kernels handle badly can be slower than the layer it replaces.
 //!
-//! [`latency_plan`] times every budgeted layer whole and at up to 16 ranks with a [`Timer`] (accnn's
-//! engine, or onnxruntime: what the model will run on), through a JSON cache keyed by runtime,
-//! device, kernels, dtype, batch, threads and layer shape, and maximises the kept energy under
-//! `measured model latency / ratio`, predicting the new model's latency.
+//! [`measured_latency_plan`] times every budgeted layer whole and at up to 16 ranks with a [`Timer`]
+//! (accnn's engine, or onnxruntime: what the model will run on), through a JSON cache keyed by
+//! runtime, device, kernels, dtype, batch, threads and layer shape, maximises the kept energy under
+//! `measured model latency / ratio`, predicting the new model's latency, and checks the plan on the
+//! model it makes.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -114,39 +115,37 @@ pub struct LatencyPlan {
     pub reachable: Option<f64>,
 }
 
-/// Times every budgeted layer whole and at its probe ranks (through the cache at `cache`), then
-/// maximises the kept energy under `original latency / ratio`. A ratio beyond reach gets the
-/// fastest plan (see [`LatencyPlan::reachable`]) as long as that is faster than the original, else
-/// [`Error::LatencyOutOfReach`].
-///
-/// `original` is `model` ready to be timed whole in `timer`'s runtime ([`Timer::prepare`]); the
-/// caller keeps it to time the new model against.
-pub fn latency_plan(
+/// The budgeted layers' latencies, whole and at their probe ranks, and the original model's.
+struct LatencyCosts {
+    original: f64,
+    /// What the budgeted layers do not cover (pooling, activations, unbudgeted layers).
+    fixed: f64,
+    layers: PerLayer<LayerCosts>,
+}
+
+/// Times the original and every budgeted layer whole and at its probe ranks (through the cache at
+/// `target.cache`). `original` is `model` ready to be timed whole in `timer`'s runtime
+/// ([`Timer::prepare`]).
+fn time_layers(
     model: &Model,
     original: &mut TimedModel,
     analysis: &Analysis,
     svds: &PerLayer<Factorisation>,
     target: &LatencyTarget,
     timer: &Timer,
-) -> Result<LatencyPlan, Error> {
+) -> Result<LatencyCosts, Error> {
     let LatencyTarget {
-        ratio,
-        scope,
-        align,
-        batch,
-        ..
+        scope, align, batch, ..
     } = *target;
     if batch == 0 {
         return Err(Error::InvalidBatch);
     }
-    accnn_plan::check_ratio(ratio)?;
     let mut cache = Cache::open(target.cache.clone());
     // Timings belong to the device, precision and kernels that made them: a new kernel generation
     // starts a new table.
     let prefix = timer.cache_prefix(batch);
     let original = typical_run_seconds(|| original.run(), ROUNDS)?;
-    let ns = |s: f64| (s * 1e9).round() as u64;
-    let mut costs: PerLayer<LayerCosts> = PerLayer::new();
+    let mut layers: PerLayer<LayerCosts> = PerLayer::new();
     let mut whole_total = 0.0;
     for (id, _) in svds.iter() {
         let layer = &analysis[id];
@@ -168,7 +167,7 @@ pub fn latency_plan(
             ranks.push((k, ns(t)));
         }
         whole_total += whole;
-        costs.insert(
+        layers.insert(
             id,
             LayerCosts {
                 whole: ns(whole),
@@ -177,41 +176,59 @@ pub fn latency_plan(
         );
     }
     cache.save()?;
-    // What the budgeted layers do not cover (pooling, activations, unbudgeted layers) stays as it is.
-    let fixed = (original - whole_total).max(0.0);
-    let allowed = original / ratio;
-    let budget = ns((allowed - fixed).max(0.0));
-    match accnn_plan::plan_for_costs(analysis, svds, &costs, budget) {
-        Ok((plan, layers_ns)) => Ok(LatencyPlan {
-            plan,
-            original_seconds: original,
-            predicted_seconds: fixed + layers_ns as f64 * 1e-9,
-            reachable: None,
-        }),
-        // Beyond reach on this runtime (what it spends outside the budgeted layers bounds the
-        // speed-up, and nobody can know that before timing): the fastest plan, which is the closest
-        // to the request, if it is faster than the original at all. The selector only sees the
-        // budgeted layers; the reachable ratio is the whole model's.
-        Err(accnn_plan::Error::CostSelection(accnn_rank::RankError::Infeasible { minimum, .. })) => {
-            let fastest = fixed + minimum as f64 * 1e-9;
-            let max_ratio = original / fastest.max(f64::MIN_POSITIVE);
-            if max_ratio <= 1.0 {
-                return Err(Error::LatencyOutOfReach {
-                    ratio,
-                    fastest_ms: fastest * 1e3,
-                    allowed_ms: allowed * 1e3,
-                    max_ratio,
-                });
-            }
-            let (plan, layers_ns) = accnn_plan::plan_for_costs(analysis, svds, &costs, minimum)?;
-            Ok(LatencyPlan {
+    Ok(LatencyCosts {
+        original,
+        fixed: (original - whole_total).max(0.0),
+        layers,
+    })
+}
+
+/// Nanoseconds, as the selector counts costs.
+fn ns(seconds: f64) -> u64 {
+    (seconds * 1e9).round() as u64
+}
+
+impl LatencyCosts {
+    /// Maximises the kept energy under `original latency / ratio`. A ratio beyond reach gets the
+    /// fastest plan (see [`LatencyPlan::reachable`]) as long as that is faster than the original,
+    /// else [`Error::LatencyOutOfReach`].
+    fn plan(&self, analysis: &Analysis, svds: &PerLayer<Factorisation>, ratio: f64) -> Result<LatencyPlan, Error> {
+        accnn_plan::check_ratio(ratio)?;
+        let (original, fixed) = (self.original, self.fixed);
+        let allowed = original / ratio;
+        let budget = ns((allowed - fixed).max(0.0));
+        match accnn_plan::plan_for_costs(analysis, svds, &self.layers, budget) {
+            Ok((plan, layers_ns)) => Ok(LatencyPlan {
                 plan,
                 original_seconds: original,
                 predicted_seconds: fixed + layers_ns as f64 * 1e-9,
-                reachable: Some(max_ratio),
-            })
+                reachable: None,
+            }),
+            // Beyond reach on this runtime (what it spends outside the budgeted layers bounds the
+            // speed-up, and nobody can know that before timing): the fastest plan, which is the
+            // closest to the request, if it is faster than the original at all. The selector only
+            // sees the budgeted layers; the reachable ratio is the whole model's.
+            Err(accnn_plan::Error::CostSelection(accnn_rank::RankError::Infeasible { minimum, .. })) => {
+                let fastest = fixed + minimum as f64 * 1e-9;
+                let max_ratio = original / fastest.max(f64::MIN_POSITIVE);
+                if max_ratio <= 1.0 {
+                    return Err(Error::LatencyOutOfReach {
+                        ratio,
+                        fastest_ms: fastest * 1e3,
+                        allowed_ms: allowed * 1e3,
+                        max_ratio,
+                    });
+                }
+                let (plan, layers_ns) = accnn_plan::plan_for_costs(analysis, svds, &self.layers, minimum)?;
+                Ok(LatencyPlan {
+                    plan,
+                    original_seconds: original,
+                    predicted_seconds: fixed + layers_ns as f64 * 1e-9,
+                    reachable: Some(max_ratio),
+                })
+            }
+            Err(e) => Err(e.into()),
         }
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -228,12 +245,19 @@ pub struct MeasuredPlan {
     pub attempts: usize,
 }
 
-/// [`latency_plan`], closed on the model itself: each plan's model is built and timed against the
-/// original (`measure(plan, original)` returns the measured speed-up), and one that falls short is
-/// planned again for the ratio scaled by the shortfall, at most [`REPLANS`] times. Layers timed
-/// alone do not add up to the model (a runtime fuses, re-lays out and caches across layers): on
-/// PaddleOCR's recogniser in onnxruntime, a plan predicted at 1.30x measured 1.15x. The first plan
-/// that reaches the ratio is kept (it keeps the most energy), else the fastest measured.
+/// The latency plan: times every budgeted layer whole and at up to 16 ranks (through the cache at
+/// `target.cache`), maximises the kept energy under `original latency / ratio`, then closes the
+/// loop on the model itself. Each plan's model is built and timed against the original
+/// (`measure(plan, original)` returns the measured speed-up), and one that falls short is planned
+/// again, from the same timings, for the ratio scaled by the shortfall, at most [`REPLANS`] times.
+/// Layers timed alone do not add up to the model (a runtime fuses, re-lays out and caches across
+/// layers): on PaddleOCR's recogniser in onnxruntime, a plan predicted at 1.30x measured 1.15x.
+/// The first plan that reaches the ratio is kept (it keeps the most energy), else the fastest
+/// measured. A ratio beyond the timings' reach plans the fastest model
+/// ([`LatencyPlan::reachable`]); [`Error::LatencyOutOfReach`] when nothing is faster at all.
+///
+/// `original` is `model` ready to be timed whole in `timer`'s runtime ([`Timer::prepare`]); the
+/// caller keeps it to time the new model against.
 pub fn measured_latency_plan(
     model: &Model,
     original: &mut TimedModel,
@@ -243,15 +267,13 @@ pub fn measured_latency_plan(
     timer: &Timer,
     mut measure: impl FnMut(&RankPlan, &mut TimedModel) -> Result<f64, Error>,
 ) -> Result<MeasuredPlan, Error> {
+    accnn_plan::check_ratio(target.ratio)?;
+    let costs = time_layers(model, original, analysis, svds, target, timer)?;
     let mut asked = target.ratio;
     let mut best: Option<MeasuredPlan> = None;
     let mut made = 0;
     for _ in 0..=REPLANS {
-        let step = LatencyTarget {
-            ratio: asked,
-            ..target.clone()
-        };
-        let planned = match latency_plan(model, original, analysis, svds, &step, timer) {
+        let planned = match costs.plan(analysis, svds, asked) {
             Ok(p) => p,
             // A stricter re-plan that finds nothing faster leaves the best plan so far.
             Err(Error::LatencyOutOfReach { .. }) if best.is_some() => break,
