@@ -108,7 +108,8 @@ impl OnnxRuntime {
     }
 
     /// A session for the ONNX model `onnx` (the bytes of a `.onnx` file), all graph optimisations on,
-    /// `threads` intra-op threads (0: onnxruntime's default, every core) and one inter-op thread.
+    /// `threads` intra-op threads (0: onnxruntime's default, every core) and one inter-op thread,
+    /// whose spinning stops when a run returns (so that sessions timed in turn do not slow each other).
     pub fn session(&self, onnx: &[u8], threads: usize) -> Result<OrtSession, OrtError> {
         let session = self.builder(threads)?.commit_from_memory(onnx).map_err(runtime_error)?;
         Ok(OrtSession { session })
@@ -127,6 +128,12 @@ impl OnnxRuntime {
             .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(runtime_error)?
             .with_inter_threads(1)
+            .map_err(runtime_error)?
+            // Workers spin within a run (as deployed) but stop when it returns. Left spinning, a
+            // session's idle workers take cores from whatever is timed next, another session or
+            // accnn's engine: on 2 cores that doubled the engine's ResNet-18 time and made a 2x
+            // decomposition look slower than the original in onnxruntime.
+            .with_config_entry("session.force_spinning_stop", "1")
             .map_err(runtime_error)?;
         if threads > 0 {
             builder = builder.with_intra_threads(threads).map_err(runtime_error)?;
