@@ -7,7 +7,9 @@
 //! cost what their FLOPs say rather than an im2col copy each (candle's own `conv2d` also takes one
 //! padding, stride and dilation for both axes, which the halves cannot use). A dense layer at batch
 //! sizes up to 4 streams its weights once across the workers (it is bound by reading them). Pooling
-//! windows are reduced separably. Everything else is candle.
+//! windows are reduced separably. A ReLU after a convolution, and a residual `Add` of a
+//! convolution's output and an earlier value (with the ReLU after it), are applied as the
+//! convolution writes its outputs. Everything else is candle.
 //!
 //! On CUDA (cargo feature `cuda`), and in bf16 or f16 anywhere, every layer runs as candle tensor
 //! ops instead ([`EngineOptions::candle_ops`] asks for that path on the CPU in f32 too, where it is
@@ -28,6 +30,7 @@ mod conv;
 pub mod data;
 mod dense;
 pub mod eval;
+mod fusion;
 pub mod latency;
 mod layers;
 mod normalize;
@@ -38,7 +41,6 @@ mod resample;
 mod step;
 pub mod timing;
 
-use accnn_graph::ir::Activation;
 use accnn_graph::{Entry, GraphError, Model, Op};
 use candle_core::{DType, Device, Tensor};
 
@@ -126,18 +128,12 @@ impl Engine {
                 weight_use[e.node] = true;
             }
         }
-        // A ReLU that is a convolution's only consumer is applied inside the convolution.
-        let uses = graph.use_counts();
-        let mut fused_relu = vec![false; graph.nodes.len()];
-        for node in &graph.nodes {
-            if let (Op::Activation(Activation::Relu), Some(e)) = (&node.op, node.inputs.first())
-                && options.fuse_activations
-                && matches!(graph.nodes[e.node].op, Op::Convolution(_))
-                && uses[e.node] == 1
-            {
-                fused_relu[e.node] = true;
-            }
-        }
+        let heads = part.map_or_else(|| graph.heads.clone(), |(_, outputs)| outputs.to_vec());
+        let fusion = if options.fuse_activations {
+            fusion::Fusion::plan(graph, &heads, !ops)
+        } else {
+            fusion::Fusion::none(graph)
+        };
         let lowering = Lowering {
             model,
             device: &device,
@@ -147,7 +143,7 @@ impl Engine {
             fast_kernels: !options.portable_kernels,
             data,
             weight_use: &weight_use,
-            fused_relu: &fused_relu,
+            fusion: &fusion,
         };
         let steps = graph
             .nodes
@@ -159,13 +155,12 @@ impl Engine {
                     Some((needed, _)) if !needed[i] => Step::Weight,
                     _ => lowering.lower(i, node)?,
                 };
-                Ok((node.name.clone(), step, node.inputs.clone()))
+                Ok((node.name.clone(), step, fusion.inputs[i].clone()))
             })
             .collect::<Result<Vec<_>, InferError>>()?;
-        let heads = part.map_or_else(|| graph.heads.clone(), |(_, outputs)| outputs.to_vec());
         let mut last_use = vec![0usize; graph.nodes.len()];
-        for (i, node) in graph.nodes.iter().enumerate() {
-            for e in &node.inputs {
+        for (i, (_, _, inputs)) in steps.iter().enumerate() {
+            for e in inputs {
                 last_use[e.node] = i;
             }
         }

@@ -66,8 +66,9 @@ pub fn parse_dtype(text: &str) -> Result<DType, InferError> {
 pub struct EngineOptions {
     /// Worker threads; 0 uses every core.
     pub threads: usize,
-    /// Apply a ReLU inside the convolution it follows (default). Off, every convolution's own
-    /// output stays observable through [`Engine::run_collect`](crate::Engine::run_collect).
+    /// Apply a ReLU inside the convolution it follows, and on accnn's CPU kernels a residual `Add`
+    /// (and the ReLU after it) too (default). Off, every convolution's own output stays observable
+    /// through [`Engine::run_collect`](crate::Engine::run_collect).
     pub fuse_activations: bool,
     /// Run convolutions as GEMMs over shifted views or im2col (the path for CPUs without AVX-512)
     /// even where the AVX-512 micro-kernel is available: for comparing the two.

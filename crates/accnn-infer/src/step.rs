@@ -27,6 +27,8 @@ pub(crate) enum Step {
     Weight,
     /// A convolution or pooling kernel (candle custom op, shared between runs).
     Kernel(Arc<Box<dyn CustomOp1 + Send + Sync>>),
+    /// A convolution kernel that adds its last input to its outputs (a fused residual `Add`).
+    ResidualConv(Arc<ConvKernel>),
     /// The same as candle tensor ops.
     Conv(layers::Conv),
     Pool(layers::Pool),
@@ -82,8 +84,8 @@ pub(crate) struct Lowering<'a> {
     pub data: usize,
     /// Variables consumed as layer weights (folded into their layers).
     pub weight_use: &'a [bool],
-    /// Convolutions that apply the ReLU after them themselves.
-    pub fused_relu: &'a [bool],
+    /// What the convolutions absorb of the nodes after them.
+    pub fusion: &'a crate::fusion::Fusion,
 }
 
 impl Lowering<'_> {
@@ -92,13 +94,14 @@ impl Lowering<'_> {
         Ok(match &node.op {
             Op::Variable if i == self.data => Step::Input,
             Op::Variable if self.weight_use[i] => Step::Weight,
+            // A ReLU or residual Add computed by the convolution it reads.
+            _ if self.fusion.absorbed[i] => Step::Identity,
             Op::Variable => match self.model.param(&node.name) {
                 Some(t) => Step::Value(self.vector(t.data().to_vec(), t.shape())?),
                 None => Step::Weight, // an unused label
             },
             Op::Convolution(c) => self.conv(i, node, c)?,
             Op::FullyConnected(f) => self.dense(node, f)?,
-            Op::Activation(_) if node.inputs.first().is_some_and(|e| self.fused_relu[e.node]) => Step::Identity,
             Op::Activation(a) => Step::Activation(*a),
             Op::Pooling(p) => self.pool(p),
             Op::BatchNorm(b) => self.batch_norm(node, b)?,
@@ -146,12 +149,16 @@ impl Lowering<'_> {
         let channels = input_channels(self.model, node, c)?;
         Ok(if self.candle_ops {
             let mut conv = layers::Conv::new(c, channels, weight, bias, self.device, self.dtype)?;
-            conv.relu = self.fused_relu[i];
+            conv.relu = self.fusion.relu[i];
             Step::Conv(conv)
         } else {
             let mut kernel = ConvKernel::new(c.clone(), channels, &weight, bias, self.threads, self.fast_kernels);
-            kernel.relu = self.fused_relu[i];
-            Step::Kernel(Arc::new(Box::new(kernel)))
+            kernel.relu = self.fusion.relu[i];
+            if self.fusion.residual[i].is_some() {
+                Step::ResidualConv(Arc::new(kernel))
+            } else {
+                Step::Kernel(Arc::new(Box::new(kernel)))
+            }
         })
     }
 
@@ -288,6 +295,11 @@ impl Step {
             Step::Value(t) => Some(t.clone()),
             Step::Weight => None,
             Step::Kernel(k) => Some(arg(0)?.contiguous()?.apply_op1_arc(k.clone()).map_err(wrap)?),
+            Step::ResidualConv(k) => {
+                let x = arg(0)?.contiguous()?;
+                let residual = arg(args.len() - 1)?;
+                Some(residual_conv(k, &x, residual).map_err(wrap)?)
+            }
             Step::Conv(conv) => Some(conv.forward(arg(0)?).map_err(wrap)?),
             Step::Pool(pool) => Some(pool.forward(&arg(0)?.contiguous()?).map_err(wrap)?),
             Step::Dense {
@@ -399,6 +411,29 @@ impl Step {
             }
         })
     }
+}
+
+/// `conv(x) + residual`, then the kernel's ReLU. A residual that only broadcasts to the output's
+/// shape is expanded to it first; one the output broadcasts to instead (rare: a 1x1 output plus a
+/// map) takes an unfused sum.
+fn residual_conv(kernel: &Arc<ConvKernel>, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+    let out = kernel
+        .output_dims(x.dims())
+        .ok_or_else(|| candle_core::Error::Msg(format!("accnn-conv2d: cannot convolve an input of {:?}", x.dims())))?;
+    let fused = crate::conv::ResidualConv(kernel.clone());
+    if residual.dims() == out {
+        return x.apply_op2_no_bwd(&residual.contiguous()?, &fused);
+    }
+    let shape = residual
+        .shape()
+        .broadcast_shape_binary_op(&candle_core::Shape::from(out.to_vec()), "add")?;
+    if shape.dims() == out {
+        return x.apply_op2_no_bwd(&residual.broadcast_as(&out)?.contiguous()?, &fused);
+    }
+    let sum = x
+        .apply_op1_no_bwd(&crate::conv::Unfused(kernel))?
+        .broadcast_add(residual)?;
+    if kernel.relu { sum.relu() } else { Ok(sum) }
 }
 
 fn dense(x: &Tensor, kernel: &DenseLayer, outputs: usize, flatten: bool) -> candle_core::Result<Tensor> {

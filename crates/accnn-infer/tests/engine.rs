@@ -492,3 +492,89 @@ fn onnx_graphs_match_the_reference() {
         }
     }
 }
+
+/// Residual blocks whose `Add` (and the ReLU after it) the convolution kernels absorb: stride 1 (the
+/// micro-kernel or the shifted GEMMs) and stride 2 (its phase planes, or im2col), with and without
+/// a bias, at batch 1 and 3; a shortcut that only broadcasts to the sum (a pooled `(N, C, 1, 1)`
+/// value) and a sum the convolution's output broadcasts into (a 1x1 output plus a map) take
+/// their fallbacks. Every path against the reference.
+#[test]
+fn fused_residual_sums_match_the_reference_on_every_path() {
+    let add = Op::Binary {
+        op: accnn_graph::ir::BinaryOp::Add,
+        broadcast: true,
+    };
+    let weights =
+        |f: usize, c: usize, k: usize, seed: u64| Weights::new(vec![f, c, k, k], random(f * c * k * k, seed)).unwrap();
+    for (stride, bias) in [(1, true), (1, false), (2, true), (2, false)] {
+        let mut b = ModelBuilder::new();
+        let x = b.input("data");
+        let pad1 = Padding2d::symmetric(1, 1);
+        // The shortcut: a strided 1x1 projection of the input, computed first.
+        let proj = ConvAttrs {
+            num_filter: 6,
+            ..conv([1, 1], [stride, stride], [1, 1], Padding2d::symmetric(0, 0), 1)
+        };
+        let w0 = weights(6, 5, 1, 10);
+        let shortcut = b.conv("proj", x, proj, w0, None);
+        let body = ConvAttrs {
+            no_bias: !bias,
+            ..conv([3, 3], [stride, stride], [1, 1], pad1, 1)
+        };
+        let w1 = weights(6, 5, 3, 11);
+        let bias1 = bias.then(|| Weights::new(vec![6], random(6, 12)).unwrap());
+        let c1 = b.conv("c1", x, body, w1, bias1);
+        let sum = b.node("sum", add.clone(), &[shortcut, c1]);
+        let out = b.activation("out", sum, Activation::Relu);
+        // A second block on the first's output, ReLU-less, the sum's operands the other way round.
+        let w2 = weights(6, 6, 3, 13);
+        let c2 = b.conv("c2", out, conv([3, 3], [1, 1], [1, 1], pad1, 1), w2, None);
+        let sum2 = b.node("sum2", add.clone(), &[c2, out]);
+        let model = b.build(&[sum2]).unwrap();
+        for n in [1, 3] {
+            let shape = [n, 5, 9, 11];
+            let x = random(shape.iter().product(), 20 + n as u64);
+            agrees_on_every_path(&model, &shape, &x, &format!("stride {stride}, bias {bias}, batch {n}"));
+        }
+    }
+    // Broadcasting shortcuts.
+    let mut b = ModelBuilder::new();
+    let x = b.input("data");
+    let pooled = b.node(
+        "pooled",
+        Op::Pooling(PoolAttrs {
+            global: true,
+            ..PoolAttrs::new(PoolKind::Avg, [1, 1], [1, 1])
+        }),
+        &[x],
+    );
+    let w = Weights::new(vec![5, 5, 3, 3], random(225, 30)).unwrap();
+    let c = b.conv("c", x, conv_filters([3, 3], Padding2d::symmetric(1, 1), 5), w, None);
+    let sum = b.node("sum", add.clone(), &[pooled, c]);
+    let out = b.activation("out", sum, Activation::Relu);
+    // A 1x1 output (a global pooling convolved) plus a map: the output broadcasts.
+    let pooled2 = b.node(
+        "pooled2",
+        Op::Pooling(PoolAttrs {
+            global: true,
+            ..PoolAttrs::new(PoolKind::Max, [1, 1], [1, 1])
+        }),
+        &[out],
+    );
+    let w = Weights::new(vec![5, 5, 1, 1], random(25, 31)).unwrap();
+    let small = b.conv(
+        "small",
+        pooled2,
+        conv_filters([1, 1], Padding2d::symmetric(0, 0), 5),
+        w,
+        None,
+    );
+    let sum2 = b.node("sum2", add, &[out, small]);
+    let out2 = b.activation("out2", sum2, Activation::Relu);
+    let model = b.build(&[out2]).unwrap();
+    for n in [1, 2] {
+        let shape = [n, 5, 7, 6];
+        let x = random(shape.iter().product(), 40 + n as u64);
+        agrees_on_every_path(&model, &shape, &x, &format!("broadcast shortcuts, batch {n}"));
+    }
+}

@@ -23,7 +23,7 @@ use std::arch::x86_64::{
 
 use rayon::prelude::*;
 
-use super::{BLOCK_FILTERS, Geometry, OutPtr, phase_split};
+use super::{BLOCK_FILTERS, Epilogue, Geometry, OutPtr, phase_split};
 
 /// Filters per packed weight block.
 const FILTERS: usize = BLOCK_FILTERS;
@@ -41,7 +41,7 @@ pub(super) fn available() -> bool {
 }
 
 /// Convolves one group: `x` is `(Cg, H, W)`, `out` receives `(Fg, Ho, Wo)` values (every one
-/// written); `packed` from `pack_blocks`.
+/// written, through `epilogue`); `packed` from `pack_blocks`.
 ///
 /// Must only be called when [`available`] is true, with `out` valid for `Fg * Ho * Wo` writes.
 pub(super) fn convolve(
@@ -49,10 +49,12 @@ pub(super) fn convolve(
     packed: &[f32],
     bias: Option<&[f32]>,
     geo: &Geometry,
-    relu: bool,
+    epilogue: Epilogue,
     out: OutPtr,
     workers: usize,
 ) {
+    // Without a residual the ReLU is applied in registers; with one, after adding it.
+    let relu = epilogue.relu && epilogue.residual.is_none();
     let (cg, fg) = (geo.channels, geo.filters);
     let (h, w) = geo.input_hw;
     let (ho, wo) = geo.output_hw;
@@ -143,10 +145,18 @@ pub(super) fn convolve(
                         continue;
                     }
                     let run = (end - o).min(wo - col);
-                    let dst = out.at((f * ho + y) * wo + col);
-                    // SAFETY: position (y, col..col + run) of filter f belongs to this task alone
-                    // (blocks partition positions, chunks partition filters) and lies inside `out`.
-                    unsafe { std::ptr::copy_nonoverlapping(values[o - o0..o - o0 + run].as_ptr(), dst, run) };
+                    let at = (f * ho + y) * wo + col;
+                    let values = &values[o - o0..o - o0 + run];
+                    if epilogue.residual.is_some() {
+                        // SAFETY: position (y, col..col + run) of filter f belongs to this task
+                        // alone (blocks partition positions, chunks partition filters) and lies
+                        // inside `out`; nothing reads it while the slice lives.
+                        let dst = unsafe { std::slice::from_raw_parts_mut(out.at(at), run) };
+                        epilogue.finish(values, at, dst);
+                    } else {
+                        // SAFETY: as above.
+                        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out.at(at), run) };
+                    }
                     o += run;
                 }
             }

@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
@@ -53,6 +53,40 @@ fn pack_blocks(weight: &[f32], fg: usize, cg: usize, taps: usize) -> Vec<f32> {
         }
     }
     packed
+}
+
+/// What a convolution does to its outputs after adding the bias: adds a residual of the output's
+/// shape (a fused `Add`; positioned like the output it goes with), then (`relu`) a ReLU.
+#[derive(Clone, Copy)]
+pub(crate) struct Epilogue<'a> {
+    pub residual: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
+impl<'a> Epilogue<'a> {
+    /// The epilogue of the outputs from `start` on.
+    fn from(self, start: usize) -> Epilogue<'a> {
+        Epilogue {
+            residual: self.residual.map(|r| &r[start..]),
+            relu: self.relu,
+        }
+    }
+
+    /// Writes `values` (bias included) as outputs `at..`: plus the residual there, then the ReLU.
+    #[inline]
+    fn finish(&self, values: &[f32], at: usize, out: &mut [f32]) {
+        match (self.residual, self.relu) {
+            (Some(r), relu) => {
+                let r = &r[at..at + values.len()];
+                for ((o, v), r) in out.iter_mut().zip(values).zip(r) {
+                    let sum = v + r;
+                    *o = if relu { sum.max(0.0) } else { sum };
+                }
+            }
+            (None, true) => out.iter_mut().zip(values).for_each(|(o, v)| *o = v.max(0.0)),
+            (None, false) => out.copy_from_slice(values),
+        }
+    }
 }
 
 /// One group of one image: its attributes and sizes.
@@ -232,9 +266,9 @@ impl ConvKernel {
         )
     }
 
-    /// One image: `x` is `(C, H, W)`; `out` receives `(F, Ho, Wo)` values. Off the micro-kernel,
-    /// `out` must be initialised (the GEMM paths accumulate into it).
-    fn image(&self, x: &[f32], input_hw: (usize, usize), out: OutPtr, workers: usize) {
+    /// One image: `x` is `(C, H, W)`; `out` receives `(F, Ho, Wo)` values, finished by `epilogue`.
+    /// Off the micro-kernel, `out` must be initialised (the GEMM paths accumulate into it).
+    fn image(&self, x: &[f32], input_hw: (usize, usize), out: OutPtr, epilogue: Epilogue, workers: usize) {
         let a = &self.attrs;
         let (g, cg, fg) = (a.num_group, self.channels / a.num_group, a.num_filter / a.num_group);
         let (h, w) = input_hw;
@@ -251,12 +285,13 @@ impl ConvKernel {
             };
             let xg = &x[group * cg * h * w..(group + 1) * cg * h * w];
             let og = OutPtr(out.at(group * group_out));
+            let epilogue = epilogue.from(group * group_out);
             #[cfg(target_arch = "x86_64")]
             if self.direct {
                 let bias = self.bias.as_ref().map(|b| &b[group * fg..(group + 1) * fg]);
                 let per_group = self.weights.len() / g;
                 let packed = &self.weights[group * per_group..(group + 1) * per_group];
-                direct::convolve(xg, packed, bias, &geo, self.relu, og, workers);
+                direct::convolve(xg, packed, bias, &geo, epilogue, og, workers);
                 continue;
             }
             // SAFETY: off the micro-kernel `out` is initialised (see `cpu_fwd`), and this group's
@@ -266,9 +301,9 @@ impl ConvKernel {
             let strided = a.stride != [1, 1];
             let (xp, hp, wp) = self.pad(xg, &geo, strided, workers);
             if strided {
-                self.im2col_gemm(&xp, (hp, wp), &geo, og, workers);
+                self.im2col_gemm(&xp, (hp, wp), &geo, og, epilogue, workers);
             } else {
-                self.shifted_gemms(&xp, wp, &geo, og, workers);
+                self.shifted_gemms(&xp, wp, &geo, og, epilogue, workers);
             }
         }
     }
@@ -277,8 +312,8 @@ impl ConvKernel {
     ///
     /// The output is walked in tiles of whole rows, small enough that the tap GEMMs accumulate in
     /// cache; tiles run in parallel. Positions are computed on the padded pitch `wp`, and the `wo`
-    /// valid ones of each row copied out (applying a fused ReLU).
-    fn shifted_gemms(&self, xp: &[f32], wp: usize, geo: &Geometry, og: &mut [f32], workers: usize) {
+    /// valid ones of each row copied out through the epilogue.
+    fn shifted_gemms(&self, xp: &[f32], wp: usize, geo: &Geometry, og: &mut [f32], epilogue: Epilogue, workers: usize) {
         let a = geo.attrs;
         let (group, cg, fg) = (geo.group, geo.channels, geo.filters);
         let (h, (ho, wo)) = (geo.input_hw.0, geo.output_hw);
@@ -351,18 +386,22 @@ impl ConvKernel {
             for fl in 0..fg {
                 for y in y0..y1 {
                     let src = &dst[fl * len + (y - y0) * wp..fl * len + (y - y0) * wp + wo];
-                    let out = &mut og[(fl * ho + y) * wo..(fl * ho + y + 1) * wo];
-                    if self.relu {
-                        out.iter_mut().zip(src).for_each(|(o, v)| *o = v.max(0.0));
-                    } else {
-                        out.copy_from_slice(src);
-                    }
+                    let at = (fl * ho + y) * wo;
+                    epilogue.finish(src, at, &mut og[at..at + wo]);
                 }
             }
         }
     }
 
-    fn im2col_gemm(&self, xp: &[f32], (hp, wp): (usize, usize), geo: &Geometry, og: &mut [f32], workers: usize) {
+    fn im2col_gemm(
+        &self,
+        xp: &[f32],
+        (hp, wp): (usize, usize),
+        geo: &Geometry,
+        og: &mut [f32],
+        epilogue: Epilogue,
+        workers: usize,
+    ) {
         let a = geo.attrs;
         let (group, cg, fg) = (geo.group, geo.channels, geo.filters);
         let (ho, wo) = geo.output_hw;
@@ -383,6 +422,7 @@ impl ConvKernel {
                 }
             }
         }
+        // The GEMM accumulates onto the bias and the residual.
         let mut accum = Accum::Replace;
         if let Some(b) = &self.bias {
             for fl in 0..fg {
@@ -390,29 +430,47 @@ impl ConvKernel {
             }
             accum = Accum::Add;
         }
+        if let Some(r) = epilogue.residual {
+            let r = &r[..fg * n];
+            if matches!(accum, Accum::Add) {
+                og.iter_mut().zip(r).for_each(|(o, r)| *o += r);
+            } else {
+                og.copy_from_slice(r);
+            }
+            accum = Accum::Add;
+        }
         let lhs = MatRef::from_row_major_slice(&self.weights[group * fg * k..(group + 1) * fg * k], fg, k);
         let rhs = MatRef::from_row_major_slice(&cols, k, n);
         let dst = MatMut::from_row_major_slice_mut(&mut og[..], fg, n);
         matmul(dst, accum, lhs, rhs, 1.0f32, crate::par(workers));
-        if self.relu {
+        if epilogue.relu {
             og.iter_mut().for_each(|v| *v = v.max(0.0));
         }
     }
 }
 
-impl CustomOp1 for ConvKernel {
-    fn name(&self) -> &'static str {
-        "accnn-conv2d"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, [n, c, h, w]) = crate::op_input(storage, layout, self.name())?;
+impl ConvKernel {
+    /// The convolution of the `(N, C, H, W)` batch `x`, plus `residual` (of the output's shape)
+    /// when given, then (`relu`) a ReLU.
+    fn forward(
+        &self,
+        x: &[f32],
+        [n, c, h, w]: [usize; 4],
+        residual: Option<&[f32]>,
+        relu: bool,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         if c != self.channels {
             candle_core::bail!("accnn-conv2d expects {} channels, got {c}", self.channels);
         }
         let (ho, wo) = self.output_hw(h, w);
         let f = self.attrs.num_filter;
         let chunk = f * ho * wo;
+        if residual.is_some_and(|r| r.len() != n * chunk) {
+            candle_core::bail!(
+                "accnn-conv2d: the residual is not of the output's shape {:?}",
+                [n, f, ho, wo]
+            );
+        }
         // The micro-kernel writes every output value once, so its buffer skips the zero fill; the
         // GEMM paths accumulate into theirs.
         let mut out: Vec<f32> = if self.direct {
@@ -422,10 +480,15 @@ impl CustomOp1 for ConvKernel {
         };
         let ptr = OutPtr(out.as_mut_ptr());
         let image = |b: usize, workers: usize| {
+            let epilogue = Epilogue {
+                residual: residual.map(|r| &r[b * chunk..(b + 1) * chunk]),
+                relu,
+            };
             self.image(
                 &x[b * c * h * w..(b + 1) * c * h * w],
                 (h, w),
                 OutPtr(ptr.at(b * chunk)),
+                epilogue,
                 workers,
             )
         };
@@ -438,5 +501,58 @@ impl CustomOp1 for ConvKernel {
         // SAFETY: every image's `chunk` values were written (or zero-filled at allocation).
         unsafe { out.set_len(n * chunk) };
         Ok((CpuStorage::F32(out), Shape::from((n, f, ho, wo))))
+    }
+
+    /// The output shape for an input of `dims` `(N, C, H, W)`.
+    pub(crate) fn output_dims(&self, dims: &[usize]) -> Option<[usize; 4]> {
+        let &[n, _, h, w] = dims else { return None };
+        let (ho, wo) = accnn_graph::shape::conv_output_hw(&self.attrs, h, w)?;
+        Some([n, self.attrs.num_filter, ho, wo])
+    }
+}
+
+impl CustomOp1 for ConvKernel {
+    fn name(&self) -> &'static str {
+        "accnn-conv2d"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, dims) = crate::op_input(storage, layout, self.name())?;
+        self.forward(x, dims, None, self.relu)
+    }
+}
+
+/// A convolution without its fused ReLU (for a residual it cannot take in: see [`ResidualConv`]).
+pub(crate) struct Unfused<'a>(pub &'a ConvKernel);
+
+impl CustomOp1 for Unfused<'_> {
+    fn name(&self) -> &'static str {
+        "accnn-conv2d"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, dims) = crate::op_input(storage, layout, self.name())?;
+        self.0.forward(x, dims, None, false)
+    }
+}
+
+/// A convolution that adds a residual to its outputs (a fused `Add`): `x.apply_op2(residual)`.
+pub(crate) struct ResidualConv(pub std::sync::Arc<ConvKernel>);
+
+impl CustomOp2 for ResidualConv {
+    fn name(&self) -> &'static str {
+        "accnn-conv2d-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+        residual: &CpuStorage,
+        residual_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, dims) = crate::op_input(storage, layout, self.name())?;
+        let (r, _) = crate::op_input::<4>(residual, residual_layout, self.name())?;
+        self.0.forward(x, dims, Some(r), self.0.relu)
     }
 }
