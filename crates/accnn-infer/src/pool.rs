@@ -65,41 +65,126 @@ impl CustomOp1 for PoolKernel {
         // vectorised), then each output's columns of that row.
         let rows: Vec<Window> = (0..ho).map(|o| window(p, 0, o, h)).collect();
         let cols: Vec<Window> = (0..wo).map(|o| window(p, 1, o, w)).collect();
-        let max = p.kind == PoolKind::Max;
-        let empty = if max { f32::NEG_INFINITY } else { 0.0 };
-        let halving = max && !p.global && p.kernel == [2, 2] && p.stride == [2, 2] && [p.pad.top, p.pad.left] == [0, 0];
-        out.par_chunks_mut(ho * wo).enumerate().for_each(|(plane, o)| {
-            let src = &x[plane * h * w..(plane + 1) * h * w];
-            let mut line = vec![empty; w];
-            for (rw, dst) in rows.iter().zip(o.chunks_mut(wo)) {
-                if halving && rw.hi == rw.lo + 2 && 2 * wo <= w {
-                    // The common 2x2/2 max pooling, with whole windows: pairwise maxima of two rows.
-                    let r0 = &src[rw.lo * w..rw.lo * w + 2 * wo];
-                    let r1 = &src[(rw.lo + 1) * w..(rw.lo + 1) * w + 2 * wo];
-                    for ((v, a), b) in dst.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
-                        *v = a[0].max(a[1]).max(b[0].max(b[1]));
-                    }
-                    continue;
-                }
-                line.fill(empty);
-                for y in rw.lo..rw.hi {
-                    let row = &src[y * w..(y + 1) * w];
-                    if max {
-                        line.iter_mut().zip(row).for_each(|(m, &v)| *m = m.max(v));
-                    } else {
-                        line.iter_mut().zip(row).for_each(|(m, &v)| *m += v);
-                    }
-                }
-                for (cw, v) in cols.iter().zip(dst.iter_mut()) {
-                    let cells = &line[cw.lo..cw.hi.max(cw.lo)];
-                    *v = match p.kind {
-                        PoolKind::Max => cells.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)),
-                        PoolKind::Sum => cells.iter().sum(),
-                        PoolKind::Avg => cells.iter().sum::<f32>() / (rw.count(p) * cw.count(p)).max(1) as f32,
-                    };
-                }
+        let plane = Plane {
+            p,
+            rows: &rows,
+            cols: &cols,
+            w,
+            wo,
+        };
+        #[cfg(target_arch = "x86_64")]
+        let wide = std::arch::is_x86_feature_detected!("avx512f");
+        out.par_chunks_mut(ho * wo).enumerate().for_each(|(k, o)| {
+            let src = &x[k * h * w..(k + 1) * h * w];
+            #[cfg(target_arch = "x86_64")]
+            if wide {
+                // SAFETY: the CPU has AVX-512F (checked above).
+                unsafe { plane.pool_avx512(src, o) };
+                return;
             }
+            plane.pool(src, o);
         });
         Ok((CpuStorage::F32(out), Shape::from((n, c, ho, wo))))
+    }
+}
+
+/// One plane's pooling: its windows along both axes.
+struct Plane<'a> {
+    p: &'a PoolAttrs,
+    rows: &'a [Window],
+    cols: &'a [Window],
+    w: usize,
+    wo: usize,
+}
+
+impl Plane<'_> {
+    /// [`Plane::pool`] compiled for AVX-512, which the plain loops vectorise to (the build
+    /// targets baseline x86-64).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2,fma")]
+    unsafe fn pool_avx512(&self, src: &[f32], out: &mut [f32]) {
+        self.pool(src, out)
+    }
+
+    /// Pools the `(H, W)` plane `src` into `out` `(Ho, Wo)`. Windows are separable: each output
+    /// row's input rows are reduced into one line (contiguous, vectorised), then each output's
+    /// columns of that line. Columns whose windows lie wholly inside the line (all but the
+    /// borders) are reduced from the line split into its `stride` phases: cell `s * j + d` of
+    /// output `j` is cell `j + floor(d / s)` of phase `d mod s`, so each of the `k` cells of every
+    /// window is one shifted contiguous pass, which vectorises; the cells are taken in the same
+    /// order as the border windows' fold, so results do not depend on the path.
+    #[inline(always)]
+    fn pool(&self, src: &[f32], out: &mut [f32]) {
+        let (p, w, wo) = (self.p, self.w, self.wo);
+        let max = p.kind == PoolKind::Max;
+        let empty = if max { f32::NEG_INFINITY } else { 0.0 };
+        let mut line = vec![empty; w];
+        let (k, s, pad) = (p.kernel[1], p.stride[1].max(1), p.pad.left);
+        let whole = |j: usize| {
+            let c = &self.cols[j];
+            !p.global && c.lo + k == c.hi && c.lo + pad == s * j
+        };
+        let first = (0..wo).find(|&j| whole(j)).unwrap_or(wo);
+        let last = (first..wo).find(|&j| !whole(j)).unwrap_or(wo);
+        let phase_len = w.div_ceil(s);
+        let mut phases = vec![0f32; if first < last { s * phase_len } else { 0 }];
+        for (rw, dst) in self.rows.iter().zip(out.chunks_mut(wo)) {
+            line.fill(empty);
+            for y in rw.lo..rw.hi {
+                let row = &src[y * w..(y + 1) * w];
+                if max {
+                    line.iter_mut().zip(row).for_each(|(m, &v)| *m = m.max(v));
+                } else {
+                    line.iter_mut().zip(row).for_each(|(m, &v)| *m += v);
+                }
+            }
+            for (j, (cw, v)) in self.cols.iter().zip(dst.iter_mut()).enumerate() {
+                if !(first..last).contains(&j) {
+                    *v = self.reduce(&line[cw.lo..cw.hi.max(cw.lo)], rw, cw);
+                }
+            }
+            if first >= last {
+                continue;
+            }
+            if s == 1 {
+                phases.copy_from_slice(&line);
+            } else {
+                for (i, cells) in line.chunks(s).enumerate() {
+                    for (r, &v) in cells.iter().enumerate() {
+                        phases[r * phase_len + i] = v;
+                    }
+                }
+            }
+            let inner = &mut dst[first..last];
+            // -0.0 is what f32's `sum` starts from, so that the sums equal the border windows'.
+            inner.fill(if max { f32::NEG_INFINITY } else { -0.0 });
+            for t in 0..k {
+                // Cell `s * j + t - pad` of output `j`, for `j` in `first..last`.
+                let d = t as isize - pad as isize;
+                let (r, shift) = (d.rem_euclid(s as isize) as usize, d.div_euclid(s as isize));
+                let start = (first as isize + shift) as usize;
+                let cells = &phases[r * phase_len + start..r * phase_len + start + inner.len()];
+                if max {
+                    inner.iter_mut().zip(cells).for_each(|(m, &v)| *m = m.max(v));
+                } else {
+                    inner.iter_mut().zip(cells).for_each(|(m, &v)| *m += v);
+                }
+            }
+            if p.kind == PoolKind::Avg {
+                let count = (rw.count(p) * self.cols[first].count(p)).max(1) as f32;
+                inner.iter_mut().for_each(|v| *v /= count);
+            }
+        }
+    }
+
+    /// One window's value from its cells of the reduced line.
+    #[inline(always)]
+    fn reduce(&self, cells: &[f32], rw: &Window, cw: &Window) -> f32 {
+        let p = self.p;
+        match p.kind {
+            PoolKind::Max => cells.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)),
+            PoolKind::Sum => cells.iter().sum(),
+            PoolKind::Avg => cells.iter().sum::<f32>() / (rw.count(p) * cw.count(p)).max(1) as f32,
+        }
     }
 }
