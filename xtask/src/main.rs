@@ -82,6 +82,8 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    // SAFETY: the first thing the program does; no other thread exists yet.
+    unsafe { accnn_infer::quiet_candle_workers() };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("workspace root")?;

@@ -7,5 +7,7 @@ use std::process::ExitCode;
 static ALLOCATOR: accnn_cli::Allocator = accnn_cli::Allocator {};
 
 fn main() -> ExitCode {
+    // SAFETY: the first thing the program does; no other thread exists yet.
+    unsafe { accnn_infer::quiet_candle_workers() };
     ExitCode::from(accnn_cli::run_from(std::env::args_os()))
 }

@@ -48,6 +48,29 @@ pub use options::{EngineOptions, Target, cpu_kernels, parse_dtype};
 
 use step::{Lowering, Step};
 
+/// How long candle's CPU worker threads spin for more work before they sleep, in pause
+/// instructions (candle's default: 25,000). Each of candle's elementwise ops leaves its workers
+/// (one pinned to each other core) spinning for that long afterwards, taking a core from whatever
+/// runs next: the next convolution's workers, or another runtime being timed. On 2 cores the
+/// PP-OCR recogniser's original measured 12.5 ms in onnxruntime inside `accnn` (after the engine
+/// had run it) against 7.0 ms with 500, and the engine itself ran it faster too (batch 8: 145 ->
+/// 103 ms); with 1 the engine lost at batch 1 (waking the workers costs more than a short spin).
+pub const CANDLE_SPIN_LIMIT: &str = "500";
+
+/// Sets [`CANDLE_SPIN_LIMIT`] as candle's `CANDLE_BARRIER_POOL_SPIN_LIMIT` unless the environment
+/// already has one. Candle reads it when it starts its workers, so call it first thing in `main`.
+///
+/// # Safety
+/// As [`std::env::set_var`]: no other thread may read or write the environment meanwhile (at the
+/// start of `main`, no other thread exists yet).
+pub unsafe fn quiet_candle_workers() {
+    const VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+    if std::env::var_os(VAR).is_none() {
+        // SAFETY: the caller's contract.
+        unsafe { std::env::set_var(VAR, CANDLE_SPIN_LIMIT) };
+    }
+}
+
 /// Why a model could not be prepared or run.
 #[derive(Debug, thiserror::Error)]
 pub enum InferError {
