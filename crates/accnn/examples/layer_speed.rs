@@ -1,0 +1,135 @@
+//! Where the engine stands against onnxruntime, layer by layer: times single convolutions (whole,
+//! or as their decomposed pair at a rank) in accnn's engine and in onnxruntime, alternating, and
+//! prints each one's latency and GFLOP/s.
+//!
+//! ```text
+//! export ORT_DYLIB_PATH=$(cargo xtask onnxruntime)      # without it, the engine alone
+//! cargo run --release -p accnn --example layer_speed -- [THREADS] [BATCH]
+//! LAYERS="64,224,64,3,1;64,224,64,3,1,32" cargo run --release -p accnn --example layer_speed
+//! ```
+//!
+//! `LAYERS` lists `channels,size,filters,kernel,stride[,rank]` per layer (square, `same` padding);
+//! by default ResNet-18's convolutions at 224 and some VGG-16 ones. Layers timed alone miss what
+//! a runtime does across layers (onnxruntime keeps its blocked layout between them; here it
+//! converts in and out), so this says where kernels differ, not what whole models take.
+
+use std::error::Error;
+
+use accnn_graph::ir::ConvAttrs;
+use accnn_graph::shape::infer_shapes;
+use accnn_infer::latency::{LayerSpec, layer_input_shape, layer_model};
+use accnn_infer::timing::alternate;
+use accnn_infer::{Engine, EngineOptions};
+use candle_core::{DType, Device, Tensor};
+
+/// A square `k x k` convolution of `channels` inputs at `size`, `same`-padded.
+fn conv(channels: usize, size: usize, filters: usize, k: usize, stride: usize) -> LayerSpec {
+    let mut attrs = ConvAttrs::same([k, k], filters);
+    attrs.stride = [stride, stride];
+    LayerSpec::Conv {
+        attrs,
+        input: [channels, size, size],
+    }
+}
+
+fn defaults() -> Vec<(LayerSpec, Option<usize>)> {
+    vec![
+        (conv(3, 224, 64, 7, 2), None),
+        (conv(64, 56, 64, 3, 1), None),
+        (conv(64, 56, 128, 3, 2), None),
+        (conv(128, 28, 128, 3, 1), None),
+        (conv(256, 14, 256, 3, 1), None),
+        (conv(512, 7, 512, 3, 1), None),
+        (conv(64, 56, 64, 3, 1), Some(48)),
+        (conv(128, 28, 128, 3, 1), Some(96)),
+        (conv(256, 14, 256, 3, 1), Some(192)),
+        (conv(512, 7, 512, 3, 1), Some(384)),
+        (conv(64, 224, 64, 3, 1), None),
+        (conv(64, 224, 64, 3, 1), Some(32)),
+        (conv(256, 56, 256, 3, 1), None),
+    ]
+}
+
+fn parse(list: &str) -> Result<Vec<(LayerSpec, Option<usize>)>, Box<dyn Error>> {
+    list.split(';')
+        .map(|layer| {
+            let v: Vec<usize> = layer
+                .split(',')
+                .map(|x| x.trim().parse())
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("LAYERS entry '{layer}': {e}"))?;
+            match v[..] {
+                [c, size, n, k, s] => Ok((conv(c, size, n, k, s), None)),
+                [c, size, n, k, s, rank] => Ok((conv(c, size, n, k, s), Some(rank))),
+                _ => Err(format!("LAYERS entry '{layer}': want channels,size,filters,kernel,stride[,rank]").into()),
+            }
+        })
+        .collect()
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>());
+    let threads = args.next().transpose()?.unwrap_or(2);
+    let batch = args.next().transpose()?.unwrap_or(1);
+    let layers = match std::env::var("LAYERS") {
+        Ok(list) => parse(&list)?,
+        Err(_) => defaults(),
+    };
+    let ort = accnn_ort::OnnxRuntime::load(None).ok();
+    for (spec, rank) in &layers {
+        let model = layer_model(spec, *rank);
+        let shape = layer_input_shape(spec, batch);
+        let shapes = infer_shapes(&model, &shape)?;
+        let nodes = &model.graph.nodes;
+        let macs: u64 = nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, node)| {
+                let input = node.inputs.first()?;
+                Some(node.op.macs(shapes.of(input.node), shapes.of(i)))
+            })
+            .sum();
+        let flops = 2.0 * (macs * batch as u64) as f64;
+        let engine = Engine::new(
+            &model,
+            EngineOptions {
+                threads,
+                ..Default::default()
+            },
+        )?;
+        let x = engine.prepare(&Tensor::ones(shape.clone(), DType::F32, &Device::Cpu)?)?;
+        let data = vec![1f32; shape.iter().product()];
+        let mut session = match &ort {
+            Some(runtime) => {
+                let bytes = accnn_graph::onnx::encode_standalone(&model, &shape, None)?.model;
+                Some(runtime.session(&bytes, threads)?)
+            }
+            None => None,
+        };
+        let mut run_engine = || engine.forward(&x).map(drop).map_err(|e| e.to_string());
+        let mut run_ort = || match session.as_mut() {
+            Some(s) => s.time_run(&data, &shape).map_err(|e| e.to_string()),
+            None => Ok(()),
+        };
+        let rounds = ((2e10 / flops.max(1.0)) as usize).clamp(10, 400);
+        let latencies = alternate(&mut [&mut run_engine, &mut run_ort], 3, rounds)?;
+        let (e, o) = (latencies[0].median(), latencies[1].median());
+        let rank = rank.map_or("whole".to_string(), |k| format!("rank {k}"));
+        print!(
+            "{:<48} {rank:>9}  engine {:8.3} ms {:5.0} GF/s",
+            spec.key(),
+            e * 1e3,
+            flops / e / 1e9
+        );
+        if ort.is_some() {
+            print!(
+                "  onnxruntime {:8.3} ms {:5.0} GF/s  engine/ort {:.2}",
+                o * 1e3,
+                flops / o / 1e9,
+                e / o
+            );
+        }
+        println!();
+    }
+    Ok(())
+}
