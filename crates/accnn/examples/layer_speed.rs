@@ -32,7 +32,10 @@ fn conv(channels: usize, size: usize, filters: usize, k: usize, stride: usize) -
     }
 }
 
-fn defaults() -> Vec<(LayerSpec, Option<usize>)> {
+/// A layer to time, whole (`None`) or as its pair at a rank.
+type Case = (LayerSpec, Option<usize>);
+
+fn defaults() -> Vec<Case> {
     vec![
         (conv(3, 224, 64, 7, 2), None),
         (conv(64, 56, 64, 3, 1), None),
@@ -50,7 +53,7 @@ fn defaults() -> Vec<(LayerSpec, Option<usize>)> {
     ]
 }
 
-fn parse(list: &str) -> Result<Vec<(LayerSpec, Option<usize>)>, Box<dyn Error>> {
+fn parse(list: &str) -> Result<Vec<Case>, Box<dyn Error>> {
     list.split(';')
         .map(|layer| {
             let v: Vec<usize> = layer
