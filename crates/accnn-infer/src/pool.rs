@@ -65,25 +65,23 @@ impl CustomOp1 for PoolKernel {
         // vectorised), then each output's columns of that row.
         let rows: Vec<Window> = (0..ho).map(|o| window(p, 0, o, h)).collect();
         let cols: Vec<Window> = (0..wo).map(|o| window(p, 1, o, w)).collect();
-        let plane = Plane {
-            p,
-            rows: &rows,
-            cols: &cols,
-            w,
-            wo,
-        };
+        let plane = Plane::new(p, &rows, &cols, w);
         #[cfg(target_arch = "x86_64")]
         let wide = std::arch::is_x86_feature_detected!("avx512f");
-        out.par_chunks_mut(ho * wo).enumerate().for_each(|(k, o)| {
-            let src = &x[k * h * w..(k + 1) * h * w];
-            #[cfg(target_arch = "x86_64")]
-            if wide {
-                // SAFETY: the CPU has AVX-512F (checked above).
-                unsafe { plane.pool_avx512(src, o) };
-                return;
-            }
-            plane.pool(src, o);
-        });
+        // Each worker's line and phases, reused from plane to plane.
+        let scratch = || plane.scratch();
+        out.par_chunks_mut(ho * wo)
+            .enumerate()
+            .for_each_init(scratch, |(line, phases), (k, o)| {
+                let src = &x[k * h * w..(k + 1) * h * w];
+                #[cfg(target_arch = "x86_64")]
+                if wide {
+                    // SAFETY: the CPU has AVX-512F (checked above).
+                    unsafe { plane.pool_avx512(src, o, line, phases) };
+                    return;
+                }
+                plane.pool(src, o, line, phases);
+            });
         Ok((CpuStorage::F32(out), Shape::from((n, c, ho, wo))))
     }
 }
@@ -94,16 +92,48 @@ struct Plane<'a> {
     rows: &'a [Window],
     cols: &'a [Window],
     w: usize,
-    wo: usize,
+    /// The output columns `first..last` have whole windows, unclipped by the borders.
+    first: usize,
+    last: usize,
 }
 
-impl Plane<'_> {
+impl<'a> Plane<'a> {
+    fn new(p: &'a PoolAttrs, rows: &'a [Window], cols: &'a [Window], w: usize) -> Self {
+        let (k, s, pad) = (p.kernel[1], p.stride[1].max(1), p.pad.left);
+        let whole = |j: usize| {
+            let c = &cols[j];
+            !p.global && c.lo + k == c.hi && c.lo + pad == s * j
+        };
+        let wo = cols.len();
+        let first = (0..wo).find(|&j| whole(j)).unwrap_or(wo);
+        let last = (first..wo).find(|&j| !whole(j)).unwrap_or(wo);
+        Plane {
+            p,
+            rows,
+            cols,
+            w,
+            first,
+            last,
+        }
+    }
+
+    /// A worker's line and stride phases for [`Plane::pool`].
+    fn scratch(&self) -> (Vec<f32>, Vec<f32>) {
+        let s = self.p.stride[1].max(1);
+        let phases = if self.first < self.last {
+            s * self.w.div_ceil(s)
+        } else {
+            0
+        };
+        (vec![0f32; self.w], vec![0f32; phases])
+    }
+
     /// [`Plane::pool`] compiled for AVX-512, which the plain loops vectorise to (the build
     /// targets baseline x86-64).
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2,fma")]
-    unsafe fn pool_avx512(&self, src: &[f32], out: &mut [f32]) {
-        self.pool(src, out)
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pool_avx512(&self, src: &[f32], out: &mut [f32], line: &mut [f32], phases: &mut [f32]) {
+        self.pool(src, out, line, phases)
     }
 
     /// Pools the `(H, W)` plane `src` into `out` `(Ho, Wo)`. Windows are separable: each output
@@ -113,21 +143,14 @@ impl Plane<'_> {
     /// output `j` is cell `j + floor(d / s)` of phase `d mod s`, so each of the `k` cells of every
     /// window is one shifted contiguous pass, which vectorises; the cells are taken in the same
     /// order as the border windows' fold, so results do not depend on the path.
+    /// `line` and `phases` are [`Plane::scratch`]'s.
     #[inline(always)]
-    fn pool(&self, src: &[f32], out: &mut [f32]) {
-        let (p, w, wo) = (self.p, self.w, self.wo);
+    fn pool(&self, src: &[f32], out: &mut [f32], line: &mut [f32], phases: &mut [f32]) {
+        let (p, w, wo, first, last) = (self.p, self.w, self.cols.len(), self.first, self.last);
         let max = p.kind == PoolKind::Max;
         let empty = if max { f32::NEG_INFINITY } else { 0.0 };
-        let mut line = vec![empty; w];
         let (k, s, pad) = (p.kernel[1], p.stride[1].max(1), p.pad.left);
-        let whole = |j: usize| {
-            let c = &self.cols[j];
-            !p.global && c.lo + k == c.hi && c.lo + pad == s * j
-        };
-        let first = (0..wo).find(|&j| whole(j)).unwrap_or(wo);
-        let last = (first..wo).find(|&j| !whole(j)).unwrap_or(wo);
         let phase_len = w.div_ceil(s);
-        let mut phases = vec![0f32; if first < last { s * phase_len } else { 0 }];
         for (rw, dst) in self.rows.iter().zip(out.chunks_mut(wo)) {
             line.fill(empty);
             for y in rw.lo..rw.hi {
@@ -147,7 +170,7 @@ impl Plane<'_> {
                 continue;
             }
             if s == 1 {
-                phases.copy_from_slice(&line);
+                phases.copy_from_slice(line);
             } else {
                 for (i, cells) in line.chunks(s).enumerate() {
                     for (r, &v) in cells.iter().enumerate() {
