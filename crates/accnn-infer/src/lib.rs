@@ -57,17 +57,20 @@ use step::{Lowering, Step};
 /// 103 ms); with 1 the engine lost at batch 1 (waking the workers costs more than a short spin).
 pub const CANDLE_SPIN_LIMIT: &str = "500";
 
-/// Sets [`CANDLE_SPIN_LIMIT`] as candle's `CANDLE_BARRIER_POOL_SPIN_LIMIT` unless the environment
-/// already has one. Candle reads it when it starts its workers, so call it first thing in `main`.
+/// The environment variable candle reads its workers' spin limit from, when it first starts them
+/// (at its first parallel op).
+pub const CANDLE_SPIN_VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+
+/// Sets [`CANDLE_SPIN_VAR`] to [`CANDLE_SPIN_LIMIT`] unless the environment already has it. Call
+/// it first thing in `main`, before any candle op.
 ///
 /// # Safety
 /// As [`std::env::set_var`]: no other thread may read or write the environment meanwhile (at the
 /// start of `main`, no other thread exists yet).
 pub unsafe fn quiet_candle_workers() {
-    const VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
-    if std::env::var_os(VAR).is_none() {
+    if std::env::var_os(CANDLE_SPIN_VAR).is_none() {
         // SAFETY: the caller's contract.
-        unsafe { std::env::set_var(VAR, CANDLE_SPIN_LIMIT) };
+        unsafe { std::env::set_var(CANDLE_SPIN_VAR, CANDLE_SPIN_LIMIT) };
     }
 }
 

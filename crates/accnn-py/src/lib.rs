@@ -35,6 +35,11 @@ fn run_cli(py: Python<'_>, argv: Vec<String>) -> u8 {
 fn _accnn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("AccnnError", m.py().get_type::<AccnnError>())?;
+    // What the package sets in the environment before any work (candle starts its workers lazily).
+    m.add(
+        "CANDLE_SPIN",
+        (accnn_infer::CANDLE_SPIN_VAR, accnn_infer::CANDLE_SPIN_LIMIT),
+    )?;
     m.add_function(wrap_pyfunction!(run_cli, m)?)?;
     m.add_function(wrap_pyfunction!(accelerate::accelerate, m)?)?;
     m.add_function(wrap_pyfunction!(engine::inspect, m)?)?;

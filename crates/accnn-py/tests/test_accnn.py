@@ -407,3 +407,15 @@ def test_other_threads_run_while_accelerate_works():
     # Holding the GIL, the native call would stop this loop for its whole length.
     assert end - start > 0.2, "the job is long enough to tell"
     assert gaps.max() < 0.5 * (end - start)
+
+
+def test_importing_quiets_candles_workers_in_a_fresh_process():
+    # A child interpreter, so that what this test process inherited does not decide it.
+    env = {k: v for k, v in os.environ.items() if k != "CANDLE_BARRIER_POOL_SPIN_LIMIT"}
+    code = "import accnn, os; print(os.environ['CANDLE_BARRIER_POOL_SPIN_LIMIT'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == accnn._accnn.CANDLE_SPIN[1]
+    # A value the user set is kept.
+    env["CANDLE_BARRIER_POOL_SPIN_LIMIT"] = "7"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "7"

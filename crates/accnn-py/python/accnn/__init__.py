@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 import numpy as np
 from numpy.typing import NDArray
 
-# Before the native module starts candle's CPU workers: how long they spin after each elementwise op
-# (candle's default, 25,000 pauses, takes a core from the next layer or another runtime being timed;
-# see `accnn_infer::CANDLE_SPIN_LIMIT`, which the `accnn` binary sets the same way).
-os.environ.setdefault("CANDLE_BARRIER_POOL_SPIN_LIMIT", "500")
+from . import _accnn
+from ._accnn import AccnnError, __version__
 
-from . import _accnn  # noqa: E402
-from ._accnn import AccnnError, __version__  # noqa: E402
+# Before any work starts candle's CPU workers (lazily, at its first parallel op): how long they spin
+# after each elementwise op. Candle's default takes a core from the next layer or another runtime
+# being timed; the value is `accnn_infer::CANDLE_SPIN_LIMIT`, which the `accnn` binary sets too.
+os.environ.setdefault(*_accnn.CANDLE_SPIN)
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx

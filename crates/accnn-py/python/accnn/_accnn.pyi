@@ -4,6 +4,8 @@ these take the plain data that ``accnn/__init__.py`` prepares."""
 from typing import Any, Optional, Sequence, Tuple
 
 __version__: str
+# The environment variable and value candle's CPU workers' spin limit is set to on import.
+CANDLE_SPIN: Tuple[str, str]
 
 class AccnnError(Exception):
     """A model, data or option accnn cannot work with; the message is the ``accnn`` command's."""
