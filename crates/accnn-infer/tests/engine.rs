@@ -538,29 +538,21 @@ fn fused_residual_sums_match_the_reference_on_every_path() {
         }
     }
     // Broadcasting shortcuts.
-    let mut b = ModelBuilder::new();
-    let x = b.input("data");
-    let pooled = b.node(
-        "pooled",
+    let global = |kind| {
         Op::Pooling(PoolAttrs {
             global: true,
-            ..PoolAttrs::new(PoolKind::Avg, [1, 1], [1, 1])
-        }),
-        &[x],
-    );
+            ..PoolAttrs::new(kind, [1, 1], [1, 1])
+        })
+    };
+    let mut b = ModelBuilder::new();
+    let x = b.input("data");
+    let pooled = b.node("pooled", global(PoolKind::Avg), &[x]);
     let w = Weights::new(vec![5, 5, 3, 3], random(225, 30)).unwrap();
     let c = b.conv("c", x, conv_filters([3, 3], Padding2d::symmetric(1, 1), 5), w, None);
     let sum = b.node("sum", add.clone(), &[pooled, c]);
     let out = b.activation("out", sum, Activation::Relu);
     // A 1x1 output (a global pooling convolved) plus a map: the output broadcasts.
-    let pooled2 = b.node(
-        "pooled2",
-        Op::Pooling(PoolAttrs {
-            global: true,
-            ..PoolAttrs::new(PoolKind::Max, [1, 1], [1, 1])
-        }),
-        &[out],
-    );
+    let pooled2 = b.node("pooled2", global(PoolKind::Max), &[out]);
     let w = Weights::new(vec![5, 5, 1, 1], random(25, 31)).unwrap();
     let small = b.conv(
         "small",
