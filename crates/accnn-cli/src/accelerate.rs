@@ -17,11 +17,15 @@ impl Observer for Progress {
         // Printing progress must never stop the work (a closed stdout is not an error here).
         match event {
             Event::Warning(w) => eprintln!("warning: {w}"),
-            Event::Folded(folded) if !folded.is_empty() => {
-                let _ = say!(
-                    "folded {} BatchNorm layers into the convolutions before them",
-                    folded.len()
-                );
+            Event::Folded(folded) => {
+                // The model is read: the file's bytes, freed, are not needed again.
+                crate::release_freed_memory();
+                if !folded.is_empty() {
+                    let _ = say!(
+                        "folded {} BatchNorm layers into the convolutions before them",
+                        folded.len()
+                    );
+                }
             }
             Event::Skipped(layers) => {
                 for layer in layers {

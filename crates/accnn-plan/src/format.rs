@@ -156,6 +156,8 @@ pub enum ModelBytes<'m> {
     Bytes(Vec<u8>),
     /// MXNet weights, encoded while being written rather than held twice in memory.
     MxnetParams(mxnet::ParamsFile<'m>),
+    /// An `.onnx` file, encoded while being written.
+    Onnx(Box<onnx::OnnxMessage>),
 }
 
 impl ModelBytes<'_> {
@@ -163,6 +165,7 @@ impl ModelBytes<'_> {
         match self {
             ModelBytes::Bytes(b) => FileContent::Bytes(b),
             ModelBytes::MxnetParams(p) => FileContent::Streamed(p),
+            ModelBytes::Onnx(m) => FileContent::Streamed(m.as_ref()),
         }
     }
 }
@@ -253,8 +256,8 @@ pub fn encode_model<'m>(
     let data_name = format!("{}.data", file_name(&path));
     let weight_bytes: usize = model.args.values().map(|t| t.len() * 4).sum();
     let past_limit = weight_bytes > (1 << 30) + (1 << 29);
-    let onnx_files = |encoded: onnx::EncodedOnnx| {
-        let mut files = vec![(path.clone(), ModelBytes::Bytes(encoded.model))];
+    let onnx_files = |encoded: onnx::OnnxFiles| {
+        let mut files = vec![(path.clone(), ModelBytes::Onnx(Box::new(encoded.model)))];
         if let Some(data) = encoded.data {
             files.push((path.with_file_name(&data_name), ModelBytes::Bytes(data)));
         }
@@ -279,13 +282,9 @@ pub fn encode_model<'m>(
         }
         (ModelSource::Onnx { source, .. }, ModelFormat::Onnx) => {
             let external = source.had_external_data() || past_limit;
-            onnx_files(onnx::encode_onnx(
-                source,
-                model,
-                external.then_some(data_name.as_str()),
-            )?)
+            onnx_files(onnx::onnx_files(source, model, external.then_some(data_name.as_str()))?)
         }
-        (ModelSource::Mxnet { .. }, ModelFormat::Onnx) => onnx_files(onnx::encode_standalone(
+        (ModelSource::Mxnet { .. }, ModelFormat::Onnx) => onnx_files(onnx::standalone_files(
             model,
             save.data_shape,
             past_limit.then_some(data_name.as_str()),

@@ -111,10 +111,16 @@ impl Observer for Progress {
         match event {
             Event::Warning(w) => self.warnings.push(w.to_string()),
             Event::Skipped(layers) => self.skipped.extend(layers.iter().map(ToString::to_string)),
-            Event::Folded(folded) if !folded.is_empty() => self.line(&format!(
-                "folded {} BatchNorm layers into the convolutions before them",
-                folded.len()
-            )),
+            Event::Folded(folded) => {
+                // The model is read: the file's bytes, freed, are not needed again.
+                accnn_cli::release_freed_memory();
+                if !folded.is_empty() {
+                    self.line(&format!(
+                        "folded {} BatchNorm layers into the convolutions before them",
+                        folded.len()
+                    ))
+                }
+            }
             Event::Calibrated { images, seconds } => {
                 self.line(&format!("calibration: {images} images, statistics in {seconds:.1} s"))
             }

@@ -35,14 +35,24 @@ pub(crate) struct Reference {
     outputs: Vec<f32>,
 }
 
-/// The first output of `model` on `input`, or why accnn's engine could not compute it.
+/// The first output of `model` on `input`, or why accnn's engine could not compute it. Inputs run
+/// one at a time: a batch would hold every input's activations at once, and the check runs while
+/// the model's weights are held twice (the IR's and the engine's), which sets the tool's peak
+/// memory on large models.
 fn first_output(model: &Model, input: &Tensor) -> Result<Vec<f32>, String> {
     let engine = Engine::new(model, EngineOptions::default()).map_err(|e| e.to_string())?;
-    let out = engine.run(input).map_err(|e| e.to_string())?.into_iter().next();
-    let out = out.ok_or("the model has no output")?;
-    out.flatten_all()
-        .and_then(|t| t.to_vec1::<f32>())
-        .map_err(|e| e.to_string())
+    let mut values = Vec::new();
+    for i in 0..input.dims()[0] {
+        let one = input.narrow(0, i, 1).map_err(|e| e.to_string())?;
+        let out = engine.run(&one).map_err(|e| e.to_string())?.into_iter().next();
+        let out = out.ok_or("the model has no output")?;
+        let out = out
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| e.to_string())?;
+        values.extend(out);
+    }
+    Ok(values)
 }
 
 /// Runs the original `model` on the check's inputs: the first calibration images, else

@@ -9,7 +9,8 @@ use accnn_plan::{Layer, SkippedLayer};
 pub enum Event<'a> {
     /// A weight of the model holds NaN or infinite values.
     Warning(&'a str),
-    /// BatchNorms folded into the convolutions before them (possibly none).
+    /// The model is read, with the BatchNorms folded into the convolutions before them (possibly
+    /// none). Sent once per run, before any work on the model.
     Folded(&'a [FoldedBatchNorm]),
     /// Layers left whole because their shapes depend on operators accnn does not support.
     Skipped(&'a [SkippedLayer]),

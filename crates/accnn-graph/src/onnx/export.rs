@@ -6,6 +6,7 @@ use prost::Message;
 
 use super::attrs;
 use super::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
+use super::stream::OnnxMessage;
 use super::tensor::{dtype_of, encode, externalise, fingerprint, new_tensor};
 use super::{Imported, OnnxSource};
 use crate::error::GraphError;
@@ -22,6 +23,23 @@ const EXTERNAL_MIN_BYTES: usize = 1024;
 pub struct EncodedOnnx {
     pub model: Vec<u8>,
     pub data: Option<Vec<u8>>,
+}
+
+/// A written ONNX model whose `.onnx` file is encoded as it is written ([`OnnxMessage`]), and, when
+/// asked for, the external data file's bytes.
+pub struct OnnxFiles {
+    pub model: OnnxMessage,
+    pub data: Option<Vec<u8>>,
+}
+
+impl OnnxFiles {
+    /// Both files in memory.
+    pub fn encode(self) -> EncodedOnnx {
+        EncodedOnnx {
+            model: self.model.to_bytes(),
+            data: self.data,
+        }
+    }
 }
 
 /// Tensor names for the IR's entries: the original names wherever a node still computes what it
@@ -258,6 +276,11 @@ fn reads_lost_weight(
 /// Writes `model`, read from (and rewritten since) `source`, as ONNX. With `external` (a file name
 /// next to the model), tensors of 1 KiB and more go to that file instead of the model.
 pub fn encode_onnx(source: &OnnxSource, model: &Model, external: Option<&str>) -> Result<EncodedOnnx, GraphError> {
+    onnx_files(source, model, external).map(OnnxFiles::encode)
+}
+
+/// [`encode_onnx`], the `.onnx` file left to be encoded as it is written.
+pub fn onnx_files(source: &OnnxSource, model: &Model, external: Option<&str>) -> Result<OnnxFiles, GraphError> {
     let original = source
         .proto
         .graph
@@ -461,16 +484,16 @@ pub fn encode_onnx(source: &OnnxSource, model: &Model, external: Option<&str>) -
     finish(proto, data)
 }
 
-/// The encoded model, refused when protobuf cannot hold it.
-pub(crate) fn finish(proto: ModelProto, data: Option<Vec<u8>>) -> Result<EncodedOnnx, GraphError> {
+/// The model's files, refused when protobuf cannot hold the model.
+pub(crate) fn finish(proto: ModelProto, data: Option<Vec<u8>>) -> Result<OnnxFiles, GraphError> {
     let size = proto.encoded_len();
     if size > PROTOBUF_LIMIT {
         return Err(GraphError::Invalid(format!(
             "the ONNX model would be {size} bytes, over protobuf's 2 GiB limit: write its weights to an external data file"
         )));
     }
-    Ok(EncodedOnnx {
-        model: proto.encode_to_vec(),
+    Ok(OnnxFiles {
+        model: OnnxMessage::new(proto),
         data,
     })
 }

@@ -496,6 +496,11 @@ pub(crate) fn import(
             };
         }
     }
+    super::tensor::detach_from_file(&mut proto);
+    let graph = proto
+        .graph
+        .as_ref()
+        .ok_or_else(|| GraphError::format(path, "the model has no graph"))?;
     let float_type = graph
         .input
         .iter()

@@ -34,6 +34,7 @@ mod import;
 #[allow(clippy::all, missing_docs, rustdoc::all)]
 pub mod proto;
 mod standalone;
+mod stream;
 mod tensor;
 pub mod zoo;
 
@@ -46,9 +47,10 @@ pub use attrs::{
     float as attr_float, int as attr_int, ints as attr_ints, string as attr_string, tensor as attr_tensor,
 };
 pub use builder::GraphBuilder;
-pub use export::{EncodedOnnx, encode_onnx};
+pub use export::{EncodedOnnx, OnnxFiles, encode_onnx, onnx_files};
 pub use import::MIN_OPSET;
-pub use standalone::{STANDALONE_OPSET, encode_standalone};
+pub use standalone::{STANDALONE_OPSET, encode_standalone, standalone_files};
+pub use stream::OnnxMessage;
 
 use crate::error::GraphError;
 use crate::ir::{Model, Op};

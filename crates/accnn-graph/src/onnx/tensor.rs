@@ -293,3 +293,39 @@ pub(crate) fn fingerprint(tensor: &Tensor) -> u64 {
     }
     h
 }
+
+/// Gives every tensor left in `model` bytes of its own. Decoding shares the file's buffer (one
+/// allocation) among all `raw_data`, and one small tensor still pointing into it (a Reshape's
+/// shape) would keep the whole file in memory after the weights have been taken out.
+pub(crate) fn detach_from_file(model: &mut super::proto::ModelProto) {
+    use super::proto::{AttributeProto, GraphProto, NodeProto, SparseTensorProto};
+    fn tensor(t: &mut TensorProto) {
+        if !t.raw_data.is_empty() {
+            t.raw_data = Bytes::copy_from_slice(&t.raw_data);
+        }
+    }
+    fn sparse(s: &mut SparseTensorProto) {
+        s.values.iter_mut().chain(s.indices.iter_mut()).for_each(tensor);
+    }
+    fn attribute(a: &mut AttributeProto) {
+        a.t.iter_mut().chain(a.tensors.iter_mut()).for_each(tensor);
+        a.sparse_tensor
+            .iter_mut()
+            .chain(a.sparse_tensors.iter_mut())
+            .for_each(sparse);
+        a.g.iter_mut().chain(a.graphs.iter_mut()).for_each(graph);
+    }
+    fn nodes(n: &mut [NodeProto]) {
+        n.iter_mut().flat_map(|n| n.attribute.iter_mut()).for_each(attribute);
+    }
+    fn graph(g: &mut GraphProto) {
+        g.initializer.iter_mut().for_each(tensor);
+        g.sparse_initializer.iter_mut().for_each(sparse);
+        nodes(&mut g.node);
+    }
+    model.graph.iter_mut().for_each(graph);
+    for f in &mut model.functions {
+        nodes(&mut f.node);
+        f.attribute_proto.iter_mut().for_each(attribute);
+    }
+}

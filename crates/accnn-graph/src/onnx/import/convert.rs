@@ -173,14 +173,21 @@ impl Importer {
         if a.int("transA").unwrap_or(0) != 0 {
             return Ok(None);
         }
-        let Some(bt) = self.float_const(&b).filter(|t| t.shape().len() == 2).cloned() else {
-            return Ok(None);
-        };
         let alpha = a.float("alpha").unwrap_or(1.0);
         let beta = a.float("beta").unwrap_or(1.0);
         let trans_b = a.int("transB").unwrap_or(0) != 0;
-        let weight = scaled(if trans_b { bt } else { transpose(&bt) }, alpha);
-        let outputs = weight.shape()[0];
+        let Some(bt) = self.float_const(&b).filter(|t| t.shape().len() == 2) else {
+            return Ok(None);
+        };
+        let outputs = bt.shape()[usize::from(!trans_b)];
+        // An unchanged weight is taken over by `self.weight` as it is: copying it first would
+        // double a large FC layer's memory while the model loads (VGG-16's fc6 is 411 MB).
+        let changed = !trans_b || alpha != 1.0;
+        let weight = match (changed, trans_b) {
+            (false, _) => None,
+            (true, true) => Some(scaled(bt.clone(), alpha)),
+            (true, false) => Some(scaled(transpose(bt), alpha)),
+        };
         let bias = match input(n, 2) {
             None => None,
             Some(c) => {
@@ -194,7 +201,11 @@ impl Importer {
             }
         };
         let Some(xe) = self.value(&x) else { return Ok(None) };
-        let mut inputs = vec![xe, self.weight(&b, weight, !trans_b || alpha != 1.0)];
+        let weight = match weight {
+            Some(w) => self.weight(&b, w, true),
+            None => self.value(&b).expect("weights are float constants"),
+        };
+        let mut inputs = vec![xe, weight];
         let no_bias = bias.is_none();
         if let Some((name, v, changed)) = bias {
             inputs.push(self.weight(&name, v, changed));
@@ -215,8 +226,8 @@ impl Importer {
         all: &[NodeProto],
     ) -> Option<Converted> {
         let (x, b) = (input(n, 0)?, input(n, 1)?);
-        let bt = self.float_const(&b).filter(|t| t.shape().len() == 2).cloned()?;
-        let outputs = bt.shape()[1];
+        let weight = transpose(self.float_const(&b).filter(|t| t.shape().len() == 2)?);
+        let outputs = weight.shape()[0];
         let out = n.output.first().cloned().unwrap_or_default();
         let add = consumers.get(&out).and_then(|c| match c.as_slice() {
             // (A graph output counts as a reader at index usize::MAX.)
@@ -234,7 +245,7 @@ impl Importer {
             _ => None,
         });
         let xe = self.value(&x)?;
-        let mut inputs = vec![xe, self.weight(&b, transpose(&bt), true)];
+        let mut inputs = vec![xe, self.weight(&b, weight, true)];
         let fc = FcAttrs {
             num_hidden: outputs,
             no_bias: add.is_none(),

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use super::attrs;
 use super::builder::{GraphBuilder, typed_value_info};
-use super::export::{EncodedOnnx, conv_attributes, finish, window_attributes};
+use super::export::{EncodedOnnx, OnnxFiles, conv_attributes, finish, window_attributes};
 use super::proto::tensor_proto::DataType;
 use super::proto::tensor_shape_proto::dimension;
 use super::proto::type_proto::Value as TypeValue;
@@ -57,6 +57,11 @@ pub fn encode_standalone(
     data_shape: &[usize],
     external: Option<&str>,
 ) -> Result<EncodedOnnx, GraphError> {
+    standalone_files(model, data_shape, external).map(OnnxFiles::encode)
+}
+
+/// [`encode_standalone`], the `.onnx` file left to be encoded as it is written.
+pub fn standalone_files(model: &Model, data_shape: &[usize], external: Option<&str>) -> Result<OnnxFiles, GraphError> {
     let mut writer = Writer::new(model, data_shape)?;
     for (i, node) in model.graph.nodes.iter().enumerate() {
         if !matches!(node.op, Op::Variable) {
