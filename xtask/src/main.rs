@@ -81,6 +81,9 @@ enum Command {
     PythonTests(python_package::PythonTestsArgs),
 }
 
+#[global_allocator]
+static ALLOCATOR: accnn_cli::Allocator = accnn_cli::Allocator {};
+
 fn main() -> Result<()> {
     // SAFETY: the first thing the program does; no other thread exists yet.
     unsafe { accnn_infer::quiet_candle_workers() };
