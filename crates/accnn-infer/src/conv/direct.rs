@@ -56,47 +56,15 @@ pub(super) fn convolve(
     // Without a residual the ReLU is applied in registers; with one, after adding it.
     let relu = epilogue.relu && epilogue.residual.is_none();
     let (cg, fg) = (geo.channels, geo.filters);
-    let (h, w) = geo.input_hw;
     let (ho, wo) = geo.output_hw;
-    let a = geo.attrs;
-    let [kh, kw] = a.kernel;
-    let [sh, sw] = a.stride;
-    let (hp, wp) = (h + a.pad.top + a.pad.bottom, w + a.pad.left + a.pad.right);
-    // The input is split into `sh * sw` phase planes of `hq x wq` per channel (see `phase_split`):
-    // padded cell `(y * sh + i * dh, x * sw + j * dw)` of tap `(i, j)` is cell `(y + i * dh / sh,
-    // x + j * dw / sw)` of phase `(i * dh % sh, j * dw % sw)`, so every tap is still one offset
-    // from output position `y * wq + x`.
-    let (hq, wq) = (hp.div_ceil(sh), wp.div_ceil(sw));
-    let offsets: Vec<usize> = (0..kh)
-        .flat_map(|i| (0..kw).map(move |j| (i * a.dilate[0], j * a.dilate[1])))
-        .map(|(di, dj)| ((di % sh) * sw + dj % sw) * hq * wq + (di / sh) * wq + dj / sw)
-        .collect();
+    let layout = PhaseLayout::new(geo);
+    let (wq, plane, offsets) = (layout.wq, layout.plane, &layout.offsets);
+    let (tile_blocks, vectors) = tile_shape(geo);
+    let (tile_filters, positions) = (tile_blocks * FILTERS, vectors * LANES);
     // Positions 0..span on the phase pitch hold every output; blocks may run past it.
     let span = (ho - 1) * wq + wo;
-    let computed =
-        |filters: usize, positions: usize| fg.div_ceil(filters) * filters * span.div_ceil(positions) * positions;
-    // Tile shapes, as (blocks of 4 filters, vectors of 16 positions): 4 x 96, 8 x 48, 12 x 32.
-    // The 8 x 48 tile loads half as many input vectors per FMA as the 4 x 96 one (broadcasting
-    // twice as many weights): the better trade once a tile's channel panel outgrows L1, which
-    // holds from 64 channels on (measured on VGG-16's layers and their decomposed halves: 5-20%
-    // faster there). Among the allowed shapes the one that computes the fewest padded positions x
-    // filters wins, the first listed on a tie: 12 x 32 wins on small images (7x7: 64 positions
-    // computed instead of 96).
-    let shapes: &[(usize, usize)] = if cg < NARROW_FROM_CHANNELS {
-        &[(1, 6), (2, 3), (3, 2)]
-    } else {
-        &[(2, 3), (3, 2)]
-    };
-    let (tile_blocks, vectors) = shapes
-        .iter()
-        .copied()
-        .min_by_key(|&(b, v)| computed(b * FILTERS, v * LANES))
-        .unwrap_or((2, 3));
-    let (tile_filters, positions) = (tile_blocks * FILTERS, vectors * LANES);
     let blocks = span.div_ceil(positions);
-    let plane = sh * sw * hq * wq;
-    let reach = (cg - 1) * plane + blocks * positions + offsets.iter().max().copied().unwrap_or(0);
-    let xp = phase_split(x, cg, (h, w), a.pad, a.stride, reach.max(cg * plane), workers);
+    let xp = layout.split(x, geo, blocks * positions, workers);
     let filter_tiles = fg.div_ceil(tile_filters);
     // Enough tasks to balance the workers: split filters as well as positions on small images.
     let chunks = (8 * workers).div_ceil(blocks).clamp(1, filter_tiles);
@@ -122,7 +90,7 @@ pub(super) fn convolve(
                     x: xp.as_ptr().add(o0),
                     plane,
                     channels: cg,
-                    offsets: &offsets,
+                    offsets,
                 };
                 let w = |k: usize| packed.as_ptr().add((fb + k) * block_stride);
                 match tile_blocks {
@@ -168,6 +136,88 @@ pub(super) fn convolve(
     } else {
         (0..tasks).for_each(task);
     }
+}
+
+/// Where a tap reads the phase-split input. The input is split into `sh * sw` phase planes of
+/// `hq x wq` per channel (see `phase_split`): padded cell `(y * sh + i * dh, x * sw + j * dw)` of
+/// tap `(i, j)` is cell `(y + i * dh / sh, x + j * dw / sw)` of phase `(i * dh % sh, j * dw % sw)`,
+/// so every tap is one offset from output position `y * wq + x`.
+pub(super) struct PhaseLayout {
+    /// Row pitch of a phase plane.
+    pub wq: usize,
+    /// Values per channel (all its phases).
+    pub plane: usize,
+    /// One offset per tap, in the kernel's `(i, j)` order.
+    pub offsets: Vec<usize>,
+}
+
+impl PhaseLayout {
+    pub(super) fn new(geo: &Geometry) -> Self {
+        let a = geo.attrs;
+        let (h, w) = geo.input_hw;
+        let [kh, kw] = a.kernel;
+        let [sh, sw] = a.stride;
+        let (hp, wp) = (h + a.pad.top + a.pad.bottom, w + a.pad.left + a.pad.right);
+        let (hq, wq) = (hp.div_ceil(sh), wp.div_ceil(sw));
+        let offsets = (0..kh)
+            .flat_map(|i| (0..kw).map(move |j| (i * a.dilate[0], j * a.dilate[1])))
+            .map(|(di, dj)| ((di % sh) * sw + dj % sw) * hq * wq + (di / sh) * wq + dj / sw)
+            .collect();
+        PhaseLayout {
+            wq,
+            plane: sh * sw * hq * wq,
+            offsets,
+        }
+    }
+
+    /// `geo`'s input split into phases, long enough for kernels that read positions
+    /// `0..positions` of every channel at every tap offset.
+    pub(super) fn split(&self, x: &[f32], geo: &Geometry, positions: usize, workers: usize) -> Vec<f32> {
+        let a = geo.attrs;
+        let reach = (geo.channels - 1) * self.plane + positions + self.offsets.iter().max().copied().unwrap_or(0);
+        let len = reach.max(geo.channels * self.plane);
+        phase_split(x, geo.channels, geo.input_hw, a.pad, a.stride, len, workers)
+    }
+}
+
+/// Positions `0..span` of the phase pitch that hold every output of `geo`.
+fn span(geo: &Geometry) -> usize {
+    let a = geo.attrs;
+    let (wp, sw) = (geo.input_hw.1 + a.pad.left + a.pad.right, a.stride[1]);
+    let (ho, wo) = geo.output_hw;
+    (ho - 1) * wp.div_ceil(sw) + wo
+}
+
+/// The tile shape for `geo`, as (blocks of 4 filters, vectors of 16 positions): 4 x 96, 8 x 48 or
+/// 12 x 32. The 8 x 48 tile loads half as many input vectors per FMA as the 4 x 96 one
+/// (broadcasting twice as many weights): the better trade once a tile's channel panel outgrows L1,
+/// which holds from 64 channels on (measured on VGG-16's layers and their decomposed halves: 5-20%
+/// faster there). Among the allowed shapes the one that computes the fewest padded positions x
+/// filters wins, the first listed on a tie: 12 x 32 wins on small images (7x7: 64 positions
+/// computed instead of 96).
+fn tile_shape(geo: &Geometry) -> (usize, usize) {
+    let shapes: &[(usize, usize)] = if geo.channels < NARROW_FROM_CHANNELS {
+        &[(1, 6), (2, 3), (3, 2)]
+    } else {
+        &[(2, 3), (3, 2)]
+    };
+    shapes
+        .iter()
+        .copied()
+        .min_by_key(|&(b, v)| computed(geo, b * FILTERS, v * LANES))
+        .unwrap_or((2, 3))
+}
+
+/// Filter x position products computed for `geo` with tiles of `filters` x `positions`.
+fn computed(geo: &Geometry, filters: usize, positions: usize) -> usize {
+    let span = span(geo);
+    geo.filters.div_ceil(filters) * filters * span.div_ceil(positions) * positions
+}
+
+/// Filter x position products this kernel computes for `geo`, padding included.
+pub(super) fn computed_products(geo: &Geometry) -> usize {
+    let (blocks, vectors) = tile_shape(geo);
+    computed(geo, blocks * FILTERS, vectors * LANES)
 }
 
 /// The input a micro-tile reads: `channels` planes `plane` apart from `x`, one offset per tap.

@@ -1,6 +1,8 @@
 //! CPU convolution.
 //!
-//! On CPUs with AVX-512, convolutions run on a register-blocked micro-kernel ([`direct`]).
+//! On CPUs with AVX-512, convolutions run on a register-blocked micro-kernel ([`direct`]), or, where
+//! its padded row pitch would waste work (7x7 and 14x14 images), on one vectorised over filters
+//! instead ([`rows`]).
 //! Elsewhere, as GEMMs over shifted views of the padded input: for a stride-1
 //! convolution, tap `(i, j)` of the kernel multiplies the `(filters x channels)` slice
 //! `W[:, :, i, j]` with the padded input shifted by `i * dilate_h * Wp + j * dilate_w` in the
@@ -21,6 +23,8 @@ use accnn_graph::ir::{ConvAttrs, Padding2d};
 
 #[cfg(target_arch = "x86_64")]
 mod direct;
+#[cfg(target_arch = "x86_64")]
+mod rows;
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn direct_available() -> bool {
@@ -188,6 +192,9 @@ pub(crate) struct ConvKernel {
     weights: Vec<f32>,
     /// Whether the weights are packed for the micro-kernel (on an AVX-512 CPU).
     direct: bool,
+    /// The weights laid out for the filter-vectorised kernel (`rows`), per group, packed from
+    /// `weights` the first time an input small enough for that kernel comes.
+    row_weights: std::sync::OnceLock<Vec<f32>>,
     bias: Option<Vec<f32>>,
     pub threads: usize,
     /// Apply ReLU to the output (a following ReLU fused into the convolution).
@@ -235,10 +242,33 @@ impl ConvKernel {
             channels,
             weights,
             direct,
+            row_weights: std::sync::OnceLock::new(),
             bias,
             threads,
             relu: false,
         }
+    }
+
+    /// Group `group`'s weights for the filter-vectorised kernel, from the micro-kernel's blocks.
+    #[cfg(target_arch = "x86_64")]
+    fn row_weights(&self, group: usize) -> &[f32] {
+        let a = &self.attrs;
+        let g = a.num_group;
+        let (fg, cg, taps) = (a.num_filter / g, self.channels / g, a.kernel[0] * a.kernel[1]);
+        let all = self.row_weights.get_or_init(|| {
+            let per_group = self.weights.len() / g;
+            (0..g)
+                .flat_map(|group| {
+                    let blocks = &self.weights[group * per_group..(group + 1) * per_group];
+                    let weight = |f: usize, c: usize, t: usize| {
+                        blocks[((f / BLOCK_FILTERS * cg + c) * taps + t) * BLOCK_FILTERS + f % BLOCK_FILTERS]
+                    };
+                    rows::pack_vectors(weight, fg, cg, taps)
+                })
+                .collect()
+        });
+        let per_group = all.len() / g;
+        &all[group * per_group..(group + 1) * per_group]
     }
 
     /// Output spatial size for an `h x w` input.
@@ -290,6 +320,11 @@ impl ConvKernel {
             if self.direct {
                 let bias = self.bias.as_ref().map(|b| &b[group * fg..(group + 1) * fg]);
                 let per_group = self.weights.len() / g;
+                if let Some(tile) = rows::plan(&geo, direct::computed_products(&geo)) {
+                    let packed = self.row_weights(group);
+                    rows::convolve(xg, packed, bias, &geo, tile, epilogue, og, workers);
+                    continue;
+                }
                 let packed = &self.weights[group * per_group..(group + 1) * per_group];
                 direct::convolve(xg, packed, bias, &geo, epilogue, og, workers);
                 continue;
