@@ -138,10 +138,10 @@ pub(super) fn convolve(
     }
 }
 
-/// Where a tap reads the phase-split input. The input is split into `sh * sw` phase planes of
-/// `hq x wq` per channel (see `phase_split`): padded cell `(y * sh + i * dh, x * sw + j * dw)` of
-/// tap `(i, j)` is cell `(y + i * dh / sh, x + j * dw / sw)` of phase `(i * dh % sh, j * dw % sw)`,
-/// so every tap is one offset from output position `y * wq + x`.
+/// Where a tap reads the phase-split input. The input is split into phase planes of `hq x wq` per
+/// channel (see `phase_split`): padded cell `(y * sh + i * dh, x * sw + j * dw)` of tap `(i, j)` is
+/// cell `(y + i * dh / sh, x + j * dw / sw)` of phase `(i * dh % sh, j * dw % sw)`, so every tap is
+/// one offset from output position `y * wq + x`. Only the phases some tap reads are made.
 pub(super) struct PhaseLayout {
     /// Row pitch of a phase plane.
     pub wq: usize,
@@ -149,6 +149,8 @@ pub(super) struct PhaseLayout {
     pub plane: usize,
     /// One offset per tap, in the kernel's `(i, j)` order.
     pub offsets: Vec<usize>,
+    /// The phases made, in their order within a channel.
+    phases: Vec<[usize; 2]>,
 }
 
 impl PhaseLayout {
@@ -159,14 +161,24 @@ impl PhaseLayout {
         let [sh, sw] = a.stride;
         let (hp, wp) = (h + a.pad.top + a.pad.bottom, w + a.pad.left + a.pad.right);
         let (hq, wq) = (hp.div_ceil(sh), wp.div_ceil(sw));
-        let offsets = (0..kh)
+        let taps: Vec<(usize, usize)> = (0..kh)
             .flat_map(|i| (0..kw).map(move |j| (i * a.dilate[0], j * a.dilate[1])))
-            .map(|(di, dj)| ((di % sh) * sw + dj % sw) * hq * wq + (di / sh) * wq + dj / sw)
+            .collect();
+        let mut phases: Vec<[usize; 2]> = taps.iter().map(|&(di, dj)| [di % sh, dj % sw]).collect();
+        phases.sort_unstable();
+        phases.dedup();
+        let offsets = taps
+            .iter()
+            .map(|&(di, dj)| {
+                let phase = phases.partition_point(|&p| p < [di % sh, dj % sw]);
+                phase * hq * wq + (di / sh) * wq + dj / sw
+            })
             .collect();
         PhaseLayout {
             wq,
-            plane: sh * sw * hq * wq,
+            plane: phases.len() * hq * wq,
             offsets,
+            phases,
         }
     }
 
@@ -176,7 +188,16 @@ impl PhaseLayout {
         let a = geo.attrs;
         let reach = (geo.channels - 1) * self.plane + positions + self.offsets.iter().max().copied().unwrap_or(0);
         let len = reach.max(geo.channels * self.plane);
-        phase_split(x, geo.channels, geo.input_hw, a.pad, a.stride, len, workers)
+        phase_split(
+            x,
+            geo.channels,
+            geo.input_hw,
+            a.pad,
+            a.stride,
+            &self.phases,
+            len,
+            workers,
+        )
     }
 }
 

@@ -120,18 +120,21 @@ impl OutPtr {
     }
 }
 
-/// The zero-padded `(C, Hp, Wp)` input split by `stride = [sh, sw]` into `sh * sw` phase planes per
-/// channel: phase `(pi, pj)` holds the padded cells `(pi + sh * r, pj + sw * q)`, as a
-/// `(ceil(Hp / sh), ceil(Wp / sw))` plane (zeros past the padded extent). Channel `c`'s phases are
-/// consecutive, `(pi, pj)` at `c * sh * sw + pi * sw + pj`. A stride-`s` convolution reads each phase
-/// at stride 1; with stride `[1, 1]` this is the plain padded copy. Followed by zeros up to `len`
-/// values; written plane by plane, in parallel with `workers` > 1, each value once.
+/// The zero-padded `(C, Hp, Wp)` input split by `stride = [sh, sw]` into phase planes: phase
+/// `(pi, pj)` holds the padded cells `(pi + sh * r, pj + sw * q)`, as a `(ceil(Hp / sh),
+/// ceil(Wp / sw))` plane (zeros past the padded extent). Only the `phases` listed are made (a 1x1
+/// strided convolution reads one of four), channel `c`'s consecutive, `phases[k]` at
+/// `c * phases.len() + k`. A stride-`s` convolution reads each phase at stride 1; with stride
+/// `[1, 1]` and phase `[0, 0]` this is the plain padded copy. Followed by zeros up to `len` values;
+/// written plane by plane, in parallel with `workers` > 1, each value once.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn phase_split(
     x: &[f32],
     channels: usize,
     (h, w): (usize, usize),
     pad: Padding2d,
     [sh, sw]: [usize; 2],
+    phases: &[[usize; 2]],
     len: usize,
     workers: usize,
 ) -> Vec<f32> {
@@ -140,8 +143,7 @@ pub(crate) fn phase_split(
     let plane = hq * wq;
     let mut xp: Vec<f32> = Vec::with_capacity(len);
     let fill = |(k, dst): (usize, &mut [MaybeUninit<f32>])| {
-        let (c, phase) = (k / (sh * sw), k % (sh * sw));
-        let (pi, pj) = (phase / sw, phase % sw);
+        let (c, [pi, pj]) = (k / phases.len(), phases[k % phases.len()]);
         for (r, row) in dst.chunks_mut(wq).enumerate() {
             // Padded row `pi + sh * r` is input row `y`, when inside the input.
             let y = (pi + sh * r).checked_sub(pad.top).filter(|&y| y < h);
@@ -290,7 +292,7 @@ impl ConvKernel {
         }
         let len = geo.channels * hp * wp;
         (
-            Cow::Owned(phase_split(x, geo.channels, (h, w), p, [1, 1], len, workers)),
+            Cow::Owned(phase_split(x, geo.channels, (h, w), p, [1, 1], &[[0, 0]], len, workers)),
             hp,
             wp,
         )
