@@ -23,8 +23,8 @@
 //! let analysis = Analysis::new(&model, &[1, 1, 32, 32])?;
 //! let options = CalibrateOptions::default();
 //! let wanted = analysis.reducible();
-//! let stats = collect(&model, &analysis, &data, &wanted, &options)?;
-//! let svds = factorise(&model, &analysis, &stats, &wanted, &options)?;
+//! let mut stats = collect(&model, &analysis, &data, &wanted, &options)?;
+//! let svds = factorise(&model, &analysis, &mut stats, &wanted, &options, &mut |_, _| {})?;
 //! let plan = plan_for_ratio(&analysis, &svds, 3.0, Scope::All)?;
 //! let fitted = reconstruct(model, &analysis, &svds, &plan, &stats, &data, &options)?;
 //! # let _ = fitted; Ok(()) }
@@ -135,16 +135,6 @@ const COLLECT_BYTES: usize = 256 << 20;
 pub struct Statistics {
     layers: PerLayer<LayerResponses>,
     pub seconds: f64,
-}
-
-impl Statistics {
-    /// Frees the moments [`factorise`] reads ([`reconstruct`] needs only the sampled responses):
-    /// VGG-16's fc6 and fc7 hold 134 MB each.
-    pub fn release_moments(&mut self) {
-        for r in self.layers.values_mut() {
-            r.moment = None;
-        }
-    }
 }
 
 /// An engine computing `outputs` of `model`, activations unfused (responses are fitted before
@@ -315,17 +305,35 @@ pub fn collect(
 
 /// Factorisations for the layers `wanted` selects: response-weighted where statistics allow, the
 /// weight SVD otherwise (grouped convolutions, layers whose moment would be too wide). Layers are
-/// factorised concurrently, as [`accnn_plan::factorise_layers`] does.
+/// factorised concurrently, as [`accnn_plan::factorise_layers`] does; `progress` hears of each layer
+/// as it finishes, on the calling thread.
+///
+/// Each layer's moment is taken out of `stats` and freed once its layer is factorised (what
+/// [`reconstruct`] needs, the sampled responses, stays): VGG-16's fc6 and fc7 hold 134 MB each, and
+/// the last layers' eigensolvers would otherwise run beside every finished layer's moment.
 pub fn factorise(
     model: &Model,
     analysis: &Analysis,
-    stats: &Statistics,
+    stats: &mut Statistics,
     wanted: &LayerSet,
     options: &CalibrateOptions,
+    progress: &mut impl FnMut(LayerId, &str),
 ) -> Result<PerLayer<Factorisation>, CalibrateError> {
+    let moments: PerLayer<std::sync::Mutex<Option<Moment>>> = {
+        let mut moments = PerLayer::new();
+        for i in wanted.iter() {
+            if let Some(r) = stats.layers.get_mut(i) {
+                moments.insert(i, std::sync::Mutex::new(r.moment.take()));
+            }
+        }
+        moments
+    };
     let one = |i: LayerId| -> Result<Factorisation, CalibrateError> {
         let layer = &analysis[i];
-        let Some(moment) = stats.layers.get(i).and_then(|r| r.moment.as_ref()) else {
+        let moment = moments
+            .get(i)
+            .and_then(|m| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+        let Some(moment) = moment else {
             return Ok(Factorisation::new(model, layer, Default::default())?);
         };
         let weight = layer_weight(model, layer)?;
@@ -344,19 +352,20 @@ pub fn factorise(
                 width: 1,
             },
         };
-        let svd = match moment {
+        let svd = match &moment {
             Moment::Inputs(m) => WhitenedConvSvd::new(weight.data(), shape, m, options.ridge),
             Moment::Responses { moment, .. } => {
                 WhitenedConvSvd::from_responses(weight.data(), shape, moment, options.ridge)
             }
         };
+        drop(moment);
         let svd = svd.map_err(|e| CalibrateError::Layer {
             layer: layer.name.clone(),
             message: e.to_string(),
         })?;
         Ok(Factorisation::Response { svd, kind: layer.kind })
     };
-    accnn_plan::factorise_concurrently(analysis, wanted, one, &mut |_, _| {})
+    accnn_plan::factorise_concurrently(analysis, wanted, one, progress)
 }
 
 fn layer_weight<'m>(model: &'m Model, layer: &accnn_plan::Layer) -> Result<&'m Tensor, CalibrateError> {

@@ -75,8 +75,8 @@ fn refit_is_the_least_squares_optimum_of_the_layer_response() {
         ..Default::default()
     };
     let wanted = analysis.select(|_| true);
-    let stats = collect(&model, &analysis, &data, &wanted, &options).unwrap();
-    let svds = factorise(&model, &analysis, &stats, &wanted, &options).unwrap();
+    let mut stats = collect(&model, &analysis, &data, &wanted, &options).unwrap();
+    let svds = factorise(&model, &analysis, &mut stats, &wanted, &options, &mut |_, _| {}).unwrap();
     let plan = RankPlan {
         layers: vec![PlannedLayer {
             layer: LayerId(0),
@@ -121,8 +121,8 @@ fn full_rank_calibration_reproduces_an_onnx_dag() {
     let analysis = Analysis::new(&model, &[1, 8, 12, 12]).unwrap();
     let options = CalibrateOptions::default();
     let wanted = analysis.select(|_| true);
-    let stats = collect(&model, &analysis, &data, &wanted, &options).unwrap();
-    let svds = factorise(&model, &analysis, &stats, &wanted, &options).unwrap();
+    let mut stats = collect(&model, &analysis, &data, &wanted, &options).unwrap();
+    let svds = factorise(&model, &analysis, &mut stats, &wanted, &options, &mut |_, _| {}).unwrap();
     let fitted = reconstruct(
         model.clone(),
         &analysis,
@@ -213,8 +213,8 @@ fn refit_of_a_dense_layer_over_a_sequence_fits_every_row() {
     assert_eq!(analysis.layers[0].output_shape, vec![1, 1, 6, 10]);
     let options = CalibrateOptions::default();
     let wanted = analysis.select(|_| true);
-    let stats = collect(&model, &analysis, &data, &wanted, &options).unwrap();
-    let svds = factorise(&model, &analysis, &stats, &wanted, &options).unwrap();
+    let mut stats = collect(&model, &analysis, &data, &wanted, &options).unwrap();
+    let svds = factorise(&model, &analysis, &mut stats, &wanted, &options, &mut |_, _| {}).unwrap();
     let plan = RankPlan {
         layers: vec![PlannedLayer {
             layer: LayerId(0),

@@ -8,8 +8,8 @@ use accnn_graph::io::{FileContent, same_file, write_contents_atomically};
 use accnn_graph::{FoldedBatchNorm, Model, fold_batch_norms};
 use accnn_infer::data::Dataset;
 use accnn_plan::{
-    Analysis, ConfigSection, Factorisation, LayerSet, ModelFile, ModelSource, Objective, PerLayer, RankPlan, Report,
-    SaveAs, check_destination, encode_model,
+    Analysis, ConfigSection, Factorisation, LayerId, LayerSet, ModelFile, ModelSource, Objective, PerLayer, RankPlan,
+    Report, SaveAs, check_destination, encode_model,
 };
 use accnn_rank::RankConfig;
 
@@ -231,15 +231,22 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
     };
     let started = Instant::now();
     let (fixed_plan, wanted) = plan_or_layers(&ranks, &analysis)?;
-    let mut calibration = match fit {
+    let calibration_set = match fit {
         Fit::Weights => None,
-        Fit::Calibration(c) => Some(prepare_calibration(c, &model, &analysis, &wanted, observer)?),
+        Fit::Calibration(c) => Some(calibration_set(c, &analysis.data_shape)?),
     };
-    let check = fidelity::reference(&model, &analysis.data_shape, calibration.as_ref().map(|c| &c.data));
-    let svds = factorise(&model, &analysis, &wanted, calibration.as_ref(), precision, observer)?;
-    if let Some(c) = calibration.as_mut() {
-        c.stats.release_moments();
-    }
+    // The check's reference outputs come first: the engine it builds holds a second copy of the
+    // weights, which must not add to the calibration statistics' memory.
+    let check = fidelity::reference(
+        &model,
+        &analysis.data_shape,
+        calibration_set.as_ref().map(|(data, _)| data),
+    );
+    let mut calibration = match calibration_set {
+        None => None,
+        Some((data, options)) => Some(calibrate(data, options, &model, &analysis, &wanted, observer)?),
+    };
+    let svds = factorise(&model, &analysis, &wanted, calibration.as_mut(), precision, observer)?;
     // The original ready to be timed in the runtime (an ONNX file for onnxruntime), once: the plan
     // measures it, and the new model is timed against it at the end.
     let mut timed = match timer {
@@ -393,24 +400,23 @@ fn factorise(
     model: &Model,
     analysis: &Analysis,
     wanted: &LayerSet,
-    calibration: Option<&Calibrated>,
+    calibration: Option<&mut Calibrated>,
     precision: accnn_plan::Precision,
     observer: &mut dyn Observer,
 ) -> Result<PerLayer<Factorisation>, Error> {
+    let total = wanted.len();
+    let mut done = 0;
+    let mut progress = |id: LayerId, _: &str| {
+        done += 1;
+        observer.on(Event::Factorising {
+            layer: &analysis[id],
+            done,
+            total,
+        });
+    };
     let svds = match calibration {
-        Some(c) => accnn_calibrate::factorise(model, analysis, &c.stats, wanted, &c.options)?,
-        None => {
-            let total = wanted.len();
-            let mut done = 0;
-            accnn_plan::factorise_layers(model, analysis, wanted, precision, &mut |id, _| {
-                done += 1;
-                observer.on(Event::Factorising {
-                    layer: &analysis[id],
-                    done,
-                    total,
-                });
-            })?
-        }
+        Some(c) => accnn_calibrate::factorise(model, analysis, &mut c.stats, wanted, &c.options, &mut progress)?,
+        None => accnn_plan::factorise_layers(model, analysis, wanted, precision, &mut progress)?,
     };
     observer.on(Event::Factorised);
     Ok(svds)
@@ -574,13 +580,8 @@ struct Calibrated {
     options: CalibrateOptions,
 }
 
-fn prepare_calibration(
-    calibration: Calibration,
-    model: &Model,
-    analysis: &Analysis,
-    wanted: &LayerSet,
-    observer: &mut dyn Observer,
-) -> Result<Calibrated, Error> {
+/// The calibration images, and the options their statistics are gathered with.
+fn calibration_set(calibration: Calibration, data_shape: &[usize]) -> Result<(Dataset, CalibrateOptions), Error> {
     let Calibration {
         images,
         positions,
@@ -597,24 +598,37 @@ fn prepare_calibration(
             if limit == 0 {
                 return Err(Error::NoCalibrationImages);
             }
-            accnn_infer::data::open_images(&path, &split, &image, &analysis.data_shape, Some(limit))
+            accnn_infer::data::open_images(&path, &split, &image, data_shape, Some(limit))
                 .and_then(|images| images.to_dataset())
                 .map_err(Error::CalibrationData)?
         }
-        CalibrationImages::Synthetic { count, seed } => {
-            let shape = &analysis.data_shape;
-            match (count, shape.as_slice()) {
-                (0, _) => return Err(Error::NoCalibrationImages),
-                (_, &[_, c, h, w]) => accnn_infer::data::synthetic::natural_noise(count, [c, h, w], seed),
-                _ => return Err(Error::SyntheticImages { shape: shape.clone() }),
+        CalibrationImages::Synthetic { count, seed } => match (count, data_shape) {
+            (0, _) => return Err(Error::NoCalibrationImages),
+            (_, &[_, c, h, w]) => accnn_infer::data::synthetic::natural_noise(count, [c, h, w], seed),
+            _ => {
+                return Err(Error::SyntheticImages {
+                    shape: data_shape.to_vec(),
+                });
             }
-        }
+        },
     };
     let options = CalibrateOptions {
         positions: positions.max(1),
         threads,
         ..CalibrateOptions::for_input(&data.shape[1..])
     };
+    Ok((data, options))
+}
+
+/// The statistics of `model`'s layers over the calibration images.
+fn calibrate(
+    data: Dataset,
+    options: CalibrateOptions,
+    model: &Model,
+    analysis: &Analysis,
+    wanted: &LayerSet,
+    observer: &mut dyn Observer,
+) -> Result<Calibrated, Error> {
     let stats = accnn_calibrate::collect(model, analysis, &data, wanted, &options)?;
     observer.on(Event::Calibrated {
         images: data.len(),
