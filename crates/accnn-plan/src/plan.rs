@@ -111,7 +111,8 @@ pub fn factorise_layers(
 
 /// Runs `factorise` on the layers of `wanted` concurrently, as [`factorise_layers`] does (one
 /// worker per core, at most four, costliest layers first), for factorisations computed otherwise
-/// (from calibration statistics). The first error stops the rest and is returned.
+/// (from calibration statistics). When layers fail, the error returned is that of the first failing
+/// layer in graph order, whatever order the workers finish in; a failure skips the layers after it.
 pub fn factorise_concurrently<T: Send, E: Send>(
     analysis: &Analysis,
     wanted: &LayerSet,
@@ -129,23 +130,30 @@ pub fn factorise_concurrently<T: Send, E: Send>(
         .map_or(1, |n| n.get())
         .clamp(1, 4)
         .min(order.len().max(1));
-    let next = std::sync::atomic::AtomicUsize::new(0);
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    // The graph index of the first layer known to fail: layers after it cannot change the error.
+    let first_failed = AtomicUsize::new(usize::MAX);
     let mut out = PerLayer::new();
-    let mut failure = None;
+    let mut failure: Option<(LayerId, E)> = None;
     std::thread::scope(|scope| {
         let (done, finished) = std::sync::mpsc::channel();
         for _ in 0..workers {
             let done = done.clone();
-            let (order, next, factorise) = (&order, &next, &factorise);
+            let (order, next, first_failed, factorise) = (&order, &next, &first_failed, &factorise);
             scope.spawn(move || {
                 loop {
-                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let k = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&id) = order.get(k) else { break };
+                    if id.index() > first_failed.load(Ordering::Relaxed) {
+                        continue;
+                    }
                     let result = factorise(id);
-                    let failed = result.is_err();
-                    if done.send((id, result)).is_err() || failed {
-                        // Nothing more is wanted once a layer fails.
-                        next.store(order.len(), std::sync::atomic::Ordering::Relaxed);
+                    if result.is_err() {
+                        first_failed.fetch_min(id.index(), Ordering::Relaxed);
+                    }
+                    if done.send((id, result)).is_err() {
+                        break;
                     }
                 }
             });
@@ -157,14 +165,13 @@ pub fn factorise_concurrently<T: Send, E: Send>(
                     progress(id, &analysis[id].name);
                     out.insert(id, f);
                 }
-                Err(e) => {
-                    failure.get_or_insert(e);
-                }
+                Err(e) if failure.as_ref().is_none_or(|(first, _)| id < *first) => failure = Some((id, e)),
+                Err(_) => {}
             }
         }
     });
     match failure {
-        Some(e) => Err(e),
+        Some((_, e)) => Err(e),
         None => Ok(out),
     }
 }

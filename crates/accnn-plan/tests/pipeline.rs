@@ -235,3 +235,38 @@ fn config_errors_name_the_layer() {
     assert!(plan_err(vec![("c3", 3)], vec![]).contains("multiple of the layer's 2 groups"));
     assert!(plan_err(vec![], vec![("c1", 3)]).contains("is a Convolution layer"));
 }
+
+/// Layers that fail concurrently: the error is always the first failing layer's in graph order,
+/// even when a later layer fails first.
+#[test]
+fn the_first_failing_layer_in_graph_order_is_reported() {
+    let model = awkward_model();
+    let analysis = Analysis::new(&model, &[2, 3, 11, 9]).unwrap();
+    let wanted = analysis.reducible();
+    let ids: Vec<accnn_plan::LayerId> = wanted.iter().collect();
+    assert!(ids.len() >= 4, "{ids:?}");
+    let (early, late) = (ids[1], ids[ids.len() - 1]);
+    for delay_ms in [0, 30] {
+        let result = accnn_plan::factorise_concurrently(
+            &analysis,
+            &wanted,
+            |id| {
+                if id == early {
+                    // The later layer's failure arrives first.
+                    std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+                    return Err(format!("layer {}", id.index()));
+                }
+                if id == late {
+                    return Err(format!("layer {}", id.index()));
+                }
+                Ok(id.index())
+            },
+            &mut |_, _| {},
+        );
+        assert_eq!(
+            result.err(),
+            Some(format!("layer {}", early.index())),
+            "delay {delay_ms} ms"
+        );
+    }
+}
