@@ -78,9 +78,11 @@ impl<'a> WriteBuf<'a> {
     }
 
     fn flush_chunk(&mut self) {
-        let chunk = std::mem::take(&mut self.chunk);
-        self.write(&chunk);
-        self.chunk = chunk;
+        if self.error.is_none()
+            && let Err(e) = self.out.write_all(&self.chunk)
+        {
+            self.error = Some(e);
+        }
         self.chunk.clear();
     }
 
