@@ -305,7 +305,8 @@ pub fn collect(
 
 /// Factorisations for the layers `wanted` selects: response-weighted where statistics allow, the
 /// weight SVD otherwise (grouped convolutions, layers whose moment would be too wide). Layers are
-/// factorised concurrently, as [`accnn_plan::factorise_layers`] does; `progress` hears of each layer
+/// factorised concurrently, as [`accnn_plan::factorise_layers`] does (the widest eigensolvers one at a
+/// time); `progress` hears of each layer
 /// as it finishes, on the calling thread.
 ///
 /// Each layer's moment is taken out of `stats` and freed once its layer is factorised (what
@@ -328,6 +329,7 @@ pub fn factorise(
         }
         moments
     };
+    let wide = std::sync::Mutex::new(());
     let one = |i: LayerId| -> Result<Factorisation, CalibrateError> {
         let layer = &analysis[i];
         let moment = moments
@@ -352,13 +354,16 @@ pub fn factorise(
                 width: 1,
             },
         };
-        let svd = match &moment {
-            Moment::Inputs(m) => WhitenedConvSvd::new(weight.data(), shape, m, options.ridge),
+        // One wide eigensolver at a time: each holds about seven copies of its moment (VGG-16's fc6
+        // and fc7, 4096 wide: 0.9 GB apiece), and they would otherwise finish side by side.
+        let _wide = (moment_dim(&moment) >= WIDE_MOMENT)
+            .then(|| wide.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let svd = match moment {
+            Moment::Inputs(m) => WhitenedConvSvd::new(weight.data(), shape, &m, options.ridge),
             Moment::Responses { moment, .. } => {
                 WhitenedConvSvd::from_responses(weight.data(), shape, moment, options.ridge)
             }
         };
-        drop(moment);
         let svd = svd.map_err(|e| CalibrateError::Layer {
             layer: layer.name.clone(),
             message: e.to_string(),
@@ -366,6 +371,15 @@ pub fn factorise(
         Ok(Factorisation::Response { svd, kind: layer.kind })
     };
     accnn_plan::factorise_concurrently(analysis, wanted, one, progress)
+}
+
+/// Moment width from which layers' eigensolvers run one at a time.
+const WIDE_MOMENT: usize = 2048;
+
+fn moment_dim(moment: &Moment) -> usize {
+    match moment {
+        Moment::Inputs(m) | Moment::Responses { moment: m, .. } => m.dim(),
+    }
 }
 
 fn layer_weight<'m>(model: &'m Model, layer: &accnn_plan::Layer) -> Result<&'m Tensor, CalibrateError> {

@@ -57,6 +57,17 @@ impl SecondMoment {
         self.sum
     }
 
+    /// `Σ = sum / count` (zero before any sample), computed in place: a wide moment is not held twice.
+    pub fn into_mean(mut self) -> Mat<f64> {
+        let scale = 1.0 / self.count.max(1) as f64;
+        for j in 0..self.sum.ncols() {
+            for v in self.sum.col_mut(j).iter_mut() {
+                *v *= scale;
+            }
+        }
+        self.sum
+    }
+
     /// `Σ = sum / count` (zero before any sample).
     pub fn mean(&self) -> Mat<f64> {
         let scale = 1.0 / self.count.max(1) as f64;
@@ -143,11 +154,11 @@ impl WhitenedConvSvd {
     /// for a dense layer, its outputs less the bias), without the input moment `Σ` (VGG-16's fc6
     /// reads 25,088 inputs: `Σ` would take 5 GB). With `ridge` 0 this is [`WhitenedConvSvd::new`]
     /// on the same samples; `ridge` (relative to the mean eigenvalue) regularises the response
-    /// moment itself.
+    /// moment itself. The moment is consumed: its sum becomes the matrix diagonalised.
     pub fn from_responses(
         weight: &[f32],
         shape: KernelShape,
-        responses: &SecondMoment,
+        responses: SecondMoment,
         ridge: f64,
     ) -> Result<Self, DecomposeError> {
         shape.check(weight, 1)?;
@@ -158,7 +169,7 @@ impl WhitenedConvSvd {
                 responses.dim()
             )));
         }
-        let mut gram = responses.mean();
+        let mut gram = responses.into_mean();
         add_ridge(&mut gram, ridge);
         Self::from_gram(shape, gram)
     }

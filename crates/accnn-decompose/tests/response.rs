@@ -125,7 +125,17 @@ fn the_response_moment_alone_gives_the_input_moments_factorisation() {
     let measured: Vec<f64> = samples.chunks(d).flat_map(|p| responses(&kernel, p)).collect();
     outputs.add(&measured);
     let by_inputs = WhitenedConvSvd::new(&weight(), SHAPE, &inputs, 0.0).expect("factorises");
-    let by_outputs = WhitenedConvSvd::from_responses(&weight(), SHAPE, &outputs, 0.0).expect("factorises");
+    // The in-place mean is the mean.
+    let (mean, count) = (outputs.mean(), outputs.count() as f64);
+    let in_place = outputs.clone().into_mean();
+    let sum = outputs.clone().into_sum();
+    for j in 0..mean.ncols() {
+        for i in 0..mean.nrows() {
+            assert_eq!(in_place[(i, j)], mean[(i, j)]);
+            assert!((in_place[(i, j)] - sum[(i, j)] / count).abs() <= 1e-15 * sum[(i, j)].abs().max(1.0));
+        }
+    }
+    let by_outputs = WhitenedConvSvd::from_responses(&weight(), SHAPE, outputs, 0.0).expect("factorises");
     assert_eq!(by_inputs.max_rank(), by_outputs.max_rank());
     let top = by_inputs.singular_values()[0];
     for (a, b) in by_inputs.singular_values().iter().zip(by_outputs.singular_values()) {
@@ -139,7 +149,7 @@ fn the_response_moment_alone_gives_the_input_moments_factorisation() {
         }
     }
     // A moment of the wrong size is refused, not misread.
-    assert!(WhitenedConvSvd::from_responses(&weight(), SHAPE, &SecondMoment::new(5), 0.0).is_err());
+    assert!(WhitenedConvSvd::from_responses(&weight(), SHAPE, SecondMoment::new(5), 0.0).is_err());
 }
 
 #[test]
