@@ -8,7 +8,8 @@
 //! LAYERS="64,224,64,3,1;64,224,64,3,1,32" cargo run --release -p accnn --example layer_speed
 //! ```
 //!
-//! `LAYERS` lists `channels,size,filters,kernel,stride[,rank]` per layer (square, `same` padding);
+//! `LAYERS` lists `channels,size,filters,kernel,stride[,rank]` per layer (square images, `same`
+//! padding; the kernel `k` or `khxkw`, e.g. `3x1` for a pair's vertical half);
 //! by default ResNet-18's convolutions at 224 and some VGG-16 ones. Layers timed alone miss what
 //! a runtime does across layers (onnxruntime keeps its blocked layout between them; here it
 //! converts in and out), so this says where kernels differ, not what whole models take.
@@ -22,9 +23,12 @@ use accnn_infer::timing::alternate;
 use accnn_infer::{Engine, EngineOptions};
 use candle_core::{DType, Device, Tensor};
 
-/// A square `k x k` convolution of `channels` inputs at `size`, `same`-padded.
-fn conv(channels: usize, size: usize, filters: usize, k: usize, stride: usize) -> LayerSpec {
-    let mut attrs = ConvAttrs::same([k, k], filters);
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A `kh x kw` convolution of `channels` inputs at `size` (square), `same`-padded.
+fn conv(channels: usize, size: usize, filters: usize, [kh, kw]: [usize; 2], stride: usize) -> LayerSpec {
+    let mut attrs = ConvAttrs::same([kh, kw], filters);
     attrs.stride = [stride, stride];
     LayerSpec::Conv {
         attrs,
@@ -37,35 +41,51 @@ type Case = (LayerSpec, Option<usize>);
 
 fn defaults() -> Vec<Case> {
     vec![
-        (conv(3, 224, 64, 7, 2), None),
-        (conv(64, 56, 64, 3, 1), None),
-        (conv(64, 56, 128, 3, 2), None),
-        (conv(128, 28, 128, 3, 1), None),
-        (conv(256, 14, 256, 3, 1), None),
-        (conv(512, 7, 512, 3, 1), None),
-        (conv(64, 56, 64, 3, 1), Some(48)),
-        (conv(128, 28, 128, 3, 1), Some(96)),
-        (conv(256, 14, 256, 3, 1), Some(192)),
-        (conv(512, 7, 512, 3, 1), Some(384)),
-        (conv(64, 224, 64, 3, 1), None),
-        (conv(64, 224, 64, 3, 1), Some(32)),
-        (conv(256, 56, 256, 3, 1), None),
+        (conv(3, 224, 64, [7, 7], 2), None),
+        (conv(64, 56, 64, [3, 3], 1), None),
+        (conv(64, 56, 128, [3, 3], 2), None),
+        (conv(128, 28, 128, [3, 3], 1), None),
+        (conv(256, 14, 256, [3, 3], 1), None),
+        (conv(512, 7, 512, [3, 3], 1), None),
+        (conv(64, 56, 64, [3, 3], 1), Some(48)),
+        (conv(128, 28, 128, [3, 3], 1), Some(96)),
+        (conv(256, 14, 256, [3, 3], 1), Some(192)),
+        (conv(512, 7, 512, [3, 3], 1), Some(384)),
+        (conv(64, 224, 64, [3, 3], 1), None),
+        (conv(64, 224, 64, [3, 3], 1), Some(32)),
+        (conv(256, 56, 256, [3, 3], 1), None),
     ]
+}
+
+/// A kernel size: `k` (square) or `khxkw` (`3x1`: the vertical half of a pair on its own).
+fn kernel(text: &str) -> Result<[usize; 2], std::num::ParseIntError> {
+    Ok(match text.split_once('x') {
+        Some((h, w)) => [h.trim().parse()?, w.trim().parse()?],
+        None => {
+            let k = text.trim().parse()?;
+            [k, k]
+        }
+    })
 }
 
 fn parse(list: &str) -> Result<Vec<Case>, Box<dyn Error>> {
     list.split(';')
         .map(|layer| {
-            let v: Vec<usize> = layer
-                .split(',')
-                .map(|x| x.trim().parse())
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("LAYERS entry '{layer}': {e}"))?;
-            match v[..] {
-                [c, size, n, k, s] => Ok((conv(c, size, n, k, s), None)),
-                [c, size, n, k, s, rank] => Ok((conv(c, size, n, k, s), Some(rank))),
-                _ => Err(format!("LAYERS entry '{layer}': want channels,size,filters,kernel,stride[,rank]").into()),
+            let fields: Vec<&str> = layer.split(',').collect();
+            let bad = |e: &dyn std::fmt::Display| format!("LAYERS entry '{layer}': {e}");
+            let number = |i: usize| fields[i].trim().parse::<usize>().map_err(|e| bad(&e));
+            if !(5..=6).contains(&fields.len()) {
+                return Err(bad(&"want channels,size,filters,kernel,stride[,rank]").into());
             }
+            let spec = conv(
+                number(0)?,
+                number(1)?,
+                number(2)?,
+                kernel(fields[3]).map_err(|e| bad(&e))?,
+                number(4)?,
+            );
+            let rank = if fields.len() == 6 { Some(number(5)?) } else { None };
+            Ok((spec, rank))
         })
         .collect()
 }
