@@ -161,23 +161,16 @@ impl<'a> Plane<'a> {
                     line.iter_mut().zip(row).for_each(|(m, &v)| *m += v);
                 }
             }
-            for (j, (cw, v)) in self.cols.iter().zip(dst.iter_mut()).enumerate() {
-                if !(first..last).contains(&j) {
-                    *v = self.reduce(&line[cw.lo..cw.hi.max(cw.lo)], rw, cw);
-                }
+            // The border columns only (the inner ones follow): walking every column to skip the
+            // inner ones took a sixth of the pooling.
+            for j in (0..first.min(wo)).chain(last.max(first).min(wo)..wo) {
+                let cw = &self.cols[j];
+                dst[j] = self.reduce(&line[cw.lo..cw.hi.max(cw.lo)], rw, cw);
             }
             if first >= last {
                 continue;
             }
-            if s == 1 {
-                phases.copy_from_slice(line);
-            } else {
-                for (i, cells) in line.chunks(s).enumerate() {
-                    for (r, &v) in cells.iter().enumerate() {
-                        phases[r * phase_len + i] = v;
-                    }
-                }
-            }
+            split_phases(line, s, phase_len, phases);
             let inner = &mut dst[first..last];
             // -0.0 is what f32's `sum` starts from, so that the sums equal the border windows'.
             inner.fill(if max { f32::NEG_INFINITY } else { -0.0 });
@@ -208,6 +201,83 @@ impl<'a> Plane<'a> {
             PoolKind::Max => cells.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)),
             PoolKind::Sum => cells.iter().sum(),
             PoolKind::Avg => cells.iter().sum::<f32>() / (rw.count(p) * cw.count(p)).max(1) as f32,
+        }
+    }
+}
+
+/// `line` split into its `s` stride phases: cell `i` of phase `r` (at `r * phase_len + i`, with
+/// `phase_len = ceil(len / s)`) is `line[s * i + r]`. Stride 2 (VGG's and ResNet's pooling) is
+/// deinterleaved 32 cells at a time on AVX-512: the cell-by-cell copy took 40% of the pooling.
+#[inline(always)]
+fn split_phases(line: &[f32], s: usize, phase_len: usize, phases: &mut [f32]) {
+    if s == 1 {
+        phases.copy_from_slice(line);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if s == 2 && std::arch::is_x86_feature_detected!("avx512f") {
+        let (even, odd) = phases.split_at_mut(phase_len);
+        // SAFETY: the CPU has AVX-512F (checked above).
+        unsafe { deinterleave_avx512(line, even, odd) };
+        return;
+    }
+    for (r, phase) in phases.chunks_mut(phase_len).enumerate().take(s) {
+        for (cell, &v) in phase.iter_mut().zip(line.iter().skip(r).step_by(s)) {
+            *cell = v;
+        }
+    }
+}
+
+/// `even[i] = line[2i]` and `odd[i] = line[2i + 1]` for every cell of `line`; `even` and `odd`
+/// hold at least `ceil(len / 2)` cells.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn deinterleave_avx512(line: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    use std::arch::x86_64::{_mm512_loadu_ps, _mm512_permutex2var_ps, _mm512_setr_epi32, _mm512_storeu_ps};
+    let blocks = line.len() / 32;
+    assert!(even.len() >= 16 * blocks && odd.len() >= 16 * blocks);
+    let even_lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd_lanes = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for b in 0..blocks {
+        // SAFETY: cells `32 b..32 b + 32` lie in `line`, `16 b..16 b + 16` in `even` and `odd`
+        // (asserted above).
+        unsafe {
+            let lo = _mm512_loadu_ps(line.as_ptr().add(32 * b));
+            let hi = _mm512_loadu_ps(line.as_ptr().add(32 * b + 16));
+            _mm512_storeu_ps(
+                even.as_mut_ptr().add(16 * b),
+                _mm512_permutex2var_ps(lo, even_lanes, hi),
+            );
+            _mm512_storeu_ps(odd.as_mut_ptr().add(16 * b), _mm512_permutex2var_ps(lo, odd_lanes, hi));
+        }
+    }
+    for (i, &v) in line.iter().enumerate().skip(32 * blocks) {
+        if i % 2 == 0 {
+            even[i / 2] = v;
+        } else {
+            odd[i / 2] = v;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_phases;
+
+    #[test]
+    fn phases_hold_every_strided_cell() {
+        for s in [1, 2, 3] {
+            // Shorter than a 32-cell block, whole blocks, blocks and a tail, odd lengths.
+            for len in [1usize, 7, 31, 32, 33, 64, 77, 224] {
+                let line: Vec<f32> = (0..len).map(|i| i as f32 * 0.5 - 3.0).collect();
+                let phase_len = len.div_ceil(s);
+                let mut phases = vec![f32::NAN; s * phase_len];
+                split_phases(&line, s, phase_len, &mut phases);
+                for (i, &v) in line.iter().enumerate() {
+                    let (r, cell) = (i % s, i / s);
+                    assert_eq!(phases[r * phase_len + cell], v, "stride {s}, length {len}, cell {i}");
+                }
+            }
         }
     }
 }

@@ -282,6 +282,27 @@ fn every_convolution_and_pooling_path_matches_the_reference() {
         let want = reference(&model, &shape, &x);
         assert_every_path(&model, &shape, &x, &want, &[2], 1e-6, &format!("{attrs:?}"));
     }
+    // Lines long enough for the vectorised stride-2 phase split (32 cells a block, and a tail):
+    // VGG's 2x2 and ResNet's padded 3x3 max pooling, and a stride of 3.
+    for (kernel, stride, pad, width) in [(2, 2, 0, 70), (3, 2, 1, 71), (3, 3, 1, 100)] {
+        let attrs = PoolAttrs {
+            kind: PoolKind::Max,
+            kernel: [kernel, kernel],
+            stride: [stride, stride],
+            pad: Padding2d::symmetric(pad, pad),
+            global: false,
+            convention: PoolConvention::Valid,
+            count_include_pad: true,
+        };
+        let mut b = ModelBuilder::new();
+        let data = b.input("data");
+        let p = b.node("p", Op::Pooling(attrs.clone()), &[data]);
+        let model = b.build(&[p]).unwrap();
+        let shape = [1, 2, 7, width];
+        let x = random(2 * 7 * width, 9);
+        let want = reference(&model, &shape, &x);
+        assert_every_path(&model, &shape, &x, &want, &[1, 2], 1e-7, &format!("{attrs:?}"));
+    }
 }
 
 /// Larger stride-1 convolutions: several 96-, 48- and 32-position blocks with a partial last one,
