@@ -578,7 +578,7 @@ pub fn markdown(rows: &[Row], notes: &[String]) -> String {
 
 pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
     // Timings as `accnn bench` takes them: freed activations stay mapped between runs.
-    accnn_cli::hold_freed_memory();
+    let _held = accnn_cli::hold_freed_memory();
     let started = Instant::now();
     let root = root();
     let mut notes = vec![format!(

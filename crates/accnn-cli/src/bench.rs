@@ -41,7 +41,7 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    crate::hold_freed_memory();
+    let _held = crate::hold_freed_memory();
     if args.rounds == 0 || args.batch.contains(&0) {
         bail!("--rounds and every --batch size must be positive");
     }

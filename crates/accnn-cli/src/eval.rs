@@ -88,7 +88,7 @@ pub fn count_bar(total: usize, name: &str) -> ProgressBar {
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    crate::hold_freed_memory();
+    let _held = crate::hold_freed_memory();
     // The runtime first: nothing is read or run when it cannot be had.
     let ort = match args.runtime.runtimes().as_slice() {
         [Runtime::Accnn] => None,

@@ -174,6 +174,7 @@ pub(crate) fn evaluate<'py>(
     threads: usize,
     progress: Option<bool>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let _held = accnn_cli::hold_freed_memory();
     let (loaded, images) = data.open(py, &model)?;
     if images.count() == 0 {
         return Err(AccnnError::new_err("no images to evaluate on"));
@@ -245,6 +246,7 @@ pub(crate) fn benchmark<'py>(
     if rounds == 0 || batches.is_empty() || batches.contains(&0) {
         return Err(AccnnError::new_err("rounds and every batch size must be positive"));
     }
+    let _held = accnn_cli::hold_freed_memory();
     let base = load(py, &a, data_shape.as_deref())?;
     let other = load(py, &b, Some(&base.analysis.data_shape[1..]))?;
     let macs = |l: &LoadedModel| l.analysis.layers.iter().map(|l| l.macs).sum::<u64>();
