@@ -10,6 +10,11 @@ use crate::errors::explain;
 struct Progress {
     bar: Option<ProgressBar>,
     calibration_source: String,
+    /// Whether the plan times layers and the new model (`--cost latency`): freed memory is then
+    /// held while they are timed (from the factorisations on, returned once at the rewrite), so the
+    /// timed runs do not fault their outputs in afresh (see [`crate::hold_freed_memory`]).
+    times_layers: bool,
+    held: Option<crate::FreedMemoryHeld>,
 }
 
 impl Observer for Progress {
@@ -48,9 +53,19 @@ impl Observer for Progress {
                 if let Some(bar) = self.bar.take() {
                     bar.finish_and_clear();
                 }
+                if self.times_layers {
+                    self.held = Some(crate::hold_freed_memory());
+                }
             }
             // The SVD factors of big layers are not needed while the new model is written.
-            Event::Rewritten => crate::release_freed_memory(),
+            Event::Rewritten => {
+                // Dropping the guard returns what it held; the new model's timing holds again.
+                if self.held.take().is_none() {
+                    crate::release_freed_memory();
+                } else {
+                    self.held = Some(crate::hold_freed_memory());
+                }
+            }
             _ => {}
         }
     }
@@ -79,9 +94,18 @@ pub(crate) enum Asked {
 
 /// Runs `request` and prints what it did.
 pub(crate) fn run(request: Request, calibration_source: String, asked: Asked) -> Result<()> {
+    let times_layers = matches!(
+        &request.ranks,
+        accnn::RankSource::Ratio {
+            cost: accnn::Cost::Latency(_),
+            ..
+        }
+    );
     let mut progress = Progress {
         bar: None,
         calibration_source,
+        times_layers,
+        held: None,
     };
     let result = accnn::accelerate_with(request, &mut progress).map_err(explain)?;
     report(&result, asked)
