@@ -26,7 +26,7 @@
 //! let mut stats = collect(&model, &analysis, &data, &wanted, &options)?;
 //! let svds = factorise(&model, &analysis, &mut stats, &wanted, &options, &mut |_, _| {})?;
 //! let plan = plan_for_ratio(&analysis, &svds, 3.0, Scope::All)?;
-//! let fitted = reconstruct(model, &analysis, &svds, &plan, &stats, &data, &options)?;
+//! let fitted = reconstruct(model, &analysis, &svds, &plan, &stats, &data, &options, &mut |_, _, _| {})?;
 //! # let _ = fitted; Ok(()) }
 //! ```
 

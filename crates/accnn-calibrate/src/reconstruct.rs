@@ -8,7 +8,7 @@ use accnn_graph::ir::ConvAttrs;
 use accnn_graph::rewrite::{LayerSplit, apply_splits};
 use accnn_graph::{Entry, Model, Op, Tensor};
 use accnn_infer::data::Dataset;
-use accnn_plan::{Analysis, Factorisation, RankPlan, Report, plan_report};
+use accnn_plan::{Analysis, Factorisation, LayerId, RankPlan, Report, plan_report};
 
 use crate::patches::{Sampler, vertical_patches};
 use crate::{CalibrateError, CalibrateOptions, LayerResponses, Statistics, batches, conv_of, engine};
@@ -80,7 +80,9 @@ fn live_values(model: &Model, cut: usize) -> Vec<Entry> {
 ///
 /// Each layer's inputs come from the approximated network resumed at the previous layer where its
 /// activations over the calibration set fit in [`CalibrateOptions::resume_bytes`], else from the
-/// last layer whose did, else from the images.
+/// last layer whose did, else from the images. `progress` hears of each layer once it is replaced,
+/// with how many of how many are done.
+#[allow(clippy::too_many_arguments)]
 pub fn reconstruct(
     model: Model,
     analysis: &Analysis,
@@ -89,6 +91,7 @@ pub fn reconstruct(
     stats: &Statistics,
     data: &Dataset,
     options: &CalibrateOptions,
+    progress: &mut impl FnMut(LayerId, usize, usize),
 ) -> Result<Reconstruction, CalibrateError> {
     let started = Instant::now();
     let report = plan_report(analysis, svds, plan)?;
@@ -98,7 +101,8 @@ pub fn reconstruct(
     let mut current = model;
     let mut fits = Vec::new();
     let mut resume: Option<Resume> = None;
-    for p in planned {
+    let total = planned.len();
+    for (done, p) in planned.into_iter().enumerate() {
         let layer = &analysis[p.layer];
         let svd = svds.get(p.layer).ok_or_else(|| CalibrateError::Layer {
             layer: layer.name.clone(),
@@ -165,6 +169,7 @@ pub fn reconstruct(
             fits.push(refit.fit);
         }
         current = apply_splits(current, vec![split])?;
+        progress(p.layer, done + 1, total);
     }
     Ok(Reconstruction {
         model: current,

@@ -3,12 +3,14 @@
 
 use std::path::Path;
 
-use accnn_calibrate::{CalibrateOptions, collect, factorise, reconstruct};
+use accnn_calibrate::{CalibrateOptions, Reconstruction, Statistics, collect, factorise, reconstruct};
 use accnn_graph::ir::ConvAttrs;
 use accnn_graph::onnx::{decode_onnx, zoo};
 use accnn_graph::{Model, ModelBuilder, Tensor, fold_batch_norms};
 use accnn_infer::data::Dataset;
-use accnn_plan::{Analysis, LayerId, PlannedLayer, RankPlan, Scope, full_rank_plan, plan_for_ratio};
+use accnn_plan::{
+    Analysis, Factorisation, LayerId, PerLayer, PlannedLayer, RankPlan, Scope, full_rank_plan, plan_for_ratio,
+};
 use accnn_reference::{Array, evaluate};
 
 fn noise(n: usize, seed: u64) -> Vec<f32> {
@@ -64,6 +66,19 @@ fn squared_error(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum()
 }
 
+/// [`reconstruct`] without progress reports.
+fn reconstructed(
+    model: Model,
+    analysis: &Analysis,
+    svds: &PerLayer<Factorisation>,
+    plan: &RankPlan,
+    stats: &Statistics,
+    data: &Dataset,
+    options: &CalibrateOptions,
+) -> Reconstruction {
+    reconstruct(model, analysis, svds, plan, stats, data, options, &mut |_, _, _| {}).unwrap()
+}
+
 #[test]
 fn refit_is_the_least_squares_optimum_of_the_layer_response() {
     let model = one_conv();
@@ -83,7 +98,7 @@ fn refit_is_the_least_squares_optimum_of_the_layer_response() {
             rank: 3,
         }],
     };
-    let fitted = reconstruct(model.clone(), &analysis, &svds, &plan, &stats, &data, &options).unwrap();
+    let fitted = reconstructed(model.clone(), &analysis, &svds, &plan, &stats, &data, &options);
     let fit = &fitted.fits[0];
     assert!(fit.error_after < fit.error_before, "{fit:?}");
 
@@ -123,6 +138,7 @@ fn full_rank_calibration_reproduces_an_onnx_dag() {
     let wanted = analysis.select(|_| true);
     let mut stats = collect(&model, &analysis, &data, &wanted, &options).unwrap();
     let svds = factorise(&model, &analysis, &mut stats, &wanted, &options, &mut |_, _| {}).unwrap();
+    let mut heard = Vec::new();
     let fitted = reconstruct(
         model.clone(),
         &analysis,
@@ -131,8 +147,16 @@ fn full_rank_calibration_reproduces_an_onnx_dag() {
         &stats,
         &data,
         &options,
+        &mut |layer, done, total| heard.push((analysis[layer].node, done, total)),
     )
     .unwrap();
+    // Each layer is reported once it is replaced, in network order, counted up to the total.
+    let total = analysis.layers.len();
+    assert_eq!(heard.len(), total);
+    for (k, &(node, done, of)) in heard.iter().enumerate() {
+        assert_eq!((done, of), (k + 1, total));
+        assert!(k == 0 || heard[k - 1].0 < node, "{heard:?}");
+    }
     let (a, b) = (outputs(&fitted.model, &data), outputs(&model, &data));
     let rel = (squared_error(&a, &b) / b.iter().map(|v| v * v).sum::<f64>()).sqrt();
     assert!(rel < 1e-3, "relative error {rel}");
@@ -145,7 +169,7 @@ fn full_rank_calibration_reproduces_an_onnx_dag() {
 
     // At a ratio, every refit lowers the response error the factorisation left.
     let plan = plan_for_ratio(&analysis, &svds, 2.0, Scope::All).unwrap();
-    let fitted = reconstruct(model.clone(), &analysis, &svds, &plan, &stats, &data, &options).unwrap();
+    let fitted = reconstructed(model.clone(), &analysis, &svds, &plan, &stats, &data, &options);
     assert!(fitted.report.speedup() >= 2.0);
     for f in &fitted.fits {
         assert!(f.error_after <= f.error_before + 1e-12, "{f:?}");
@@ -158,12 +182,12 @@ fn full_rank_calibration_reproduces_an_onnx_dag() {
             batch,
             ..options.clone()
         };
-        let resumed = reconstruct(model.clone(), &analysis, &svds, &plan, &stats, &data, &per_batch).unwrap();
+        let resumed = reconstructed(model.clone(), &analysis, &svds, &plan, &stats, &data, &per_batch);
         let from_images = CalibrateOptions {
             resume_bytes: 0,
             ..per_batch
         };
-        let recomputed = reconstruct(model.clone(), &analysis, &svds, &plan, &stats, &data, &from_images).unwrap();
+        let recomputed = reconstructed(model.clone(), &analysis, &svds, &plan, &stats, &data, &from_images);
         assert_eq!(resumed.model.args.len(), recomputed.model.args.len());
         for (name, t) in &resumed.model.args {
             let u = &recomputed.model.args[name];
@@ -188,7 +212,7 @@ fn full_rank_calibration_reproduces_an_onnx_dag() {
         labels: vec![0; 4],
     };
     let stats = collect(&model, &analysis, &few, &wanted, &options).unwrap();
-    let fitted = reconstruct(model, &analysis, &svds, &plan, &stats, &few, &options).unwrap();
+    let fitted = reconstructed(model, &analysis, &svds, &plan, &stats, &few, &options);
     for f in &fitted.fits {
         let enough = f.samples >= accnn_calibrate::MIN_SAMPLES_PER_FEATURE * f.features as u64;
         assert_eq!(f.refit, enough, "{f:?}");
@@ -221,7 +245,7 @@ fn refit_of_a_dense_layer_over_a_sequence_fits_every_row() {
             rank: 3,
         }],
     };
-    let fitted = reconstruct(model.clone(), &analysis, &svds, &plan, &stats, &data, &options).unwrap();
+    let fitted = reconstructed(model.clone(), &analysis, &svds, &plan, &stats, &data, &options);
     let fit = &fitted.fits[0];
     assert!(fit.refit && fit.error_after < fit.error_before, "{fit:?}");
     assert_eq!(fit.samples, 40 * 6);

@@ -57,6 +57,18 @@ impl Observer for Progress {
                     self.held = Some(crate::hold_freed_memory());
                 }
             }
+            Event::Refitted { layer, done, total } => {
+                // Each refit frees the activations it was fed.
+                crate::release_freed_memory();
+                let bar = self.bar.get_or_insert_with(|| refit_bar(total));
+                bar.set_position(done as u64);
+                bar.set_message(layer.name.clone());
+                if done == total
+                    && let Some(bar) = self.bar.take()
+                {
+                    bar.finish_and_clear();
+                }
+            }
             // The SVD factors of big layers are not needed while the new model is written.
             Event::Rewritten => {
                 // Dropping the guard returns what it held; the new model's timing holds again.
@@ -73,10 +85,21 @@ impl Observer for Progress {
 
 /// The bar of the factorisations (`total` layers), as the command and the Python package show it.
 pub fn svd_bar(total: usize) -> ProgressBar {
+    layer_bar("SVD", total)
+}
+
+/// The bar of calibrated reconstruction (`total` layers refitted in network order).
+pub fn refit_bar(total: usize) -> ProgressBar {
+    layer_bar("refit", total)
+}
+
+/// A bar over `total` layers, labelled `what`, the current layer's name as its message.
+fn layer_bar(what: &str, total: usize) -> ProgressBar {
     let bar = ProgressBar::new(total as u64);
+    let template = format!("{{spinner}} {what} {{pos}}/{{len}} {{wide_bar}} {{elapsed}} {{msg}}");
     bar.set_style(
-        ProgressStyle::with_template("{spinner} SVD {pos}/{len} {wide_bar} {elapsed} {msg}")
-            .expect("static template")
+        ProgressStyle::with_template(&template)
+            .expect("a valid template")
             .progress_chars("=> "),
     );
     bar

@@ -38,7 +38,7 @@ use clap::Parser;
 use accelerate::Asked;
 use flags::{Cli, Command, ModelArgs};
 
-pub use accelerate::svd_bar;
+pub use accelerate::{refit_bar, svd_bar};
 pub use errors::explain;
 pub use eval::count_bar;
 

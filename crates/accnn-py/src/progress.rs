@@ -137,6 +137,21 @@ impl Observer for Progress {
                 }
             }
             Event::Factorised => self.finish(),
+            Event::Refitted { layer, done, total } => {
+                accnn_cli::release_freed_memory();
+                self.advance(
+                    || accnn_cli::refit_bar(total),
+                    done,
+                    total,
+                    &format!("refit {done}/{total} {}", layer.name),
+                );
+                if let Some(bar) = &self.bar {
+                    bar.set_message(layer.name.clone());
+                }
+                if done == total {
+                    self.finish();
+                }
+            }
             Event::Rewritten => accnn_cli::release_freed_memory(),
             _ => {}
         }

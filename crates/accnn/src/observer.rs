@@ -25,6 +25,13 @@ pub enum Event<'a> {
     },
     /// Every factorisation is done.
     Factorised,
+    /// Calibrated reconstruction (`--calibrate`) has replaced `layer` and refitted its second
+    /// half: `done` of `total` are finished, in network order.
+    Refitted {
+        layer: &'a Layer,
+        done: usize,
+        total: usize,
+    },
     /// The new model exists (not yet measured or written).
     Rewritten,
 }

@@ -271,7 +271,7 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
     };
     let plan_seconds = started.elapsed().as_secs_f64();
     let (model, mut report, fits, reconstruction_seconds) =
-        rewrite(model, &analysis, svds, &plan, calibration.as_ref())?;
+        rewrite(model, &analysis, svds, &plan, calibration.as_ref(), observer)?;
     report.chosen_by = Some(chosen_by(&ranks, calibration.is_some()));
     observer.on(Event::Rewritten);
     let fidelity = check.and_then(|r| fidelity::compare(&r, &model));
@@ -644,10 +644,27 @@ fn rewrite(
     svds: PerLayer<Factorisation>,
     plan: &RankPlan,
     calibration: Option<&Calibrated>,
+    observer: &mut dyn Observer,
 ) -> Result<(Model, Report, Vec<LayerFit>, f64), Error> {
     Ok(match calibration {
         Some(c) => {
-            let r = accnn_calibrate::reconstruct(model, analysis, &svds, plan, &c.stats, &c.data, &c.options)?;
+            let mut progress = |layer, done, total| {
+                observer.on(Event::Refitted {
+                    layer: &analysis[layer],
+                    done,
+                    total,
+                })
+            };
+            let r = accnn_calibrate::reconstruct(
+                model,
+                analysis,
+                &svds,
+                plan,
+                &c.stats,
+                &c.data,
+                &c.options,
+                &mut progress,
+            )?;
             (r.model, r.report, r.fits, r.seconds)
         }
         None => {
