@@ -10,27 +10,20 @@ use crate::errors::explain;
 struct Progress {
     bar: Option<ProgressBar>,
     calibration_source: String,
-    /// Whether the plan times layers and the new model (`--cost latency`): freed memory is then
-    /// held while they are timed (from the factorisations on, returned once at the rewrite), so the
-    /// timed runs do not fault their outputs in afresh (see [`crate::hold_freed_memory`]).
-    times_layers: bool,
-    held: Option<crate::FreedMemoryHeld>,
+    memory: crate::PhaseMemory,
 }
 
 impl Observer for Progress {
     fn on(&mut self, event: Event<'_>) {
+        self.memory.on(&event);
         // Printing progress must never stop the work (a closed stdout is not an error here).
         match event {
             Event::Warning(w) => eprintln!("warning: {w}"),
-            Event::Folded(folded) => {
-                // The model is read: the file's bytes, freed, are not needed again.
-                crate::release_freed_memory();
-                if !folded.is_empty() {
-                    let _ = say!(
-                        "folded {} BatchNorm layers into the convolutions before them",
-                        folded.len()
-                    );
-                }
+            Event::Folded(folded) if !folded.is_empty() => {
+                let _ = say!(
+                    "folded {} BatchNorm layers into the convolutions before them",
+                    folded.len()
+                );
             }
             Event::Skipped(layers) => {
                 for layer in layers {
@@ -44,7 +37,6 @@ impl Observer for Progress {
                 );
             }
             Event::Factorising { layer, done, total } => {
-                crate::release_freed_memory();
                 let bar = self.bar.get_or_insert_with(|| svd_bar(total));
                 bar.set_position(done as u64);
                 bar.set_message(layer.name.clone());
@@ -53,13 +45,8 @@ impl Observer for Progress {
                 if let Some(bar) = self.bar.take() {
                     bar.finish_and_clear();
                 }
-                if self.times_layers {
-                    self.held = Some(crate::hold_freed_memory());
-                }
             }
             Event::Refitted { layer, done, total } => {
-                // Each refit frees the activations it was fed.
-                crate::release_freed_memory();
                 let bar = self.bar.get_or_insert_with(|| refit_bar(total));
                 bar.set_position(done as u64);
                 bar.set_message(layer.name.clone());
@@ -67,15 +54,6 @@ impl Observer for Progress {
                     && let Some(bar) = self.bar.take()
                 {
                     bar.finish_and_clear();
-                }
-            }
-            // The SVD factors of big layers are not needed while the new model is written.
-            Event::Rewritten => {
-                // Dropping the guard returns what it held; the new model's timing holds again.
-                if self.held.take().is_none() {
-                    crate::release_freed_memory();
-                } else {
-                    self.held = Some(crate::hold_freed_memory());
                 }
             }
             _ => {}
@@ -117,18 +95,10 @@ pub(crate) enum Asked {
 
 /// Runs `request` and prints what it did.
 pub(crate) fn run(request: Request, calibration_source: String, asked: Asked) -> Result<()> {
-    let times_layers = matches!(
-        &request.ranks,
-        accnn::RankSource::Ratio {
-            cost: accnn::Cost::Latency(_),
-            ..
-        }
-    );
     let mut progress = Progress {
         bar: None,
         calibration_source,
-        times_layers,
-        held: None,
+        memory: crate::PhaseMemory::for_request(&request),
     };
     let result = accnn::accelerate_with(request, &mut progress).map_err(explain)?;
     report(&result, asked)

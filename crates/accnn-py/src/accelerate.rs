@@ -178,7 +178,8 @@ pub(crate) fn accelerate<'py>(
     options: AccelerateOptions,
 ) -> PyResult<(Option<Bound<'py, PyBytes>>, Bound<'py, PyDict>)> {
     let request = options.request(py)?;
-    let mut progress = Progress::new(Show::from_flag(options.progress));
+    let mut progress =
+        Progress::new(Show::from_flag(options.progress)).with_memory(accnn_cli::PhaseMemory::for_request(&request));
     let want_bytes = options.want_bytes;
     let (result, bytes) = py
         .detach(|| {

@@ -45,6 +45,8 @@ pub(crate) struct Progress {
     pub(crate) skipped: Vec<String>,
     /// The last decile written as a line, so that lines come at most ten a task.
     last_decile: Option<usize>,
+    /// The pipeline's memory, phase by phase (when this observes one).
+    memory: Option<accnn_cli::PhaseMemory>,
 }
 
 impl Progress {
@@ -62,7 +64,14 @@ impl Progress {
             warnings: Vec::new(),
             skipped: Vec::new(),
             last_decile: None,
+            memory: None,
         }
+    }
+
+    /// Also drives `memory` from the pipeline's events.
+    pub(crate) fn with_memory(mut self, memory: accnn_cli::PhaseMemory) -> Self {
+        self.memory = Some(memory);
+        self
     }
 
     /// `done` of `total` steps of a task: the bar `make_bar` makes, on a terminal; elsewhere, when
@@ -108,24 +117,20 @@ impl Progress {
 
 impl Observer for Progress {
     fn on(&mut self, event: Event<'_>) {
+        if let Some(memory) = &mut self.memory {
+            memory.on(&event);
+        }
         match event {
             Event::Warning(w) => self.warnings.push(w.to_string()),
             Event::Skipped(layers) => self.skipped.extend(layers.iter().map(ToString::to_string)),
-            Event::Folded(folded) => {
-                // The model is read: the file's bytes, freed, are not needed again.
-                accnn_cli::release_freed_memory();
-                if !folded.is_empty() {
-                    self.line(&format!(
-                        "folded {} BatchNorm layers into the convolutions before them",
-                        folded.len()
-                    ))
-                }
-            }
+            Event::Folded(folded) if !folded.is_empty() => self.line(&format!(
+                "folded {} BatchNorm layers into the convolutions before them",
+                folded.len()
+            )),
             Event::Calibrated { images, seconds } => {
                 self.line(&format!("calibration: {images} images, statistics in {seconds:.1} s"))
             }
             Event::Factorising { layer, done, total } => {
-                accnn_cli::release_freed_memory();
                 self.advance(
                     || accnn_cli::svd_bar(total),
                     done,
@@ -138,7 +143,6 @@ impl Observer for Progress {
             }
             Event::Factorised => self.finish(),
             Event::Refitted { layer, done, total } => {
-                accnn_cli::release_freed_memory();
                 self.advance(
                     || accnn_cli::refit_bar(total),
                     done,
@@ -152,7 +156,6 @@ impl Observer for Progress {
                     self.finish();
                 }
             }
-            Event::Rewritten => accnn_cli::release_freed_memory(),
             _ => {}
         }
     }
