@@ -257,6 +257,8 @@ impl FinetuneProgress for Bar {
 
 pub fn run(args: &FinetuneArgs) -> Result<()> {
     let request = args.request()?;
+    // Every step frees and reallocates the same large buffers (activations, im2col columns).
+    let _held = crate::hold_freed_memory();
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{spinner} {pos}/{len} {wide_bar} {elapsed}<{eta} {msg}")

@@ -18,13 +18,14 @@ pub fn release_freed_memory() {
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Keeps freed memory mapped while the returned guard lives, for what only runs models (`bench`,
-/// `eval`, the Python package's `benchmark` and `evaluate`): mimalloc hands a freed block's pages
-/// back to the OS 10 ms after it is freed, so each inference faulted its large activations in
-/// afresh, the kernel zeroing every page (VGG-16 at 224, batch 1, 2 threads, `ACCNN_PROFILE`:
-/// conv1_1 2.3-6.0 ms with it, 0.83-0.88 ms without; the whole model 90 → 83-87 ms). Dropping the
-/// guard restores the previous delay and returns what was kept ([`release_freed_memory`] cannot
-/// while purging is off), so a process that goes on to compress a model has its memory back.
-/// Harmless when mimalloc is not the global allocator.
+/// `eval`, `finetune`, the Python package's `benchmark` and `evaluate`): mimalloc hands a freed
+/// block's pages back to the OS 10 ms after it is freed, so each inference faulted its large
+/// activations in afresh, the kernel zeroing every page (VGG-16 at 224, batch 1, 2 threads,
+/// `ACCNN_PROFILE`: conv1_1 2.3-6.0 ms with it, 0.83-0.88 ms without; the whole model 90 → 83-87 ms;
+/// 30 fine-tuning steps of the 3x Fashion-MNIST student 6.5-7.2 → 6.0-6.1 s). Dropping the guard
+/// restores the previous delay and returns what was kept ([`release_freed_memory`] cannot while
+/// purging is off), so a process that goes on to compress a model has its memory back. Harmless
+/// when mimalloc is not the global allocator.
 #[must_use = "freed memory is held only while the guard lives"]
 pub fn hold_freed_memory() -> FreedMemoryHeld {
     // SAFETY: reads and sets one of mimalloc's global options; no pointers are involved.
