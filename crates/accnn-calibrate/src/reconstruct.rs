@@ -11,7 +11,7 @@ use accnn_infer::data::Dataset;
 use accnn_plan::{Analysis, Factorisation, LayerId, RankPlan, Report, plan_report};
 
 use crate::patches::{Sampler, vertical_patches};
-use crate::{CalibrateError, CalibrateOptions, LayerResponses, Statistics, batches, conv_of, engine};
+use crate::{CalibrateError, CalibrateOptions, LayerResponses, Statistics, batches, conv_of, engine, with_values};
 
 /// What reconstruction did to one layer: relative squared response error on the calibration
 /// samples (`‖y − ŷ‖² / ‖y‖²`, pre-activation, inputs from the approximated network) with the
@@ -136,7 +136,7 @@ pub fn reconstruct(
                     }
                     _ => engine.run_collect(&images, &wanted)?,
                 };
-                refitter.add(start, &values[at].flatten_all()?.to_vec1::<f32>()?)?;
+                with_values(&values[at], |x| refitter.add(start, x))??;
                 values.truncate(live.len());
                 if b == 0 {
                     let bytes: usize = values.iter().map(|v| v.elem_count() * 4).sum();
