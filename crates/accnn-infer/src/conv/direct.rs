@@ -112,7 +112,9 @@ pub(super) fn convolve(
                         o = (y + 1) * wq;
                         continue;
                     }
-                    let run = (end - o).min(wo - col);
+                    // Without padding columns (1x1 layers, vertical halves, wq == wo) the tile's
+                    // rows are contiguous in the output too: one run, not one per output row.
+                    let run = if wq == wo { end - o } else { (end - o).min(wo - col) };
                     let at = (f * ho + y) * wo + col;
                     let values = &values[o - o0..o - o0 + run];
                     if epilogue.residual.is_some() {
