@@ -91,6 +91,22 @@ impl Progress {
     }
 
     /// The task is done: its bar goes.
+    /// Layer `name`, `done` of `total`, of a per-layer task (`what`: "SVD", "refit"): the bar
+    /// shows its name, a line names task, count and layer.
+    fn layer_done(
+        &mut self,
+        make_bar: impl FnOnce() -> ProgressBar,
+        what: &str,
+        name: &str,
+        done: usize,
+        total: usize,
+    ) {
+        self.advance(make_bar, done, total, &format!("{what} {done}/{total} {name}"));
+        if let Some(bar) = &self.bar {
+            bar.set_message(name.to_string());
+        }
+    }
+
     pub(crate) fn finish(&mut self) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
@@ -131,27 +147,11 @@ impl Observer for Progress {
                 self.line(&format!("calibration: {images} images, statistics in {seconds:.1} s"))
             }
             Event::Factorising { layer, done, total } => {
-                self.advance(
-                    || accnn_cli::svd_bar(total),
-                    done,
-                    total,
-                    &format!("SVD {done}/{total} {}", layer.name),
-                );
-                if let Some(bar) = &self.bar {
-                    bar.set_message(layer.name.clone());
-                }
+                self.layer_done(|| accnn_cli::svd_bar(total), "SVD", &layer.name, done, total)
             }
             Event::Factorised => self.finish(),
             Event::Refitted { layer, done, total } => {
-                self.advance(
-                    || accnn_cli::refit_bar(total),
-                    done,
-                    total,
-                    &format!("refit {done}/{total} {}", layer.name),
-                );
-                if let Some(bar) = &self.bar {
-                    bar.set_message(layer.name.clone());
-                }
+                self.layer_done(|| accnn_cli::refit_bar(total), "refit", &layer.name, done, total);
                 if done == total {
                     self.finish();
                 }
