@@ -64,6 +64,10 @@ pub struct BenchSpeedupArgs {
     /// Ratios of the sweep budget convolutions only, as the original tool's did.
     #[arg(long)]
     pub conv_only: bool,
+    /// Also a row per ratio and objective without data-free bias correction: the decomposition as
+    /// the original tool (and accnn before it) made it.
+    #[arg(long)]
+    pub uncorrected: bool,
     /// Devices to time on: cpu, and cuda (or cuda:N) for the GPU column, with a build made by
     /// `cargo xtask build-cuda`.
     #[arg(long, value_delimiter = ',', default_values_t = vec!["cpu".to_string()])]
@@ -137,6 +141,8 @@ struct Section {
     ratios: Vec<f64>,
     /// The objectives of the data-free sweep, and the layers its ratios budget.
     objectives: Vec<Objective>,
+    /// Each data-free sweep row also without bias correction.
+    uncorrected: bool,
     scope: Scope,
     /// Rows fitted to synthetic images (`--calibrate synthetic`), one per ratio.
     synthetic: bool,
@@ -396,10 +402,11 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
     };
     push("model0", "original", model.clone(), None, rows)?;
     // Every variant is one run of the library's pipeline on the section's model, timed whole.
-    let accelerate = |ranks: RankSource, fit: Fit| -> Result<(Model, f64)> {
+    let accelerate_with = |ranks: RankSource, fit: Fit, bias_correction: bool| -> Result<(Model, f64)> {
         let request = Request {
             data_shape: Some(section.data_shape[1..].to_vec()),
             fit,
+            bias_correction,
             ..Request::new(
                 ModelInput::Memory {
                     name: section.name.clone(),
@@ -412,6 +419,7 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
         let fast = accnn::accelerate(request)?;
         Ok((fast.model, started.elapsed().as_secs_f64()))
     };
+    let accelerate = |ranks: RankSource, fit: Fit| accelerate_with(ranks, fit, true);
     // The original's model2/model4: a decomposed model trained back towards the original.
     let finetune = |variant: &str, method: &str, m: &Model, seconds: f64, ratio: Option<f64>, rows: &mut Vec<Row>| {
         let Some(tune) = &section.finetune else { return Ok(()) };
@@ -472,6 +480,11 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
             push(&variant, &method, m.clone(), Some(seconds), rows)?;
             if objective == Objective::default() {
                 finetune(&variant, &method, &m, seconds, Some(ratio), rows)?;
+            }
+            if section.uncorrected {
+                let (m, seconds) = accelerate_with(macs_ranks(ratio, objective), Fit::Weights, false)?;
+                let method = format!("{method}, no bias correction");
+                push(&format!("{variant}, uncorrected"), &method, m, Some(seconds), rows)?;
             }
         }
     }
@@ -678,6 +691,7 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
                 config,
                 ratios: ratios.clone(),
                 objectives: objectives.clone(),
+                uncorrected: args.uncorrected,
                 scope,
                 synthetic: true,
                 latency: None,
@@ -717,6 +731,7 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
                 config: None,
                 ratios: ratios.clone(),
                 objectives: objectives.clone(),
+                uncorrected: args.uncorrected,
                 scope,
                 synthetic: true,
                 latency: None,
@@ -738,6 +753,7 @@ pub fn run(args: &BenchSpeedupArgs) -> Result<()> {
                     config: Some(RankConfig::read(&config_path)?),
                     ratios: vec![3.0],
                     objectives: vec![Objective::default()],
+                    uncorrected: false,
                     scope: Scope::All,
                     // 512 images through VGG-16 at 224 take minutes, for a row without accuracy.
                     synthetic: false,
@@ -826,6 +842,7 @@ mod tests {
             ratios: vec![1.5, 2.0],
             rank_search: vec![Objective::Energy, Objective::Seed],
             conv_only: false,
+            uncorrected: false,
             device: vec!["cpu".into()],
             gpu_dtype: "bf16".into(),
             gpu_batch: 32,

@@ -57,6 +57,7 @@ pub fn run(root: &Path, args: &MxnetCheckArgs) -> Result<()> {
             &folded_analysis,
             &folded_svds,
             &full_rank_plan(&folded_analysis),
+            None,
         )?;
         let plans = [
             ("full", full_rank_plan(&analysis), Some("1e-5"), None),
@@ -71,7 +72,7 @@ pub fn run(root: &Path, args: &MxnetCheckArgs) -> Result<()> {
         for (tag, plan, tolerance, ready) in plans {
             let fast = match ready {
                 Some(m) => m,
-                None => apply_plan(model.clone(), &analysis, &svds, &plan)?.0,
+                None => apply_plan(model.clone(), &analysis, &svds, &plan, None)?.0,
             };
             let new = dir.join(format!("{stem}-{tag}")).to_string_lossy().into_owned();
             save_checkpoint(&fast, &new, 1)?;
@@ -104,7 +105,7 @@ pub fn run(root: &Path, args: &MxnetCheckArgs) -> Result<()> {
         &mut |_, _| {},
     )?;
     let plan = plan_for_ratio(&analysis, &svds, 2.4, Scope::ConvOnly)?;
-    let (fast, _) = apply_plan(model.clone(), &analysis, &svds, &plan)?;
+    let (fast, _) = apply_plan(model.clone(), &analysis, &svds, &plan, None)?;
     drop(svds);
     let fast_prefix = dir.join("vgg16-x2.4").to_string_lossy().into_owned();
     save_checkpoint(&fast, &fast_prefix, 1)?;

@@ -143,7 +143,7 @@ pub fn run(root: &Path, args: &OnnxCheckArgs) -> Result<()> {
             ));
         }
         for (tag, plan, reference) in plans {
-            let (fast, report): (Model, Report) = apply_plan(model.clone(), &analysis, &svds, &plan)?;
+            let (fast, report): (Model, Report) = apply_plan(model.clone(), &analysis, &svds, &plan, None)?;
             if let Some(ratio) = tag.strip_prefix('x').and_then(|r| r.parse::<f64>().ok()) {
                 let achieved = report.speedup();
                 println!("{}: requested {ratio}x, theoretical {achieved:.3}x", case.name);
@@ -260,7 +260,7 @@ fn standalone_cases(root: &Path, dir: &Path) -> Result<Vec<serde_json::Value>> {
         let analysis = Analysis::new(&folded, &one)?;
         let svds = factorise_all(&folded, &analysis, Default::default(), |_, _| {})?;
         let plan = plan_for_ratio(&analysis, &svds, 2.0, Scope::All)?;
-        let (fast, _) = apply_plan(folded, &analysis, &svds, &plan)?;
+        let (fast, _) = apply_plan(folded, &analysis, &svds, &plan, None)?;
         let name = prefix.replace('/', "-");
         models.push((name.clone(), model, shape.clone()));
         models.push((format!("{name}-x2"), fast, shape));

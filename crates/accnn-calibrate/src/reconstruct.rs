@@ -108,7 +108,7 @@ pub fn reconstruct(
             layer: layer.name.clone(),
             message: "no factorisation was computed".into(),
         })?;
-        let mut split = svd.split(&current, layer, p.rank)?;
+        let mut split = svd.split(&current, layer, p.rank, None)?;
         let groups = conv_of(&current, split.node).map_or(1, |c| c.num_group);
         if let (Some(responses), 1) = (stats.layers.get(p.layer), groups) {
             let mut refitter = Refitter::new(&current, p.layer.index(), layer, &split, responses, options);

@@ -111,6 +111,10 @@ pub(crate) struct AccelerateArgs {
     /// Keep BatchNorm layers instead of folding them into the convolutions before them.
     #[arg(long)]
     no_fold_bn: bool,
+    /// Data-free only: leave each decomposed layer's bias as it was, instead of giving back the
+    /// response to its input's estimated mean that the truncation lost.
+    #[arg(long)]
+    no_bias_correction: bool,
     /// Make every chosen rank K a multiple of N (and at least N), the budget still met: widths that
     /// GEMM kernels and tensor cores run at full speed.
     #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "config")]
@@ -189,6 +193,7 @@ impl AccelerateArgs {
             ranks,
             fit: self.calibration.fit()?,
             precision: self.precision.into(),
+            bias_correction: !self.no_bias_correction,
             output: Some(Output {
                 model: dest,
                 format: self.save_format.map(Into::into),
@@ -234,6 +239,10 @@ pub(crate) struct LayerArgs {
     /// Keep BatchNorm layers instead of folding them into the convolutions before them.
     #[arg(long)]
     no_fold_bn: bool,
+    /// Data-free only: leave each decomposed layer's bias as it was, instead of giving back the
+    /// response to its input's estimated mean that the truncation lost.
+    #[arg(long)]
+    no_bias_correction: bool,
     #[command(flatten)]
     calibration: CalibrationArgs,
 }
@@ -257,6 +266,7 @@ impl LayerArgs {
             },
             fit: self.calibration.fit()?,
             precision: self.precision.into(),
+            bias_correction: !self.no_bias_correction,
             output: Some(Output {
                 model: self.save_model.clone(),
                 format: self.save_format.map(Into::into),

@@ -37,6 +37,7 @@ mod error;
 mod fold;
 pub mod io;
 pub mod ir;
+pub mod moments;
 pub mod mxnet;
 mod names;
 pub mod onnx;

@@ -7,6 +7,7 @@ use accnn_graph::{Model, Tensor};
 
 use crate::Error;
 use crate::analysis::Layer;
+use crate::correction::{corrected_bias, tap_coverage};
 
 /// The SVD of one layer's weight, or the response-weighted one fitted on calibration data.
 pub enum Factorisation {
@@ -36,6 +37,20 @@ pub(crate) fn layer_weight<'m>(model: &'m Model, node: usize, layer: &str) -> Re
     model
         .param(weight_name)
         .ok_or_else(|| missing(format!("weight '{weight_name}' is missing")))
+}
+
+/// The bias of the layer at `node` of `model`, if it has one.
+fn layer_bias(model: &Model, node: usize) -> Option<&Tensor> {
+    let n = model.graph.nodes.get(node)?;
+    let has_bias = match &n.op {
+        accnn_graph::Op::Convolution(c) => !c.no_bias,
+        accnn_graph::Op::FullyConnected(f) => !f.no_bias,
+        _ => false,
+    };
+    if !has_bias {
+        return None;
+    }
+    model.param(&model.graph.nodes[n.inputs.get(2)?.node].name)
 }
 
 impl Factorisation {
@@ -87,27 +102,58 @@ impl Factorisation {
     /// The graph rewrite replacing `layer` by its pair at `rank_per_group`, in `model`: the model the
     /// layer was analysed in, or one derived from it in which earlier layers were already replaced
     /// (the layer is found by name). Dense factors project the layer's weight as `model` holds it.
-    pub fn split(&self, model: &Model, layer: &Layer, rank_per_group: usize) -> Result<LayerSplit, Error> {
+    ///
+    /// With `level` (the layer's estimated input mean, [`crate::BiasCorrection`]) a layer with a
+    /// bias gets the response to that level its truncation lost added to it; factors fitted on
+    /// calibration data are not corrected (their refit already matches the responses).
+    pub fn split(
+        &self,
+        model: &Model,
+        layer: &Layer,
+        rank_per_group: usize,
+        level: Option<f64>,
+    ) -> Result<LayerSplit, Error> {
         let wrap = |e: accnn_decompose::DecomposeError| Error::Layer {
             layer: layer.name.clone(),
             message: e.to_string(),
         };
         let node = layer_node(model, layer)?;
         let tensor = |shape: Vec<usize>, data: Vec<f32>| Tensor::new(shape, data);
+        // The corrected bias of the second half, from the pair's composed weight.
+        let corrected = |approx: &dyn Fn() -> Vec<f32>| -> Result<Option<Tensor>, Error> {
+            let Some(level) = level else {
+                return Ok(None);
+            };
+            let Some(bias) = layer_bias(model, node) else {
+                return Ok(None);
+            };
+            let weight = layer_weight(model, node, &layer.name)?;
+            let coverage = tap_coverage(layer, &model.graph.nodes[node].op);
+            let values = corrected_bias(weight.data(), &approx(), bias.data(), &coverage, level);
+            Ok(Some(tensor(bias.shape().to_vec(), values)?))
+        };
         Ok(match self {
             Factorisation::Conv(s) => {
                 let f = s.factors(rank_per_group).map_err(wrap)?;
+                let bias = corrected(&|| f.compose())?;
                 let (vs, hs) = (f.vertical_shape().to_vec(), f.horizontal_shape().to_vec());
-                LayerSplit::new(node, tensor(vs, f.vertical)?, tensor(hs, f.horizontal)?)
+                LayerSplit {
+                    bias,
+                    ..LayerSplit::new(node, tensor(vs, f.vertical)?, tensor(hs, f.horizontal)?)
+                }
             }
             Factorisation::Dense(s) => {
                 let weight = layer_weight(model, node, &layer.name)?;
                 let f = s.factors(weight.data(), rank_per_group).map_err(wrap)?;
-                LayerSplit::new(
-                    node,
-                    tensor(vec![f.rank, f.inputs], f.reduce)?,
-                    tensor(vec![f.outputs, f.rank], f.reconstruct)?,
-                )
+                let bias = corrected(&|| f.compose())?;
+                LayerSplit {
+                    bias,
+                    ..LayerSplit::new(
+                        node,
+                        tensor(vec![f.rank, f.inputs], f.reduce)?,
+                        tensor(vec![f.outputs, f.rank], f.reconstruct)?,
+                    )
+                }
             }
             Factorisation::Response { svd, kind } => {
                 let weight = layer_weight(model, node, &layer.name)?;

@@ -19,13 +19,14 @@
 //! let analysis = Analysis::new(&model, &[1, 3, 8, 8])?;
 //! let svds = factorise_all(&model, &analysis, Default::default(), |_, _| {})?;
 //! let plan = plan_for_ratio(&analysis, &svds, 2.0, Scope::All)?;
-//! let (fast, report) = apply_plan(model, &analysis, &svds, &plan)?;
+//! let (fast, report) = apply_plan(model, &analysis, &svds, &plan, None)?;
 //! assert!(report.speedup() > 1.9);
 //! # let _ = fast;
 //! # Ok(()) }
 //! ```
 
 mod analysis;
+mod correction;
 mod error;
 mod factorise;
 mod format;
@@ -37,6 +38,7 @@ mod report;
 pub use accnn_decompose::Precision;
 pub use accnn_graph::cost::LayerKind;
 pub use analysis::{Analysis, Layer, SkippedLayer};
+pub use correction::BiasCorrection;
 pub use error::{ConfigSection, Error};
 pub use factorise::{Factorisation, layer_node};
 pub use format::{

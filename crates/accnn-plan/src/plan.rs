@@ -6,6 +6,7 @@ use accnn_graph::{Model, Tensor};
 use accnn_rank::{RankCandidate, RankConfig};
 
 use crate::analysis::{Analysis, Layer};
+use crate::correction::BiasCorrection;
 use crate::factorise::Factorisation;
 use crate::objective::{Objective, plan_seed};
 use crate::per_layer::{LayerId, LayerSet, PerLayer};
@@ -383,17 +384,25 @@ pub fn plan_width(layer: &Layer, width: usize) -> Result<usize, Error> {
 
 /// Rewrites the model by `plan`. `svds` must hold the factorisation of every planned layer. The model is
 /// consumed so that its weights move into the result rather than being copied.
+///
+/// With `correction`, each decomposed layer that has a bias and an estimated input level gets the
+/// data-free bias correction ([`BiasCorrection`]); the report counts them.
 pub fn apply_plan(
     mut model: Model,
     analysis: &Analysis,
     svds: &PerLayer<Factorisation>,
     plan: &RankPlan,
+    correction: Option<&BiasCorrection>,
 ) -> Result<(Model, Report), Error> {
     let uses = model.graph.use_counts();
     let mut splits = Vec::with_capacity(plan.layers.len());
+    let mut corrected = 0;
     for p in &plan.layers {
         let layer = &analysis[p.layer];
-        splits.push(planned_svd(analysis, svds, p.layer)?.split(&model, layer, p.rank)?);
+        let level = correction.and_then(|c| c.level(p.layer));
+        let split = planned_svd(analysis, svds, p.layer)?.split(&model, layer, p.rank, level)?;
+        corrected += usize::from(split.bias.is_some());
+        splits.push(split);
         // Once its factors exist a layer's own weight is dead (unless another layer shares it): free
         // it now, not after every layer's factors were made (VGG-16's fc6 alone is 0.4 GB).
         if let Some(weight) = model.graph.nodes[layer.node].inputs.get(1)
@@ -406,7 +415,8 @@ pub fn apply_plan(
             }
         }
     }
-    let report = plan_report(analysis, svds, plan)?;
+    let mut report = plan_report(analysis, svds, plan)?;
+    report.bias_corrected = correction.map(|_| corrected);
     Ok((apply_splits(model, splits)?, report))
 }
 

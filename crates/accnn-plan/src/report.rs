@@ -31,6 +31,8 @@ pub struct Report {
     /// What chose the ranks, printed next to the kept energy (a `--rank-search` objective, a
     /// config file); `None` leaves it unsaid.
     pub chosen_by: Option<String>,
+    /// With data-free bias correction: how many decomposed layers had their bias corrected.
+    pub bias_corrected: Option<usize>,
 }
 
 impl Report {
@@ -108,6 +110,13 @@ impl std::fmt::Display for Report {
             )?,
             None => writeln!(f, "kept energy: sum of ln(energy) over the layers {log_energy:.3}")?,
         }
+        if let Some(n) = self.bias_corrected {
+            let decomposed = self.layers.iter().filter(|l| l.width.is_some()).count();
+            writeln!(
+                f,
+                "bias correction: {n} of {decomposed} decomposed layers given back the response to their input's estimated mean (data-free; --no-bias-correction turns it off)"
+            )?;
+        }
         writeln!(
             f,
             "theoretical speed-up: {:.3}x whole model (conv + fc), {:.3}x convolutions alone",
@@ -158,5 +167,6 @@ pub fn plan_report(analysis: &Analysis, svds: &PerLayer<Factorisation>, plan: &R
     Ok(Report {
         layers,
         chosen_by: None,
+        bias_corrected: None,
     })
 }

@@ -72,7 +72,7 @@ fn full_rank_decomposition_of_an_mxnet_dag_matches_mxnet() {
     let svds = factorise_all(&model, &analysis, Default::default(), |_, _| {}).unwrap();
     let plan = full_rank_plan(&analysis);
     assert_eq!(plan.layers.len(), 7);
-    let (fast, _) = apply_plan(model, &analysis, &svds, &plan).unwrap();
+    let (fast, _) = apply_plan(model, &analysis, &svds, &plan, None).unwrap();
     let err = relative_error(&logits(&fast, &io), &io.logits);
     assert!(err < 1e-5, "relative error against MXNet {err}");
 }

@@ -88,7 +88,7 @@ fn full_rank_decomposition_reproduces_and_round_trips_through_onnx() {
             };
             let analysis = Analysis::new(&model, &shape).expect("analysis");
             let svds = factorise_all(&model, &analysis, Default::default(), |_, _| {}).expect("svd");
-            let (fast, _) = apply_plan(model, &analysis, &svds, &full_rank_plan(&analysis)).expect("apply");
+            let (fast, _) = apply_plan(model, &analysis, &svds, &full_rank_plan(&analysis), None).expect("apply");
             let err = relative_error(&outputs(&fast, &x), &original);
             assert!(err < 1e-5, "{name} fold={fold}: relative error {err}");
 
@@ -132,7 +132,7 @@ fn strided_pointwise_shortcut_is_split_by_channel_svd_with_the_stride_first() {
     // K * (C + N) MACs per output pixel, on the 6x6 output grid.
     assert_eq!(shortcut.macs_per_rank, (8 + 16) * 36);
     let svds = factorise_all(&model, &analysis, Default::default(), |_, _| {}).expect("svd");
-    let (fast, _) = apply_plan(model, &analysis, &svds, &full_rank_plan(&analysis)).expect("apply");
+    let (fast, _) = apply_plan(model, &analysis, &svds, &full_rank_plan(&analysis), None).expect("apply");
     let first = fast
         .graph
         .nodes
@@ -162,7 +162,7 @@ fn ratio_budget_is_met_on_a_dag() {
     let svds = factorise_all(&model, &analysis, Default::default(), |_, _| {}).expect("svd");
     for ratio in [1.5, 2.0] {
         let plan = plan_for_ratio(&analysis, &svds, ratio, Default::default()).expect("plan");
-        let (_, report) = apply_plan(model.clone(), &analysis, &svds, &plan).expect("apply");
+        let (_, report) = apply_plan(model.clone(), &analysis, &svds, &plan, None).expect("apply");
         assert!(report.speedup() >= ratio, "{name}: {} < {ratio}", report.speedup());
     }
 }

@@ -122,7 +122,7 @@ fn full_rank_decomposition_reproduces_every_output() {
     assert_eq!(plan.layers.len(), 6);
     // The same plan goes through config.json unchanged.
     assert_eq!(plan_from_config(&analysis, &plan.to_config(&analysis)).unwrap(), plan);
-    let (fast, report) = apply_plan(model.clone(), &analysis, &svds, &plan).unwrap();
+    let (fast, report) = apply_plan(model.clone(), &analysis, &svds, &plan, None).unwrap();
     assert!(fast.graph.find("c3_v").is_some() && fast.graph.find("fc1_rec").is_some());
     assert!(fast.graph.find("c1_weight").is_none() && !fast.args.contains_key("c1_weight"));
     assert!(
@@ -158,7 +158,7 @@ fn truncated_layer_error_follows_eckart_young_in_the_outputs() {
             ..Default::default()
         };
         let plan = plan_from_config(&analysis, &config).unwrap();
-        let (fast, _) = apply_plan(model.clone(), &analysis, &svds, &plan).unwrap();
+        let (fast, _) = apply_plan(model.clone(), &analysis, &svds, &plan, None).unwrap();
         let err = relative_error(&reference[0], &evaluate(&fast, &x).unwrap()[0]);
         assert!(err < last, "error did not shrink at rank {k}");
         last = err;
@@ -179,7 +179,7 @@ fn ratio_plans_hit_the_requested_speedup() {
         (4.0, Scope::All),
     ] {
         let plan = plan_for_ratio(&analysis, &svds, ratio, scope).unwrap();
-        let (fast, report) = apply_plan(model.clone(), &analysis, &svds, &plan).unwrap();
+        let (fast, report) = apply_plan(model.clone(), &analysis, &svds, &plan, None).unwrap();
         let achieved = report.scope_speedup(scope);
         assert!(
             achieved >= ratio && achieved / ratio < 1.02,
@@ -204,7 +204,7 @@ fn full_rank_fixture_agrees_with_the_original() {
     let analysis = Analysis::new(&model, &[1, 1, 32, 32]).unwrap();
     let svds = factorise_all(&model, &analysis, Default::default(), |_, _| {}).unwrap();
     let plan = full_rank_plan(&analysis);
-    let (fast, _) = apply_plan(model.clone(), &analysis, &svds, &plan).unwrap();
+    let (fast, _) = apply_plan(model.clone(), &analysis, &svds, &plan, None).unwrap();
     let x = input(&[1, 1, 32, 32], 3);
     // Compare the logits (before the softmax head) for a sharper test.
     let logits = |m: &Model| {

@@ -29,6 +29,7 @@ pub(crate) struct AccelerateOptions {
     rank_search: Option<String>,
     precision: String,
     fold_bn: bool,
+    bias_correction: bool,
     data_shape: Option<Vec<usize>>,
     calibrate_path: Option<String>,
     calibrate_array: Option<ArrayArg>,
@@ -130,6 +131,7 @@ impl AccelerateOptions {
             ranks,
             fit: self.fit(py)?,
             precision,
+            bias_correction: self.bias_correction,
             output: self.save_model.as_ref().map(|dest| Output {
                 model: dest.clone(),
                 format,
@@ -223,6 +225,7 @@ fn report<'py>(py: Python<'py>, result: &Accelerated, progress: &Progress) -> Py
     out.set_item("params_before", params_before)?;
     out.set_item("params_after", params_after)?;
     out.set_item("chosen_by", result.report.chosen_by.as_deref())?;
+    out.set_item("bias_corrected", result.report.bias_corrected)?;
     out.set_item("config_json", result.config().to_json())?;
     out.set_item(
         "folded",

@@ -8,8 +8,8 @@ use accnn_graph::io::{FileContent, same_file, write_contents_atomically};
 use accnn_graph::{FoldedBatchNorm, Model, fold_batch_norms};
 use accnn_infer::data::Dataset;
 use accnn_plan::{
-    Analysis, ConfigSection, Factorisation, LayerId, LayerSet, ModelFile, ModelSource, Objective, PerLayer, RankPlan,
-    Report, SaveAs, check_destination, encode_model,
+    Analysis, BiasCorrection, ConfigSection, Factorisation, LayerId, LayerSet, ModelFile, ModelSource, Objective,
+    PerLayer, RankPlan, Report, SaveAs, check_destination, encode_model,
 };
 use accnn_rank::RankConfig;
 
@@ -197,6 +197,7 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
         ranks,
         fit,
         precision,
+        bias_correction,
         output,
     } = request;
     let loaded = load_model(model, data_shape.as_deref(), fold_batch_norm)?;
@@ -247,6 +248,12 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
         Some((data, options)) => Some(calibrate(data, options, &model, &analysis, &wanted, observer)?),
     };
     let svds = factorise(&model, &analysis, &wanted, calibration.as_mut(), precision, observer)?;
+    // Data-free factors lose part of each layer's response to its input's mean; calibrated ones are
+    // refitted to the responses instead.
+    let correction = match (&calibration, bias_correction) {
+        (None, true) => Some(BiasCorrection::estimate(&model, &analysis)?),
+        _ => None,
+    };
     // The original ready to be timed in the runtime (an ONNX file for onnxruntime), once: the plan
     // measures it, and the new model is timed against it at the end.
     let mut timed = match timer {
@@ -264,14 +271,21 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
             &analysis,
             &svds,
             &ranks,
-            timed.as_mut().map(|(t, o)| (&*t, o)),
-            source.as_ref(),
+            timed.as_mut().map(|(t, o)| (&*t, o, source.as_ref())),
+            correction.as_ref(),
             observer,
         )?,
     };
     let plan_seconds = started.elapsed().as_secs_f64();
-    let (model, mut report, fits, reconstruction_seconds) =
-        rewrite(model, &analysis, svds, &plan, calibration.as_ref(), observer)?;
+    let (model, mut report, fits, reconstruction_seconds) = rewrite(
+        model,
+        &analysis,
+        svds,
+        &plan,
+        calibration.as_ref(),
+        correction.as_ref(),
+        observer,
+    )?;
     report.chosen_by = Some(chosen_by(&ranks, calibration.is_some()));
     observer.on(Event::Rewritten);
     let fidelity = check.and_then(|r| fidelity::compare(&r, &model));
@@ -450,14 +464,15 @@ fn onnx_for(
 }
 
 /// The plan for a ratio: under MACs, or under measured latency (with its prediction).
-/// `latency` is the timer and the original ready to be timed, for a latency cost.
+/// `latency` is the timer, the original ready to be timed and where it came from, for a latency
+/// cost.
 fn choose_plan(
     model: &Model,
     analysis: &Analysis,
     svds: &PerLayer<Factorisation>,
     ranks: &RankSource,
-    latency: Option<(&Timer, &mut TimedModel)>,
-    source: Option<&ModelSource>,
+    latency: Option<(&Timer, &mut TimedModel, Option<&ModelSource>)>,
+    correction: Option<&BiasCorrection>,
     observer: &mut dyn Observer,
 ) -> Result<(RankPlan, Option<LatencyPrediction>), Error> {
     let RankSource::Ratio {
@@ -488,11 +503,11 @@ fn choose_plan(
                 batch: l.batch,
                 cache: l.cache.clone(),
             };
-            let Some((timer, original)) = latency else {
+            let Some((timer, original, source)) = latency else {
                 unreachable!("accelerate_with prepares the timer and the original for a latency cost")
             };
             let measure = |plan: &RankPlan, original: &mut TimedModel| -> Result<f64, Error> {
-                let (new, _) = accnn_plan::apply_plan(model.clone(), analysis, svds, plan)?;
+                let (new, _) = accnn_plan::apply_plan(model.clone(), analysis, svds, plan, correction)?;
                 let onnx = onnx_for(timer, source, &new, &analysis.data_shape)?;
                 let mut new_run = timer.prepare(&new, onnx.as_deref(), &analysis.data_shape, l.batch)?;
                 let (before, after) = crate::latency::side_by_side(original, &mut new_run)?;
@@ -644,6 +659,7 @@ fn rewrite(
     svds: PerLayer<Factorisation>,
     plan: &RankPlan,
     calibration: Option<&Calibrated>,
+    correction: Option<&BiasCorrection>,
     observer: &mut dyn Observer,
 ) -> Result<(Model, Report, Vec<LayerFit>, f64), Error> {
     Ok(match calibration {
@@ -668,7 +684,7 @@ fn rewrite(
             (r.model, r.report, r.fits, r.seconds)
         }
         None => {
-            let (model, report) = accnn_plan::apply_plan(model, analysis, &svds, plan)?;
+            let (model, report) = accnn_plan::apply_plan(model, analysis, &svds, plan, correction)?;
             (model, report, Vec::new(), 0.0)
         }
     })

@@ -22,6 +22,10 @@ pub struct Request {
     pub fit: Fit,
     /// Floating-point precision of the weight SVDs.
     pub precision: Precision,
+    /// Data-free fits only: give each decomposed layer back, through its bias, the response to its
+    /// input's estimated mean that the truncation lost ([`accnn_plan::BiasCorrection`]; the
+    /// default).
+    pub bias_correction: bool,
     /// Where the new model (and its ranks as `config.json`) are written; `None`: nothing is written.
     pub output: Option<Output>,
 }
@@ -36,6 +40,7 @@ impl Request {
             ranks,
             fit: Fit::Weights,
             precision: Precision::Auto,
+            bias_correction: true,
             output: None,
         }
     }

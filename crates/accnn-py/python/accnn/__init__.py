@@ -139,6 +139,9 @@ class Report:
     params_after: int
     #: What chose the ranks (an objective and budget, or the given config).
     chosen_by: Optional[str]
+    #: Data-free fits: how many decomposed layers had their bias corrected (``None``: no correction,
+    #: as with ``bias_correction=False`` or calibration).
+    bias_corrected: Optional[int]
     #: The chosen ranks in the original tool's config.json schema (``conv_params``, ``fc_params``).
     config: Dict[str, Any]
     #: ``(batch_norm, convolution)`` pairs folded before decomposing.
@@ -186,6 +189,7 @@ class Report:
             params_before=d["params_before"],
             params_after=d["params_after"],
             chosen_by=d["chosen_by"],
+            bias_corrected=d["bias_corrected"],
             config=json.loads(d["config_json"]),
             folded=tuple(tuple(f) for f in d["folded"]),
             skipped=tuple(d["skipped"]),
@@ -354,6 +358,7 @@ def accelerate(
     rank_search: Optional[str] = None,
     precision: str = "auto",
     fold_bn: bool = True,
+    bias_correction: bool = True,
     data_shape: Optional[Sequence[int]] = None,
     epoch: int = 1,
     calib_samples: int = 512,
@@ -403,6 +408,9 @@ def accelerate(
             selector), as ``accnn --rank-search``.
         precision: of the SVDs: ``"auto"``, ``"f32"`` or ``"f64"``.
         fold_bn: fold every BatchNorm after a convolution into it first.
+        bias_correction: data-free only: give each decomposed layer back, through its bias, the
+            response to its input's estimated mean that the truncation lost (as ``accnn``; ``False``
+            is ``--no-bias-correction``).
         data_shape: the input shape ``(C, H, W)``; default: the one the model declares.
         progress: ``None`` shows a bar on a terminal only; ``True`` also writes progress lines to
             ``sys.stderr`` elsewhere (a notebook); ``False`` shows nothing.
@@ -444,6 +452,7 @@ def accelerate(
         "rank_search": rank_search,
         "precision": precision,
         "fold_bn": fold_bn,
+        "bias_correction": bias_correction,
         "data_shape": _shape(data_shape),
         "calibrate_path": calibrate_path,
         "calibrate_array": calibrate_array,

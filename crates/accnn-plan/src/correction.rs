@@ -1,0 +1,144 @@
+//! Data-free bias correction: a decomposed layer gets back, through its bias, the response to its
+//! input's mean that the truncation took away.
+//!
+//! A layer `y = W x + b` replaced by `Ŵ x + b` errs by `(W − Ŵ) x`, whose mean over the data is
+//! `(W − Ŵ) E[x]`: for the post-ReLU inputs of most layers a systematic shift of every output
+//! channel, which the next ReLU turns into lost or spurious activations. Adding
+//! `(W − Ŵ) E[x]` to the bias removes the shift (Nagel et al., arXiv 1906.04721). `E[x]` comes from
+//! [`accnn_graph::moments`] (no data): each layer's input is taken at its estimated mean level, the
+//! same for every channel (the estimate of the level is far better than of the per-channel means:
+//! on the converged Fashion-MNIST fixtures, per-channel estimates correct ResNet-14 at 3x to 62%
+//! top-1, the level to 73%), and a tap of a padded convolution counts only the share of outputs
+//! that read it inside the image.
+
+use accnn_graph::Model;
+use accnn_graph::ir::{ConvAttrs, Op};
+use accnn_graph::moments::{ChannelMoments, propagate};
+use accnn_graph::shape::infer_shapes;
+
+use crate::Error;
+use crate::analysis::{Analysis, Layer};
+use crate::per_layer::{LayerId, PerLayer};
+
+/// Each layer's estimated input mean level: what the bias correction multiplies the lost weight
+/// by.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BiasCorrection {
+    levels: PerLayer<f64>,
+}
+
+impl BiasCorrection {
+    /// The input levels of `analysis`'s layers in `model` (the analysed model, BatchNorm folded or
+    /// not), the data input taken as normalised (each channel mean 0, variance 1). Layers whose
+    /// input no moment rule reaches (after an operator without one) have no level and are not
+    /// corrected.
+    pub fn estimate(model: &Model, analysis: &Analysis) -> Result<Self, Error> {
+        let shapes = infer_shapes(model, &analysis.data_shape)?;
+        let channels = analysis.data_shape.get(1).copied().unwrap_or(1);
+        let moments = propagate(model, &shapes, &ChannelMoments::uniform(channels, 0.0, 1.0));
+        let mut levels = PerLayer::new();
+        for layer in &analysis.layers {
+            let input = model.graph.nodes.get(layer.node).and_then(|n| n.inputs.first());
+            if let Some(m) = input.and_then(|e| moments.get(e.node)).and_then(Option::as_ref) {
+                let level = m.overall_mean();
+                if level.is_finite() {
+                    levels.insert(layer.id, level);
+                }
+            }
+        }
+        Ok(BiasCorrection { levels })
+    }
+
+    /// The estimated mean level of `layer`'s input, if one was found.
+    pub fn level(&self, layer: LayerId) -> Option<f64> {
+        self.levels.get(layer).copied()
+    }
+
+    /// How many layers have a level.
+    pub fn len(&self) -> usize {
+        self.levels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.levels.is_empty()
+    }
+}
+
+/// The share of a convolution's outputs that read each kernel tap inside the (unpadded) input,
+/// `(kh * kw)` values in the kernel's order; a single 1 for an FC layer.
+pub(crate) fn tap_coverage(layer: &Layer, op: &Op) -> Vec<f64> {
+    let Op::Convolution(c) = op else {
+        return vec![1.0];
+    };
+    let (input, output) = (&layer.input_shape, &layer.output_shape);
+    if input.len() != 4 || output.len() != 4 {
+        return vec![1.0; c.kernel[0] * c.kernel[1]];
+    }
+    let rows = axis_coverage(c, 0, input[2], output[2]);
+    let cols = axis_coverage(c, 1, input[3], output[3]);
+    rows.iter().flat_map(|r| cols.iter().map(move |q| r * q)).collect()
+}
+
+/// For each tap along `axis` (0 height, 1 width), the share of the `out` output positions whose
+/// window reads it inside the `size` input.
+fn axis_coverage(c: &ConvAttrs, axis: usize, size: usize, out: usize) -> Vec<f64> {
+    let pad = if axis == 0 { c.pad.top } else { c.pad.left } as i64;
+    let (stride, dilate) = (c.stride[axis] as i64, c.dilate[axis] as i64);
+    (0..c.kernel[axis] as i64)
+        .map(|i| {
+            let inside = (0..out as i64)
+                .filter(|&y| (0..size as i64).contains(&(y * stride - pad + i * dilate)))
+                .count();
+            inside as f64 / out.max(1) as f64
+        })
+        .collect()
+}
+
+/// `bias + level * Σ_{c,t} (W − Ŵ)[n, c, t] * coverage[t]` for each output `n`: `weight` and
+/// `approx` row-major `(N, inner)` with `inner` a multiple of `coverage.len()` (taps innermost).
+pub(crate) fn corrected_bias(weight: &[f32], approx: &[f32], bias: &[f32], coverage: &[f64], level: f64) -> Vec<f32> {
+    let filters = bias.len();
+    let inner = weight.len() / filters.max(1);
+    let taps = coverage.len().max(1);
+    (0..filters)
+        .map(|n| {
+            let row = n * inner..(n + 1) * inner;
+            let lost: f64 = weight[row.clone()]
+                .iter()
+                .zip(&approx[row])
+                .enumerate()
+                .map(|(k, (&w, &a))| (w as f64 - a as f64) * coverage[k % taps])
+                .sum();
+            (bias[n] as f64 + level * lost) as f32
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coverage_counts_the_taps_that_read_padding() {
+        // A 3x3 convolution, padding 1, stride 1, on 4 positions: the first tap row is read inside
+        // the input by 3 of the 4 output rows.
+        let c = ConvAttrs::same([3, 3], 1);
+        assert_eq!(axis_coverage(&c, 0, 4, 4), vec![0.75, 1.0, 0.75]);
+        // Stride 2 on 5 positions (outputs 0, 2, 4 read rows -1..1, 1..3, 3..5).
+        let s = ConvAttrs {
+            stride: [2, 2],
+            ..ConvAttrs::same([3, 3], 1)
+        };
+        assert_eq!(axis_coverage(&s, 1, 5, 3), vec![2.0 / 3.0, 1.0, 2.0 / 3.0]);
+    }
+
+    #[test]
+    fn the_correction_is_the_lost_response_to_the_level() {
+        // Two filters of 1 channel x 2 taps; the second tap is read half the time.
+        let w = [1.0, 2.0, -1.0, 0.5];
+        let a = [0.5, 1.0, -1.0, 0.0];
+        let b = corrected_bias(&w, &a, &[0.1, -0.2], &[1.0, 0.5], 2.0);
+        // Filter 0: 2 * (0.5 * 1 + 1.0 * 0.5) = 2; filter 1: 2 * (0 + 0.5 * 0.5) = 0.5.
+        assert!((b[0] - 2.1).abs() < 1e-6 && (b[1] - 0.3).abs() < 1e-6, "{b:?}");
+    }
+}
