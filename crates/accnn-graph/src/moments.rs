@@ -6,9 +6,9 @@
 //! channel holds one value, which is independent between channels. Under it a convolution's output
 //! channel `n` has mean `Σ_c m_c Σ_ij W[n,c,i,j] + b_n` and variance `Σ_c v_c (Σ_ij W[n,c,i,j])²`,
 //! pooling keeps a channel's moments, and a ReLU of a Gaussian has closed-form moments. The
-//! operators with a rule are those of image classifiers: convolutions, FC layers, ReLU, BatchNorm,
-//! pooling, additions, concatenation, flattening; a tensor downstream of any other operator has no
-//! estimate (`None`).
+//! operators with a rule are those of image classifiers: convolutions, FC layers, ReLU, BatchNorm
+//! (also written as Mul and Add of stored per-channel values), pooling, additions, concatenation,
+//! flattening; a tensor downstream of any other operator has no estimate (`None`).
 //!
 //! The means are what data-free bias correction needs: a decomposed layer loses part of its
 //! response to its input's mean (post-ReLU inputs are far from zero-mean), and its bias can give it
@@ -160,6 +160,40 @@ fn node_moments(
                 PoolKind::Max | PoolKind::Avg => Some(x.clone()),
                 PoolKind::Sum => None,
             }
+        }
+        // A tensor scaled or shifted by stored per-channel (or single) values: a BatchNorm written
+        // as Mul and Add (Caffe2's exports), a scale layer.
+        Op::Binary {
+            op: op @ (BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul),
+            ..
+        } if (param(0).is_some() || param(1).is_some()) => {
+            let (x, constant, x_first) = match (input(0), param(1), input(1), param(0)) {
+                (Some(x), Some(c), _, _) => (x, c, true),
+                (_, _, Some(x), Some(c)) => (x, c, false),
+                _ => return None,
+            };
+            let channels = x.channels();
+            let values = constant.data();
+            // Broadcast over axis 1 only: one value, or one per channel with every other axis 1.
+            let per_channel = values.len() == channels && constant.shape().iter().filter(|&&d| d != 1).count() <= 1;
+            if values.len() != 1 && !per_channel {
+                return None;
+            }
+            let at = |c: usize| values[if values.len() == 1 { 0 } else { c }] as f64;
+            let (mut mean, mut variance) = (x.mean.clone(), x.variance.clone());
+            for c in 0..channels {
+                let k = at(c);
+                match (op, x_first) {
+                    (BinaryOp::Mul, _) => {
+                        mean[c] *= k;
+                        variance[c] *= k * k;
+                    }
+                    (BinaryOp::Add, _) => mean[c] += k,
+                    (BinaryOp::Sub, true) => mean[c] -= k,
+                    (_, _) => mean[c] = k - mean[c],
+                }
+            }
+            Some(ChannelMoments { mean, variance })
         }
         Op::Binary { op: BinaryOp::Add, .. } => {
             let (a, b) = (input(0)?, input(1)?);

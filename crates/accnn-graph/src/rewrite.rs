@@ -23,7 +23,8 @@ pub struct LayerSplit {
     pub node: usize,
     pub first: Tensor,
     pub second: Tensor,
-    /// A replacement for the bias of the second half.
+    /// A replacement for the bias of the second half; given for a layer without a bias, the
+    /// second half gets one.
     pub bias: Option<Tensor>,
 }
 
@@ -252,8 +253,12 @@ pub fn apply_splits(model: Model, splits: Vec<LayerSplit>) -> Result<Model, Grap
                     format!("{name}{}", CONV_PAIR[0]),
                     format!("{name}{}", CONV_PAIR[1]),
                     Op::Convolution(vertical_conv(c, rank)),
-                    Op::Convolution(horizontal_conv(c)),
-                    bias_value(!c.no_bias)?,
+                    // A corrected bias may be given to a layer that had none.
+                    Op::Convolution(ConvAttrs {
+                        no_bias: c.no_bias && new_bias.is_none(),
+                        ..horizontal_conv(c)
+                    }),
+                    bias_value(!c.no_bias || new_bias.is_some())?,
                 )
             }
             Op::FullyConnected(f) => {
@@ -279,10 +284,10 @@ pub fn apply_splits(model: Model, splits: Vec<LayerSplit>) -> Result<Model, Grap
                     }),
                     Op::FullyConnected(FcAttrs {
                         num_hidden: f.num_hidden,
-                        no_bias: f.no_bias,
+                        no_bias: f.no_bias && new_bias.is_none(),
                         flatten: f.flatten,
                     }),
-                    bias_value(!f.no_bias)?,
+                    bias_value(!f.no_bias || new_bias.is_some())?,
                 )
             }
             op => {

@@ -103,9 +103,10 @@ impl Factorisation {
     /// layer was analysed in, or one derived from it in which earlier layers were already replaced
     /// (the layer is found by name). Dense factors project the layer's weight as `model` holds it.
     ///
-    /// With `level` (the layer's estimated input mean, [`crate::BiasCorrection`]) a layer with a
-    /// bias gets the response to that level its truncation lost added to it; factors fitted on
-    /// calibration data are not corrected (their refit already matches the responses).
+    /// With `level` (the layer's estimated input mean, [`crate::BiasCorrection`]) the second half's
+    /// bias gets the response to that level the truncation lost added to it (a layer without a bias
+    /// gets one); factors fitted on calibration data are not corrected (their refit already
+    /// matches the responses).
     pub fn split(
         &self,
         model: &Model,
@@ -124,13 +125,14 @@ impl Factorisation {
             let Some(level) = level else {
                 return Ok(None);
             };
-            let Some(bias) = layer_bias(model, node) else {
-                return Ok(None);
-            };
             let weight = layer_weight(model, node, &layer.name)?;
+            let filters = weight.shape().first().copied().unwrap_or(0);
+            // A layer without a bias (one before a BatchNorm that was not folded) gets one.
+            let zeros = vec![0f32; filters];
+            let bias = layer_bias(model, node).map_or(&zeros[..], Tensor::data);
             let coverage = tap_coverage(layer, &model.graph.nodes[node].op);
-            let values = corrected_bias(weight.data(), &approx(), bias.data(), &coverage, level);
-            Ok(Some(tensor(bias.shape().to_vec(), values)?))
+            let values = corrected_bias(weight.data(), &approx(), bias, &coverage, level);
+            Ok(Some(tensor(vec![filters], values)?))
         };
         Ok(match self {
             Factorisation::Conv(s) => {

@@ -385,8 +385,8 @@ pub fn plan_width(layer: &Layer, width: usize) -> Result<usize, Error> {
 /// Rewrites the model by `plan`. `svds` must hold the factorisation of every planned layer. The model is
 /// consumed so that its weights move into the result rather than being copied.
 ///
-/// With `correction`, each decomposed layer that has a bias and an estimated input level gets the
-/// data-free bias correction ([`BiasCorrection`]); the report counts them.
+/// With `correction`, each decomposed layer with an estimated input level gets the data-free bias
+/// correction ([`BiasCorrection`]; a layer without a bias gets one); the report counts them.
 pub fn apply_plan(
     mut model: Model,
     analysis: &Analysis,

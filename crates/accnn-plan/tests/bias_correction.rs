@@ -97,12 +97,20 @@ fn propagated_means_of_a_constant_image_are_its_values() {
         },
         &[c2, c3],
     );
-    let cat = b.node("cat", Op::Concat { axis: 1 }, &[add, c3]);
+    // A BatchNorm written as Mul and Add of stored per-channel values (Caffe2's exports).
+    let scale = random(&mut rng, vec![1, 6, 1, 1], 1.0);
+    let scale = b.weight("scale", scale);
+    let shift = random(&mut rng, vec![6, 1, 1], 1.0);
+    let shift = b.weight("shift", shift);
+    let binary = |op| Op::Binary { op, broadcast: true };
+    let scaled = b.node("scaled", binary(BinaryOp::Mul), &[scale, add]);
+    let shifted = b.node("shifted", binary(BinaryOp::Sub), &[scaled, shift]);
+    let cat = b.node("cat", Op::Concat { axis: 1 }, &[shifted, c3]);
     let r2 = b.activation("r2", cat, Activation::Relu);
     let flat = b.node("flat", Op::Flatten { axis: 1 }, &[r2]);
     let fc_w = random(&mut rng, vec![5, 12 * 2 * 2], 0.2);
     let fc = b.dense("fc", flat, fc_w, Some(random(&mut rng, vec![5], 0.5)), true);
-    let heads = [c1, bn, pool, add, cat, fc];
+    let heads = [c1, bn, pool, add, scaled, shifted, cat, fc];
     let model = b.build(&heads).unwrap();
 
     let input = [0.7, -0.4, 1.3];
@@ -140,42 +148,53 @@ fn propagated_means_of_a_constant_image_are_its_values() {
 /// A convolution after a ReLU of the normalised input: its estimated input level is the mean of
 /// a rectified standard normal, 1/sqrt(2 pi). Fed exactly that constant, the corrected pair must
 /// compute what the original does (unpadded: every tap inside the image), where the uncorrected
-/// one does not.
+/// one does not; a layer without a bias gets one.
 #[test]
 fn a_corrected_pair_keeps_the_response_to_its_input_level() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-    let mut b = ModelBuilder::new();
-    let x = b.input("data");
-    let r = b.activation("r", x, Activation::Relu);
-    let c = conv(&mut b, &mut rng, "c", r, 8, 16);
-    let model = b.build(&[c]).unwrap();
-    let shape = [1, 8, 9, 9];
-    let analysis = Analysis::new(&model, &shape).unwrap();
-    let svds = factorise_all(&model, &analysis, Default::default(), |_, _| {}).unwrap();
-    let plan = plan_for_ratio(&analysis, &svds, 4.0, Scope::All).unwrap();
-    assert_eq!(plan.layers.len(), 1, "the layer is decomposed");
-    let correction = BiasCorrection::estimate(&model, &analysis).unwrap();
-    let level = correction.level(analysis.layers[0].id).unwrap();
-    let rectified_mean = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
-    assert!((level - rectified_mean).abs() < 1e-6, "level {level}");
+    for with_bias in [true, false] {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut b = ModelBuilder::new();
+        let x = b.input("data");
+        let r = b.activation("r", x, Activation::Relu);
+        let attrs = ConvAttrs {
+            pad: Default::default(),
+            no_bias: !with_bias,
+            ..ConvAttrs::same([3, 3], 16)
+        };
+        let w = random(&mut rng, vec![16, 8, 3, 3], 0.3);
+        let bias = with_bias.then(|| random(&mut rng, vec![16], 0.5));
+        let c = b.conv("c", r, attrs, w, bias);
+        let model = b.build(&[c]).unwrap();
+        let shape = [1, 8, 9, 9];
+        let analysis = Analysis::new(&model, &shape).unwrap();
+        let svds = factorise_all(&model, &analysis, Default::default(), |_, _| {}).unwrap();
+        let plan = plan_for_ratio(&analysis, &svds, 4.0, Scope::All).unwrap();
+        assert_eq!(plan.layers.len(), 1, "the layer is decomposed");
+        let correction = BiasCorrection::estimate(&model, &analysis).unwrap();
+        let level = correction.level(analysis.layers[0].id).unwrap();
+        let rectified_mean = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
+        assert!((level - rectified_mean).abs() < 1e-6, "level {level}");
 
-    let (corrected, report) = apply_plan(model.clone(), &analysis, &svds, &plan, Some(&correction)).unwrap();
-    assert_eq!(report.bias_corrected, Some(1));
-    let (plain, _) = apply_plan(model.clone(), &analysis, &svds, &plan, None).unwrap();
-    let image = constant_image(&[level; 8], 9, 9);
-    let want = &evaluate(&model, &image).unwrap()[0];
-    let error = |m: &Model| {
-        let got = &evaluate(m, &image).unwrap()[0];
-        let diff: f64 = got.data.iter().zip(&want.data).map(|(a, b)| (a - b).powi(2)).sum();
-        let norm: f64 = want.data.iter().map(|v| v * v).sum();
-        (diff / norm).sqrt()
-    };
-    assert!(error(&corrected) < 1e-5, "corrected: {}", error(&corrected));
-    assert!(
-        error(&plain) > 1e-2,
-        "the uncorrected pair loses the level's response: {}",
-        error(&plain)
-    );
+        let (corrected, report) = apply_plan(model.clone(), &analysis, &svds, &plan, Some(&correction)).unwrap();
+        assert_eq!(report.bias_corrected, Some(1));
+        assert!(corrected.args.contains_key("c_h_bias"), "bias {with_bias}");
+        let (plain, _) = apply_plan(model.clone(), &analysis, &svds, &plan, None).unwrap();
+        assert_eq!(plain.args.contains_key("c_h_bias"), with_bias);
+        let image = constant_image(&[level; 8], 9, 9);
+        let want = &evaluate(&model, &image).unwrap()[0];
+        let error = |m: &Model| {
+            let got = &evaluate(m, &image).unwrap()[0];
+            let diff: f64 = got.data.iter().zip(&want.data).map(|(a, b)| (a - b).powi(2)).sum();
+            let norm: f64 = want.data.iter().map(|v| v * v).sum();
+            (diff / norm).sqrt()
+        };
+        assert!(error(&corrected) < 1e-5, "corrected: {}", error(&corrected));
+        assert!(
+            error(&plain) > 1e-2,
+            "the uncorrected pair loses the level's response: {}",
+            error(&plain)
+        );
+    }
 }
 
 /// At full rank nothing is lost, so nothing is added: the corrected full-rank model still
