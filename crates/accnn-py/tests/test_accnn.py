@@ -224,10 +224,10 @@ def test_bias_correction_keeps_accuracy_without_data():
     x, y = idx_images(TEST, "t10k", limit=500)
     corrected, report = accnn.accelerate(VGG_ONNX.read_bytes(), ratio=3.0)
     plain, plain_report = accnn.accelerate(VGG_ONNX.read_bytes(), ratio=3.0, bias_correction=False)
-    decomposed = [layer for layer in report.layers if layer.width is not None]
+    decomposed = [layer for layer in report.layers if layer.decomposed]
     assert report.bias_corrected == len(decomposed) > 0
     assert plain_report.bias_corrected is None
-    assert [layer.width for layer in plain_report.layers] == [layer.width for layer in report.layers]
+    assert [layer.rank for layer in plain_report.layers] == [layer.rank for layer in report.layers]
     # Accuracy recomputed here from onnxruntime's outputs (the CLI's eval: 65.7% against 36.5% on
     # the first 1,000 test images).
     top1 = lambda model: float((ort_outputs(model, x).argmax(1) == y).mean())  # noqa: E731
