@@ -38,6 +38,20 @@ pub struct LinearFactors {
 }
 
 impl LinearFactors {
+    /// Per output, the sum of the composed weight's row (`reconstruct · (reduce · 1)`), without
+    /// composing it.
+    pub fn row_sums(&self) -> Vec<f64> {
+        let reduced: Vec<f64> = self
+            .reduce
+            .chunks(self.inputs)
+            .map(|k| k.iter().map(|&v| v as f64).sum())
+            .collect();
+        self.reconstruct
+            .chunks(self.rank)
+            .map(|n| n.iter().zip(&reduced).map(|(&a, b)| a as f64 * b).sum())
+            .collect()
+    }
+
     /// The `(outputs, inputs)` product `reconstruct · reduce`.
     pub fn compose(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.outputs * self.inputs];

@@ -85,6 +85,38 @@ impl SpatialFactors {
         [self.shape.filters, self.rank / self.groups, 1, self.shape.width]
     }
 
+    /// Per filter, [`weighted_tap_sums`] of the kernel the pair computes, from the factors alone
+    /// (`O(rank · (channels · height + filters · width))`, where composing the kernel costs
+    /// `rank` times its size).
+    pub fn weighted_tap_sums(&self, rows: &[f64], cols: &[f64]) -> Vec<f64> {
+        let KernelShape {
+            filters,
+            channels,
+            height,
+            width,
+        } = self.shape;
+        let rank_g = self.rank / self.groups;
+        let filters_g = filters / self.groups;
+        // Each intermediate channel's vertical filter summed over its channels, rows weighted.
+        let vertical: Vec<f64> = self
+            .vertical
+            .chunks(channels * height)
+            .map(|k| k.iter().enumerate().map(|(ci, &v)| v as f64 * rows[ci % height]).sum())
+            .collect();
+        (0..filters)
+            .map(|n| {
+                let g = n / filters_g;
+                (0..rank_g)
+                    .map(|kl| {
+                        let h = &self.horizontal[(n * rank_g + kl) * width..(n * rank_g + kl + 1) * width];
+                        let across: f64 = h.iter().zip(cols).map(|(&v, &c)| v as f64 * c).sum();
+                        vertical[g * rank_g + kl] * across
+                    })
+                    .sum()
+            })
+            .collect()
+    }
+
     /// The `(filters, channels, height, width)` kernel the pair computes:
     /// `W[n,c,i,j] = Σ_k vertical[k,c,i] · horizontal[n,k,j]` within each group.
     pub fn compose(&self) -> Vec<f32> {
@@ -115,6 +147,33 @@ impl SpatialFactors {
         }
         out
     }
+}
+
+/// Per filter, the sum of a row-major `(filters, channels, height, width)` kernel over its channels
+/// and taps, tap `(i, j)` weighted by `rows[i] * cols[j]` (`height = rows.len()`,
+/// `width = cols.len()`; a dense `(outputs, inputs)` weight is `rows = cols = [1]`): the response of
+/// each filter to an input that is one constant, each tap seen by the given share of outputs.
+///
+/// ```
+/// // One filter, one channel, 1x2 taps; the second tap counted half.
+/// let s = accnn_decompose::weighted_tap_sums(&[1.0, 2.0], 1, &[1.0], &[1.0, 0.5]);
+/// assert_eq!(s, vec![2.0]);
+/// ```
+pub fn weighted_tap_sums(kernel: &[f32], filters: usize, rows: &[f64], cols: &[f64]) -> Vec<f64> {
+    let taps = rows.len() * cols.len();
+    let inner = kernel.len() / filters.max(1);
+    (0..filters)
+        .map(|n| {
+            kernel[n * inner..(n + 1) * inner]
+                .iter()
+                .enumerate()
+                .map(|(k, &w)| {
+                    let t = k % taps.max(1);
+                    w as f64 * rows[t / cols.len()] * cols[t % cols.len()]
+                })
+                .sum()
+        })
+        .collect()
 }
 
 /// The SVDs of a convolution kernel's reshaped groups, ready to give factors at any rank.

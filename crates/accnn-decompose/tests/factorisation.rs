@@ -356,3 +356,80 @@ fn the_conv_gram_route_matches_the_svd() {
         }
     }
 }
+
+/// The factored tap sums equal the tap sums of the kernel the pair computes, built here
+/// independently, for grouped and non-square kernels; the dense row sums those of the product.
+#[test]
+fn tap_sums_from_factors_match_the_composed_kernel() {
+    for (shape, groups, rank_g) in [
+        (
+            KernelShape {
+                filters: 6,
+                channels: 4,
+                height: 3,
+                width: 3,
+            },
+            1,
+            5,
+        ),
+        (
+            KernelShape {
+                filters: 8,
+                channels: 6,
+                height: 5,
+                width: 2,
+            },
+            2,
+            3,
+        ),
+        (
+            KernelShape {
+                filters: 4,
+                channels: 3,
+                height: 1,
+                width: 1,
+            },
+            1,
+            2,
+        ),
+    ] {
+        let w = random(shape.len(), 21);
+        let svd = ConvSvd::new(&w, shape, groups, Precision::F64).unwrap();
+        let f = svd.factors(rank_g).unwrap();
+        let rows: Vec<f64> = (0..shape.height).map(|i| 0.5 + 0.25 * i as f64).collect();
+        let cols: Vec<f64> = (0..shape.width).map(|j| 1.0 - 0.2 * j as f64).collect();
+        let rebuilt = rebuild_conv(&f.vertical, &f.horizontal, shape, groups, f.rank);
+        let inner = shape.len() / shape.filters;
+        let taps = shape.height * shape.width;
+        let want: Vec<f64> = (0..shape.filters)
+            .map(|n| {
+                (0..inner)
+                    .map(|k| rebuilt[n * inner + k] * rows[(k % taps) / shape.width] * cols[k % shape.width])
+                    .sum()
+            })
+            .collect();
+        let got = f.weighted_tap_sums(&rows, &cols);
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{shape:?}: {a} vs {b}");
+        }
+        // The free function on the composed kernel agrees too.
+        let composed = accnn_decompose::weighted_tap_sums(&f.compose(), shape.filters, &rows, &cols);
+        for (a, b) in composed.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{shape:?}: {a} vs {b}");
+        }
+    }
+    let (outputs, inputs) = (9, 14);
+    let w = random(outputs * inputs, 22);
+    let f = DenseSvd::new(&w, outputs, inputs, Precision::F64)
+        .unwrap()
+        .factors(&w, 4)
+        .unwrap();
+    let product = f.compose();
+    for (n, got) in f.row_sums().iter().enumerate() {
+        let want: f64 = product[n * inputs..(n + 1) * inputs].iter().map(|&v| v as f64).sum();
+        assert!(
+            (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+            "row {n}: {got} vs {want}"
+        );
+    }
+}

@@ -14,9 +14,7 @@
 use accnn_graph::Model;
 use accnn_graph::ir::{ConvAttrs, Op};
 use accnn_graph::moments::{ChannelMoments, propagate};
-use accnn_graph::shape::infer_shapes;
 
-use crate::Error;
 use crate::analysis::{Analysis, Layer};
 use crate::per_layer::{LayerId, PerLayer};
 
@@ -32,10 +30,9 @@ impl BiasCorrection {
     /// not), the data input taken as normalised (each channel mean 0, variance 1). Layers whose
     /// input no moment rule reaches (after an operator without one) have no level and are not
     /// corrected.
-    pub fn estimate(model: &Model, analysis: &Analysis) -> Result<Self, Error> {
-        let shapes = infer_shapes(model, &analysis.data_shape)?;
+    pub fn estimate(model: &Model, analysis: &Analysis) -> Self {
         let channels = analysis.data_shape.get(1).copied().unwrap_or(1);
-        let moments = propagate(model, &shapes, &ChannelMoments::uniform(channels, 0.0, 1.0));
+        let moments = propagate(model, &analysis.shapes, &ChannelMoments::uniform(channels, 0.0, 1.0));
         let mut levels = PerLayer::new();
         for layer in &analysis.layers {
             let input = model.graph.nodes.get(layer.node).and_then(|n| n.inputs.first());
@@ -46,7 +43,7 @@ impl BiasCorrection {
                 }
             }
         }
-        Ok(BiasCorrection { levels })
+        BiasCorrection { levels }
     }
 
     /// The estimated mean level of `layer`'s input, if one was found.
@@ -64,19 +61,21 @@ impl BiasCorrection {
     }
 }
 
-/// The share of a convolution's outputs that read each kernel tap inside the (unpadded) input,
-/// `(kh * kw)` values in the kernel's order; a single 1 for an FC layer.
-pub(crate) fn tap_coverage(layer: &Layer, op: &Op) -> Vec<f64> {
+/// The share of a convolution's outputs that read each kernel tap inside the (unpadded) input, as
+/// the separable `(rows, cols)` weights of [`accnn_decompose::weighted_tap_sums`]; `([1], [1])` for
+/// an FC layer.
+pub(crate) fn tap_coverage(layer: &Layer, op: &Op) -> (Vec<f64>, Vec<f64>) {
     let Op::Convolution(c) = op else {
-        return vec![1.0];
+        return (vec![1.0], vec![1.0]);
     };
     let (input, output) = (&layer.input_shape, &layer.output_shape);
     if input.len() != 4 || output.len() != 4 {
-        return vec![1.0; c.kernel[0] * c.kernel[1]];
+        return (vec![1.0; c.kernel[0]], vec![1.0; c.kernel[1]]);
     }
-    let rows = axis_coverage(c, 0, input[2], output[2]);
-    let cols = axis_coverage(c, 1, input[3], output[3]);
-    rows.iter().flat_map(|r| cols.iter().map(move |q| r * q)).collect()
+    (
+        axis_coverage(c, 0, input[2], output[2]),
+        axis_coverage(c, 1, input[3], output[3]),
+    )
 }
 
 /// For each tap along `axis` (0 height, 1 width), the share of the `out` output positions whose
@@ -94,23 +93,14 @@ fn axis_coverage(c: &ConvAttrs, axis: usize, size: usize, out: usize) -> Vec<f64
         .collect()
 }
 
-/// `bias + level * Σ_{c,t} (W − Ŵ)[n, c, t] * coverage[t]` for each output `n`: `weight` and
-/// `approx` row-major `(N, inner)` with `inner` a multiple of `coverage.len()` (taps innermost).
-pub(crate) fn corrected_bias(weight: &[f32], approx: &[f32], bias: &[f32], coverage: &[f64], level: f64) -> Vec<f32> {
-    let filters = bias.len();
-    let inner = weight.len() / filters.max(1);
-    let taps = coverage.len().max(1);
-    (0..filters)
-        .map(|n| {
-            let row = n * inner..(n + 1) * inner;
-            let lost: f64 = weight[row.clone()]
-                .iter()
-                .zip(&approx[row])
-                .enumerate()
-                .map(|(k, (&w, &a))| (w as f64 - a as f64) * coverage[k % taps])
-                .sum();
-            (bias[n] as f64 + level * lost) as f32
-        })
+/// `bias + level * (original − approx)` for each output: `original` and `approx` the per-filter
+/// coverage-weighted tap sums of the layer's weight and of its pair
+/// ([`accnn_decompose::weighted_tap_sums`]), whose difference is the response to a unit level the
+/// truncation lost.
+pub(crate) fn corrected_bias(bias: &[f32], original: &[f64], approx: &[f64], level: f64) -> Vec<f32> {
+    bias.iter()
+        .zip(original.iter().zip(approx))
+        .map(|(&b, (o, a))| (b as f64 + level * (o - a)) as f32)
         .collect()
 }
 
@@ -137,7 +127,8 @@ mod tests {
         // Two filters of 1 channel x 2 taps; the second tap is read half the time.
         let w = [1.0, 2.0, -1.0, 0.5];
         let a = [0.5, 1.0, -1.0, 0.0];
-        let b = corrected_bias(&w, &a, &[0.1, -0.2], &[1.0, 0.5], 2.0);
+        let sums = |k: &[f32]| accnn_decompose::weighted_tap_sums(k, 2, &[1.0], &[1.0, 0.5]);
+        let b = corrected_bias(&[0.1, -0.2], &sums(&w), &sums(&a), 2.0);
         // Filter 0: 2 * (0.5 * 1 + 1.0 * 0.5) = 2; filter 1: 2 * (0 + 0.5 * 0.5) = 0.5.
         assert!((b[0] - 2.1).abs() < 1e-6 && (b[1] - 0.3).abs() < 1e-6, "{b:?}");
     }

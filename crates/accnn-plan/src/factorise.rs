@@ -120,8 +120,9 @@ impl Factorisation {
         };
         let node = layer_node(model, layer)?;
         let tensor = |shape: Vec<usize>, data: Vec<f32>| Tensor::new(shape, data);
-        // The corrected bias of the second half, from the pair's composed weight.
-        let corrected = |approx: &dyn Fn() -> Vec<f32>| -> Result<Option<Tensor>, Error> {
+        let coverage = tap_coverage(layer, &model.graph.nodes[node].op);
+        // The corrected bias of the second half, from the pair's coverage-weighted tap sums.
+        let corrected = |approx: TapSums| -> Result<Option<Tensor>, Error> {
             let Some(level) = level else {
                 return Ok(None);
             };
@@ -130,14 +131,15 @@ impl Factorisation {
             // A layer without a bias (one before a BatchNorm that was not folded) gets one.
             let zeros = vec![0f32; filters];
             let bias = layer_bias(model, node).map_or(&zeros[..], Tensor::data);
-            let coverage = tap_coverage(layer, &model.graph.nodes[node].op);
-            let values = corrected_bias(weight.data(), &approx(), bias, &coverage, level);
+            let (rows, cols) = (&coverage.0, &coverage.1);
+            let original = accnn_decompose::weighted_tap_sums(weight.data(), filters, rows, cols);
+            let values = corrected_bias(bias, &original, &approx(rows, cols), level);
             Ok(Some(tensor(vec![filters], values)?))
         };
         Ok(match self {
             Factorisation::Conv(s) => {
                 let f = s.factors(rank_per_group).map_err(wrap)?;
-                let bias = corrected(&|| f.compose())?;
+                let bias = corrected(&|rows, cols| f.weighted_tap_sums(rows, cols))?;
                 let (vs, hs) = (f.vertical_shape().to_vec(), f.horizontal_shape().to_vec());
                 LayerSplit {
                     bias,
@@ -147,7 +149,7 @@ impl Factorisation {
             Factorisation::Dense(s) => {
                 let weight = layer_weight(model, node, &layer.name)?;
                 let f = s.factors(weight.data(), rank_per_group).map_err(wrap)?;
-                let bias = corrected(&|| f.compose())?;
+                let bias = corrected(&|_, _| f.row_sums())?;
                 LayerSplit {
                     bias,
                     ..LayerSplit::new(
@@ -170,6 +172,10 @@ impl Factorisation {
         })
     }
 }
+
+/// The approximation's tap sums over given row and column coverages (per output filter),
+/// computed only when a correction is asked for.
+type TapSums<'a> = &'a dyn Fn(&[f64], &[f64]) -> Vec<f64>;
 
 /// The node of `layer` in `model`: at its analysed index, or found by name in a rewritten model.
 pub fn layer_node(model: &Model, layer: &Layer) -> Result<usize, Error> {

@@ -251,7 +251,7 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
     // Data-free factors lose part of each layer's response to its input's mean; calibrated ones are
     // refitted to the responses instead.
     let correction = match (&calibration, bias_correction) {
-        (None, true) => Some(BiasCorrection::estimate(&model, &analysis)?),
+        (None, true) => Some(BiasCorrection::estimate(&model, &analysis)),
         _ => None,
     };
     // The original ready to be timed in the runtime (an ONNX file for onnxruntime), once: the plan
