@@ -64,8 +64,9 @@ pub struct BenchSpeedupArgs {
     /// Ratios of the sweep budget convolutions only, as the original tool's did.
     #[arg(long)]
     pub conv_only: bool,
-    /// Also a row per ratio and objective without data-free bias correction: the decomposition as
-    /// the original tool (and accnn before it) made it.
+    /// Also two rows per ratio and objective: with the bias corrected but no gain restored, and
+    /// without data-free correction at all (the decomposition as the original tool, and accnn
+    /// before it, made it).
     #[arg(long)]
     pub uncorrected: bool,
     /// Devices to time on: cpu, and cuda (or cuda:N) for the GPU column, with a build made by
@@ -402,11 +403,13 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
     };
     push("model0", "original", model.clone(), None, rows)?;
     // Every variant is one run of the library's pipeline on the section's model, timed whole.
-    let accelerate_with = |ranks: RankSource, fit: Fit, bias_correction: bool| -> Result<(Model, f64)> {
+    // `correction`: (bias corrected, gain restored), the data-free corrections of the decomposition.
+    let accelerate_with = |ranks: RankSource, fit: Fit, correction: (bool, bool)| -> Result<(Model, f64)> {
         let request = Request {
             data_shape: Some(section.data_shape[1..].to_vec()),
             fit,
-            bias_correction,
+            bias_correction: correction.0,
+            gain_restoration: correction.1,
             ..Request::new(
                 ModelInput::Memory {
                     name: section.name.clone(),
@@ -419,7 +422,7 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
         let fast = accnn::accelerate(request)?;
         Ok((fast.model, started.elapsed().as_secs_f64()))
     };
-    let accelerate = |ranks: RankSource, fit: Fit| accelerate_with(ranks, fit, true);
+    let accelerate = |ranks: RankSource, fit: Fit| accelerate_with(ranks, fit, (true, true));
     // The original's model2/model4: a decomposed model trained back towards the original.
     let finetune = |variant: &str, method: &str, m: &Model, seconds: f64, ratio: Option<f64>, rows: &mut Vec<Row>| {
         let Some(tune) = &section.finetune else { return Ok(()) };
@@ -482,7 +485,10 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
                 finetune(&variant, &method, &m, seconds, Some(ratio), rows)?;
             }
             if section.uncorrected {
-                let (m, seconds) = accelerate_with(macs_ranks(ratio, objective), Fit::Weights, false)?;
+                let (m, seconds) = accelerate_with(macs_ranks(ratio, objective), Fit::Weights, (true, false))?;
+                let bias_only = format!("{method}, bias corrected, no gain restored");
+                push(&format!("{variant}, bias only"), &bias_only, m, Some(seconds), rows)?;
+                let (m, seconds) = accelerate_with(macs_ranks(ratio, objective), Fit::Weights, (false, false))?;
                 let method = format!("{method}, no bias correction");
                 push(&format!("{variant}, uncorrected"), &method, m, Some(seconds), rows)?;
             }

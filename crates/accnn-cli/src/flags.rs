@@ -115,6 +115,10 @@ pub(crate) struct AccelerateArgs {
     /// response to its input's estimated mean that the truncation lost.
     #[arg(long)]
     no_bias_correction: bool,
+    /// Data-free only: correct the biases alone, without giving the decomposed convolutions that
+    /// every path to the output passes through (a chain's layers) the gain they lost.
+    #[arg(long)]
+    no_gain_restoration: bool,
     /// Make every chosen rank K a multiple of N (and at least N), the budget still met: widths that
     /// GEMM kernels and tensor cores run at full speed.
     #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "config")]
@@ -194,6 +198,7 @@ impl AccelerateArgs {
             fit: self.calibration.fit()?,
             precision: self.precision.into(),
             bias_correction: !self.no_bias_correction,
+            gain_restoration: !self.no_gain_restoration,
             output: Some(Output {
                 model: dest,
                 format: self.save_format.map(Into::into),
@@ -243,6 +248,10 @@ pub(crate) struct LayerArgs {
     /// response to its input's estimated mean that the truncation lost.
     #[arg(long)]
     no_bias_correction: bool,
+    /// Data-free only: correct the biases alone, without giving the decomposed convolutions that
+    /// every path to the output passes through (a chain's layers) the gain they lost.
+    #[arg(long)]
+    no_gain_restoration: bool,
     #[command(flatten)]
     calibration: CalibrationArgs,
 }
@@ -267,6 +276,7 @@ impl LayerArgs {
             fit: self.calibration.fit()?,
             precision: self.precision.into(),
             bias_correction: !self.no_bias_correction,
+            gain_restoration: !self.no_gain_restoration,
             output: Some(Output {
                 model: self.save_model.clone(),
                 format: self.save_format.map(Into::into),

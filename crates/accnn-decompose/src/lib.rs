@@ -35,7 +35,7 @@ mod spatial;
 pub use dense::{DenseSvd, LinearFactors};
 pub use matrix::Precision;
 pub use response::{LeastSquares, SecondMoment, WhitenedConvSvd};
-pub use spatial::{ConvSvd, KernelShape, SpatialFactors, weighted_tap_sums};
+pub use spatial::{ConvSvd, KernelShape, SpatialFactors, channel_tap_sums, weighted_tap_sums};
 
 /// Why a factorisation could not be computed.
 #[derive(Debug, thiserror::Error)]

@@ -89,6 +89,15 @@ impl SpatialFactors {
     /// (`O(rank · (channels · height + filters · width))`, where composing the kernel costs
     /// `rank` times its size).
     pub fn weighted_tap_sums(&self, rows: &[f64], cols: &[f64]) -> Vec<f64> {
+        self.channel_tap_sums(rows, cols)
+            .chunks(self.shape.channels.max(1))
+            .map(|c| c.iter().sum())
+            .collect()
+    }
+
+    /// Per filter and channel, [`channel_tap_sums`] of the kernel the pair computes, from the
+    /// factors alone (`O(rank · channels · (height + filters))`).
+    pub fn channel_tap_sums(&self, rows: &[f64], cols: &[f64]) -> Vec<f64> {
         let KernelShape {
             filters,
             channels,
@@ -97,24 +106,26 @@ impl SpatialFactors {
         } = self.shape;
         let rank_g = self.rank / self.groups;
         let filters_g = filters / self.groups;
-        // Each intermediate channel's vertical filter summed over its channels, rows weighted.
+        // Each intermediate channel's vertical filter, per input channel, rows weighted.
         let vertical: Vec<f64> = self
             .vertical
-            .chunks(channels * height)
-            .map(|k| k.iter().enumerate().map(|(ci, &v)| v as f64 * rows[ci % height]).sum())
+            .chunks(height)
+            .map(|k| k.iter().zip(rows).map(|(&v, r)| v as f64 * r).sum())
             .collect();
-        (0..filters)
-            .map(|n| {
-                let g = n / filters_g;
-                (0..rank_g)
-                    .map(|kl| {
-                        let h = &self.horizontal[(n * rank_g + kl) * width..(n * rank_g + kl + 1) * width];
-                        let across: f64 = h.iter().zip(cols).map(|(&v, &c)| v as f64 * c).sum();
-                        vertical[g * rank_g + kl] * across
-                    })
-                    .sum()
-            })
-            .collect()
+        let mut out = vec![0f64; filters * channels];
+        for n in 0..filters {
+            let g = n / filters_g;
+            let sums = &mut out[n * channels..(n + 1) * channels];
+            for kl in 0..rank_g {
+                let h = &self.horizontal[(n * rank_g + kl) * width..(n * rank_g + kl + 1) * width];
+                let across: f64 = h.iter().zip(cols).map(|(&v, &c)| v as f64 * c).sum();
+                let k = g * rank_g + kl;
+                for (s, v) in sums.iter_mut().zip(&vertical[k * channels..(k + 1) * channels]) {
+                    *s += v * across;
+                }
+            }
+        }
+        out
     }
 
     /// The `(filters, channels, height, width)` kernel the pair computes:
@@ -160,19 +171,31 @@ impl SpatialFactors {
 /// assert_eq!(s, vec![2.0]);
 /// ```
 pub fn weighted_tap_sums(kernel: &[f32], filters: usize, rows: &[f64], cols: &[f64]) -> Vec<f64> {
-    let taps = rows.len() * cols.len();
-    let inner = kernel.len() / filters.max(1);
-    (0..filters)
-        .map(|n| {
-            kernel[n * inner..(n + 1) * inner]
-                .iter()
-                .enumerate()
-                .map(|(k, &w)| {
-                    let t = k % taps.max(1);
-                    w as f64 * rows[t / cols.len()] * cols[t % cols.len()]
-                })
-                .sum()
-        })
+    let per_filter = kernel.len() / filters.max(1);
+    let channels = per_filter / (rows.len() * cols.len()).max(1);
+    channel_tap_sums(kernel, filters, rows, cols)
+        .chunks(channels.max(1))
+        .map(|c| c.iter().sum())
+        .collect()
+}
+
+/// Per filter and input channel (`(filters, channels)`, row-major), the sum of a row-major
+/// `(filters, channels, height, width)` kernel over its taps, weighted as in
+/// [`weighted_tap_sums`]: each filter's response to a channel that is one constant. Its squared
+/// sum is the kernel's response energy to smooth inputs (each channel one value within a window).
+///
+/// ```
+/// // One filter, two channels of 1x2 taps; the second tap counted half.
+/// let s = accnn_decompose::channel_tap_sums(&[1.0, 2.0, -1.0, 4.0], 1, &[1.0], &[1.0, 0.5]);
+/// assert_eq!(s, vec![2.0, 1.0]);
+/// ```
+pub fn channel_tap_sums(kernel: &[f32], filters: usize, rows: &[f64], cols: &[f64]) -> Vec<f64> {
+    let taps = (rows.len() * cols.len()).max(1);
+    let weights: Vec<f64> = (0..taps).map(|t| rows[t / cols.len()] * cols[t % cols.len()]).collect();
+    let per_filter = kernel.len() / filters.max(1);
+    kernel[..filters * per_filter]
+        .chunks(taps)
+        .map(|window| window.iter().zip(&weights).map(|(&w, r)| w as f64 * r).sum())
         .collect()
 }
 

@@ -417,6 +417,21 @@ fn tap_sums_from_factors_match_the_composed_kernel() {
         for (a, b) in composed.iter().zip(&want) {
             assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{shape:?}: {a} vs {b}");
         }
+        // Per channel: the same sums before the channels are added up.
+        let want_channels: Vec<f64> = (0..shape.filters * shape.channels)
+            .map(|nc| {
+                (0..taps)
+                    .map(|t| rebuilt[nc * taps + t] * rows[t / shape.width] * cols[t % shape.width])
+                    .sum()
+            })
+            .collect();
+        let from_factors = f.channel_tap_sums(&rows, &cols);
+        let from_kernel = accnn_decompose::channel_tap_sums(&f.compose(), shape.filters, &rows, &cols);
+        assert_eq!(from_factors.len(), want_channels.len());
+        for ((a, k), b) in from_factors.iter().zip(&from_kernel).zip(&want_channels) {
+            assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{shape:?}: {a} vs {b}");
+            assert!((k - b).abs() < 1e-4 * (1.0 + b.abs()), "{shape:?}: {k} vs {b}");
+        }
     }
     let (outputs, inputs) = (9, 14);
     let w = random(outputs * inputs, 22);

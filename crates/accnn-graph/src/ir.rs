@@ -339,6 +339,32 @@ impl Graph {
         self.nodes.iter().rposition(|n| n.name == name)
     }
 
+    /// Whether every path from node `from` to the graph's outputs passes through node `through`:
+    /// in a chain every layer does; a layer inside a residual block or an Inception branch does
+    /// not (the skip or the other branches carry the signal past it). `true` when `through` is
+    /// `from` or when no output can be reached from `from` without `through`.
+    ///
+    /// ```
+    /// use accnn_graph::{ModelBuilder, ir::{Activation, Op}, ops::elementwise::BinaryOp};
+    /// let mut b = ModelBuilder::new();
+    /// let x = b.input("data");
+    /// let r = b.activation("relu", x, Activation::Relu);
+    /// let s = b.node("sum", Op::Binary { op: BinaryOp::Add, broadcast: true }, &[x, r]);
+    /// let t = b.activation("out", s, Activation::Relu);
+    /// let g = b.build(&[t]).unwrap().graph;
+    /// let (x, r, s) = (g.find("data").unwrap(), g.find("relu").unwrap(), g.find("sum").unwrap());
+    /// assert!(!g.separates(x, r)); // the skip goes round the ReLU
+    /// assert!(g.separates(x, s));
+    /// ```
+    pub fn separates(&self, from: usize, through: usize) -> bool {
+        // Topological order: one forward sweep marks what `from` reaches without `through`.
+        let mut reached = vec![false; self.nodes.len()];
+        for (i, node) in self.nodes.iter().enumerate() {
+            reached[i] = i != through && (i == from || node.inputs.iter().any(|e| reached[e.node]));
+        }
+        !self.heads.iter().any(|h| reached[h.node])
+    }
+
     /// How many times each node's outputs are consumed (heads included).
     pub fn use_counts(&self) -> Vec<usize> {
         let mut counts = vec![0; self.nodes.len()];

@@ -7,7 +7,7 @@ use accnn_graph::{Model, Tensor};
 
 use crate::Error;
 use crate::analysis::Layer;
-use crate::correction::{corrected_bias, tap_coverage};
+use crate::correction::{LayerCorrection, corrected_bias, restored_gain, tap_coverage};
 
 /// The SVD of one layer's weight, or the response-weighted one fitted on calibration data.
 pub enum Factorisation {
@@ -103,16 +103,18 @@ impl Factorisation {
     /// layer was analysed in, or one derived from it in which earlier layers were already replaced
     /// (the layer is found by name). Dense factors project the layer's weight as `model` holds it.
     ///
-    /// With `level` (the layer's estimated input mean, [`crate::BiasCorrection`]) the second half's
-    /// bias gets the response to that level the truncation lost added to it (a layer without a bias
-    /// gets one); factors fitted on calibration data are not corrected (their refit already
+    /// With `correction` ([`crate::BiasCorrection::layer`]) the second half's bias gets the
+    /// response to the layer's estimated input level that the truncation lost added to it (a
+    /// layer without a bias gets one), and a convolution on the main path has its lost gain
+    /// restored (the second half scaled, its bias moved so that the response to the level stays
+    /// the original's); factors fitted on calibration data are not corrected (their refit already
     /// matches the responses).
     pub fn split(
         &self,
         model: &Model,
         layer: &Layer,
         rank_per_group: usize,
-        level: Option<f64>,
+        correction: Option<LayerCorrection>,
     ) -> Result<LayerSplit, Error> {
         let wrap = |e: accnn_decompose::DecomposeError| Error::Layer {
             layer: layer.name.clone(),
@@ -121,9 +123,10 @@ impl Factorisation {
         let node = layer_node(model, layer)?;
         let tensor = |shape: Vec<usize>, data: Vec<f32>| Tensor::new(shape, data);
         let coverage = tap_coverage(layer, &model.graph.nodes[node].op);
-        // The corrected bias of the second half, from the pair's coverage-weighted tap sums.
-        let corrected = |approx: TapSums| -> Result<Option<Tensor>, Error> {
-            let Some(level) = level else {
+        // The corrected bias of the second half, from the pair's coverage-weighted tap sums, for
+        // the pair scaled by `gain`: its response to the level is then `gain` times theirs.
+        let corrected = |approx: TapSums, gain: f64| -> Result<Option<Tensor>, Error> {
+            let Some(LayerCorrection { level, .. }) = correction else {
                 return Ok(None);
             };
             let weight = layer_weight(model, node, &layer.name)?;
@@ -133,13 +136,29 @@ impl Factorisation {
             let bias = layer_bias(model, node).map_or(&zeros[..], Tensor::data);
             let (rows, cols) = (&coverage.0, &coverage.1);
             let original = accnn_decompose::weighted_tap_sums(weight.data(), filters, rows, cols);
-            let values = corrected_bias(bias, &original, &approx(rows, cols), level);
+            let approx: Vec<f64> = approx(rows, cols).iter().map(|a| a * gain).collect();
+            let values = corrected_bias(bias, &original, &approx, level);
             Ok(Some(tensor(vec![filters], values)?))
         };
         Ok(match self {
             Factorisation::Conv(s) => {
-                let f = s.factors(rank_per_group).map_err(wrap)?;
-                let bias = corrected(&|rows, cols| f.weighted_tap_sums(rows, cols))?;
+                let mut f = s.factors(rank_per_group).map_err(wrap)?;
+                let gain = match correction {
+                    Some(LayerCorrection { restore_gain: true, .. }) => {
+                        let weight = layer_weight(model, node, &layer.name)?;
+                        let filters = weight.shape().first().copied().unwrap_or(0);
+                        let (rows, cols) = (&coverage.0, &coverage.1);
+                        let original = accnn_decompose::channel_tap_sums(weight.data(), filters, rows, cols);
+                        restored_gain(&original, &f.channel_tap_sums(rows, cols))
+                    }
+                    _ => 1.0,
+                };
+                let bias = corrected(&|rows, cols| f.weighted_tap_sums(rows, cols), gain)?;
+                if gain != 1.0 {
+                    for h in &mut f.horizontal {
+                        *h = (*h as f64 * gain) as f32;
+                    }
+                }
                 let (vs, hs) = (f.vertical_shape().to_vec(), f.horizontal_shape().to_vec());
                 LayerSplit {
                     bias,
@@ -149,7 +168,7 @@ impl Factorisation {
             Factorisation::Dense(s) => {
                 let weight = layer_weight(model, node, &layer.name)?;
                 let f = s.factors(weight.data(), rank_per_group).map_err(wrap)?;
-                let bias = corrected(&|_, _| f.row_sums())?;
+                let bias = corrected(&|_, _| f.row_sums(), 1.0)?;
                 LayerSplit {
                     bias,
                     ..LayerSplit::new(

@@ -386,7 +386,8 @@ pub fn plan_width(layer: &Layer, width: usize) -> Result<usize, Error> {
 /// consumed so that its weights move into the result rather than being copied.
 ///
 /// With `correction`, each decomposed layer with an estimated input level gets the data-free bias
-/// correction ([`BiasCorrection`]; a layer without a bias gets one); the report counts them.
+/// correction ([`BiasCorrection`]; a layer without a bias gets one), and each convolution on the
+/// main path its gain back; the report counts both.
 pub fn apply_plan(
     mut model: Model,
     analysis: &Analysis,
@@ -396,12 +397,14 @@ pub fn apply_plan(
 ) -> Result<(Model, Report), Error> {
     let uses = model.graph.use_counts();
     let mut splits = Vec::with_capacity(plan.layers.len());
-    let mut corrected = 0;
+    let (mut corrected, mut gained) = (0, 0);
     for p in &plan.layers {
         let layer = &analysis[p.layer];
-        let level = correction.and_then(|c| c.level(p.layer));
-        let split = planned_svd(analysis, svds, p.layer)?.split(&model, layer, p.rank, level)?;
+        let how = correction.and_then(|c| c.layer(p.layer));
+        let svd = planned_svd(analysis, svds, p.layer)?;
+        let split = svd.split(&model, layer, p.rank, how)?;
         corrected += usize::from(split.bias.is_some());
+        gained += usize::from(how.is_some_and(|h| h.restore_gain) && matches!(svd, Factorisation::Conv(_)));
         splits.push(split);
         // Once its factors exist a layer's own weight is dead (unless another layer shares it): free
         // it now, not after every layer's factors were made (VGG-16's fc6 alone is 0.4 GB).
@@ -417,6 +420,7 @@ pub fn apply_plan(
     }
     let mut report = plan_report(analysis, svds, plan)?;
     report.bias_corrected = correction.map(|_| corrected);
+    report.gain_restored = correction.map(|_| gained);
     Ok((apply_splits(model, splits)?, report))
 }
 

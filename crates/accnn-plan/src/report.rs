@@ -33,6 +33,9 @@ pub struct Report {
     pub chosen_by: Option<String>,
     /// With data-free bias correction: how many decomposed layers had their bias corrected.
     pub bias_corrected: Option<usize>,
+    /// With data-free correction: how many decomposed convolutions on the main path had their lost
+    /// gain restored.
+    pub gain_restored: Option<usize>,
 }
 
 impl Report {
@@ -116,6 +119,12 @@ impl std::fmt::Display for Report {
                 f,
                 "bias correction: {n} of {decomposed} decomposed layers given back the response to their input's estimated mean (data-free; --no-bias-correction turns it off)"
             )?;
+            if let Some(g) = self.gain_restored.filter(|&g| g > 0) {
+                writeln!(
+                    f,
+                    "gain restored: {g} decomposed convolutions every path to the output passes through given back the response energy they lost (off with the bias correction)"
+                )?;
+            }
         }
         writeln!(
             f,
@@ -168,5 +177,6 @@ pub fn plan_report(analysis: &Analysis, svds: &PerLayer<Factorisation>, plan: &R
         layers,
         chosen_by: None,
         bias_corrected: None,
+        gain_restored: None,
     })
 }

@@ -242,3 +242,87 @@ fn full_rank_pairs_need_no_correction() {
         assert!((a - b).abs() < 1e-4 * (1.0 + a.abs()), "{a} vs {b}");
     }
 }
+
+/// On the main path the pair gets back the response energy to smooth inputs that it lost: fed one
+/// channel raised by 1 above the level (every tap inside the image), the corrected pair's
+/// responses, summed in square over the channels, equal the original's, where the bias-only pair's
+/// fall short. Inside a residual block the same layer keeps its truncated gain.
+#[test]
+fn main_path_layers_get_their_gain_back_and_branches_do_not() {
+    for residual in [false, true] {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut b = ModelBuilder::new();
+        let x = b.input("data");
+        let r = b.activation("r", x, Activation::Relu);
+        let attrs = ConvAttrs {
+            pad: Default::default(),
+            ..ConvAttrs::same([3, 3], 8)
+        };
+        let w = random(&mut rng, vec![8, 8, 3, 3], 0.3);
+        let c = b.conv("c", r, attrs, w, Some(random(&mut rng, vec![8], 0.5)));
+        let out = if residual {
+            // An unpadded 3x3 shrinks the map by 2: the skip shrinks with it through an
+            // unpadded 3x3 max pooling.
+            let pool = PoolAttrs::new(PoolKind::Max, [3, 3], [1, 1]);
+            let skip = b.node("skip", Op::Pooling(pool), &[r]);
+            b.node(
+                "sum",
+                Op::Binary {
+                    op: BinaryOp::Add,
+                    broadcast: false,
+                },
+                &[c, skip],
+            )
+        } else {
+            c
+        };
+        let model = b.build(&[out]).unwrap();
+        let shape = [1, 8, 9, 9];
+        let analysis = Analysis::new(&model, &shape).unwrap();
+        let svds = factorise_all(&model, &analysis, Default::default(), |_, _| {}).unwrap();
+        let plan = plan_for_ratio(&analysis, &svds, 4.0, Scope::All).unwrap();
+        let correction = BiasCorrection::estimate(&model, &analysis);
+        let level = correction.level(analysis.layers[0].id).unwrap();
+        let (corrected, report) = apply_plan(model.clone(), &analysis, &svds, &plan, Some(&correction)).unwrap();
+        assert_eq!(
+            report.gain_restored,
+            Some(usize::from(!residual)),
+            "residual {residual}"
+        );
+        assert_eq!(report.bias_corrected, Some(1));
+        // The layer's response alone: evaluate the convolution's output, before the sum.
+        let conv_output = |m: &Model, image: &Array| -> Vec<f64> {
+            let mut m = m.clone();
+            let head = m.graph.find("c").or_else(|| m.graph.find("c_h")).unwrap();
+            m.graph.heads = vec![Entry { node: head, output: 0 }];
+            evaluate(&m, image).unwrap()[0].data.clone()
+        };
+        let energy = |m: &Model| -> f64 {
+            let base = conv_output(m, &constant_image(&[level; 8], 9, 9));
+            (0..8)
+                .map(|ch| {
+                    let mut values = [level; 8];
+                    values[ch] += 1.0;
+                    let y = conv_output(m, &constant_image(&values, 9, 9));
+                    y.iter().zip(&base).map(|(a, b)| (a - b).powi(2)).sum::<f64>()
+                })
+                .sum()
+        };
+        let (want, got) = (energy(&model), energy(&corrected));
+        let bias_only = correction.clone().without_gain();
+        let (bias_only, _) = apply_plan(model.clone(), &analysis, &svds, &plan, Some(&bias_only)).unwrap();
+        let truncated = energy(&bias_only);
+        assert!(
+            truncated < 0.9 * want,
+            "the truncated pair responds weaker: {truncated} vs {want}"
+        );
+        if residual {
+            assert!(
+                (got - truncated).abs() < 1e-6 * want,
+                "branch layer scaled: {got} vs {truncated}"
+            );
+        } else {
+            assert!((got - want).abs() < 1e-4 * want, "gain not restored: {got} vs {want}");
+        }
+    }
+}

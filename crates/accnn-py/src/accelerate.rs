@@ -30,6 +30,7 @@ pub(crate) struct AccelerateOptions {
     precision: String,
     fold_bn: bool,
     bias_correction: bool,
+    gain_restoration: bool,
     data_shape: Option<Vec<usize>>,
     calibrate_path: Option<String>,
     calibrate_array: Option<ArrayArg>,
@@ -132,6 +133,7 @@ impl AccelerateOptions {
             fit: self.fit(py)?,
             precision,
             bias_correction: self.bias_correction,
+            gain_restoration: self.gain_restoration,
             output: self.save_model.as_ref().map(|dest| Output {
                 model: dest.clone(),
                 format,
@@ -226,6 +228,7 @@ fn report<'py>(py: Python<'py>, result: &Accelerated, progress: &Progress) -> Py
     out.set_item("params_after", params_after)?;
     out.set_item("chosen_by", result.report.chosen_by.as_deref())?;
     out.set_item("bias_corrected", result.report.bias_corrected)?;
+    out.set_item("gain_restored", result.report.gain_restored)?;
     out.set_item("config_json", result.config().to_json())?;
     out.set_item(
         "folded",

@@ -198,6 +198,7 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
         fit,
         precision,
         bias_correction,
+        gain_restoration,
         output,
     } = request;
     let loaded = load_model(model, data_shape.as_deref(), fold_batch_norm)?;
@@ -251,7 +252,14 @@ pub fn accelerate_with(request: Request, observer: &mut dyn Observer) -> Result<
     // Data-free factors lose part of each layer's response to its input's mean; calibrated ones are
     // refitted to the responses instead.
     let correction = match (&calibration, bias_correction) {
-        (None, true) => Some(BiasCorrection::estimate(&model, &analysis)),
+        (None, true) => {
+            let estimate = BiasCorrection::estimate(&model, &analysis);
+            Some(if gain_restoration {
+                estimate
+            } else {
+                estimate.without_gain()
+            })
+        }
         _ => None,
     };
     // The original ready to be timed in the runtime (an ONNX file for onnxruntime), once: the plan

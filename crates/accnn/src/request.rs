@@ -26,6 +26,10 @@ pub struct Request {
     /// input's estimated mean that the truncation lost ([`accnn_plan::BiasCorrection`]; the
     /// default).
     pub bias_correction: bool,
+    /// With the bias correction: also give each decomposed convolution that every path to the
+    /// output passes through the gain its truncation lost (the default; off, the bias alone is
+    /// corrected).
+    pub gain_restoration: bool,
     /// Where the new model (and its ranks as `config.json`) are written; `None`: nothing is written.
     pub output: Option<Output>,
 }
@@ -41,6 +45,7 @@ impl Request {
             fit: Fit::Weights,
             precision: Precision::Auto,
             bias_correction: true,
+            gain_restoration: true,
             output: None,
         }
     }

@@ -142,6 +142,9 @@ class Report:
     #: Data-free fits: how many decomposed layers had their bias corrected (``None``: no correction,
     #: as with ``bias_correction=False`` or calibration).
     bias_corrected: Optional[int]
+    #: Data-free fits: how many decomposed convolutions on the network's main path (every path to
+    #: the output passes through them) had their lost gain restored (``None``: no correction).
+    gain_restored: Optional[int]
     #: The chosen ranks in the original tool's config.json schema (``conv_params``, ``fc_params``).
     config: Dict[str, Any]
     #: ``(batch_norm, convolution)`` pairs folded before decomposing.
@@ -190,6 +193,7 @@ class Report:
             params_after=d["params_after"],
             chosen_by=d["chosen_by"],
             bias_corrected=d["bias_corrected"],
+            gain_restored=d["gain_restored"],
             config=json.loads(d["config_json"]),
             folded=tuple(tuple(f) for f in d["folded"]),
             skipped=tuple(d["skipped"]),
@@ -359,6 +363,7 @@ def accelerate(
     precision: str = "auto",
     fold_bn: bool = True,
     bias_correction: bool = True,
+    gain_restoration: bool = True,
     data_shape: Optional[Sequence[int]] = None,
     epoch: int = 1,
     calib_samples: int = 512,
@@ -411,6 +416,9 @@ def accelerate(
         bias_correction: data-free only: give each decomposed layer back, through its bias, the
             response to its input's estimated mean that the truncation lost (as ``accnn``; ``False``
             is ``--no-bias-correction``).
+        gain_restoration: with the bias correction, also give each decomposed convolution that
+            every path to the output passes through (a chain's layers) the gain its truncation
+            lost (``False`` is ``--no-gain-restoration``).
         data_shape: the input shape ``(C, H, W)``; default: the one the model declares.
         progress: ``None`` shows a bar on a terminal only; ``True`` also writes progress lines to
             ``sys.stderr`` elsewhere (a notebook); ``False`` shows nothing.
@@ -453,6 +461,7 @@ def accelerate(
         "precision": precision,
         "fold_bn": fold_bn,
         "bias_correction": bias_correction,
+        "gain_restoration": gain_restoration,
         "data_shape": _shape(data_shape),
         "calibrate_path": calibrate_path,
         "calibrate_array": calibrate_array,
