@@ -149,7 +149,8 @@ impl Factorisation {
                         let filters = weight.shape().first().copied().unwrap_or(0);
                         let (rows, cols) = (&coverage.0, &coverage.1);
                         let original = accnn_decompose::channel_tap_sums(weight.data(), filters, rows, cols);
-                        restored_gain(&original, &f.channel_tap_sums(rows, cols))
+                        let kept = self.energy().get(rank_per_group - 1).copied().unwrap_or(1.0);
+                        restored_gain(&original, &f.channel_tap_sums(rows, cols), kept)
                     }
                     _ => 1.0,
                 };
