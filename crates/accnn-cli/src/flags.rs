@@ -115,8 +115,9 @@ pub(crate) struct AccelerateArgs {
     /// response to its input's estimated mean that the truncation lost.
     #[arg(long)]
     no_bias_correction: bool,
-    /// Data-free only: correct the biases alone, without giving the decomposed convolutions that
-    /// every path to the output passes through (a chain's layers) the gain they lost.
+    /// Data-free only: correct the biases alone, without giving the decomposed spatial
+    /// convolutions that every path to the output passes through (a chain's layers) the gain they
+    /// lost.
     #[arg(long)]
     no_gain_restoration: bool,
     /// Make every chosen rank K a multiple of N (and at least N), the budget still met: widths that
@@ -248,8 +249,9 @@ pub(crate) struct LayerArgs {
     /// response to its input's estimated mean that the truncation lost.
     #[arg(long)]
     no_bias_correction: bool,
-    /// Data-free only: correct the biases alone, without giving the decomposed convolutions that
-    /// every path to the output passes through (a chain's layers) the gain they lost.
+    /// Data-free only: correct the biases alone, without giving the decomposed spatial
+    /// convolutions that every path to the output passes through (a chain's layers) the gain they
+    /// lost.
     #[arg(long)]
     no_gain_restoration: bool,
     #[command(flatten)]

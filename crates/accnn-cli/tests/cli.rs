@@ -910,7 +910,10 @@ fn trained_vgg_fixture_keeps_its_accuracy_with_gain_restoration() {
         "{said}"
     );
     let (restored, said) = run("gain.onnx", &[]);
-    assert!(said.contains("gain restored: 10 decomposed convolutions"), "{said}");
+    assert!(
+        said.contains("gain restored: 10 decomposed spatial convolutions"),
+        "{said}"
+    );
     assert!(
         restored > bias_only + 10.0,
         "gain restored {restored}%, bias only {bias_only}%"

@@ -122,7 +122,7 @@ impl std::fmt::Display for Report {
             if let Some(g) = self.gain_restored.filter(|&g| g > 0) {
                 writeln!(
                     f,
-                    "gain restored: {g} decomposed convolutions every path to the output passes through given back the response energy they lost (off with the bias correction)"
+                    "gain restored: {g} decomposed spatial convolutions every path to the output passes through given back the response energy they lost (off with the bias correction)"
                 )?;
             }
         }

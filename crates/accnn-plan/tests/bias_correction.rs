@@ -105,13 +105,37 @@ fn propagated_means_of_a_constant_image_are_its_values() {
     let binary = |op| Op::Binary { op, broadcast: true };
     let scaled = b.node("scaled", binary(BinaryOp::Mul), &[scale, add]);
     let shifted = b.node("shifted", binary(BinaryOp::Sub), &[scaled, shift]);
-    let cat = b.node("cat", Op::Concat { axis: 1 }, &[shifted, c3]);
+    // Hard-swish written out, as PaddleOCR's exports have it: x * Clip(x + 3, 0, 6) / 6.
+    let three = b.weight("three", Tensor::new(vec![1], vec![3.0]).unwrap());
+    let six = b.weight("six", Tensor::new(vec![1], vec![6.0]).unwrap());
+    let plus3 = b.node("plus3", binary(BinaryOp::Add), &[shifted, three]);
+    let clip = b.activation("clip", plus3, Activation::Clip { min: 0.0, max: 6.0 });
+    let product = b.node("product", binary(BinaryOp::Mul), &[shifted, clip]);
+    let hswish = b.node("hswish", binary(BinaryOp::Div), &[product, six]);
+    // A squeeze-excitation gate: global pooling, a 1x1 convolution, a hard sigmoid, a product.
+    let global = PoolAttrs {
+        global: true,
+        ..PoolAttrs::new(PoolKind::Avg, [1, 1], [1, 1])
+    };
+    let squeezed = b.node("squeezed", Op::Pooling(global), &[hswish]);
+    let gate_w = random(&mut rng, vec![6, 6, 1, 1], 0.3);
+    let gate_conv = b.conv(
+        "gate_conv",
+        squeezed,
+        ConvAttrs::same([1, 1], 6),
+        gate_w,
+        Some(random(&mut rng, vec![6], 0.5)),
+    );
+    let gate = b.activation("gate", gate_conv, Activation::HardSigmoid { alpha: 0.2, beta: 0.5 });
+    // The gate's product with the features (two different tensors) ends the estimate.
+    let excited = b.node("excited", binary(BinaryOp::Mul), &[hswish, gate]);
+    let cat = b.node("cat", Op::Concat { axis: 1 }, &[hswish, c3]);
     let r2 = b.activation("r2", cat, Activation::Relu);
     let flat = b.node("flat", Op::Flatten { axis: 1 }, &[r2]);
     let fc_w = random(&mut rng, vec![5, 12 * 2 * 2], 0.2);
     let fc = b.dense("fc", flat, fc_w, Some(random(&mut rng, vec![5], 0.5)), true);
-    let heads = [c1, bn, pool, add, scaled, shifted, cat, fc];
-    let model = b.build(&heads).unwrap();
+    let heads = [c1, bn, pool, add, scaled, shifted, hswish, gate, cat, fc];
+    let model = b.build(&[&heads[..], &[excited]].concat()).unwrap();
 
     let input = [0.7, -0.4, 1.3];
     let shape = [1, 3, 10, 10];
@@ -124,6 +148,7 @@ fn propagated_means_of_a_constant_image_are_its_values() {
             variance: vec![0.0; 3],
         },
     );
+    assert!(moments[excited.node].is_none(), "a product of two tensors has no rule");
     let outputs = evaluate(&model, &constant_image(&input, 10, 10)).unwrap();
     for (head, out) in heads.iter().zip(&outputs) {
         let m = moments[head.node]

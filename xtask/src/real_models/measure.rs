@@ -161,10 +161,15 @@ pub fn run(
     models: &[RealModel],
     calibration: usize,
     table: &Path,
+    variants: &[String],
 ) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("accnn-real-models-measure-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let result = measure_all(root, python, cache, models, calibration, &dir, table);
+    let chosen: Vec<&Variant> = VARIANTS
+        .iter()
+        .filter(|v| variants.is_empty() || variants.iter().any(|w| v.label.contains(w.as_str())))
+        .collect();
+    let result = measure_all(root, python, cache, models, calibration, &dir, (table, &chosen));
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -176,7 +181,7 @@ fn measure_all(
     models: &[RealModel],
     calibration: usize,
     dir: &Path,
-    table: &Path,
+    (table, variants): (&Path, &[&Variant]),
 ) -> Result<()> {
     let started = Instant::now();
     let mut rows = Vec::new();
@@ -203,7 +208,7 @@ fn measure_all(
         let held_path = dir.join(format!("{}.held.f32", m.name));
         write_f32(&held_path, &held.flatten_all()?.to_vec1::<f32>()?)?;
         let cal_shape = [calibration, chw[0], chw[1], chw[2]];
-        for (i, v) in VARIANTS.iter().enumerate() {
+        for (i, v) in variants.iter().enumerate() {
             let t = Instant::now();
             let out = dir.join(format!("{}-{i}.onnx", m.name));
             let cost = if v.latency {

@@ -53,6 +53,10 @@ pub struct RealModelsArgs {
     /// Where --measure writes its Markdown table.
     #[arg(long, default_value = "results/real-models.md")]
     pub table: PathBuf,
+    /// With --measure, only the variants whose label contains one of these (e.g. `data-free`)
+    /// [default: every variant].
+    #[arg(long, value_delimiter = ',')]
+    pub variants: Vec<String>,
 }
 
 struct RealModel {
@@ -177,6 +181,7 @@ pub fn run(root: &Path, args: &RealModelsArgs) -> Result<()> {
             &models,
             args.calibration_images,
             &args.table,
+            &args.variants,
         );
     }
     let dir = std::env::temp_dir().join(format!("accnn-real-models-{}", std::process::id()));

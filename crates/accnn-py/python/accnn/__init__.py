@@ -416,9 +416,9 @@ def accelerate(
         bias_correction: data-free only: give each decomposed layer back, through its bias, the
             response to its input's estimated mean that the truncation lost (as ``accnn``; ``False``
             is ``--no-bias-correction``).
-        gain_restoration: with the bias correction, also give each decomposed convolution that
-            every path to the output passes through (a chain's layers) the gain its truncation
-            lost (``False`` is ``--no-gain-restoration``).
+        gain_restoration: with the bias correction, also give each decomposed spatial
+            convolution that every path to the output passes through (a chain's layers) the gain
+            its truncation lost (``False`` is ``--no-gain-restoration``).
         data_shape: the input shape ``(C, H, W)``; default: the one the model declares.
         progress: ``None`` shows a bar on a terminal only; ``True`` also writes progress lines to
             ``sys.stderr`` elsewhere (a notebook); ``False`` shows nothing.
