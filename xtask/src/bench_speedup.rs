@@ -131,6 +131,11 @@ pub struct Row {
     pub finetune_seconds: Option<f64>,
 }
 
+/// The method column of a data-free row whose ranks `objective` chose.
+pub fn rank_selection_method(objective: Objective) -> String {
+    format!("rank selection ({}), weight SVD", objective.describe())
+}
+
 /// A model, the data to score it on and the variants to build.
 struct Section {
     name: String,
@@ -479,7 +484,7 @@ fn run_section(section: &Section, timing: Timing, rows: &mut Vec<Row>) -> Result
                 [_] => format!("{ratio}x{over} data-free"),
                 _ => format!("{ratio}x{over} data-free, {objective}"),
             };
-            let method = format!("rank selection ({}), weight SVD", objective.describe());
+            let method = rank_selection_method(objective);
             push(&variant, &method, m.clone(), Some(seconds), rows)?;
             if objective == Objective::default() {
                 finetune(&variant, &method, &m, seconds, Some(ratio), rows)?;

@@ -6,7 +6,9 @@ use anyhow::{Result, anyhow};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::bench_speedup::Row;
+use accnn::Objective;
+
+use crate::bench_speedup::{Row, rank_selection_method};
 
 /// DejaVu Sans Mono (free licence, see assets/DejaVuSansMono-LICENSE): a fresh machine may have no fonts.
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
@@ -25,12 +27,22 @@ struct Plot {
     y_label: &'static str,
     series: Vec<(String, Vec<(f64, f64)>)>,
     original: Option<(f64, f64)>,
-    x_max: f64,
+    x_range: (f64, f64),
     y_range: (f64, f64),
+}
+
+/// The method of a data-free row whose ranks an objective other than the default chose: those
+/// rows stay in the table, but a line each would bury the plot.
+fn other_objective(method: &str) -> bool {
+    Objective::ALL
+        .iter()
+        .filter(|&&o| o != Objective::default())
+        .any(|o| method == rank_selection_method(*o))
 }
 
 /// One series per method of the first section that has accuracy (the theoretical speed-up when no
 /// row has one), against the measured batch-1 CPU speed-up; the original is the reference point.
+/// Data-free rows of objectives other than the default are left out.
 pub fn accuracy_vs_speedup(rows: &[Row], png: &Path, svg: &Path) -> Result<()> {
     register_font();
     let with_accuracy = rows.iter().any(|r| r.top1.is_some());
@@ -48,7 +60,10 @@ pub fn accuracy_vs_speedup(rows: &[Row], png: &Path, svg: &Path) -> Result<()> {
         }
     };
     let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    for r in rows.iter().filter(|r| r.method != "original") {
+    for r in rows
+        .iter()
+        .filter(|r| r.method != "original" && !other_objective(&r.method))
+    {
         let point = (r.cpu_speedup_batch1, y_of(r));
         match series.iter_mut().find(|(m, _)| *m == r.method) {
             Some((_, points)) => points.push(point),
@@ -63,6 +78,9 @@ pub fn accuracy_vs_speedup(rows: &[Row], png: &Path, svg: &Path) -> Result<()> {
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &y| (a.min(y), b.max(y)));
     let pad = ((y_max - y_min) * 0.1).max(0.5);
+    let xs: Vec<f64> = rows.iter().map(|r| r.cpu_speedup_batch1).collect();
+    let (x_min, x_max) = xs.iter().fold((1.0f64, 1.0f64), |(a, b), &x| (a.min(x), b.max(x)));
+    let x_pad = ((x_max - x_min) * 0.08).max(0.02);
     let plot = Plot {
         title: format!("accuracy vs measured CPU speed-up: {section}"),
         y_label: if with_accuracy {
@@ -75,8 +93,9 @@ pub fn accuracy_vs_speedup(rows: &[Row], png: &Path, svg: &Path) -> Result<()> {
             .iter()
             .find(|r| r.method == "original")
             .map(|o| (o.cpu_speedup_batch1, y_of(o))),
-        x_max: rows.iter().map(|r| r.cpu_speedup_batch1).fold(1.0, f64::max) * 1.15,
-        y_range: (y_min - pad, y_max + pad),
+        x_range: (x_min - x_pad, x_max + x_pad),
+        // Room above the points for the legend.
+        y_range: (y_min - pad, y_max + pad + (y_max - y_min) * 0.45),
     };
     draw(BitMapBackend::new(png, (960, 600)).into_drawing_area(), &plot)?;
     draw(SVGBackend::new(svg, (960, 600)).into_drawing_area(), &plot)?;
@@ -94,7 +113,7 @@ where
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(56)
-        .build_cartesian_2d(0.8..plot.x_max, plot.y_range.0..plot.y_range.1)
+        .build_cartesian_2d(plot.x_range.0..plot.x_range.1, plot.y_range.0..plot.y_range.1)
         .map_err(e)?;
     chart
         .configure_mesh()
@@ -102,7 +121,17 @@ where
         .y_desc(plot.y_label)
         .draw()
         .map_err(e)?;
-    let colors = [RED, BLUE, GREEN, MAGENTA, CYAN];
+    // Distinct on white (ColorBrewer's Set1 without its yellow).
+    let colors = [
+        RGBColor(228, 26, 28),
+        RGBColor(55, 126, 184),
+        RGBColor(77, 175, 74),
+        RGBColor(152, 78, 163),
+        RGBColor(255, 127, 0),
+        RGBColor(166, 86, 40),
+        RGBColor(247, 129, 191),
+        RGBColor(153, 153, 153),
+    ];
     for (i, (method, points)) in plot.series.iter().enumerate() {
         let color = colors[i % colors.len()];
         chart
