@@ -39,8 +39,9 @@ pub struct BiasCorrection {
     main_path: LayerSet,
 }
 
-/// What the correction does to one layer: the input level its bias is corrected at, and whether
-/// its gain is restored too.
+/// What the correction does to one layer ([`BiasCorrection::layer`], or made by hand for
+/// [`crate::Factorisation::split`]): the input level its bias is corrected at, and whether its
+/// gain is restored too.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LayerCorrection {
     pub level: f64,

@@ -38,7 +38,7 @@ mod report;
 pub use accnn_decompose::Precision;
 pub use accnn_graph::cost::LayerKind;
 pub use analysis::{Analysis, Layer, SkippedLayer};
-pub use correction::BiasCorrection;
+pub use correction::{BiasCorrection, LayerCorrection};
 pub use error::{ConfigSection, Error};
 pub use factorise::{Factorisation, layer_node};
 pub use format::{
