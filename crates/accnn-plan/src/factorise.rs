@@ -122,44 +122,51 @@ impl Factorisation {
         };
         let node = layer_node(model, layer)?;
         let tensor = |shape: Vec<usize>, data: Vec<f32>| Tensor::new(shape, data);
-        let coverage = tap_coverage(layer, &model.graph.nodes[node].op);
-        // The corrected bias of the second half, from the pair's coverage-weighted tap sums, for
-        // the pair scaled by `gain`: its response to the level is then `gain` times theirs.
-        let corrected = |approx: TapSums, gain: f64| -> Result<Option<Tensor>, Error> {
-            let Some(LayerCorrection { level, .. }) = correction else {
-                return Ok(None);
-            };
-            let weight = layer_weight(model, node, &layer.name)?;
-            let filters = weight.shape().first().copied().unwrap_or(0);
+        let (rows, cols) = tap_coverage(layer, &model.graph.nodes[node].op);
+        // The second half's corrected bias from the per-filter coverage-weighted tap sums of the
+        // original and of the pair (as the pair will be written, gain included).
+        let corrected = |level: f64, original: &[f64], approx: &[f64]| -> Result<Tensor, Error> {
             // A layer without a bias (one before a BatchNorm that was not folded) gets one.
-            let zeros = vec![0f32; filters];
+            let zeros = vec![0f32; original.len()];
             let bias = layer_bias(model, node).map_or(&zeros[..], Tensor::data);
-            let (rows, cols) = (&coverage.0, &coverage.1);
-            let original = accnn_decompose::weighted_tap_sums(weight.data(), filters, rows, cols);
-            let approx: Vec<f64> = approx(rows, cols).iter().map(|a| a * gain).collect();
-            let values = corrected_bias(bias, &original, &approx, level);
-            Ok(Some(tensor(vec![filters], values)?))
+            Ok(tensor(
+                vec![original.len()],
+                corrected_bias(bias, original, approx, level),
+            )?)
         };
         Ok(match self {
             Factorisation::Conv(s) => {
                 let mut f = s.factors(rank_per_group).map_err(wrap)?;
-                let gain = match correction {
-                    Some(LayerCorrection { restore_gain: true, .. }) => {
+                let bias = match correction {
+                    None => None,
+                    Some(LayerCorrection { level, restore_gain }) => {
+                        // Per (filter, channel) once: the gain reads them, the bias their sums.
                         let weight = layer_weight(model, node, &layer.name)?;
                         let filters = weight.shape().first().copied().unwrap_or(0);
-                        let (rows, cols) = (&coverage.0, &coverage.1);
-                        let original = accnn_decompose::channel_tap_sums(weight.data(), filters, rows, cols);
-                        let kept = self.energy().get(rank_per_group - 1).copied().unwrap_or(1.0);
-                        restored_gain(&original, &f.channel_tap_sums(rows, cols), kept)
+                        let original = accnn_decompose::channel_tap_sums(weight.data(), filters, &rows, &cols);
+                        let approx = f.channel_tap_sums(&rows, &cols);
+                        let gain = if restore_gain {
+                            let kept = self.energy().get(rank_per_group - 1).copied().unwrap_or(1.0);
+                            restored_gain(&original, &approx, kept)
+                        } else {
+                            1.0
+                        };
+                        if gain != 1.0 {
+                            for h in &mut f.horizontal {
+                                *h = (*h as f64 * gain) as f32;
+                            }
+                        }
+                        let per_filter = |sums: &[f64], scale: f64| -> Vec<f64> {
+                            let channels = f.shape.channels.max(1);
+                            sums.chunks(channels).map(|c| scale * c.iter().sum::<f64>()).collect()
+                        };
+                        Some(corrected(
+                            level,
+                            &per_filter(&original, 1.0),
+                            &per_filter(&approx, gain),
+                        )?)
                     }
-                    _ => 1.0,
                 };
-                let bias = corrected(&|rows, cols| f.weighted_tap_sums(rows, cols), gain)?;
-                if gain != 1.0 {
-                    for h in &mut f.horizontal {
-                        *h = (*h as f64 * gain) as f32;
-                    }
-                }
                 let (vs, hs) = (f.vertical_shape().to_vec(), f.horizontal_shape().to_vec());
                 LayerSplit {
                     bias,
@@ -169,7 +176,13 @@ impl Factorisation {
             Factorisation::Dense(s) => {
                 let weight = layer_weight(model, node, &layer.name)?;
                 let f = s.factors(weight.data(), rank_per_group).map_err(wrap)?;
-                let bias = corrected(&|_, _| f.row_sums(), 1.0)?;
+                let bias = match correction {
+                    None => None,
+                    Some(LayerCorrection { level, .. }) => {
+                        let original = accnn_decompose::weighted_tap_sums(weight.data(), f.outputs, &rows, &cols);
+                        Some(corrected(level, &original, &f.row_sums())?)
+                    }
+                };
                 LayerSplit {
                     bias,
                     ..LayerSplit::new(
@@ -192,10 +205,6 @@ impl Factorisation {
         })
     }
 }
-
-/// The approximation's tap sums over given row and column coverages (per output filter),
-/// computed only when a correction is asked for.
-type TapSums<'a> = &'a dyn Fn(&[f64], &[f64]) -> Vec<f64>;
 
 /// The node of `layer` in `model`: at its analysed index, or found by name in a rewritten model.
 pub fn layer_node(model: &Model, layer: &Layer) -> Result<usize, Error> {

@@ -279,12 +279,7 @@ fn main_path_layers_get_their_gain_back_and_branches_do_not() {
         let mut b = ModelBuilder::new();
         let x = b.input("data");
         let r = b.activation("r", x, Activation::Relu);
-        let attrs = ConvAttrs {
-            pad: Default::default(),
-            ..ConvAttrs::same([3, 3], 8)
-        };
-        let w = random(&mut rng, vec![8, 8, 3, 3], 0.3);
-        let c = b.conv("c", r, attrs, w, Some(random(&mut rng, vec![8], 0.5)));
+        let c = conv(&mut b, &mut rng, "c", r, 8, 8);
         let out = if residual {
             // An unpadded 3x3 shrinks the map by 2: the skip shrinks with it through an
             // unpadded 3x3 max pooling.

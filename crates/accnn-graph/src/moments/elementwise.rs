@@ -43,6 +43,16 @@ impl Expr {
     }
 }
 
+/// How a node's moments follow from its lineage.
+pub(super) enum Rule {
+    /// The operator's own closed form (ReLU) in the caller's rules.
+    ClosedForm,
+    /// `scale · x + shift` of the moments of node `input` (a stored constant on one side).
+    Affine { input: usize },
+    /// Integrated over the source's Gaussian (smooth activations, products of one source).
+    Integrate,
+}
+
 /// A tensor as an elementwise function of the tensor computed by node `source`.
 #[derive(Clone, Debug)]
 pub(super) struct Lineage {
@@ -76,20 +86,20 @@ fn integrable(a: Activation) -> bool {
 
 /// A stored tensor as per-channel values for `channels` channels: one value, or one per channel
 /// with every other axis 1 (axis 1 of an NCHW tensor).
-pub(super) fn per_channel_values(t: &crate::tensor::Tensor, channels: usize) -> Option<Vec<f64>> {
+fn per_channel_values(t: &crate::tensor::Tensor, channels: usize) -> Option<Vec<f64>> {
     let values = t.data();
     let per_channel = values.len() == channels && t.shape().iter().filter(|&&d| d != 1).count() <= 1;
     (values.len() == 1 || per_channel).then(|| values.iter().map(|&v| v as f64).collect())
 }
 
 /// How node `index` computes its value as an elementwise function of one source, if it does, and
-/// whether its moments need the quadrature (`false`: the closed-form rules are exact for it).
+/// how its moments are found.
 pub(super) fn lineage(
     model: &Model,
     index: usize,
     channels: usize,
     lineages: &[Option<Lineage>],
-) -> Option<(Lineage, bool)> {
+) -> Option<(Lineage, Rule)> {
     let node: &Node = &model.graph.nodes[index];
     let param = |k: usize| model.param(&model.graph.nodes[node.inputs.get(k)?.node].name);
     // An input's lineage, or the input itself as a source.
@@ -107,7 +117,12 @@ pub(super) fn lineage(
         Op::Activation(a) if integrable(*a) => {
             let x = of(0)?;
             let expr = Rc::new(Expr::Activation(*a, x.expr));
-            Some((Lineage { source: x.source, expr }, *a != Activation::Relu))
+            let rule = if *a == Activation::Relu {
+                Rule::ClosedForm
+            } else {
+                Rule::Integrate
+            };
+            Some((Lineage { source: x.source, expr }, rule))
         }
         Op::Binary { op, .. } => {
             let (p0, p1) = (param(0), param(1));
@@ -126,13 +141,15 @@ pub(super) fn lineage(
                         _ if k.iter().all(|&v| v != 0.0) => (k.iter().map(|v| 1.0 / v).collect(), zero),
                         _ => return None,
                     };
-                    let x = of(if x_first { 0 } else { 1 })?;
+                    let k = if x_first { 0 } else { 1 };
+                    let x = of(k)?;
                     let expr = Rc::new(Expr::Affine {
                         scale,
                         shift,
                         inner: x.expr,
                     });
-                    Some((Lineage { source: x.source, expr }, false))
+                    let input = node.inputs[k].node;
+                    Some((Lineage { source: x.source, expr }, Rule::Affine { input }))
                 }
                 // Two functions of one source: their moments need the joint law, the quadrature's.
                 (BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul, None, None) => {
@@ -141,7 +158,7 @@ pub(super) fn lineage(
                         return None;
                     }
                     let expr = Rc::new(Expr::Combine(*op, a.expr, b.expr));
-                    Some((Lineage { source: a.source, expr }, true))
+                    Some((Lineage { source: a.source, expr }, Rule::Integrate))
                 }
                 _ => None,
             }
@@ -152,18 +169,41 @@ pub(super) fn lineage(
 
 /// Points and weights of the quadrature against the standard normal density: a trapezoid rule on
 /// `[-8, 8]` (beyond it the density is under 1e-14), fine enough that kinks (clip, ReLU) cost
-/// under 1e-5 relative.
-fn normal_rule() -> (Vec<f64>, Vec<f64>) {
-    const POINTS: usize = 1601;
-    const REACH: f64 = 8.0;
-    let step = 2.0 * REACH / (POINTS - 1) as f64;
-    let t: Vec<f64> = (0..POINTS).map(|i| -REACH + i as f64 * step).collect();
-    let mut w: Vec<f64> = t.iter().map(|&x| (-0.5 * x * x).exp()).collect();
-    w[0] *= 0.5;
-    w[POINTS - 1] *= 0.5;
-    let total: f64 = w.iter().sum();
-    w.iter_mut().for_each(|v| *v /= total);
-    (t, w)
+/// under 1e-5 relative. Made once.
+fn normal_rule() -> &'static (Vec<f64>, Vec<f64>) {
+    static RULE: std::sync::OnceLock<(Vec<f64>, Vec<f64>)> = std::sync::OnceLock::new();
+    RULE.get_or_init(|| {
+        const POINTS: usize = 1601;
+        const REACH: f64 = 8.0;
+        let step = 2.0 * REACH / (POINTS - 1) as f64;
+        let t: Vec<f64> = (0..POINTS).map(|i| -REACH + i as f64 * step).collect();
+        let mut w: Vec<f64> = t.iter().map(|&x| (-0.5 * x * x).exp()).collect();
+        w[0] *= 0.5;
+        w[POINTS - 1] *= 0.5;
+        let total: f64 = w.iter().sum();
+        w.iter_mut().for_each(|v| *v /= total);
+        (t, w)
+    })
+}
+
+/// The moments of an affine `expr` (`scale · x + shift`) of a tensor with moments `x`.
+pub(super) fn affine(expr: &Expr, x: &ChannelMoments) -> Option<ChannelMoments> {
+    let Expr::Affine { scale, shift, .. } = expr else {
+        return None;
+    };
+    let channels = x.channels();
+    let fits = |v: &[f64]| v.len() == 1 || v.len() == channels;
+    if !fits(scale) || !fits(shift) {
+        return None;
+    }
+    let at = |v: &[f64], c: usize| v[if v.len() == 1 { 0 } else { c }];
+    let (mean, variance) = (0..channels)
+        .map(|c| {
+            let k = at(scale, c);
+            (k * x.mean[c] + at(shift, c), k * k * x.variance[c])
+        })
+        .unzip();
+    Some(ChannelMoments { mean, variance })
 }
 
 /// Mean and variance of `expr` of a channel-wise Gaussian with the source's `moments`.
@@ -181,7 +221,7 @@ pub(super) fn integrate(expr: &Expr, moments: &ChannelMoments, channels: usize) 
             let y = expr.at(m, c);
             (s1, s2) = (y, y * y);
         } else {
-            for (&ti, &wi) in t.iter().zip(&w) {
+            for (&ti, &wi) in t.iter().zip(w) {
                 let y = expr.at(m + s * ti, c);
                 s1 += wi * y;
                 s2 += wi * y * y;

@@ -95,10 +95,13 @@ pub fn propagate(model: &Model, shapes: &Shapes, input: &ChannelMoments) -> Vec<
         } else if !shapes.is_known(i) {
             None
         } else {
+            let known = |node: usize| out.get(node).and_then(Option::as_ref);
             match (&lineage, channels) {
-                (Some((l, true)), Some(c)) => {
-                    let source = out.get(l.source).and_then(Option::as_ref);
-                    source.and_then(|s| elementwise::integrate(&l.expr, s, c))
+                (Some((l, elementwise::Rule::Integrate)), Some(c)) => {
+                    known(l.source).and_then(|s| elementwise::integrate(&l.expr, s, c))
+                }
+                (Some((l, elementwise::Rule::Affine { input })), _) => {
+                    known(*input).and_then(|x| elementwise::affine(&l.expr, x))
                 }
                 _ => node_moments(model, i, shapes, &out),
             }
@@ -185,41 +188,8 @@ fn node_moments(
                 PoolKind::Sum => None,
             }
         }
-        // A tensor scaled or shifted by stored per-channel (or single) values: a BatchNorm written
-        // as Mul and Add (Caffe2's exports), a scale layer, hard-swish's `+ 3` and `/ 6`.
-        Op::Binary {
-            op: op @ (BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div),
-            ..
-        } if (param(0).is_some() || param(1).is_some()) => {
-            let (x, constant, x_first) = match (input(0), param(1), input(1), param(0)) {
-                (Some(x), Some(c), _, _) => (x, c, true),
-                (_, _, Some(x), Some(c)) if *op != BinaryOp::Div => (x, c, false),
-                _ => return None,
-            };
-            let channels = x.channels();
-            // Broadcast over axis 1 only: one value, or one per channel with every other axis 1.
-            let values = elementwise::per_channel_values(constant, channels)?;
-            let at = |c: usize| values[if values.len() == 1 { 0 } else { c }];
-            let (mut mean, mut variance) = (x.mean.clone(), x.variance.clone());
-            for c in 0..channels {
-                let k = at(c);
-                match (op, x_first) {
-                    (BinaryOp::Mul, _) => {
-                        mean[c] *= k;
-                        variance[c] *= k * k;
-                    }
-                    (BinaryOp::Div, _) if k != 0.0 => {
-                        mean[c] /= k;
-                        variance[c] /= k * k;
-                    }
-                    (BinaryOp::Div, _) => return None,
-                    (BinaryOp::Add, _) => mean[c] += k,
-                    (BinaryOp::Sub, true) => mean[c] -= k,
-                    (_, _) => mean[c] = k - mean[c],
-                }
-            }
-            Some(ChannelMoments { mean, variance })
-        }
+        // A tensor scaled or shifted by stored values (a BatchNorm written as Mul and Add, a
+        // scale layer, hard-swish's `+ 3` and `/ 6`) has its rule in `propagate`, by its lineage.
         Op::Binary { op: BinaryOp::Add, .. } => {
             let (a, b) = (input(0)?, input(1)?);
             if a.channels() != b.channels() || in_shape(0) != in_shape(1) {
