@@ -329,6 +329,30 @@ fn larger_convolutions_match_the_reference_on_every_path() {
         ),
         (conv_filters([3, 3], Padding2d::symmetric(1, 1), 24), 64, [1, 64, 7, 7]),
         (conv_filters([3, 3], Padding2d::symmetric(1, 1), 12), 8, [2, 8, 7, 7]),
+        // Read in place (stride 1, no horizontal padding): tiles inside the image, tiles at the
+        // top and bottom borders (asymmetric, and deeper than one tile), and positions past the
+        // row end that read the next row and are dropped (valid horizontal taps).
+        (
+            conv_filters([3, 1], Padding2d::symmetric(1, 0), 16),
+            20,
+            [1, 20, 40, 24],
+        ),
+        (
+            conv_filters(
+                [5, 1],
+                Padding2d {
+                    top: 0,
+                    bottom: 4,
+                    left: 0,
+                    right: 0,
+                },
+                8,
+            ),
+            6,
+            [2, 6, 33, 19],
+        ),
+        (conv_filters([1, 3], Padding2d::default(), 8), 5, [1, 5, 20, 21]),
+        (conv_filters([3, 3], Padding2d::symmetric(1, 0), 12), 4, [1, 4, 25, 30]),
     ];
     for (i, (attrs, channels, shape)) in cases.into_iter().enumerate() {
         let model = conv_model(attrs.clone(), channels, i % 2 == 0, 40 + i as u64, true);

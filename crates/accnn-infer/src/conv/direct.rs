@@ -2,6 +2,9 @@
 //!
 //! The input group is copied zero-padded to `(Cg, Hp, Wp)`, and for a stride `(sh, sw)` split into
 //! `sh * sw` phase planes per channel (`phase_split`), so that every tap reads its phase at stride 1.
+//! Stride-1 convolutions without horizontal padding (the vertical `(kh, 1)` half of a decomposed
+//! pair, 1x1 layers) skip the copy: their padded plane has the input's pitch, so tiles read the
+//! input in place, and only the tiles at the top and bottom borders get a padded panel each.
 //! Output positions are numbered on the phase plane's pitch `Wq = ceil(Wp / sw)`,
 //! `o = y * Wq + x`, so that each tap reads element `o + offset(tap)` of every channel: one offset
 //! for all positions. A block of 96 consecutive positions thus reads six consecutive vectors from one
@@ -58,13 +61,13 @@ pub(super) fn convolve(
     let (cg, fg) = (geo.channels, geo.filters);
     let (ho, wo) = geo.output_hw;
     let layout = PhaseLayout::new(geo);
-    let (wq, plane, offsets) = (layout.wq, layout.plane, &layout.offsets);
+    let (wq, offsets) = (layout.wq, &layout.offsets);
     let (tile_blocks, vectors) = tile_shape(geo);
     let (tile_filters, positions) = (tile_blocks * FILTERS, vectors * LANES);
     // Positions 0..span on the phase pitch hold every output; blocks may run past it.
     let span = (ho - 1) * wq + wo;
     let blocks = span.div_ceil(positions);
-    let xp = layout.split(x, geo, blocks * positions, workers);
+    let source = Source::new(x, geo, &layout, blocks * positions, workers);
     let filter_tiles = fg.div_ceil(tile_filters);
     // Enough tasks to balance the workers: split filters as well as positions on small images.
     let chunks = (8 * workers).div_ceil(blocks).clamp(1, filter_tiles);
@@ -74,6 +77,24 @@ pub(super) fn convolve(
         let (block, chunk) = (t / chunks, t % chunks);
         let o0 = block * positions;
         let end = (o0 + positions).min(span);
+        let input = source.panel(x, geo, &layout, o0, positions);
+        // The tile's positions as runs of output values, each within one output row (or, without
+        // padding columns, `wq == wo`, across rows: contiguous in the output too): `(first
+        // position, output index within a filter's plane, length)`.
+        let mut runs = [(0usize, 0usize, 0usize); MAX_RUNS];
+        let mut n_runs = 0;
+        let (mut o, mut y, mut col) = (o0, o0 / wq, o0 % wq);
+        while o < end {
+            if col >= wo {
+                (o, y, col) = (o + wq - col, y + 1, 0);
+                continue;
+            }
+            let run = if wq == wo { end - o } else { (end - o).min(wo - col) };
+            runs[n_runs] = (o - o0, y * wo + col, run);
+            n_runs += 1;
+            (o, col) = (o + run, col + run);
+        }
+        let runs = &runs[..n_runs];
         let mut tile = [0f32; ACCUMULATORS * LANES];
         for ft in chunk * per_chunk..((chunk + 1) * per_chunk).min(filter_tiles) {
             let first = ft * tile_filters;
@@ -83,12 +104,13 @@ pub(super) fn convolve(
             }
             let fb = first / FILTERS;
             // SAFETY: `available()` was checked by the caller; the kernel reads channel planes
-            // `0..cg` at `o0 + offset + 0..positions`, which `reach` keeps inside `xp`, and
-            // `packed` holds `cg * taps * 4` values for every block up to a multiple of 6.
+            // `0..cg` at `offset + 0..positions` from the panel's start, which `Source::panel`
+            // keeps inside its input, and `packed` holds `cg * taps * 4` values for every block
+            // up to a multiple of 6.
             unsafe {
                 let panel = Panel {
-                    x: xp.as_ptr().add(o0),
-                    plane,
+                    x: input.start,
+                    plane: input.plane,
                     channels: cg,
                     offsets,
                 };
@@ -99,35 +121,20 @@ pub(super) fn convolve(
                     _ => tile_kernel::<3, 2>(&panel, [w(0), w(1), w(2)], &b, relu, &mut tile),
                 }
             }
-            // Scatter the valid positions, row segment by row segment.
-            for (lane, values) in tile.chunks(positions).enumerate().take(tile_filters) {
-                let f = first + lane;
-                if f >= fg {
-                    break;
-                }
-                let mut o = o0;
-                while o < end {
-                    let (y, col) = (o / wq, o % wq);
-                    if col >= wo {
-                        o = (y + 1) * wq;
-                        continue;
-                    }
-                    // Without padding columns (1x1 layers, vertical halves, wq == wo) the tile's
-                    // rows are contiguous in the output too: one run, not one per output row.
-                    let run = if wq == wo { end - o } else { (end - o).min(wo - col) };
-                    let at = (f * ho + y) * wo + col;
-                    let values = &values[o - o0..o - o0 + run];
+            for (lane, values) in tile.chunks(positions).enumerate().take(tile_filters.min(fg - first)) {
+                let plane_start = (first + lane) * ho * wo;
+                for &(from, at, run) in runs {
+                    let (at, values) = (plane_start + at, &values[from..from + run]);
                     if epilogue.residual.is_some() {
-                        // SAFETY: position (y, col..col + run) of filter f belongs to this task
-                        // alone (blocks partition positions, chunks partition filters) and lies
-                        // inside `out`; nothing reads it while the slice lives.
+                        // SAFETY: these outputs of filter `first + lane` belong to this task
+                        // alone (blocks partition positions, chunks partition filters) and lie
+                        // inside `out`; nothing reads them while the slice lives.
                         let dst = unsafe { std::slice::from_raw_parts_mut(out.at(at), run) };
                         epilogue.finish(values, at, dst);
                     } else {
                         // SAFETY: as above.
                         unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out.at(at), run) };
                     }
-                    o += run;
                 }
             }
         }
@@ -137,6 +144,88 @@ pub(super) fn convolve(
         (0..tasks).into_par_iter().for_each(task);
     } else {
         (0..tasks).for_each(task);
+    }
+}
+
+/// Runs of output values a tile of at most 96 positions can hold: one per output row it touches,
+/// rows being at least one value wide.
+const MAX_RUNS: usize = 6 * LANES;
+
+/// Where the micro-tiles of one convolution read its input.
+enum Source {
+    /// The phase-split, zero-padded copy (`PhaseLayout::split`): every tile reads it.
+    Split(Vec<f32>),
+    /// The input itself, for stride-1 convolutions without horizontal padding (vertical halves of
+    /// decomposed pairs, 1x1 layers): their phase plane differs from the input only by the zero
+    /// rows above and below, so tiles whose taps all land inside the image read the input in
+    /// place, and only those at the top and bottom borders get a padded panel of their own,
+    /// instead of copying the whole input.
+    InPlace,
+}
+
+/// The input one tile reads: channel `c` at `start + c * plane`, tap offsets and positions from
+/// there. Owns the tile's padded panel when it needs one.
+struct TileInput {
+    start: *const f32,
+    plane: usize,
+    _panel: Option<Vec<f32>>,
+}
+
+impl Source {
+    /// How `geo`'s tiles will read `x`; a copy (for kernels reading positions `0..positions`) only
+    /// where the input cannot be read in place.
+    fn new(x: &[f32], geo: &Geometry, layout: &PhaseLayout, positions: usize, workers: usize) -> Source {
+        let a = geo.attrs;
+        if a.stride == [1, 1] && a.pad.left == 0 && a.pad.right == 0 {
+            Source::InPlace
+        } else {
+            Source::Split(layout.split(x, geo, positions, workers))
+        }
+    }
+
+    /// The input of the tile of `positions` positions from `o0` (on the phase pitch).
+    fn panel(&self, x: &[f32], geo: &Geometry, layout: &PhaseLayout, o0: usize, positions: usize) -> TileInput {
+        let xp = match self {
+            // SAFETY: `split` made the copy long enough for every tile.
+            Source::Split(xp) => {
+                return TileInput {
+                    start: unsafe { xp.as_ptr().add(o0) },
+                    plane: layout.plane,
+                    _panel: None,
+                };
+            }
+            Source::InPlace => x,
+        };
+        let (h, w) = geo.input_hw;
+        let top = geo.attrs.pad.top;
+        // Without horizontal padding the phase pitch is the input's: padded position `q` is input
+        // value `q - top * w` of each channel, rows above and below being zeros.
+        let reach = positions + layout.offsets.iter().max().copied().unwrap_or(0);
+        if let Some(first) = o0.checked_sub(top * w).filter(|&first| first + reach <= h * w) {
+            // Every tap of every position reads inside each channel's plane (a position past
+            // the output row reads the next row, as on the padded copy, and is dropped).
+            return TileInput {
+                // SAFETY: `first + reach <= h * w`, inside channel 0's plane.
+                start: unsafe { xp.as_ptr().add(first) },
+                plane: h * w,
+                _panel: None,
+            };
+        }
+        let mut panel = vec![0f32; geo.channels * reach];
+        for (c, dst) in panel.chunks_mut(reach).enumerate() {
+            let channel = &xp[c * h * w..(c + 1) * h * w];
+            // Padded positions `o0..o0 + reach`: those on input rows copied, the rest zeros.
+            let lo = (top * w).clamp(o0, o0 + reach);
+            let hi = ((top + h) * w).clamp(o0, o0 + reach);
+            if lo < hi {
+                dst[lo - o0..hi - o0].copy_from_slice(&channel[lo - top * w..hi - top * w]);
+            }
+        }
+        TileInput {
+            start: panel.as_ptr(),
+            plane: reach,
+            _panel: Some(panel),
+        }
     }
 }
 
