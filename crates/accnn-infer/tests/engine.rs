@@ -410,8 +410,9 @@ fn strided_convolutions_match_the_reference_on_every_path() {
     }
 }
 
-/// Fully-connected layers at the batch sizes of both paths (streamed rows up to 4, GEMM above), with
-/// and without bias, input lengths that are and are not multiples of the vector width.
+/// Fully-connected layers at the batch sizes of both paths (streamed rows up to 16, in passes of up
+/// to 8 inputs, GEMM above), with and without bias, input lengths that are and are not multiples of
+/// the vector width, and longer than one column block.
 #[test]
 fn dense_layers_match_the_reference_at_every_batch_size() {
     for (i, (inputs, outputs, bias)) in [(300, 37, true), (64, 10, false), (1029, 130, true)]
@@ -425,7 +426,7 @@ fn dense_layers_match_the_reference_at_every_batch_size() {
         let bias = bias.then(|| Weights::new(vec![outputs], random(outputs, seed + 1)).unwrap());
         let fc = b.dense("fc", x, w, bias, true);
         let model = b.build(&[fc]).unwrap();
-        for batch in [1, 3, 4, 5, 9] {
+        for batch in [1, 3, 4, 5, 9, 16, 17] {
             let shape = [batch, inputs, 1, 1];
             let x = random(batch * inputs, seed + 10 + batch as u64);
             let want = reference(&model, &shape, &x);
