@@ -6,7 +6,8 @@
 //! input (im2col when strided); either way the `(kh, 1)` and `(1, kw)` halves of a decomposed layer
 //! cost what their FLOPs say rather than an im2col copy each (candle's own `conv2d` also takes one
 //! padding, stride and dilation for both axes, which the halves cannot use). A dense layer at batch
-//! sizes up to 4 streams its weights once across the workers (it is bound by reading them). Pooling
+//! sizes up to 16 streams its weights once across the workers, each row dotted with up to 8 inputs
+//! at a time (it is bound by reading them). Pooling
 //! windows are reduced separably. A ReLU after a convolution, and a residual `Add` of a
 //! convolution's output and an earlier value (with the ReLU after it), are applied as the
 //! convolution writes its outputs. Everything else is candle.
