@@ -186,10 +186,10 @@ impl Source {
     /// The input of the tile of `positions` positions from `o0` (on the phase pitch).
     fn panel(&self, x: &[f32], geo: &Geometry, layout: &PhaseLayout, o0: usize, positions: usize) -> TileInput {
         let xp = match self {
-            // SAFETY: `split` made the copy long enough for every tile.
+            // `split` made the copy long enough for every tile's reads.
             Source::Split(xp) => {
                 return TileInput {
-                    start: unsafe { xp.as_ptr().add(o0) },
+                    start: xp[o0..].as_ptr(),
                     plane: layout.plane,
                     _panel: None,
                 };
@@ -205,8 +205,7 @@ impl Source {
             // Every tap of every position reads inside each channel's plane (a position past
             // the output row reads the next row, as on the padded copy, and is dropped).
             return TileInput {
-                // SAFETY: `first + reach <= h * w`, inside channel 0's plane.
-                start: unsafe { xp.as_ptr().add(first) },
+                start: xp[first..].as_ptr(),
                 plane: h * w,
                 _panel: None,
             };
