@@ -67,7 +67,7 @@ pub(super) fn convolve(
     // Positions 0..span on the phase pitch hold every output; blocks may run past it.
     let span = (ho - 1) * wq + wo;
     let blocks = span.div_ceil(positions);
-    let source = Source::new(x, geo, &layout, blocks * positions, workers);
+    let source = Source::new(x, geo, &layout, positions, blocks, workers);
     let filter_tiles = fg.div_ceil(tile_filters);
     // Enough tasks to balance the workers: split filters as well as positions on small images.
     let chunks = (8 * workers).div_ceil(blocks).clamp(1, filter_tiles);
@@ -77,7 +77,7 @@ pub(super) fn convolve(
         let (block, chunk) = (t / chunks, t % chunks);
         let o0 = block * positions;
         let end = (o0 + positions).min(span);
-        let input = source.panel(x, geo, &layout, o0, positions);
+        let (start, plane) = source.tile(x, geo, &layout, block, positions);
         // The tile's positions as runs of output values, each within one output row (or, without
         // padding columns, `wq == wo`, across rows: contiguous in the output too): `(first
         // position, output index within a filter's plane, length)`.
@@ -109,8 +109,8 @@ pub(super) fn convolve(
             // up to a multiple of 6.
             unsafe {
                 let panel = Panel {
-                    x: input.start,
-                    plane: input.plane,
+                    x: start,
+                    plane,
                     channels: cg,
                     offsets,
                 };
@@ -158,74 +158,89 @@ enum Source {
     /// The input itself, for stride-1 convolutions without horizontal padding (vertical halves of
     /// decomposed pairs, 1x1 layers): their phase plane differs from the input only by the zero
     /// rows above and below, so tiles whose taps all land inside the image read the input in
-    /// place, and only those at the top and bottom borders get a padded panel of their own,
-    /// instead of copying the whole input.
-    InPlace,
-}
-
-/// The input one tile reads: channel `c` at `start + c * plane`, tap offsets and positions from
-/// there. Owns the tile's padded panel when it needs one.
-struct TileInput {
-    start: *const f32,
-    plane: usize,
-    _panel: Option<Vec<f32>>,
+    /// place. The blocks at the top and bottom borders read a padded panel each (`borders`, by
+    /// block, made once before the tiles run: several filter chunks may read one block).
+    InPlace { borders: Vec<Option<Vec<f32>>> },
 }
 
 impl Source {
-    /// How `geo`'s tiles will read `x`; a copy (for kernels reading positions `0..positions`) only
-    /// where the input cannot be read in place.
-    fn new(x: &[f32], geo: &Geometry, layout: &PhaseLayout, positions: usize, workers: usize) -> Source {
+    /// How `geo`'s tiles of `positions` positions (`blocks` of them) will read `x`: in place where
+    /// it can, unless the border panels would copy as much as the whole padded input.
+    fn new(x: &[f32], geo: &Geometry, layout: &PhaseLayout, positions: usize, blocks: usize, workers: usize) -> Source {
         let a = geo.attrs;
         if a.stride == [1, 1] && a.pad.left == 0 && a.pad.right == 0 {
-            Source::InPlace
-        } else {
-            Source::Split(layout.split(x, geo, positions, workers))
+            let reach = positions + layout.offsets.iter().max().copied().unwrap_or(0);
+            let border: Vec<usize> = (0..blocks)
+                .filter(|&b| in_place_start(geo, b * positions, reach).is_none())
+                .collect();
+            if border.len() * reach < layout.plane {
+                let panel = |&b: &usize| (b, border_panel(x, geo, b * positions, reach));
+                let panels: Vec<(usize, Vec<f32>)> = if workers > 1 {
+                    border.par_iter().map(panel).collect()
+                } else {
+                    border.iter().map(panel).collect()
+                };
+                let mut borders = vec![None; blocks];
+                for (b, p) in panels {
+                    borders[b] = Some(p);
+                }
+                return Source::InPlace { borders };
+            }
         }
+        Source::Split(layout.split(x, geo, blocks * positions, workers))
     }
 
-    /// The input of the tile of `positions` positions from `o0` (on the phase pitch).
-    fn panel(&self, x: &[f32], geo: &Geometry, layout: &PhaseLayout, o0: usize, positions: usize) -> TileInput {
-        let xp = match self {
+    /// Where block `block`'s tile reads channel 0 and the distance between channels.
+    fn tile(
+        &self,
+        x: &[f32],
+        geo: &Geometry,
+        layout: &PhaseLayout,
+        block: usize,
+        positions: usize,
+    ) -> (*const f32, usize) {
+        let o0 = block * positions;
+        match self {
             // `split` made the copy long enough for every tile's reads.
-            Source::Split(xp) => {
-                return TileInput {
-                    start: xp[o0..].as_ptr(),
-                    plane: layout.plane,
-                    _panel: None,
-                };
-            }
-            Source::InPlace => x,
-        };
-        let (h, w) = geo.input_hw;
-        let top = geo.attrs.pad.top;
-        // Without horizontal padding the phase pitch is the input's: padded position `q` is input
-        // value `q - top * w` of each channel, rows above and below being zeros.
-        let reach = positions + layout.offsets.iter().max().copied().unwrap_or(0);
-        if let Some(first) = o0.checked_sub(top * w).filter(|&first| first + reach <= h * w) {
-            // Every tap of every position reads inside each channel's plane (a position past
-            // the output row reads the next row, as on the padded copy, and is dropped).
-            return TileInput {
-                start: xp[first..].as_ptr(),
-                plane: h * w,
-                _panel: None,
-            };
-        }
-        let mut panel = vec![0f32; geo.channels * reach];
-        for (c, dst) in panel.chunks_mut(reach).enumerate() {
-            let channel = &xp[c * h * w..(c + 1) * h * w];
-            // Padded positions `o0..o0 + reach`: those on input rows copied, the rest zeros.
-            let lo = (top * w).clamp(o0, o0 + reach);
-            let hi = ((top + h) * w).clamp(o0, o0 + reach);
-            if lo < hi {
-                dst[lo - o0..hi - o0].copy_from_slice(&channel[lo - top * w..hi - top * w]);
-            }
-        }
-        TileInput {
-            start: panel.as_ptr(),
-            plane: reach,
-            _panel: Some(panel),
+            Source::Split(xp) => (xp[o0..].as_ptr(), layout.plane),
+            Source::InPlace { borders } => match &borders[block] {
+                Some(panel) => (panel.as_ptr(), panel.len() / geo.channels),
+                None => {
+                    let reach = positions + layout.offsets.iter().max().copied().unwrap_or(0);
+                    let first = in_place_start(geo, o0, reach).unwrap_or(0);
+                    (x[first..].as_ptr(), geo.input_hw.0 * geo.input_hw.1)
+                }
+            },
         }
     }
+}
+
+/// Where a tile from padded position `o0`, reading `reach` values per channel, starts in the
+/// input, if every tap of every position reads inside each channel's plane. Without horizontal
+/// padding the phase pitch is the input's: padded position `q` is input value `q - top * w`, rows
+/// above and below being zeros (a position past the output row reads the next row, as on the
+/// padded copy, and is dropped).
+fn in_place_start(geo: &Geometry, o0: usize, reach: usize) -> Option<usize> {
+    let (h, w) = geo.input_hw;
+    o0.checked_sub(geo.attrs.pad.top * w)
+        .filter(|&first| first + reach <= h * w)
+}
+
+/// The padded positions `o0..o0 + reach` of every channel of `x`: those on input rows copied, the
+/// rest zeros.
+fn border_panel(x: &[f32], geo: &Geometry, o0: usize, reach: usize) -> Vec<f32> {
+    let (h, w) = geo.input_hw;
+    let top = geo.attrs.pad.top;
+    let mut panel = vec![0f32; geo.channels * reach];
+    let lo = (top * w).clamp(o0, o0 + reach);
+    let hi = ((top + h) * w).clamp(o0, o0 + reach);
+    if lo < hi {
+        for (c, dst) in panel.chunks_mut(reach).enumerate() {
+            let channel = &x[c * h * w..(c + 1) * h * w];
+            dst[lo - o0..hi - o0].copy_from_slice(&channel[lo - top * w..hi - top * w]);
+        }
+    }
+    panel
 }
 
 /// Where a tap reads the phase-split input. The input is split into phase planes of `hq x wq` per
