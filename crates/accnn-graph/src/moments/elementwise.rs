@@ -33,11 +33,10 @@ pub(super) enum Expr {
 
 impl Expr {
     fn at(&self, t: f64, c: usize) -> f64 {
-        let pick = |v: &[f64]| v[if v.len() == 1 { 0 } else { c }];
         match self {
             Expr::Source => t,
             Expr::Activation(a, inner) => a.apply(inner.at(t, c)),
-            Expr::Affine { scale, shift, inner } => pick(scale) * inner.at(t, c) + pick(shift),
+            Expr::Affine { scale, shift, inner } => channel_value(scale, c) * inner.at(t, c) + channel_value(shift, c),
             Expr::Combine(op, a, b) => op.apply(a.at(t, c), b.at(t, c)),
         }
     }
@@ -60,28 +59,9 @@ pub(super) struct Lineage {
     pub expr: Rc<Expr>,
 }
 
-/// Activations whose moments are integrated: defined on every real and growing at most linearly
-/// (or, like Mish and GELU, as `x`). ReLU has its closed form.
-fn integrable(a: Activation) -> bool {
-    matches!(
-        a,
-        Activation::Relu
-            | Activation::Sigmoid
-            | Activation::Tanh
-            | Activation::SoftRelu
-            | Activation::SoftSign
-            | Activation::LeakyRelu { .. }
-            | Activation::Clip { .. }
-            | Activation::HardSigmoid { .. }
-            | Activation::HardSwish
-            | Activation::Elu { .. }
-            | Activation::Selu { .. }
-            | Activation::Mish
-            | Activation::Erf
-            | Activation::Gelu { .. }
-            | Activation::Neg
-            | Activation::Abs
-    )
+/// Value `c` of per-channel values `v`, or its one value when it holds one.
+fn channel_value(v: &[f64], c: usize) -> f64 {
+    v[if v.len() == 1 { 0 } else { c }]
 }
 
 /// A stored tensor as per-channel values for `channels` channels: one value, or one per channel
@@ -114,7 +94,7 @@ pub(super) fn lineage(
         }))
     };
     match &node.op {
-        Op::Activation(a) if integrable(*a) => {
+        Op::Activation(a) if a.integrable_under_gaussian() => {
             let x = of(0)?;
             let expr = Rc::new(Expr::Activation(*a, x.expr));
             let rule = if *a == Activation::Relu {
@@ -196,11 +176,10 @@ pub(super) fn affine(expr: &Expr, x: &ChannelMoments) -> Option<ChannelMoments> 
     if !fits(scale) || !fits(shift) {
         return None;
     }
-    let at = |v: &[f64], c: usize| v[if v.len() == 1 { 0 } else { c }];
     let (mean, variance) = (0..channels)
         .map(|c| {
-            let k = at(scale, c);
-            (k * x.mean[c] + at(shift, c), k * k * x.variance[c])
+            let k = channel_value(scale, c);
+            (k * x.mean[c] + channel_value(shift, c), k * k * x.variance[c])
         })
         .unzip();
     Some(ChannelMoments { mean, variance })

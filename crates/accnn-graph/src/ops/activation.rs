@@ -62,6 +62,31 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// Whether the function is defined on every real and grows at most linearly (as `x` for Mish
+    /// and GELU): its moments under a Gaussian exist and a quadrature on ±8σ finds them. Every
+    /// variant is named, so a new one has to answer.
+    pub fn integrable_under_gaussian(self) -> bool {
+        match self {
+            Activation::Relu
+            | Activation::Sigmoid
+            | Activation::Tanh
+            | Activation::SoftRelu
+            | Activation::SoftSign
+            | Activation::LeakyRelu { .. }
+            | Activation::Clip { .. }
+            | Activation::HardSigmoid { .. }
+            | Activation::HardSwish
+            | Activation::Elu { .. }
+            | Activation::Selu { .. }
+            | Activation::Mish
+            | Activation::Erf
+            | Activation::Gelu { .. }
+            | Activation::Neg
+            | Activation::Abs => true,
+            Activation::Exp | Activation::Log | Activation::Sqrt | Activation::Reciprocal | Activation::Not => false,
+        }
+    }
+
     /// The function at `x`, in `f64`: the definition both the reference and the engine follow.
     pub fn apply(self, x: f64) -> f64 {
         match self {
