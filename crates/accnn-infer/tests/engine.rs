@@ -306,6 +306,7 @@ fn every_convolution_and_pooling_path_matches_the_reference() {
 }
 
 /// Larger stride-1 convolutions: several 96-, 48- and 32-position blocks with a partial last one,
+/// taken one at a time and in bands,
 /// filter counts that are and are not multiples of the micro-kernel's tiles, one image and several,
 /// a fused ReLU; every path against the reference.
 #[test]
@@ -353,6 +354,9 @@ fn larger_convolutions_match_the_reference_on_every_path() {
         ),
         (conv_filters([1, 3], Padding2d::default(), 8), 5, [1, 5, 20, 21]),
         (conv_filters([3, 3], Padding2d::symmetric(1, 0), 12), 4, [1, 4, 25, 30]),
+        // A reduction short enough for the micro-kernel to take blocks in bands, on an image large
+        // enough for several bands (the last one partial) and 3 filter tiles, the last partial.
+        (conv_filters([1, 3], Padding2d::symmetric(0, 1), 9), 5, [1, 5, 224, 224]),
     ];
     for (i, (attrs, channels, shape)) in cases.into_iter().enumerate() {
         let model = conv_model(attrs.clone(), channels, i % 2 == 0, 40 + i as u64, true);

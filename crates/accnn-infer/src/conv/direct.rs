@@ -18,7 +18,8 @@
 //! or 2 input vectors and broadcasts 4, 8 or 12 weights for 24 FMAs. Unlike one GEMM per tap (the portable path in
 //! `mod.rs`) or im2col, every output is written once, and nothing is packed but the weights, once,
 //! when the engine is built. The padded copy and the output are written in parallel and never
-//! zero-filled first.
+//! zero-filled first. A task is a block of positions swept by every filter tile in turn, or, for
+//! short reductions, a band of blocks swept by each tile in turn (`band_blocks`).
 
 use std::arch::x86_64::{
     __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_max_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
@@ -33,6 +34,15 @@ const FILTERS: usize = BLOCK_FILTERS;
 const LANES: usize = 16;
 /// Accumulator registers per micro-tile.
 const ACCUMULATORS: usize = 24;
+/// Reductions (channels x taps) below which a convolution's blocks are taken in bands.
+const BANDED_BELOW_REDUCTION: usize = 128;
+/// Input values a band of blocks reads, in bytes (see [`band_blocks`]).
+const BAND_BYTES: usize = 256 << 10;
+/// Tasks per worker a convolution is split into, at least, where filter tiles allow. Tasks are
+/// of equal size, so few of them leave workers idle: ResNet-18's 64 x 56 x 56 → 128 stride-2
+/// layer has 17 blocks, one task each at 8 per worker, 0.71-0.82 ms on 2 threads; split in two by
+/// filters (34 tasks), 0.64-0.66 ms.
+const TASKS_PER_WORKER: usize = 16;
 /// Filters of the widest tile (12 x 32).
 const MAX_TILE_FILTERS: usize = 3 * FILTERS;
 /// Input channels from which the 4 x 96 tile is never used.
@@ -69,33 +79,17 @@ pub(super) fn convolve(
     let blocks = span.div_ceil(positions);
     let source = Source::new(x, geo, &layout, positions, blocks, workers);
     let filter_tiles = fg.div_ceil(tile_filters);
+    let band = band_blocks(geo, &layout, positions, blocks);
+    let bands = blocks.div_ceil(band);
     // Enough tasks to balance the workers: split filters as well as positions on small images.
-    let chunks = (8 * workers).div_ceil(blocks).clamp(1, filter_tiles);
+    let chunks = (TASKS_PER_WORKER * workers).div_ceil(bands).clamp(1, filter_tiles);
     let per_chunk = filter_tiles.div_ceil(chunks);
     let block_stride = cg * offsets.len() * FILTERS;
     let task = |t: usize| {
-        let (block, chunk) = (t / chunks, t % chunks);
-        let o0 = block * positions;
-        let end = (o0 + positions).min(span);
-        let (start, plane) = source.tile(x, geo, &layout, block, positions);
-        // The tile's positions as runs of output values, each within one output row (or, without
-        // padding columns, `wq == wo`, across rows: contiguous in the output too): `(first
-        // position, output index within a filter's plane, length)`.
-        let mut runs = [(0usize, 0usize, 0usize); MAX_RUNS];
-        let mut n_runs = 0;
-        let (mut o, mut y, mut col) = (o0, o0 / wq, o0 % wq);
-        while o < end {
-            if col >= wo {
-                (o, y, col) = (o + wq - col, y + 1, 0);
-                continue;
-            }
-            let run = if wq == wo { end - o } else { (end - o).min(wo - col) };
-            runs[n_runs] = (o - o0, y * wo + col, run);
-            n_runs += 1;
-            (o, col) = (o + run, col + run);
-        }
-        let runs = &runs[..n_runs];
+        let (band_index, chunk) = (t / chunks, t % chunks);
+        let in_band = band_index * band..((band_index + 1) * band).min(blocks);
         let mut tile = [0f32; ACCUMULATORS * LANES];
+        let mut runs = [(0usize, 0usize, 0usize); MAX_RUNS];
         for ft in chunk * per_chunk..((chunk + 1) * per_chunk).min(filter_tiles) {
             let first = ft * tile_filters;
             let mut b = [0f32; MAX_TILE_FILTERS];
@@ -103,43 +97,49 @@ pub(super) fn convolve(
                 *v = bias.and_then(|bias| bias.get(first + lane)).copied().unwrap_or(0.0);
             }
             let fb = first / FILTERS;
-            // SAFETY: `available()` was checked by the caller; the kernel reads channel planes
-            // `0..cg` at `offset + 0..positions` from the panel's start, which `Source::panel`
-            // keeps inside its input, and `packed` holds `cg * taps * 4` values for every block
-            // up to a multiple of 6.
-            unsafe {
-                let panel = Panel {
-                    x: start,
-                    plane,
-                    channels: cg,
-                    offsets,
-                };
-                let w = |k: usize| packed.as_ptr().add((fb + k) * block_stride);
-                match tile_blocks {
-                    1 => tile_kernel::<1, 6>(&panel, [w(0)], &b, relu, &mut tile),
-                    2 => tile_kernel::<2, 3>(&panel, [w(0), w(1)], &b, relu, &mut tile),
-                    _ => tile_kernel::<3, 2>(&panel, [w(0), w(1), w(2)], &b, relu, &mut tile),
+            for block in in_band.clone() {
+                let o0 = block * positions;
+                let end = (o0 + positions).min(span);
+                let (start, plane) = source.tile(x, geo, &layout, block, positions);
+                let runs = tile_runs(o0, end, wq, wo, &mut runs);
+                // SAFETY: `available()` was checked by the caller; the kernel reads channel planes
+                // `0..cg` at `offset + 0..positions` from the panel's start, which `Source::panel`
+                // keeps inside its input, and `packed` holds `cg * taps * 4` values for every block
+                // up to a multiple of 6.
+                unsafe {
+                    let panel = Panel {
+                        x: start,
+                        plane,
+                        channels: cg,
+                        offsets,
+                    };
+                    let w = |k: usize| packed.as_ptr().add((fb + k) * block_stride);
+                    match tile_blocks {
+                        1 => tile_kernel::<1, 6>(&panel, [w(0)], &b, relu, &mut tile),
+                        2 => tile_kernel::<2, 3>(&panel, [w(0), w(1)], &b, relu, &mut tile),
+                        _ => tile_kernel::<3, 2>(&panel, [w(0), w(1), w(2)], &b, relu, &mut tile),
+                    }
                 }
-            }
-            for (lane, values) in tile.chunks(positions).enumerate().take(tile_filters.min(fg - first)) {
-                let plane_start = (first + lane) * ho * wo;
-                for &(from, at, run) in runs {
-                    let (at, values) = (plane_start + at, &values[from..from + run]);
-                    if epilogue.residual.is_some() {
-                        // SAFETY: these outputs of filter `first + lane` belong to this task
-                        // alone (blocks partition positions, chunks partition filters) and lie
-                        // inside `out`; nothing reads them while the slice lives.
-                        let dst = unsafe { std::slice::from_raw_parts_mut(out.at(at), run) };
-                        epilogue.finish(values, at, dst);
-                    } else {
-                        // SAFETY: as above.
-                        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out.at(at), run) };
+                for (lane, values) in tile.chunks(positions).enumerate().take(tile_filters.min(fg - first)) {
+                    let plane_start = (first + lane) * ho * wo;
+                    for &(from, at, run) in runs {
+                        let (at, values) = (plane_start + at, &values[from..from + run]);
+                        if epilogue.residual.is_some() {
+                            // SAFETY: these outputs of filter `first + lane` belong to this task
+                            // alone (bands partition positions, chunks partition filters) and lie
+                            // inside `out`; nothing reads them while the slice lives.
+                            let dst = unsafe { std::slice::from_raw_parts_mut(out.at(at), run) };
+                            epilogue.finish(values, at, dst);
+                        } else {
+                            // SAFETY: as above.
+                            unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out.at(at), run) };
+                        }
                     }
                 }
             }
         }
     };
-    let tasks = blocks * chunks;
+    let tasks = bands * chunks;
     if workers > 1 {
         (0..tasks).into_par_iter().for_each(task);
     } else {
@@ -147,9 +147,53 @@ pub(super) fn convolve(
     }
 }
 
+/// How many consecutive blocks of `positions` one task takes, each of its filter tiles sweeping
+/// them all before the next tile starts. With a short reduction (the horizontal halves of
+/// decomposed pairs at 224 pixels: 5 or 32 channels x 3 taps) a tile does few FMAs per output
+/// value, and writing the outputs is what takes the time: a block that cycles through every
+/// filter tile writes a few hundred bytes into each of up to 64 output planes, where a tile that
+/// sweeps a band writes 4 planes as sequential streams. Measured in VGG-16 `config.json` model
+/// (`ACCNN_PROFILE`, batch 1, 2 threads): conv1_1's horizontal half (5 channels) 1.64-1.80 →
+/// 0.95-1.04 ms, conv1_2's (32) 4.52-4.86 → 4.00-4.33 ms. A band's input (`BAND_BYTES`) stays in
+/// L2 while the tiles sweep it. Longer reductions keep one block per task: there the block's
+/// panel, reused by every filter tile while it is in L1, is worth more (64 x 56 x 56 → 64, 3x3,
+/// `layer_speed` example: 1.12 ms, banded 1.19-1.43 ms; ResNet-18's stem, 147 steps, no faster).
+fn band_blocks(geo: &Geometry, layout: &PhaseLayout, positions: usize, blocks: usize) -> usize {
+    if geo.channels * layout.offsets.len() >= BANDED_BELOW_REDUCTION {
+        return 1;
+    }
+    let per_block = geo.channels * layout.phases.len() * positions * std::mem::size_of::<f32>();
+    (BAND_BYTES / per_block).clamp(1, blocks)
+}
+
 /// Runs of output values a tile of at most 96 positions can hold: one per output row it touches,
 /// rows being at least one value wide.
 const MAX_RUNS: usize = 6 * LANES;
+
+/// The tile of positions `o0..end` (on the phase pitch `wq`) as runs of output values, each
+/// within one output row (or, without padding columns, `wq == wo`, across rows: contiguous in the
+/// output too): `(first position, output index within a filter's plane, length)`.
+fn tile_runs(
+    o0: usize,
+    end: usize,
+    wq: usize,
+    wo: usize,
+    runs: &mut [(usize, usize, usize); MAX_RUNS],
+) -> &[(usize, usize, usize)] {
+    let mut n_runs = 0;
+    let (mut o, mut y, mut col) = (o0, o0 / wq, o0 % wq);
+    while o < end {
+        if col >= wo {
+            (o, y, col) = (o + wq - col, y + 1, 0);
+            continue;
+        }
+        let run = if wq == wo { end - o } else { (end - o).min(wo - col) };
+        runs[n_runs] = (o - o0, y * wo + col, run);
+        n_runs += 1;
+        (o, col) = (o + run, col + run);
+    }
+    &runs[..n_runs]
+}
 
 /// Where the micro-tiles of one convolution read its input.
 enum Source {
