@@ -306,9 +306,8 @@ fn every_convolution_and_pooling_path_matches_the_reference() {
 }
 
 /// Larger stride-1 convolutions: several 96-, 48- and 32-position blocks with a partial last one,
-/// taken one at a time and in bands,
-/// filter counts that are and are not multiples of the micro-kernel's tiles, one image and several,
-/// a fused ReLU; every path against the reference.
+/// taken one at a time and in bands, filter counts that are and are not multiples of the
+/// micro-kernel's tiles, one image and several, a fused ReLU; every path against the reference.
 #[test]
 fn larger_convolutions_match_the_reference_on_every_path() {
     let cases = [

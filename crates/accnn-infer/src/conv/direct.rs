@@ -152,12 +152,12 @@ pub(super) fn convolve(
 /// decomposed pairs at 224 pixels: 5 or 32 channels x 3 taps) a tile does few FMAs per output
 /// value, and writing the outputs is what takes the time: a block that cycles through every
 /// filter tile writes a few hundred bytes into each of up to 64 output planes, where a tile that
-/// sweeps a band writes 4 planes as sequential streams. Measured in VGG-16 `config.json` model
-/// (`ACCNN_PROFILE`, batch 1, 2 threads): conv1_1's horizontal half (5 channels) 1.64-1.80 →
-/// 0.95-1.04 ms, conv1_2's (32) 4.52-4.86 → 4.00-4.33 ms. A band's input (`BAND_BYTES`) stays in
-/// L2 while the tiles sweep it. Longer reductions keep one block per task: there the block's
-/// panel, reused by every filter tile while it is in L1, is worth more (64 x 56 x 56 → 64, 3x3,
-/// `layer_speed` example: 1.12 ms, banded 1.19-1.43 ms; ResNet-18's stem, 147 steps, no faster).
+/// sweeps a band writes its 4-12 planes as sequential streams. Measured in the VGG-16
+/// `config.json` model (`ACCNN_PROFILE`, batch 1, 2 threads): conv1_1's horizontal half (5
+/// channels) 1.64-1.80 → 0.95-1.04 ms, conv1_2's (32) 4.52-4.86 → 4.00-4.33 ms. A band's input
+/// (`BAND_BYTES`) stays in L2 while the tiles sweep it. Longer reductions keep one block per task,
+/// which measured faster there (64 x 56 x 56 → 64, 3x3, `layer_speed` example: 1.12 ms, banded
+/// 1.19-1.43 ms; ResNet-18's stem, 147 steps, 1.48-1.53 ms in the model, banded 1.63-1.64 ms).
 fn band_blocks(geo: &Geometry, layout: &PhaseLayout, positions: usize, blocks: usize) -> usize {
     if geo.channels * layout.offsets.len() >= BANDED_BELOW_REDUCTION {
         return 1;
