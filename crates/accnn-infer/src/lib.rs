@@ -7,8 +7,8 @@
 //! cost what their FLOPs say rather than an im2col copy each (candle's own `conv2d` also takes one
 //! padding, stride and dilation for both axes, which the halves cannot use). A dense layer at batch
 //! sizes up to 16 streams its weights once across the workers, each row dotted with up to 8 inputs
-//! at a time (it is bound by reading them). Pooling
-//! windows are reduced separably. A ReLU after a convolution, and a residual `Add` of a
+//! at a time (it is bound by reading them). Pooling windows are reduced separably (small 2x2
+//! max-pooling planes a plane at a time). A ReLU after a convolution, and a residual `Add` of a
 //! convolution's output and an earlier value (with the ReLU after it), are applied as the
 //! convolution writes its outputs. Everything else is candle.
 //!

@@ -88,8 +88,19 @@ pub(super) fn convolve(
     let task = |t: usize| {
         let (band_index, chunk) = (t / chunks, t % chunks);
         let in_band = band_index * band..((band_index + 1) * band).min(blocks);
+        // Each block's input and output runs, found once for every filter tile that sweeps it.
+        let mut scratch = [(0usize, 0usize, 0usize); MAX_RUNS];
+        let mut band_runs = Vec::new();
+        let band_tiles: Vec<(*const f32, usize, std::ops::Range<usize>)> = in_band
+            .map(|block| {
+                let o0 = block * positions;
+                let (start, plane) = source.tile(x, geo, &layout, block, positions);
+                let from = band_runs.len();
+                band_runs.extend_from_slice(tile_runs(o0, (o0 + positions).min(span), wq, wo, &mut scratch));
+                (start, plane, from..band_runs.len())
+            })
+            .collect();
         let mut tile = [0f32; ACCUMULATORS * LANES];
-        let mut runs = [(0usize, 0usize, 0usize); MAX_RUNS];
         for ft in chunk * per_chunk..((chunk + 1) * per_chunk).min(filter_tiles) {
             let first = ft * tile_filters;
             let mut b = [0f32; MAX_TILE_FILTERS];
@@ -97,13 +108,10 @@ pub(super) fn convolve(
                 *v = bias.and_then(|bias| bias.get(first + lane)).copied().unwrap_or(0.0);
             }
             let fb = first / FILTERS;
-            for block in in_band.clone() {
-                let o0 = block * positions;
-                let end = (o0 + positions).min(span);
-                let (start, plane) = source.tile(x, geo, &layout, block, positions);
-                let runs = tile_runs(o0, end, wq, wo, &mut runs);
+            for (start, plane, runs) in &band_tiles {
+                let (start, plane, runs) = (*start, *plane, &band_runs[runs.clone()]);
                 // SAFETY: `available()` was checked by the caller; the kernel reads channel planes
-                // `0..cg` at `offset + 0..positions` from the panel's start, which `Source::panel`
+                // `0..cg` at `offset + 0..positions` from the panel's start, which `Source::tile`
                 // keeps inside its input, and `packed` holds `cg * taps * 4` values for every block
                 // up to a multiple of 6.
                 unsafe {
@@ -204,7 +212,11 @@ enum Source {
     /// rows above and below, so tiles whose taps all land inside the image read the input in
     /// place. The blocks at the top and bottom borders read a padded panel each (`borders`, by
     /// block, made once before the tiles run: several filter chunks may read one block).
-    InPlace { borders: Vec<Option<Vec<f32>>> },
+    InPlace {
+        borders: Vec<Option<Vec<f32>>>,
+        /// Values per channel a tile reads (`PhaseLayout::reach`).
+        reach: usize,
+    },
 }
 
 impl Source {
@@ -213,7 +225,7 @@ impl Source {
     fn new(x: &[f32], geo: &Geometry, layout: &PhaseLayout, positions: usize, blocks: usize, workers: usize) -> Source {
         let a = geo.attrs;
         if a.stride == [1, 1] && a.pad.left == 0 && a.pad.right == 0 {
-            let reach = positions + layout.offsets.iter().max().copied().unwrap_or(0);
+            let reach = layout.reach(positions);
             let border: Vec<usize> = (0..blocks)
                 .filter(|&b| in_place_start(geo, b * positions, reach).is_none())
                 .collect();
@@ -228,7 +240,7 @@ impl Source {
                 for (b, p) in panels {
                     borders[b] = Some(p);
                 }
-                return Source::InPlace { borders };
+                return Source::InPlace { borders, reach };
             }
         }
         Source::Split(layout.split(x, geo, blocks * positions, workers))
@@ -247,11 +259,10 @@ impl Source {
         match self {
             // `split` made the copy long enough for every tile's reads.
             Source::Split(xp) => (xp[o0..].as_ptr(), layout.plane),
-            Source::InPlace { borders } => match &borders[block] {
+            Source::InPlace { borders, reach } => match &borders[block] {
                 Some(panel) => (panel.as_ptr(), panel.len() / geo.channels),
                 None => {
-                    let reach = positions + layout.offsets.iter().max().copied().unwrap_or(0);
-                    let first = in_place_start(geo, o0, reach).unwrap_or(0);
+                    let first = in_place_start(geo, o0, *reach).unwrap_or(0);
                     (x[first..].as_ptr(), geo.input_hw.0 * geo.input_hw.1)
                 }
             },
@@ -303,6 +314,13 @@ pub(super) struct PhaseLayout {
 }
 
 impl PhaseLayout {
+    /// Values per channel a tile of `positions` positions reads from its first position on.
+    fn reach(&self, positions: usize) -> usize {
+        positions + self.offsets.iter().max().copied().unwrap_or(0)
+    }
+}
+
+impl PhaseLayout {
     pub(super) fn new(geo: &Geometry) -> Self {
         let a = geo.attrs;
         let (h, w) = geo.input_hw;
@@ -335,7 +353,7 @@ impl PhaseLayout {
     /// `0..positions` of every channel at every tap offset.
     pub(super) fn split(&self, x: &[f32], geo: &Geometry, positions: usize, workers: usize) -> Vec<f32> {
         let a = geo.attrs;
-        let reach = (geo.channels - 1) * self.plane + positions + self.offsets.iter().max().copied().unwrap_or(0);
+        let reach = (geo.channels - 1) * self.plane + self.reach(positions);
         let len = reach.max(geo.channels * self.plane);
         phase_split(
             x,
